@@ -1,0 +1,48 @@
+# One obvious way to run anything. `make run` and `make test` set up everything they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+JARS := deploy/kafka/target/dependency/.fetched
+
+.PHONY: setup run test lint typecheck unit schemas postgres-server clean
+
+setup: $(INSTALLED) $(JARS) postgres-server
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# The real Apache Kafka broker, from Maven Central (deploy/kafka/pom.xml).
+$(JARS): deploy/kafka/pom.xml
+	cd deploy/kafka && mvn -q -B dependency:copy-dependencies
+	touch $@
+
+# Debian's PostgreSQL server binaries for the tests' throwaway cluster (installed once if missing).
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql server ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql; }
+
+run: $(INSTALLED) $(JARS)
+	$(BIN)/deskbridge up
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check services schemas migrations tests
+	$(BIN)/ruff format --check services schemas migrations tests
+
+typecheck: $(INSTALLED)
+	$(BIN)/mypy
+
+test: setup lint typecheck
+	$(BIN)/pytest -q
+
+schemas: $(INSTALLED)
+	$(BIN)/python -m schemas.export
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

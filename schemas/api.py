@@ -1,0 +1,117 @@
+"""Request and response bodies of the gateway and audit APIs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.notices import AgencyId
+
+
+class DeliveryState(StrEnum):
+    accepted = "accepted"
+    delivered = "delivered"
+    fetched = "fetched"
+    acknowledged = "acknowledged"
+
+
+class NoticeAccepted(BaseModel):
+    notice_id: UUID
+    state: DeliveryState = DeliveryState.accepted
+    envelope_sha256: str
+    status_url: str
+
+
+class RecipientStatus(BaseModel):
+    agency: str
+    state: DeliveryState
+    delivered_at: datetime | None = None
+    fetched_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+
+
+class NoticeStatus(BaseModel):
+    notice_id: UUID
+    sender: str
+    case_ref: str
+    submitted_at: datetime | None
+    envelope_sha256: str
+    recipients: list[RecipientStatus]
+
+
+class InboxItem(BaseModel):
+    notice_id: UUID
+    sender: str
+    case_ref: str
+    notice_type: str
+    priority: str
+    tlp: str
+    state: DeliveryState
+    delivered_at: datetime
+    cursor: str
+    envelope: str = Field(description="The sealed envelope exactly as sent: an outer JWS, flattened JSON.")
+
+
+class InboxPage(BaseModel):
+    items: list[InboxItem]
+    next_cursor: str | None
+
+
+class Acknowledgement(BaseModel):
+    notice_id: UUID
+    agency: str
+    state: DeliveryState
+    acknowledged_at: datetime
+
+
+class AgencyOut(BaseModel):
+    id: str
+    name: str
+    kind: str
+
+
+class Jwks(BaseModel):
+    keys: list[dict[str, Any]]
+
+
+class AgencyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: AgencyId
+    name: str = Field(min_length=1, max_length=200)
+    kind: str = Field(default="partner", pattern="^(desk|partner)$")
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jwk: dict[str, Any]
+    not_after: datetime | None = None
+
+
+class CredentialIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: str = Field(pattern="^(agency|auditor|admin)$")
+    agency: AgencyId | None = None
+    label: str = Field(default="", max_length=200)
+
+
+class CredentialOut(BaseModel):
+    credential_id: str
+    role: str
+    agency: str | None
+    token: str = Field(description="Shown once; deskbridge keeps only its hash.")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str

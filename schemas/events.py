@@ -1,0 +1,42 @@
+"""Events on Kafka: every state change a notice or the directory goes through, as the audit log sees it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+DetailValue = str | int | bool | None
+
+
+class EventType(StrEnum):
+    notice_submitted = "notice.submitted"
+    notice_delivered = "notice.delivered"
+    notice_fetched = "notice.fetched"
+    notice_acknowledged = "notice.acknowledged"
+    notice_rejected = "notice.rejected"
+    agency_registered = "agency.registered"
+    key_registered = "key.registered"
+    credential_issued = "credential.issued"
+
+
+class Event(BaseModel):
+    """Metadata and hashes only: an event never carries notice plaintext."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
+        description="Deterministic for the same fact, so a re-sent event is recorded once."
+    )
+    type: EventType
+    occurred_at: datetime
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    agency: str | None = None
+    notice_id: UUID | None = None
+    case_ref: str | None = None
+    envelope_sha256: Sha256Hex | None = None
+    details: dict[str, DetailValue] = Field(default_factory=dict)

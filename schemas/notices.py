@@ -1,0 +1,155 @@
+"""Case notices as the desk and its partners write them (the plaintext inside an envelope)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+AGENCY_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+CASE_REF_PATTERN = r"^[A-Z]{2,8}-[0-9]{4}-[0-9A-Z]{1,12}$"
+
+AgencyId = Annotated[str, StringConstraints(pattern=AGENCY_ID_PATTERN)]
+CaseRef = Annotated[str, StringConstraints(pattern=CASE_REF_PATTERN)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
+LongText = Annotated[str, StringConstraints(max_length=20_000)]
+
+
+class NoticeType(StrEnum):
+    missing_person = "missing_person"
+    kidnapping_confinement = "kidnapping_confinement"
+    wanted_person = "wanted_person"
+    scam_compound = "scam_compound"
+    victim_rescue_request = "victim_rescue_request"
+    death_report = "death_report"
+    intel_report = "intel_report"
+    reply = "reply"
+
+
+class Priority(StrEnum):
+    flash = "flash"
+    immediate = "immediate"
+    routine = "routine"
+
+
+class Tlp(StrEnum):
+    """Traffic Light Protocol 2.0 labels."""
+
+    clear = "clear"
+    green = "green"
+    amber = "amber"
+    amber_strict = "amber+strict"
+    red = "red"
+
+
+class InterpolColour(StrEnum):
+    yellow = "yellow"
+    red = "red"
+    blue = "blue"
+    green = "green"
+    black = "black"
+    orange = "orange"
+    purple = "purple"
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a timezone, e.g. 2025-03-31T09:00:00Z")
+    return value
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+
+
+class Person(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name_latin: ShortText | None = None
+    name_hangul: ShortText | None = None
+    date_of_birth: date | None = None
+    passport_number: Annotated[str, StringConstraints(max_length=32)] | None = None
+    nationality: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2,3}$")] | None = None
+    description: LongText | None = None
+
+    @model_validator(mode="after")
+    def _named(self) -> Person:
+        if not (self.name_latin or self.name_hangul or self.description):
+            raise ValueError("a subject needs a name (Latin or Hangul) or a description")
+        return self
+
+
+class Coordinates(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class Location(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+    province: ShortText | None = None
+    text: LongText | None = None
+    coordinates: Coordinates | None = None
+
+
+class Attachment(BaseModel):
+    """Travels inside the encrypted notice; the size cap keeps one notice under the broker's record limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: ShortText
+    media_type: Annotated[str, StringConstraints(pattern=r"^[a-z]+/[a-zA-Z0-9.+-]+$")]
+    data_b64: Annotated[str, StringConstraints(max_length=700_000, pattern=r"^[A-Za-z0-9+/=]*$")]
+
+
+def _distinct(recipients: list[str]) -> list[str]:
+    if len(set(recipients)) != len(recipients):
+        raise ValueError("recipients must not repeat an agency")
+    return recipients
+
+
+Recipients = Annotated[list[AgencyId], Field(min_length=1, max_length=50), AfterValidator(_distinct)]
+
+
+class NoticeDraft(BaseModel):
+    """What a sender writes; the sender and send time are added when it is sealed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    notice_id: UUID = Field(description="Chosen by the sender; the idempotency key of the notice.")
+    type: NoticeType
+    priority: Priority
+    tlp: Tlp
+    case_ref: CaseRef
+    recipients: Recipients
+    summary: Annotated[str, StringConstraints(min_length=1, max_length=2_000)]
+    details: LongText | None = None
+    interpol_colour: InterpolColour | None = None
+    subjects: list[Person] = Field(default_factory=list, max_length=50)
+    locations: list[Location] = Field(default_factory=list, max_length=50)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=5)
+    in_reply_to: UUID | None = None
+    expires_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _reply_threads(self) -> NoticeDraft:
+        if self.type is NoticeType.reply and self.in_reply_to is None:
+            raise ValueError("a reply must name the notice it answers in in_reply_to")
+        return self
+
+
+class Notice(NoticeDraft):
+    """The signed plaintext: a draft plus who sent it and when."""
+
+    sender: AgencyId
+    sent_at: AwareDatetime
+
+
+def is_agency_id(value: str) -> bool:
+    return re.fullmatch(AGENCY_ID_PATTERN, value) is not None

@@ -1,0 +1,39 @@
+"""Audit's handler: a batch of records from every topic becomes entries appended in one transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.audit.records import to_event
+from services.common import auditlog
+from services.common.consumer import Batch
+from services.common.kafka import Topics
+
+log = structlog.get_logger("audit")
+
+
+@dataclass
+class AuditHandler:
+    """Commit policy: entries are committed before the offsets; a redelivered record has the same
+    event id, which append() skips, so each fact is in the log once."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    topics: Topics
+
+    async def __call__(self, records: Batch) -> None:
+        async with self.sessions() as session:
+            events = []
+            for record in records:
+                event = await to_event(session, self.topics, record)
+                if event is None:
+                    log.warning("unreadable event skipped", topic=record.topic, offset=record.offset)
+                    continue
+                events.append(event)
+            await session.rollback()  # end the read transaction before taking the append lock
+            added = await auditlog.append(session, events)
+            await session.commit()
+        if added:
+            log.debug("appended", entries=added)

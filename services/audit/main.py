@@ -1,0 +1,61 @@
+"""`python -m services.audit`: the audit consumer and the auditors' API in one process."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+import uvicorn
+
+from services.audit.api import create_app
+from services.audit.handler import AuditHandler
+from services.common.consumer import consume
+from services.common.db import make_engine, make_sessionmaker
+from services.common.kafka import Topics, create_topics
+from services.common.logs import configure
+from services.common.runtime import stop_on_signals
+from services.common.settings import Settings
+
+log = structlog.get_logger("audit")
+
+
+async def run_consumer(settings: Settings, stop: asyncio.Event) -> None:
+    topics = Topics(settings.topic_prefix)
+    await create_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)
+    engine = make_engine(settings.database_url)
+    handler = AuditHandler(make_sessionmaker(engine), topics)
+    log.info("audit consuming", topics=topics.all())
+    try:
+        await consume(
+            settings.kafka_bootstrap, topics.all(), f"{settings.topic_prefix}deskbridge-audit", handler, stop
+        )
+    finally:
+        await engine.dispose()
+
+
+async def serve(settings: Settings) -> None:
+    stop = stop_on_signals()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=settings.audit_host,
+            port=settings.audit_port,
+            log_level="warning",
+            lifespan="on",
+        )
+    )
+    consumer = asyncio.create_task(run_consumer(settings, stop))
+    api = asyncio.create_task(server.serve())
+    await stop.wait()
+    server.should_exit = True
+    await asyncio.gather(consumer, api)
+
+
+def main() -> None:
+    settings = Settings()
+    configure(settings.log_level, settings.log_json)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

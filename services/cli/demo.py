@@ -1,0 +1,48 @@
+"""Demo agencies for `deskbridge up`: the desk and three partners, each with its own keys and credential."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.events import Event
+from services.cli.profiles import Profile
+from services.common.directory import issue_credential, list_agencies, register_agency, register_key
+from services.common.keys import AgencyKeys
+
+DESK = ("kr-desk", "Korean National Police Agency - Korean Desk", "desk")
+PARTNERS = [
+    ("kh-cnp", "Cambodian National Police", "partner"),
+    ("interpol-ncb-phnom-penh", "Interpol NCB Phnom Penh", "partner"),
+    ("aseanapol", "ASEANAPOL Secretariat", "partner"),
+]
+ACTOR = "admin:bootstrap"
+
+
+async def enrol(session: AsyncSession, home: Path, agency: str, name: str, kind: str) -> list[Event]:
+    """Registers an agency with freshly generated keys; its private keys and credential go to its profile."""
+    profile = Profile(home, agency)
+    keys = AgencyKeys.generate(agency)
+    keys.save(profile.folder)
+    events = [await register_agency(session, agency, name, kind, ACTOR)]
+    await session.flush()
+    for jwk in keys.public_jwks():
+        events.append(await register_key(session, agency, jwk, ACTOR))
+    token, event = await issue_credential(session, "agency", agency, f"{agency} demo", ACTOR)
+    profile.save_credential(token)
+    return [*events, event]
+
+
+async def bootstrap(session: AsyncSession, home: Path) -> list[Event]:
+    """Idempotent: does nothing when agencies exist already. Caller commits, then publishes the events."""
+    if await list_agencies(session):
+        return []
+    events: list[Event] = []
+    for agency, name, kind in [DESK, *PARTNERS]:
+        events += await enrol(session, home, agency, name, kind)
+    for role in ("auditor", "admin"):
+        token, event = await issue_credential(session, role, None, f"demo {role}", ACTOR)
+        Profile(home, role).save_credential(token)
+        events.append(event)
+    return events

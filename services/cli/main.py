@@ -1,0 +1,268 @@
+"""The `deskbridge` command: run the stack, administer the directory, send, pull, verify."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from schemas.audit import AuditRecord
+from schemas.notices import Notice, NoticeDraft
+from services.cli.client import Api, ClientError
+from services.cli.profiles import Profile, ProfileError
+from services.common.auditlog import ChainBreak, verify_chain
+from services.common.envelope import EnvelopeError, open_envelope, parse_envelope
+from services.common.keys import AgencyKeys, KeyFileError
+
+app = typer.Typer(no_args_is_help=True, help="deskbridge: signed, encrypted case notices over Kafka.")
+notice_app = typer.Typer(no_args_is_help=True, help="Send notices and follow their delivery.")
+inbox_app = typer.Typer(no_args_is_help=True, help="Pull, open and acknowledge your agency's notices.")
+audit_app = typer.Typer(no_args_is_help=True, help="Check the audit log.")
+agency_app = typer.Typer(no_args_is_help=True, help="Register agencies (administrator).")
+keys_app = typer.Typer(no_args_is_help=True, help="Make and register an agency's keys.")
+credential_app = typer.Typer(no_args_is_help=True, help="Issue API credentials (administrator).")
+for sub, name in (
+    (notice_app, "notice"),
+    (inbox_app, "inbox"),
+    (audit_app, "audit"),
+    (agency_app, "agency"),
+    (keys_app, "keys"),
+    (credential_app, "credential"),
+):
+    app.add_typer(sub, name=name)
+
+Home = Annotated[
+    Path, typer.Option("--home", envvar="DESKBRIDGE_HOME", help="Folder of identities: <home>/<name>/.")
+]
+Server = Annotated[str, typer.Option("--server", envvar="DESKBRIDGE_SERVER", help="Gateway URL.")]
+AuditServer = Annotated[str, typer.Option("--audit-server", envvar="DESKBRIDGE_AUDIT_SERVER")]
+As = Annotated[str, typer.Option("--as", help="The identity to act as (an agency id, auditor, admin).")]
+DEFAULT_HOME = Path("var/demo")
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+DEFAULT_AUDIT = "http://127.0.0.1:8081"
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Every expected failure ends the command with one clear line and exit code 1."""
+    try:
+        yield
+    except (ClientError, ProfileError, KeyFileError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except EnvelopeError as exc:
+        typer.echo(f"error: envelope refused ({exc.reason}): {exc.detail}", err=True)
+        raise typer.Exit(1) from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "input"
+        typer.echo(f"error: {where}: {first['msg']}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _api(home: Path, name: str, server: str) -> Api:
+    return Api(server, Profile(home, name).credential())
+
+
+@app.command()
+def up(
+    var: Annotated[Path, typer.Option(help="Where data, logs and demo identities live.")] = Path("var"),
+    kafka_port: int = 9092,
+    gateway_port: int = 8080,
+    audit_port: int = 8081,
+) -> None:
+    """Start Kafka, the gateway, ingest and audit with demo agencies; Ctrl-C stops it all."""
+    from services.cli.stack import run_stack
+
+    with one_line_errors():
+        try:
+            run_stack(var, kafka_port, gateway_port, audit_port)
+        except RuntimeError as exc:
+            raise ClientError(str(exc)) from exc
+
+
+@agency_app.command("add")
+def agency_add(
+    agency_id: str,
+    name: Annotated[str, typer.Option(help="The agency's full name.")],
+    kind: Annotated[str, typer.Option(help="desk or partner")] = "partner",
+    as_: As = "admin",
+    home: Home = DEFAULT_HOME,
+    server: Server = DEFAULT_SERVER,
+) -> None:
+    """Register an agency in the directory."""
+    with one_line_errors(), _api(home, as_, server) as api:
+        api.call("POST", "/v1/admin/agencies", json={"id": agency_id, "name": name, "kind": kind})
+        typer.echo(f"registered {agency_id} ({kind})")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    agency_id: str,
+    register: Annotated[bool, typer.Option(help="Send the public halves to the directory.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing key file.")] = False,
+    as_: As = "admin",
+    home: Home = DEFAULT_HOME,
+    server: Server = DEFAULT_SERVER,
+) -> None:
+    """Make an agency's Ed25519 and X25519 keys on this machine; private halves never leave it."""
+    with one_line_errors():
+        profile = Profile(home, agency_id)
+        if (profile.folder / "keys.jwks.json").exists() and not force:
+            raise ProfileError(f"{profile.folder} already holds keys; --force replaces them")
+        keys = AgencyKeys.generate(agency_id)
+        path = keys.save(profile.folder)
+        typer.echo(f"private keys written to {path} (mode 600)")
+        if register:
+            with _api(home, as_, server) as api:
+                for jwk in keys.public_jwks():
+                    api.call("POST", f"/v1/admin/agencies/{agency_id}/keys", json={"jwk": jwk})
+                    typer.echo(f"registered {jwk['use']} key {jwk['kid']}")
+
+
+@credential_app.command("issue")
+def credential_issue(
+    role: Annotated[str, typer.Option(help="agency, auditor or admin")],
+    agency: Annotated[str | None, typer.Option(help="The agency, for role agency.")] = None,
+    name: Annotated[str | None, typer.Option(help="Profile to save it under (default: the agency).")] = None,
+    as_: As = "admin",
+    home: Home = DEFAULT_HOME,
+    server: Server = DEFAULT_SERVER,
+) -> None:
+    """Issue a credential and save it in a profile (it is shown nowhere else)."""
+    with one_line_errors(), _api(home, as_, server) as api:
+        body = api.call("POST", "/v1/admin/credentials", json={"role": role, "agency": agency})
+        path = Profile(home, name or agency or role).save_credential(body["token"])
+        typer.echo(f"credential {body['credential_id']} ({role}) saved to {path}")
+
+
+@notice_app.command("send")
+def notice_send(
+    as_: As,
+    to: Annotated[str, typer.Option(help="Recipient agency ids, comma-separated.")],
+    type_: Annotated[str, typer.Option("--type", help="e.g. kidnapping_confinement")],
+    priority: Annotated[str, typer.Option(help="flash, immediate or routine")],
+    tlp: Annotated[str, typer.Option(help="clear, green, amber, amber+strict or red")],
+    case_ref: Annotated[str, typer.Option(help="The desk's case number, e.g. KD-2025-0331")],
+    file: Annotated[Path, typer.Option(help="JSON with summary, details, subjects, locations ...")],
+    home: Home = DEFAULT_HOME,
+    server: Server = DEFAULT_SERVER,
+) -> None:
+    """Send a notice through the gateway, which seals it with the desk's keys."""
+    with one_line_errors():
+        try:
+            content: dict[str, Any] = json.loads(file.read_text())
+        except json.JSONDecodeError as exc:
+            raise ClientError(f"{file} is not valid JSON: {exc}") from exc
+        draft = NoticeDraft.model_validate(
+            {
+                "notice_id": str(uuid.uuid4()),
+                **content,
+                "type": type_,
+                "priority": priority,
+                "tlp": tlp,
+                "case_ref": case_ref,
+                "recipients": [r.strip() for r in to.split(",") if r.strip()],
+            }
+        )
+        with _api(home, as_, server) as api:
+            body = api.call("POST", "/v1/notices", json=draft.model_dump(mode="json", exclude_none=True))
+        typer.echo(f"accepted {body['notice_id']} (durable in Kafka); status: {body['status_url']}")
+
+
+@notice_app.command("status")
+def notice_status(
+    notice_id: str, as_: As, home: Home = DEFAULT_HOME, server: Server = DEFAULT_SERVER
+) -> None:
+    """Per-recipient delivery state of a notice you sent."""
+    with one_line_errors(), _api(home, as_, server) as api:
+        body = api.call("GET", f"/v1/notices/{notice_id}")
+        typer.echo(f"notice {body['notice_id']}  case {body['case_ref']}  from {body['sender']}")
+        for r in body["recipients"]:
+            when = r.get("acknowledged_at") or r.get("fetched_at") or r.get("delivered_at") or ""
+            typer.echo(f"  {r['agency']:<28} {r['state']:<13} {when}")
+
+
+@inbox_app.command("pull")
+def inbox_pull(
+    as_: As,
+    ack: Annotated[bool, typer.Option(help="Acknowledge each notice once it is opened and verified.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print each opened notice as a JSON line.")] = False,
+    home: Home = DEFAULT_HOME,
+    server: Server = DEFAULT_SERVER,
+) -> None:
+    """Pull your inbox, decrypt with your own keys, verify each sender's signature, acknowledge."""
+    with one_line_errors():
+        profile = Profile(home, as_)
+        keys = profile.keys()
+        opened = 0
+        with Api(server, profile.credential()) as api:
+            for item in _inbox_items(api):
+                if item["state"] == "acknowledged":
+                    continue
+                notice = _open(api, keys, item)
+                opened += 1
+                if as_json:
+                    typer.echo(notice.model_dump_json())
+                else:
+                    typer.echo(
+                        f"[{notice.priority.upper()}] {notice.type} {notice.case_ref} from {notice.sender} "
+                        f"(TLP:{notice.tlp.upper()}) id {notice.notice_id}\n  {notice.summary}"
+                        f"\n  signature verified: {notice.sender}"
+                    )
+                if ack:
+                    api.call("POST", f"/v1/inbox/{notice.notice_id}/ack")
+                    if not as_json:
+                        typer.echo("  acknowledged")
+        if not as_json:
+            typer.echo(f"{opened} notice(s) opened")
+
+
+def _inbox_items(api: Api) -> Iterator[dict[str, Any]]:
+    cursor: str | None = None
+    while True:
+        page = api.call("GET", "/v1/inbox", params={"after": cursor} if cursor else {})
+        yield from page["items"]
+        if not page["items"]:
+            return
+        cursor = page["next_cursor"]
+
+
+def _open(api: Api, keys: AgencyKeys, item: dict[str, Any]) -> Notice:
+    envelope = parse_envelope(item["envelope"])
+    if envelope.routing.sender != item["sender"]:
+        raise EnvelopeError("header_mismatch", "the inbox entry names another sender than the envelope")
+    return open_envelope(envelope, keys.decryption_keys(), api.key_lookup(envelope.routing.sender))
+
+
+@audit_app.command("verify")
+def audit_verify(
+    as_: As = "auditor", home: Home = DEFAULT_HOME, audit_server: AuditServer = DEFAULT_AUDIT
+) -> None:
+    """Fetch the whole audit log and check its hash chain locally, trusting nothing the server computed."""
+    with one_line_errors(), _api(home, as_, audit_server) as api:
+        records: list[AuditRecord] = []
+        after = 0
+        head_hash = ""
+        while True:
+            page = api.call("GET", "/v1/audit/events", params={"after": after, "limit": 1000})
+            records += [AuditRecord.model_validate(e) for e in page["entries"]]
+            head_hash = page["head_hash"]
+            if page["next_after"] is None:
+                break
+            after = page["next_after"]
+        breaks = verify_chain(records)
+        if records and records[-1].entry_hash != head_hash:
+            breaks.append(ChainBreak(records[-1].seq, "the server's head hash is not the last entry's hash"))
+        if breaks:
+            for b in breaks:
+                typer.echo(f"entry {b.seq}: {b.reason}", err=True)
+            typer.echo(f"error: audit log is NOT intact ({len(breaks)} problem(s))", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"audit log intact: {len(records)} entries, head {head_hash}")

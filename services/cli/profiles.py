@@ -1,0 +1,43 @@
+"""Where the CLI keeps each identity it acts as: `<home>/<name>/credential` and `keys.jwks.json`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.keys import AgencyKeys
+
+CREDENTIAL_FILE = "credential"
+
+
+class ProfileError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Profile:
+    home: Path
+    name: str
+
+    @property
+    def folder(self) -> Path:
+        return self.home / self.name
+
+    def credential(self) -> str:
+        path = self.folder / CREDENTIAL_FILE
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError as exc:
+            raise ProfileError(f"no credential for {self.name!r} at {path}") from exc
+
+    def save_credential(self, token: str) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / CREDENTIAL_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+        return path
+
+    def keys(self) -> AgencyKeys:
+        return AgencyKeys.load(self.folder)

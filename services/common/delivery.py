@@ -1,0 +1,243 @@
+"""Routing and delivery: an envelope becomes one inbox row per recipient, exactly once."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.api import (
+    Acknowledgement,
+    DeliveryState,
+    InboxItem,
+    NoticeStatus,
+    RecipientStatus,
+)
+from schemas.events import Event, EventType
+from services.common.db import Delivery, NoticeRow, Submission, utcnow
+from services.common.directory import enc_key_owners, verification_key
+from services.common.envelope import EnvelopeError, ParsedEnvelope, recipient_kids, verify_outer
+
+
+@dataclass(frozen=True)
+class RecordRef:
+    topic: str
+    partition: int
+    offset: int
+
+
+def event_id(kind: EventType, notice_id: str, agency: str) -> str:
+    """The same fact always has the same id, so at-least-once events are recorded once."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"deskbridge:{kind.value}:{notice_id}:{agency}"))
+
+
+def delivery_event(kind: EventType, notice: NoticeRow, recipient: str, actor: str) -> Event:
+    return Event(
+        event_id=event_id(kind, notice.notice_id, recipient),
+        type=kind,
+        occurred_at=utcnow(),
+        actor=actor,
+        agency=recipient,
+        notice_id=uuid.UUID(notice.notice_id),
+        case_ref=notice.case_ref,
+        envelope_sha256=notice.envelope_sha256,
+    )
+
+
+async def verify_envelope(session: AsyncSession, envelope: ParsedEnvelope) -> None:
+    """What ingest checks before routing: signer, signature, addressees and their keys, expiry."""
+    verify_outer(envelope, await verification_key(session, envelope.kid))
+    routing = envelope.routing
+    kids = recipient_kids(envelope)
+    owners = await enc_key_owners(session, kids)
+    unknown = [k for k in kids if k not in owners]
+    if unknown:
+        raise EnvelopeError("unknown_key", f"recipient key {unknown[0]} is not in the directory")
+    if sorted(owners[k] for k in kids) != sorted(routing.recipients):
+        raise EnvelopeError("recipient_mismatch", "the wrapped keys do not match the addressed agencies")
+    if routing.expires_at is not None and routing.expires_at <= utcnow():
+        raise EnvelopeError("expired", f"notice expired at {routing.expires_at.isoformat()}")
+
+
+async def materialise(session: AsyncSession, envelope: ParsedEnvelope, ref: RecordRef) -> list[Event]:
+    """Writes the notice and its inbox rows (caller commits), returning the delivery events to publish.
+
+    A redelivered record (same envelope bytes) writes nothing and returns the same events again;
+    another envelope reusing a notice id is a replay and is refused.
+    """
+    routing = envelope.routing
+    notice_id = str(routing.notice_id)
+    existing = await session.get(NoticeRow, notice_id)
+    if existing is not None:
+        if existing.envelope_sha256 != envelope.sha256:
+            raise EnvelopeError("duplicate_notice", f"notice id {notice_id} was already used")
+        return [delivery_event(EventType.notice_delivered, existing, r, "ingest") for r in routing.recipients]
+    now = utcnow()
+    notice = NoticeRow(
+        notice_id=notice_id,
+        sender=routing.sender,
+        case_ref=routing.case_ref,
+        notice_type=routing.notice_type.value,
+        priority=routing.priority.value,
+        tlp=routing.tlp.value,
+        sent_at=routing.sent_at,
+        expires_at=routing.expires_at,
+        in_reply_to=str(routing.in_reply_to) if routing.in_reply_to else None,
+        envelope=envelope.raw,
+        envelope_sha256=envelope.sha256,
+        kafka_topic=ref.topic,
+        kafka_partition=ref.partition,
+        kafka_offset=ref.offset,
+        ingested_at=now,
+    )
+    session.add(notice)
+    await session.flush()  # the notice row first: deliveries refer to it
+    session.add_all(
+        Delivery(notice_id=notice_id, recipient=r, state="delivered", delivered_at=now)
+        for r in routing.recipients
+    )
+    await session.flush()
+    return [delivery_event(EventType.notice_delivered, notice, r, "ingest") for r in routing.recipients]
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, seq = text.split(":", 1)
+        if version != "v1":
+            raise ValueError(version)
+        return int(seq)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("not a cursor this server issued") from exc
+
+
+async def inbox(
+    session: AsyncSession, agency: str, after: int, limit: int
+) -> list[tuple[Delivery, NoticeRow]]:
+    query = (
+        select(Delivery, NoticeRow)
+        .join(NoticeRow, NoticeRow.notice_id == Delivery.notice_id)
+        .where(Delivery.recipient == agency, Delivery.seq > after)
+        .order_by(Delivery.seq)
+        .limit(limit)
+    )
+    return [(d, n) for d, n in (await session.execute(query)).all()]
+
+
+def fetched_events(rows: Sequence[tuple[Delivery, NoticeRow]], agency: str) -> list[Event]:
+    return [
+        delivery_event(EventType.notice_fetched, n, agency, agency) for d, n in rows if d.state == "delivered"
+    ]
+
+
+async def mark_fetched(session: AsyncSession, rows: Sequence[tuple[Delivery, NoticeRow]]) -> None:
+    now = utcnow()
+    seqs = [d.seq for d, _ in rows if d.state == "delivered"]
+    if seqs:
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.seq.in_(seqs), Delivery.state == "delivered")
+            .values(state="fetched", fetched_at=now)
+        )
+    for delivery, _ in rows:
+        if delivery.seq in seqs:
+            delivery.state, delivery.fetched_at = "fetched", now
+
+
+def inbox_item(delivery: Delivery, notice: NoticeRow) -> InboxItem:
+    return InboxItem(
+        notice_id=uuid.UUID(notice.notice_id),
+        sender=notice.sender,
+        case_ref=notice.case_ref,
+        notice_type=notice.notice_type,
+        priority=notice.priority,
+        tlp=notice.tlp,
+        state=DeliveryState(delivery.state),
+        delivered_at=delivery.delivered_at,
+        cursor=encode_cursor(delivery.seq),
+        envelope=notice.envelope.decode(),
+    )
+
+
+async def own_delivery(
+    session: AsyncSession, agency: str, notice_id: str
+) -> tuple[Delivery, NoticeRow] | None:
+    """The agency's own copy; another agency's notice is indistinguishable from a missing one."""
+    query = (
+        select(Delivery, NoticeRow)
+        .join(NoticeRow, NoticeRow.notice_id == Delivery.notice_id)
+        .where(Delivery.notice_id == notice_id, Delivery.recipient == agency)
+    )
+    row = (await session.execute(query)).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+async def acknowledge(session: AsyncSession, delivery: Delivery) -> Acknowledgement:
+    if delivery.state != "acknowledged":
+        now = utcnow()
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.seq == delivery.seq, Delivery.state != "acknowledged")
+            .values(state="acknowledged", acknowledged_at=now, fetched_at=delivery.fetched_at or now)
+        )
+        delivery.state, delivery.acknowledged_at = "acknowledged", now
+    assert delivery.acknowledged_at is not None
+    return Acknowledgement(
+        notice_id=uuid.UUID(delivery.notice_id),
+        agency=delivery.recipient,
+        state=DeliveryState.acknowledged,
+        acknowledged_at=delivery.acknowledged_at,
+    )
+
+
+async def notice_status(session: AsyncSession, sender: str, notice_id: str) -> NoticeStatus | None:
+    """Per-recipient state for the notice's sender; None for anyone else or an unknown id."""
+    submission = await session.get(Submission, notice_id)
+    notice = await session.get(NoticeRow, notice_id)
+    owner = notice.sender if notice is not None else submission.sender if submission is not None else None
+    if owner != sender:
+        return None
+    deliveries = {
+        d.recipient: d
+        for d in (await session.execute(select(Delivery).where(Delivery.notice_id == notice_id))).scalars()
+    }
+    if notice is not None:
+        recipients: list[str] = [d for d in deliveries]
+        case_ref, sha = notice.case_ref, notice.envelope_sha256
+    else:
+        assert submission is not None
+        recipients = json.loads(submission.recipients)
+        case_ref, sha = submission.case_ref, submission.envelope_sha256
+    if submission is not None:
+        recipients = json.loads(submission.recipients)
+    statuses = []
+    for agency in recipients:
+        d = deliveries.get(agency)
+        statuses.append(
+            RecipientStatus(agency=agency, state=DeliveryState.accepted)
+            if d is None
+            else RecipientStatus(
+                agency=agency,
+                state=DeliveryState(d.state),
+                delivered_at=d.delivered_at,
+                fetched_at=d.fetched_at,
+                acknowledged_at=d.acknowledged_at,
+            )
+        )
+    return NoticeStatus(
+        notice_id=uuid.UUID(notice_id),
+        sender=owner,
+        case_ref=case_ref,
+        submitted_at=submission.submitted_at if submission is not None else None,
+        envelope_sha256=sha,
+        recipients=statuses,
+    )

@@ -1,0 +1,223 @@
+"""Agencies, their public keys and API credentials: who may send, to whom, and with which key."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from joserfc.jwk import OKPKey
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.events import Event, EventType
+from schemas.notices import is_agency_id
+from services.common.db import Agency, AgencyKey, Credential, utcnow
+from services.common.envelope import EnvelopeError, PublicKey
+from services.common.keys import import_public
+
+TOKEN_PREFIX = "dbk"  # noqa: S105 (a token prefix, not a secret)
+KEY_TYPES = {"sig": ("Ed25519", {"Ed25519", "EdDSA"}), "enc": ("X25519", {"ECDH-ES+A256KW"})}
+
+
+class DirectoryError(Exception):
+    """A directory request that cannot be honoured; `status` is the HTTP status it maps to."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an agency (the desk is one), an auditor or the administrator."""
+
+    credential_id: str
+    role: str
+    agency: str | None
+
+    @property
+    def name(self) -> str:
+        return self.agency or f"{self.role}:{self.credential_id}"
+
+
+def _event(event_type: EventType, actor: str, agency: str | None, fact: str, **details: str | None) -> Event:
+    return Event(
+        event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"deskbridge:{event_type.value}:{fact}")),
+        type=event_type,
+        occurred_at=utcnow(),
+        actor=actor,
+        agency=agency,
+        details=dict(details),
+    )
+
+
+async def register_agency(session: AsyncSession, agency_id: str, name: str, kind: str, actor: str) -> Event:
+    if not is_agency_id(agency_id):
+        raise DirectoryError(422, f"{agency_id!r} is not a valid agency id (lowercase letters, digits, '-')")
+    if kind not in ("desk", "partner"):
+        raise DirectoryError(422, "kind must be 'desk' or 'partner'")
+    if await session.get(Agency, agency_id) is not None:
+        raise DirectoryError(409, f"agency {agency_id} is already registered")
+    session.add(Agency(id=agency_id, name=name, kind=kind, created_at=utcnow()))
+    return _event(EventType.agency_registered, actor, agency_id, agency_id, name=name, kind=kind)
+
+
+async def register_key(
+    session: AsyncSession,
+    agency_id: str,
+    jwk: dict[str, Any],
+    actor: str,
+    not_after: datetime | None = None,
+) -> Event:
+    """Takes a public JWK; refuses private parts, unknown curves and a kid that is not its thumbprint."""
+    if await session.get(Agency, agency_id) is None:
+        raise DirectoryError(404, f"agency {agency_id} is not registered")
+    use = jwk.get("use")
+    if use not in KEY_TYPES:
+        raise DirectoryError(422, "a key's use must be 'sig' or 'enc'")
+    crv, algs = KEY_TYPES[use]
+    if jwk.get("kty") != "OKP" or jwk.get("crv") != crv:
+        raise DirectoryError(422, f"a '{use}' key must be an OKP key on {crv}")
+    alg = jwk.get("alg") or next(iter(sorted(algs)))
+    if alg not in algs:
+        raise DirectoryError(422, f"alg {alg!r} does not fit a '{use}' key")
+    try:
+        key = import_public(jwk)
+    except ValueError as exc:
+        raise DirectoryError(422, f"not a usable public key: {exc}") from exc
+    kid = key.thumbprint()
+    if jwk.get("kid", kid) != kid:
+        raise DirectoryError(422, "kid must be the key's RFC 7638 thumbprint")
+    if await session.get(AgencyKey, kid) is not None:
+        raise DirectoryError(409, f"key {kid} is already registered")
+    now = utcnow()
+    public = {**key.as_dict(private=False), "kid": kid, "use": use, "alg": alg}
+    session.add(
+        AgencyKey(
+            kid=kid,
+            agency_id=agency_id,
+            use=use,
+            alg=alg,
+            jwk=json.dumps(public),
+            status="active",
+            not_before=now,
+            not_after=not_after,
+            created_at=now,
+        )
+    )
+    return _event(EventType.key_registered, actor, agency_id, kid, kid=kid, use=use, alg=alg)
+
+
+async def issue_credential(
+    session: AsyncSession, role: str, agency_id: str | None, label: str, actor: str
+) -> tuple[str, Event]:
+    """Returns the bearer token once; only its SHA-256 is stored."""
+    if role not in ("agency", "auditor", "admin"):
+        raise DirectoryError(422, "role must be agency, auditor or admin")
+    if (role == "agency") != (agency_id is not None):
+        raise DirectoryError(422, "an agency credential names its agency; other roles do not")
+    if agency_id is not None and await session.get(Agency, agency_id) is None:
+        raise DirectoryError(404, f"agency {agency_id} is not registered")
+    credential_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    session.add(
+        Credential(
+            id=credential_id,
+            role=role,
+            agency_id=agency_id,
+            label=label,
+            secret_sha256=hashlib.sha256(secret.encode()).hexdigest(),
+            created_at=utcnow(),
+        )
+    )
+    event = _event(
+        EventType.credential_issued, actor, agency_id, credential_id, credential_id=credential_id, role=role
+    )
+    return f"{TOKEN_PREFIX}_{credential_id}_{secret}", event
+
+
+async def authenticate(session: AsyncSession, token: str) -> Principal | None:
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
+        return None
+    credential = await session.get(Credential, parts[1])
+    if credential is None or credential.revoked_at is not None:
+        return None
+    offered = hashlib.sha256(parts[2].encode()).hexdigest()
+    if not hmac.compare_digest(offered, credential.secret_sha256):
+        return None
+    return Principal(credential.id, credential.role, credential.agency_id)
+
+
+async def list_agencies(session: AsyncSession) -> list[Agency]:
+    return list((await session.execute(select(Agency).order_by(Agency.id))).scalars())
+
+
+async def get_agency(session: AsyncSession, agency_id: str) -> Agency:
+    agency = await session.get(Agency, agency_id)
+    if agency is None:
+        raise DirectoryError(404, f"agency {agency_id} is not registered")
+    return agency
+
+
+async def agency_keys(session: AsyncSession, agency_id: str) -> list[AgencyKey]:
+    await get_agency(session, agency_id)
+    query = select(AgencyKey).where(AgencyKey.agency_id == agency_id).order_by(AgencyKey.created_at)
+    return list((await session.execute(query)).scalars())
+
+
+def _usable(key: AgencyKey, at: datetime) -> str | None:
+    """Why a key may not be used at `at`, or None when it may."""
+    if key.status != "active":
+        return f"key {key.kid} is {key.status}"
+    if at < key.not_before:
+        return f"key {key.kid} is not valid before {key.not_before.isoformat()}"
+    if key.not_after is not None and at > key.not_after:
+        return f"key {key.kid} expired at {key.not_after.isoformat()}"
+    return None
+
+
+async def verification_key(session: AsyncSession, kid: str) -> PublicKey:
+    """A signing key fit to verify a new envelope now, or an EnvelopeError naming why not."""
+    key = await session.get(AgencyKey, kid)
+    if key is None or key.use != "sig":
+        raise EnvelopeError("unknown_key", f"no signing key {kid} in the directory")
+    problem = _usable(key, utcnow())
+    if problem is not None:
+        raise EnvelopeError("key_not_usable", problem)
+    return PublicKey(key.agency_id, key.kid, OKPKey.import_key(json.loads(key.jwk)))
+
+
+async def encryption_keys(session: AsyncSession, agencies: Sequence[str]) -> list[PublicKey]:
+    """The newest usable X25519 key of each addressed agency; unknown agencies are named in the error."""
+    found = {a.id for a in (await session.execute(select(Agency).where(Agency.id.in_(agencies)))).scalars()}
+    missing = [a for a in agencies if a not in found]
+    if missing:
+        raise DirectoryError(422, f"unknown recipient agency: {', '.join(missing)}")
+    query = (
+        select(AgencyKey)
+        .where(AgencyKey.agency_id.in_(agencies), AgencyKey.use == "enc")
+        .order_by(AgencyKey.created_at.desc())
+    )
+    newest: dict[str, AgencyKey] = {}
+    now = utcnow()
+    for key in (await session.execute(query)).scalars():
+        if key.agency_id not in newest and _usable(key, now) is None:
+            newest[key.agency_id] = key
+    without = [a for a in agencies if a not in newest]
+    if without:
+        raise DirectoryError(422, f"no usable encryption key for: {', '.join(without)}")
+    return [PublicKey(a, newest[a].kid, OKPKey.import_key(json.loads(newest[a].jwk))) for a in agencies]
+
+
+async def enc_key_owners(session: AsyncSession, kids: Sequence[str]) -> dict[str, str]:
+    query = select(AgencyKey).where(AgencyKey.kid.in_(kids), AgencyKey.use == "enc")
+    return {k.kid: k.agency_id for k in (await session.execute(query)).scalars()}

@@ -1,0 +1,150 @@
+"""Topic names, the idempotent producer and CloudEvents-style record headers, shared by all services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from schemas.events import Event
+
+MAX_RECORD_BYTES = 2 * 1024 * 1024 + 64 * 1024  # an envelope at its limit plus headers
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = ""
+
+    @property
+    def notices(self) -> str:
+        return f"{self.prefix}notices.v1"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}notices.dlq.v1"
+
+    @property
+    def deliveries(self) -> str:
+        return f"{self.prefix}deliveries.v1"
+
+    @property
+    def admin(self) -> str:
+        return f"{self.prefix}admin.v1"
+
+    def all(self) -> list[str]:
+        return [self.notices, self.dead_letters, self.deliveries, self.admin]
+
+
+async def create_topics(bootstrap: str, topics: Topics, partitions: int = 3) -> None:
+    """Idempotent: topics that exist already are left as they are."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=1,
+                topic_configs={"max.message.bytes": str(MAX_RECORD_BYTES)},
+            )
+            for name in topics.all()
+            if name not in existing
+        ]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(wanted)
+    finally:
+        await admin.close()
+
+
+def make_producer(bootstrap: str, client_id: str, request_timeout_ms: int = 10_000) -> AIOKafkaProducer:
+    """acks=all on an idempotent producer: a send that returns is on every in-sync replica, once."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        max_request_size=MAX_RECORD_BYTES,
+        request_timeout_ms=request_timeout_ms,
+        linger_ms=2,
+    )
+
+
+def cloud_headers(ce_type: str, ce_id: str, source: str) -> list[tuple[str, bytes]]:
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", ce_id.encode()),
+        ("ce_type", ce_type.encode()),
+        ("ce_source", source.encode()),
+        ("ce_time", datetime.now(UTC).isoformat().encode()),
+    ]
+
+
+def header_value(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...], name: str) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value.decode(errors="replace")
+    return None
+
+
+class BrokerUnavailable(Exception):
+    """Kafka did not acknowledge in time: the caller must not report success."""
+
+
+class EventPublisher:
+    """Sends events and envelopes with acks=all, starting its producer lazily so a service can come up
+    while Kafka is down and answer 503 until it returns."""
+
+    def __init__(self, bootstrap: str, client_id: str, topics: Topics, timeout_s: float) -> None:
+        self.topics = topics
+        self._bootstrap = bootstrap
+        self._client_id = client_id
+        self._timeout_s = timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _ready(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = make_producer(self._bootstrap, self._client_id, int(self._timeout_s * 1000))
+                try:
+                    await asyncio.wait_for(producer.start(), self._timeout_s)
+                except (TimeoutError, KafkaError, OSError) as exc:
+                    await producer.stop()
+                    raise BrokerUnavailable("Kafka is not reachable") from exc
+                self._producer = producer
+            return self._producer
+
+    async def send(
+        self, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> tuple[int, int]:
+        """Returns (partition, offset) once every in-sync replica has the record."""
+        producer = await self._ready()
+        try:
+            metadata = await asyncio.wait_for(
+                producer.send_and_wait(topic, value, key=key.encode(), headers=headers), self._timeout_s
+            )
+        except (TimeoutError, KafkaError) as exc:
+            raise BrokerUnavailable("Kafka did not acknowledge the record in time") from exc
+        return metadata.partition, metadata.offset
+
+    async def publish(self, event: Event, source: str) -> None:
+        topic = self.topics.deliveries if event.type.value.startswith("notice.") else self.topics.admin
+        key = event.case_ref or event.agency or event.actor
+        await self.send(
+            topic,
+            key,
+            event.model_dump_json().encode(),
+            cloud_headers(f"org.deskbridge.{event.type.value}", event.event_id, source),
+        )
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

@@ -1,0 +1,65 @@
+"""Administrator routes: register agencies and their public keys, issue credentials."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from schemas.api import AgencyIn, AgencyOut, CredentialIn, CredentialOut, KeyIn
+from services.common.directory import issue_credential, register_agency, register_key
+from services.common.http import Session
+from services.gateway.deps import Admin, Publisher
+from services.gateway.notices import ERRORS
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+SOURCE = "deskbridge/gateway/admin"
+
+
+@router.post(
+    "/agencies",
+    status_code=201,
+    response_model=AgencyOut,
+    responses=ERRORS,
+    summary="Register an agency (admin credential).",
+)
+async def post_agency(body: AgencyIn, principal: Admin, session: Session, publisher: Publisher) -> AgencyOut:
+    event = await register_agency(session, body.id, body.name, body.kind, principal.name)
+    await session.flush()
+    await publisher.publish(event, SOURCE)
+    await session.commit()
+    return AgencyOut(id=body.id, name=body.name, kind=body.kind)
+
+
+@router.post(
+    "/agencies/{agency_id}/keys",
+    status_code=201,
+    response_model=dict[str, str],
+    responses=ERRORS,
+    summary="Register an agency's public key, given as a JWK (admin credential).",
+)
+async def post_key(
+    agency_id: str, body: KeyIn, principal: Admin, session: Session, publisher: Publisher
+) -> dict[str, str]:
+    event = await register_key(session, agency_id, body.jwk, principal.name, body.not_after)
+    await session.flush()
+    await publisher.publish(event, SOURCE)
+    await session.commit()
+    return {"kid": str(event.details["kid"])}
+
+
+@router.post(
+    "/credentials",
+    status_code=201,
+    response_model=CredentialOut,
+    responses=ERRORS,
+    summary="Issue an API credential; the token is shown once (admin credential).",
+)
+async def post_credential(
+    body: CredentialIn, principal: Admin, session: Session, publisher: Publisher
+) -> CredentialOut:
+    token, event = await issue_credential(session, body.role, body.agency, body.label, principal.name)
+    await session.flush()
+    await publisher.publish(event, SOURCE)
+    await session.commit()
+    return CredentialOut(
+        credential_id=str(event.details["credential_id"]), role=body.role, agency=body.agency, token=token
+    )

@@ -1,0 +1,88 @@
+"""Ingest's handler for notices.v1: verify, route, write each inbox row once, dead-letter the bad."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from aiokafka import ConsumerRecord
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schemas.events import Event
+from services.common.consumer import TRANSIENT, Batch
+from services.common.delivery import RecordRef, materialise, verify_envelope
+from services.common.envelope import EnvelopeError, parse_envelope
+from services.common.kafka import EventPublisher, cloud_headers
+
+log = structlog.get_logger("ingest")
+SOURCE = "deskbridge/ingest"
+
+
+@dataclass
+class NoticeHandler:
+    """Commit policy: the inbox rows are committed to the database, then the delivery events are sent,
+    then the caller commits the offset. A crash in between redelivers the record; materialise() sees the
+    same envelope already stored and only re-sends the (idempotent) events."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    publisher: EventPublisher
+
+    async def __call__(self, records: Batch) -> None:
+        for record in records:
+            await self.handle(record)
+
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        ref = RecordRef(record.topic, record.partition, record.offset)
+        try:
+            events = await self._route(record, ref)
+        except EnvelopeError as exc:
+            await self.dead_letter(record, exc.reason, exc.detail)
+            return
+        except TRANSIENT:
+            raise
+        except Exception as exc:  # a poison record must never stop the partition
+            log.exception("unexpected failure on a record", topic=ref.topic, offset=ref.offset)
+            await self.dead_letter(record, "internal_error", type(exc).__name__)
+            return
+        for event in events:
+            await self.publisher.publish(event, SOURCE)
+
+    async def _route(self, record: ConsumerRecord[bytes, bytes], ref: RecordRef) -> list[Event]:
+        if not record.value:
+            raise EnvelopeError("malformed", "empty record")
+        envelope = parse_envelope(record.value)
+        for attempt in range(2):
+            async with self.sessions() as session:
+                await verify_envelope(session, envelope)
+                try:
+                    events = await materialise(session, envelope, ref)
+                    await session.commit()
+                    return events
+                except IntegrityError:
+                    # Another consumer stored the same notice id between our read and write: look again.
+                    await session.rollback()
+                    if attempt == 1:
+                        raise
+        raise AssertionError("unreachable")
+
+    async def dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> None:
+        log.warning(
+            "dead-lettered",
+            reason=reason,
+            detail=detail,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        coords = f"{record.topic}:{record.partition}:{record.offset}"
+        headers = [
+            *cloud_headers("org.deskbridge.notice.rejected", f"dlq:{coords}", SOURCE),
+            ("dlq_reason", reason.encode()),
+            ("dlq_detail", detail.encode()[:1000]),
+            ("dlq_topic", record.topic.encode()),
+            ("dlq_partition", str(record.partition).encode()),
+            ("dlq_offset", str(record.offset).encode()),
+        ]
+        key = record.key.decode(errors="replace") if record.key else "unkeyed"
+        await self.publisher.send(self.publisher.topics.dead_letters, key, record.value or b"", headers)

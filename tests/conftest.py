@@ -1,0 +1,193 @@
+"""Real parts for every integration test: one Kafka broker and one PostgreSQL cluster per session,
+a fresh database and topic prefix per test, and the services running on loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from services.audit.api import create_app as create_audit_app
+from services.audit.main import run_consumer
+from services.cli.demo import bootstrap
+from services.cli.profiles import Profile
+from services.common.db import make_engine, make_sessionmaker
+from services.common.kafka import EventPublisher, Topics, create_topics
+from services.common.kafka_broker import KafkaBroker, free_port
+from services.common.migrate import upgrade
+from services.common.settings import Settings
+from services.gateway.app import create_app as create_gateway_app
+from services.ingest.main import run as run_ingest
+from tests.support.fixtures import *  # noqa: F403
+from tests.support.postgres import PostgresCluster
+
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], Awaitable[T]], within: float = 30.0, every: float = 0.1) -> T:
+    """Polls until `check` returns a truthy value; the last falsy value fails the test."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {within} s (last value: {value!r})")
+        await asyncio.sleep(every)
+
+
+async def migrated_database(kind: str, tmp_path: Path, pg_cluster: PostgresCluster) -> str:
+    if kind == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'deskbridge.db'}"
+    else:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        pg_cluster.create_database(name)
+        url = pg_cluster.url(name)
+    await asyncio.to_thread(upgrade, url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PostgresCluster) -> str:
+    """A migrated database, once on each engine: for what must hold on both."""
+    return await migrated_database(request.param, tmp_path, pg_cluster)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@dataclass
+class Stack:
+    """The running services for one test, with the demo agencies enrolled."""
+
+    settings: Settings
+    home: Path
+    gateway_url: str
+    audit_url: str
+    sessions: async_sessionmaker[AsyncSession]
+    publisher: EventPublisher
+    topics: Topics
+    _clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    def token(self, name: str) -> str:
+        return Profile(self.home, name).credential()
+
+    def client(self, name: str | None, audit: bool = False) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self.token(name)}"} if name else {}
+        client = httpx.AsyncClient(
+            base_url=self.audit_url if audit else self.gateway_url, headers=headers, timeout=30
+        )
+        self._clients.append(client)
+        return client
+
+
+class ServiceTasks:
+    """Services as tasks in the test's event loop: uvicorn servers on free ports and consumers."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.servers: list[uvicorn.Server] = []
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    async def serve(self, app: Any, port: int) -> str:
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.servers.append(server)
+        self.tasks.append(asyncio.create_task(server.serve()))
+        await eventually(lambda: _started(server), within=20, every=0.02)
+        return f"http://127.0.0.1:{port}"
+
+    def run(self, coroutine: Awaitable[None]) -> None:
+        self.tasks.append(asyncio.ensure_future(coroutine))
+
+    async def close(self) -> None:
+        self.stop.set()
+        for server in self.servers:
+            server.should_exit = True
+        results = await asyncio.gather(*self.tasks, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        assert not failures, f"a service task failed: {failures!r}"
+
+
+async def _started(server: uvicorn.Server) -> bool:
+    return server.started
+
+
+def stack_settings(kafka_broker: KafkaBroker, database_url: str, topic_prefix: str, home: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        kafka_bootstrap=kafka_broker.bootstrap,
+        topic_prefix=topic_prefix,
+        desk_keys_dir=home / "kr-desk",
+        kafka_send_timeout_s=10,
+    )
+
+
+async def enrol_demo(settings: Settings, home: Path, publisher: EventPublisher) -> None:
+    engine = make_engine(settings.database_url)
+    async with make_sessionmaker(engine)() as session:
+        events = await bootstrap(session, home)
+        await session.commit()
+    await engine.dispose()
+    for event in events:
+        await publisher.publish(event, "tests")
+
+
+@pytest.fixture
+async def stack_db(tmp_path: Path, pg_cluster: PostgresCluster) -> str:
+    """Integration tests run on PostgreSQL, the production database."""
+    return await migrated_database("postgresql", tmp_path, pg_cluster)
+
+
+@pytest.fixture
+async def stack(
+    kafka_broker: KafkaBroker, stack_db: str, topic_prefix: str, tmp_path: Path
+) -> AsyncIterator[Stack]:
+    home = tmp_path / "demo"
+    settings = stack_settings(kafka_broker, stack_db, topic_prefix, home)
+    topics = Topics(topic_prefix)
+    await create_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)
+    publisher = EventPublisher(settings.kafka_bootstrap, "tests", topics, 10)
+    await enrol_demo(settings, home, publisher)
+    services = ServiceTasks()
+    gateway_url = await services.serve(create_gateway_app(settings), free_port())
+    audit_url = await services.serve(create_audit_app(settings), free_port())
+    services.run(run_ingest(settings, services.stop))
+    services.run(run_consumer(settings, services.stop))
+    engine = make_engine(stack_db)
+    running = Stack(settings, home, gateway_url, audit_url, make_sessionmaker(engine), publisher, topics)
+    try:
+        yield running
+    finally:
+        for client in running._clients:
+            await client.aclose()
+        await services.close()
+        await publisher.close()
+        await engine.dispose()
+
+
+def notice_body(recipients: list[str], **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "notice_id": str(uuid.uuid4()),
+        "type": "kidnapping_confinement",
+        "priority": "flash",
+        "tlp": "amber",
+        "case_ref": "KD-2025-0331",
+        "recipients": recipients,
+        "summary": "Korean national confined at a compound in Sihanoukville; ransom demanded.",
+        "subjects": [{"name_latin": "KIM Min-jun", "name_hangul": "김민준", "nationality": "KOR"}],
+        "locations": [{"country": "KH", "province": "Preah Sihanouk"}],
+    }
+    body.update(overrides)
+    return body

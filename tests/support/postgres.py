@@ -1,0 +1,240 @@
+"""A throwaway PostgreSQL cluster for the test session, built from Debian's server binaries.
+
+Why not pytest-postgresql's ``postgresql_proc``/``PostgreSQLExecutor``: it runs ``pg_ctl initdb`` and
+``pg_ctl start`` as the *current* user and has no hook to switch users, while ``initdb`` and
+``postgres`` refuse to run as root -- and the tests (and CI) run as root. Wrapping ``pg_ctl`` in a
+shell script would work but hides the trick inside a fake executable. So this module runs the
+server tools itself: as root, through ``runuser -u postgres --`` (the Debian ``postgresql`` package
+creates that OS user) on a temp directory chowned to that user; as any other user, directly.
+
+Client-side tools (``createdb``, ``pg_isready``) and client connections are fine as root: the
+cluster uses ``trust`` auth on loopback TCP, so every test connects as the ``postgres`` role.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from services.common.kafka_broker import free_port
+
+_PG_ROOT = Path("/usr/lib/postgresql")
+_OS_USER = "postgres"
+_SUPERUSER = "postgres"
+
+# fsync/full_page_writes only protect against an OS crash, irrelevant for a cluster deleted after
+# the run. synchronous_commit stays on: without it a *process* crash (kill()) can lose commits.
+_SERVER_SETTINGS = {
+    "listen_addresses": "'127.0.0.1'",
+    "fsync": "off",
+    "full_page_writes": "off",
+    "shared_buffers": "'32MB'",
+    "max_connections": "200",
+    "log_min_messages": "warning",
+}
+
+
+def find_bin_dir(root: Path = _PG_ROOT) -> Path:
+    """Newest ``/usr/lib/postgresql/<version>/bin`` that has ``initdb``."""
+    candidates = [
+        d for d in root.glob("*") if re.fullmatch(r"\d+", d.name) and (d / "bin" / "initdb").exists()
+    ]
+    if not candidates:
+        raise RuntimeError(
+            f"No PostgreSQL server binaries under {root}/<version>/bin (apt install postgresql)"
+        )
+    return max(candidates, key=lambda d: int(d.name)) / "bin"
+
+
+class PostgresCluster:
+    """initdb + pg_ctl on a private temp directory and a free loopback port.
+
+    ``start()`` initialises the cluster on first use; after ``kill()`` it restarts the existing data
+    (with crash recovery). ``stop()`` shuts down and deletes everything.
+    """
+
+    def __init__(self, bin_dir: Path | None = None, port: int | None = None) -> None:
+        self.bin_dir = bin_dir or find_bin_dir()
+        self.port = port or free_port()
+        self._as_root = os.geteuid() == 0
+        if self._as_root:
+            try:
+                pw = pwd.getpwnam(_OS_USER)
+            except KeyError:
+                raise RuntimeError(
+                    f"Running as root, but OS user {_OS_USER!r} does not exist; PostgreSQL refuses to "
+                    "run as root. Install Debian's postgresql package (it creates the user) or run "
+                    "the tests as a non-root user."
+                ) from None
+            self._uid, self._gid = pw.pw_uid, pw.pw_gid
+        # Not under pytest's tmp_path: that lives in 0700 root-owned dirs the postgres user can't enter.
+        self.base_dir = Path(tempfile.mkdtemp(prefix="deskbridge-pg-"))
+        self.data_dir = self.base_dir / "data"
+        self.socket_dir = self.base_dir / "sock"
+        self.log_file = self.base_dir / "postgres.log"
+        self.socket_dir.mkdir()
+        if self._as_root:
+            for p in (self.base_dir, self.socket_dir):
+                os.chown(p, self._uid, self._gid)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _server_cmd(self, tool: str, *args: str) -> list[str]:
+        cmd = [str(self.bin_dir / tool), *args]
+        return ["runuser", "-u", _OS_USER, "--", *cmd] if self._as_root else cmd
+
+    def _run(self, cmd: list[str], what: str, timeout: float = 60.0) -> None:
+        # cwd inside base_dir: the postgres user may not be allowed to enter the caller's cwd.
+        proc = subprocess.run(
+            cmd, cwd=self.base_dir, capture_output=True, text=True, check=False, timeout=timeout
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"PostgreSQL {what} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+                f"{proc.stdout}{proc.stderr}\n--- {self.log_file} ---\n{self._log_tail()}"
+            )
+
+    def _log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log file)"
+
+    def _initdb(self) -> None:
+        self._run(
+            self._server_cmd(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-A",
+                "trust",
+                "-U",
+                _SUPERUSER,
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",  # nothing to gain from fsyncing a throwaway cluster
+            ),
+            "initdb",
+        )
+        # Settings go into postgresql.conf (not `pg_ctl -o`) so a restart after kill() reuses them.
+        settings = {
+            **_SERVER_SETTINGS,
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.socket_dir}'",
+        }
+        with (self.data_dir / "postgresql.conf").open("a") as fh:
+            fh.write("\n# deskbridge test cluster\n")
+            fh.writelines(f"{k} = {v}\n" for k, v in settings.items())
+
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (FileNotFoundError, ValueError):
+            return None
+
+    # -- public API ------------------------------------------------------------------------------
+
+    def url(self, dbname: str = "postgres") -> str:
+        """SQLAlchemy async URL for ``dbname``."""
+        return f"postgresql+asyncpg://{_SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """Plain libpq-style DSN, for asyncpg.connect / psycopg."""
+        return f"postgresql://{_SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+
+    def is_running(self) -> bool:
+        return (
+            subprocess.run(
+                ["pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", _SUPERUSER],
+                check=False,
+            ).returncode
+            == 0
+        )
+
+    def start(self, timeout: float = 60.0) -> None:
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        self._run(
+            self._server_cmd(
+                "pg_ctl",
+                "start",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                str(int(timeout)),
+            ),
+            "start",
+            timeout=timeout + 10,
+        )
+        # pg_ctl -w already waited for the postmaster; double-check TCP reachability ourselves.
+        deadline = time.monotonic() + timeout
+        while not self.is_running():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL not ready on port {self.port}:\n{self._log_tail()}")
+            time.sleep(0.1)
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` and return its SQLAlchemy URL."""
+        subprocess.run(
+            ["createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", _SUPERUSER, name],
+            check=True,
+            capture_output=True,
+        )
+        return self.url(name)
+
+    def kill(self) -> None:
+        """Crash the server (SIGKILL) for fault tests; ``start()`` brings it back with the same data."""
+        pid = self._postmaster_pid()
+        if pid is None:
+            return
+        try:
+            # pg_ctl setsid()s the postmaster, so its process group holds every backend too;
+            # killing only the postmaster would leave backends pinning the shared memory.
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Fast shutdown, then delete the cluster directory."""
+        if self._postmaster_pid() is not None:
+            proc = subprocess.run(
+                self._server_cmd("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w"),
+                cwd=self.base_dir,
+                capture_output=True,
+                check=False,
+                timeout=60,
+            )
+            if proc.returncode != 0:
+                self.kill()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,198 @@
+"""The notice journey and the gateway's answers to bad input, over real HTTP, Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from services.common.db import Delivery, NoticeRow, Submission
+from services.common.envelope import open_envelope, parse_envelope
+from services.common.kafka_broker import free_port
+from services.common.keys import AgencyKeys
+from services.common.settings import Settings
+from services.gateway.app import create_app
+from tests.conftest import ServiceTasks, Stack, eventually, notice_body
+
+PARTNERS = ["kh-cnp", "interpol-ncb-phnom-penh"]
+
+
+async def _send(stack: Stack, **overrides: Any) -> str:
+    desk = stack.client("kr-desk")
+    response = await desk.post("/v1/notices", json=notice_body(PARTNERS, **overrides))
+    assert response.status_code == 202, response.text
+    return str(response.json()["notice_id"])
+
+
+async def _status(stack: Stack, notice_id: str) -> dict[str, str]:
+    response = await stack.client("kr-desk").get(f"/v1/notices/{notice_id}")
+    assert response.status_code == 200, response.text
+    return {r["agency"]: r["state"] for r in response.json()["recipients"]}
+
+
+async def _count(stack: Stack, model: Any) -> int:
+    async with stack.sessions() as session:
+        return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def test_notice_journey_from_desk_to_partner_and_back(stack: Stack) -> None:
+    notice_id = await _send(stack)
+    # 202 means durable in Kafka: the submission carries the record's coordinates.
+    async with stack.sessions() as session:
+        submission = await session.get(Submission, notice_id)
+        assert submission is not None and submission.kafka_offset >= 0
+
+    delivered = await eventually(lambda: _all_in(stack, notice_id, "delivered"), within=30)
+    assert delivered
+
+    partner = stack.client("kh-cnp")
+    page = (await partner.get("/v1/inbox")).json()
+    [item] = page["items"]
+    assert item["notice_id"] == notice_id and item["sender"] == "kr-desk"
+    keys = AgencyKeys.load(stack.home / "kh-cnp")
+    desk_public = {k.kid: k for k in AgencyKeys.load(stack.home / "kr-desk").public_keys()}
+    notice = open_envelope(parse_envelope(item["envelope"]), keys.decryption_keys(), desk_public.__getitem__)
+    assert notice.sender == "kr-desk" and str(notice.notice_id) == notice_id
+    assert notice.subjects[0].name_hangul == "김민준"
+
+    assert (await _status(stack, notice_id))["kh-cnp"] == "fetched"
+    ack = await partner.post(f"/v1/inbox/{notice_id}/ack")
+    assert ack.status_code == 200 and ack.json()["state"] == "acknowledged"
+    again = await partner.post(f"/v1/inbox/{notice_id}/ack")
+    assert again.status_code == 200 and again.json()["acknowledged_at"] == ack.json()["acknowledged_at"]
+    assert await _status(stack, notice_id) == {
+        "kh-cnp": "acknowledged",
+        "interpol-ncb-phnom-penh": "delivered",
+    }
+
+    # The cursor moves past what was read; nothing is served twice on the next page.
+    later = (await partner.get("/v1/inbox", params={"after": page["next_cursor"]})).json()
+    assert later["items"] == []
+
+
+async def _all_in(stack: Stack, notice_id: str, state: str) -> bool:
+    states = await _status(stack, notice_id)
+    return set(states.values()) == {state}
+
+
+async def test_agencies_see_only_their_own(stack: Stack) -> None:
+    notice_id = await _send(stack)
+    await eventually(lambda: _all_in(stack, notice_id, "delivered"))
+    outsider = stack.client("aseanapol")
+    assert (await outsider.get("/v1/inbox")).json()["items"] == []
+    for request in (outsider.get(f"/v1/notices/{notice_id}"), outsider.post(f"/v1/inbox/{notice_id}/ack")):
+        response = await request
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/problem+json"
+    # A recipient may not read the sender's delivery status either.
+    assert (await stack.client("kh-cnp").get(f"/v1/notices/{notice_id}")).status_code == 404
+    # The outsider's failed ack changed nothing.
+    assert (await _status(stack, notice_id))["kh-cnp"] == "delivered"
+
+
+async def test_credentials_are_checked_on_every_route(stack: Stack) -> None:
+    anonymous = stack.client(None)
+    forged = httpx.AsyncClient(base_url=stack.gateway_url, headers={"Authorization": "Bearer dbk_x_y"})
+    partner = stack.client("kh-cnp")
+    try:
+        for client, status in ((anonymous, 401), (forged, 401)):
+            for method, path in (
+                ("GET", "/v1/inbox"),
+                ("POST", "/v1/notices"),
+                ("GET", f"/v1/notices/{uuid.uuid4()}"),
+                ("GET", "/v1/directory/agencies"),
+                ("POST", "/v1/admin/agencies"),
+            ):
+                response = await client.request(method, path, json={})
+                assert response.status_code == status, (method, path, response.text)
+        # Partners cannot have the gateway seal in the desk's name, nor administer the directory.
+        assert (await partner.post("/v1/notices", json=notice_body(["aseanapol"]))).status_code == 403
+        assert (await partner.post("/v1/admin/agencies", json={"id": "x", "name": "x"})).status_code == 403
+        # An auditor credential does not open an inbox.
+        assert (await stack.client("auditor").get("/v1/inbox")).status_code == 403
+    finally:
+        await forged.aclose()
+    assert await _count(stack, Submission) == 0
+
+
+async def test_bad_notices_get_clear_4xx_and_store_nothing(stack: Stack) -> None:
+    desk = stack.client("kr-desk")
+    cases: list[tuple[Any, int, str]] = [
+        (b'{"notice_id": ', 400, "not valid JSON"),
+        (notice_body(PARTNERS, priority=7), 422, "priority"),
+        (notice_body(PARTNERS, notice_id="not-a-uuid"), 422, "notice_id"),
+        (notice_body(["no-such-agency"]), 422, "unknown recipient agency: no-such-agency"),
+        (notice_body([]), 422, "recipients"),
+        (notice_body(["kh-cnp", "kh-cnp"]), 422, "must not repeat"),
+        (notice_body(["kr-desk"]), 422, "itself"),
+        (notice_body(PARTNERS, case_ref="no spaces allowed"), 422, "case_ref"),
+        (notice_body(PARTNERS, surprise="field"), 422, "surprise"),
+        (notice_body(PARTNERS, type="reply"), 422, "in_reply_to"),
+        (notice_body(PARTNERS, expires_at="2030-01-01T00:00:00"), 422, "timezone"),
+    ]
+    for body, status, reason in cases:
+        if isinstance(body, bytes):
+            response = await desk.post(
+                "/v1/notices", content=body, headers={"content-type": "application/json"}
+            )
+        else:
+            response = await desk.post("/v1/notices", json=body)
+        assert response.status_code == status, (body, response.text)
+        assert reason in response.json()["detail"], response.json()
+    oversize = notice_body(PARTNERS, details="x" * (stack.settings.max_body_bytes + 1))
+    response = await desk.post("/v1/notices", json=oversize)
+    assert response.status_code == 413 and "exceeds" in response.json()["detail"]
+    assert await _count(stack, Submission) == 0
+    # Still serving after all of that.
+    await _send(stack)
+
+
+async def test_a_replayed_notice_id_is_refused(stack: Stack) -> None:
+    body = notice_body(PARTNERS)
+    desk = stack.client("kr-desk")
+    assert (await desk.post("/v1/notices", json=body)).status_code == 202
+    replay = await desk.post("/v1/notices", json={**body, "summary": "a different story"})
+    assert replay.status_code == 409 and "already submitted" in replay.json()["detail"]
+    await eventually(lambda: _all_in(stack, body["notice_id"], "delivered"))
+    assert await _count(stack, NoticeRow) == 1
+    assert await _count(stack, Delivery) == 2
+
+
+async def test_kafka_down_answers_503_never_202(stack: Stack) -> None:
+    """A gateway whose broker is unreachable refuses with 503 and Retry-After, and records nothing."""
+    dead_port = free_port()
+    settings = Settings(
+        **{
+            **stack.settings.model_dump(),
+            "kafka_bootstrap": f"127.0.0.1:{dead_port}",
+            "kafka_send_timeout_s": 2,
+        }
+    )
+    services = ServiceTasks()
+    url = await services.serve(create_app(settings), free_port())
+    try:
+        async with httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {stack.token('kr-desk')}"}, timeout=30
+        ) as desk:
+            response = await desk.post("/v1/notices", json=notice_body(PARTNERS))
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"].isdigit()
+            assert "nothing was accepted" in response.json()["detail"]
+    finally:
+        await services.close()
+    assert await _count(stack, Submission) == 0
+
+
+async def test_directory_lists_agencies_and_public_keys_only(stack: Stack) -> None:
+    partner = stack.client("kh-cnp")
+    agencies = {a["id"]: a["kind"] for a in (await partner.get("/v1/directory/agencies")).json()}
+    assert agencies["kr-desk"] == "desk" and agencies["kh-cnp"] == "partner"
+    jwks = (await partner.get("/v1/directory/agencies/kr-desk/jwks")).json()["keys"]
+    assert {k["use"] for k in jwks} == {"sig", "enc"}
+    assert all("d" not in k and k["status"] == "active" for k in jwks)
+    own = {k["kid"] for k in AgencyKeys.load(stack.home / "kr-desk").public_jwks()}
+    assert {k["kid"] for k in jwks} == own
+    missing = await partner.get("/v1/directory/agencies/nobody/jwks")
+    assert missing.status_code == 404

@@ -1,0 +1,126 @@
+"""Smoke tests for the test infrastructure itself: real Kafka broker and throwaway PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.common.kafka_broker import KafkaBroker, ensure_jars, free_port
+from tests.support.fixtures import REPO_ROOT
+from tests.support.postgres import PostgresCluster
+
+
+async def _create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name=name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
+async def _produce(bootstrap: str, topic: str, *values: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value, key=b"k")
+    finally:
+        await producer.stop()
+
+
+async def _consume(bootstrap: str, topic: str, count: int) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        out: list[bytes] = []
+        while len(out) < count:
+            batches = await consumer.getmany(timeout_ms=10_000)
+            if not batches:
+                break
+            out.extend(msg.value for msgs in batches.values() for msg in msgs if msg.value is not None)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def test_kafka_produce_consume(kafka_broker: KafkaBroker, topic_prefix: str) -> None:
+    topic = f"{topic_prefix}infra"
+    await _create_topic(kafka_broker.bootstrap, topic, partitions=3)
+    await _produce(kafka_broker.bootstrap, topic, b"one", b"two")
+    assert await _consume(kafka_broker.bootstrap, topic, 2) == [b"one", b"two"]
+
+
+async def test_kafka_rejects_unknown_topic(kafka_broker: KafkaBroker, topic_prefix: str) -> None:
+    # auto.create.topics.enable=false: metadata for a never-created topic must stay empty.
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+    await admin.start()
+    try:
+        assert f"{topic_prefix}nope" not in await admin.list_topics()
+    finally:
+        await admin.close()
+
+
+async def test_kafka_data_survives_restart_and_crash(tmp_path: Path) -> None:
+    # A private broker: stopping/killing the session broker would disturb other tests.
+    broker = KafkaBroker(
+        jar_dir=ensure_jars(REPO_ROOT / "deploy" / "kafka"),
+        data_dir=tmp_path / "kafka",
+        port=free_port(),
+        controller_port=free_port(),
+        heap="256m",
+    )
+    topic = "restart"
+    with broker:
+        await _create_topic(broker.bootstrap, topic)
+        await _produce(broker.bootstrap, topic, b"before-stop")
+        broker.stop()
+        assert not broker.is_running()
+        broker.start()
+        await _produce(broker.bootstrap, topic, b"before-kill")
+        broker.kill()  # acked records are in the page cache, so a JVM crash must not lose them
+        broker.start()
+        assert await _consume(broker.bootstrap, topic, 2) == [b"before-stop", b"before-kill"]
+    assert not broker.is_running()
+
+
+async def test_postgres_accepts_async_connections(pg_cluster: PostgresCluster) -> None:
+    db = f"infra_{uuid.uuid4().hex[:8]}"
+    url = pg_cluster.create_database(db)
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+            assert (await conn.execute(text("SELECT current_database()"))).scalar_one() == db
+    finally:
+        await engine.dispose()
+    conn2 = await asyncpg.connect(pg_cluster.dsn(db))
+    try:
+        assert await conn2.fetchval("SELECT 1") == 1
+    finally:
+        await conn2.close()
+
+
+async def test_postgres_survives_crash() -> None:
+    # Private cluster, so the kill can't break the session one.
+    with PostgresCluster() as cluster:
+        conn = await asyncpg.connect(cluster.dsn())
+        await conn.execute("CREATE TABLE t (v int); INSERT INTO t VALUES (42)")
+        await conn.close()
+        cluster.kill()
+        assert not cluster.is_running()
+        cluster.start()
+        conn = await asyncpg.connect(cluster.dsn())
+        try:
+            assert await conn.fetchval("SELECT v FROM t") == 42
+        finally:
+            await conn.close()
+    assert not cluster.base_dir.exists()
