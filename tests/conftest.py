@@ -22,6 +22,7 @@ from services.cli.profiles import Profile
 from services.common.db import make_engine, make_sessionmaker
 from services.common.kafka import EventPublisher, Topics, create_topics
 from services.common.kafka_broker import KafkaBroker, free_port
+from services.common.logs import configure
 from services.common.migrate import upgrade
 from services.common.settings import Settings
 from services.gateway.app import create_app as create_gateway_app
@@ -30,6 +31,7 @@ from tests.support.fixtures import *  # noqa: F403
 from tests.support.postgres import PostgresCluster
 
 T = TypeVar("T")
+configure("info")
 
 
 async def eventually(check: Callable[[], Awaitable[T]], within: float = 30.0, every: float = 0.1) -> T:
@@ -152,8 +154,13 @@ async def stack_db(tmp_path: Path, pg_cluster: PostgresCluster) -> str:
 
 @pytest.fixture
 async def stack(
-    kafka_broker: KafkaBroker, stack_db: str, topic_prefix: str, tmp_path: Path
+    request: pytest.FixtureRequest,
+    kafka_broker: KafkaBroker,
+    stack_db: str,
+    topic_prefix: str,
+    tmp_path: Path,
 ) -> AsyncIterator[Stack]:
+    """`@pytest.mark.without_ingest` leaves ingest out, for tests that run it as a process of its own."""
     home = tmp_path / "demo"
     settings = stack_settings(kafka_broker, stack_db, topic_prefix, home)
     topics = Topics(topic_prefix)
@@ -163,7 +170,8 @@ async def stack(
     services = ServiceTasks()
     gateway_url = await services.serve(create_gateway_app(settings), free_port())
     audit_url = await services.serve(create_audit_app(settings), free_port())
-    services.run(run_ingest(settings, services.stop))
+    if request.node.get_closest_marker("without_ingest") is None:
+        services.run(run_ingest(settings, services.stop))
     services.run(run_consumer(settings, services.stop))
     engine = make_engine(stack_db)
     running = Stack(settings, home, gateway_url, audit_url, make_sessionmaker(engine), publisher, topics)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import structlog
 
@@ -18,4 +19,6 @@ def configure(level: str = "info", json: bool = False) -> None:
             structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),  # stdout is for the program's output
+        cache_logger_on_first_use=True,
     )

@@ -1,0 +1,216 @@
+"""Ingest on the real broker: bad records go to the dead-letter topic with a reason and never stop the
+flow; redelivery and a killed consumer neither lose nor duplicate an inbox row."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import func, select
+
+from schemas.notices import Notice
+from services.common.db import Delivery, NoticeRow
+from services.common.envelope import PublicKey, seal_notice
+from services.common.kafka import header_value
+from services.common.keys import AgencyKeys
+from tests.conftest import Stack, eventually, notice_body
+
+RECIPIENTS = ["kh-cnp", "aseanapol"]
+
+
+def _keys(stack: Stack, agency: str) -> AgencyKeys:
+    return AgencyKeys.load(stack.home / agency)
+
+
+def _recipient_keys(stack: Stack, agencies: list[str]) -> list[PublicKey]:
+    keys = []
+    for agency in agencies:
+        own = _keys(stack, agency)
+        keys += [k for k in own.public_keys() if k.kid == own.encryption_kid]
+    return keys
+
+
+def _sealed(stack: Stack, sender: AgencyKeys, **overrides: Any) -> tuple[str, bytes]:
+    body = notice_body(RECIPIENTS, **overrides)
+    notice = Notice(**body, sender=sender.agency, sent_at=datetime.now(UTC))
+    return body["notice_id"], seal_notice(notice, sender.signer(), _recipient_keys(stack, RECIPIENTS))
+
+
+async def _produce(stack: Stack, value: bytes, key: str = "KD-2025-0331") -> None:
+    await stack.publisher.send(stack.topics.notices, key, value, [])
+
+
+async def _dead_letters(stack: Stack, count: int) -> list[dict[str, str | None]]:
+    consumer = AIOKafkaConsumer(
+        stack.topics.dead_letters,
+        bootstrap_servers=stack.settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    found: list[dict[str, str | None]] = []
+    try:
+        async with asyncio.timeout(60):
+            while len(found) < count:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for r in records:
+                        headers = list(r.headers)
+                        found.append(
+                            {
+                                "reason": header_value(headers, "dlq_reason"),
+                                "detail": header_value(headers, "dlq_detail"),
+                                "size": str(len(r.value or b"")),
+                            }
+                        )
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def _inbox_rows(stack: Stack, notice_id: str | None = None) -> int:
+    query = select(func.count()).select_from(Delivery)
+    if notice_id is not None:
+        query = query.where(Delivery.notice_id == notice_id)
+    async with stack.sessions() as session:
+        return int((await session.execute(query)).scalar_one())
+
+
+async def test_poison_records_are_dead_lettered_with_reasons_and_good_ones_flow(stack: Stack) -> None:
+    desk = _keys(stack, "kr-desk")
+    impostor = AgencyKeys.generate("kr-desk")  # same name, key not in the directory
+    partner = _keys(stack, "kh-cnp")
+
+    _, good_before = _sealed(stack, desk)
+    _, unknown_signer = _sealed(stack, impostor)
+    _, forged = _sealed(stack, desk)
+    forged = forged.replace(b'"signature":"', b'"signature":"AAAA', 1)
+    _, expired = _sealed(stack, desk, expires_at=(datetime.now(UTC) - timedelta(minutes=1)).isoformat())
+    # A partner's envelope is fine if it names itself as sender; naming the desk with its own key is not.
+    _, partner_ok = _sealed(stack, partner)
+    _, good_after = _sealed(stack, desk)
+
+    poison: list[tuple[bytes, str]] = [
+        (b"\x00\xff garbage \x13", "malformed"),
+        (b'{"valid": "json", "but": "no envelope"}', "malformed"),
+        (b"", "malformed"),
+        (b"x" * (2 * 1024 * 1024 + 1000), "oversize"),
+        (unknown_signer, "unknown_key"),
+        (forged, "bad_signature"),
+        (expired, "expired"),
+    ]
+    await _produce(stack, good_before)
+    for value, _reason in poison:
+        await _produce(stack, value)
+    await _produce(stack, partner_ok)
+    await _produce(stack, good_after)
+
+    letters = await _dead_letters(stack, len(poison))
+    assert sorted(str(letter["reason"]) for letter in letters) == sorted(r for _, r in poison)
+    assert all(letter["detail"] for letter in letters)
+    # The huge record is kept whole in the DLQ: nothing is lost, only set aside.
+    assert any(letter["size"] == str(2 * 1024 * 1024 + 1000) for letter in letters)
+    await eventually(lambda: _count_is(stack, 3 * len(RECIPIENTS)))
+
+
+async def _count_is(stack: Stack, expected: int) -> bool:
+    return await _inbox_rows(stack) == expected
+
+
+async def test_redelivery_is_absorbed_and_a_replayed_notice_id_is_refused(stack: Stack) -> None:
+    desk = _keys(stack, "kr-desk")
+    notice_id, envelope = _sealed(stack, desk)
+    _, replay = _sealed(stack, desk, notice_id=notice_id, summary="same id, other content")
+    await _produce(stack, envelope)
+    await _produce(stack, envelope)  # what a producer retry or a consumer restart looks like
+    await _produce(stack, replay)
+    [letter] = await _dead_letters(stack, 1)
+    assert letter["reason"] == "duplicate_notice"
+    await eventually(lambda: _rows_for(stack, notice_id, len(RECIPIENTS)))
+    async with stack.sessions() as session:
+        stored = await session.get(NoticeRow, notice_id)
+        assert stored is not None and stored.envelope == envelope
+
+
+async def _rows_for(stack: Stack, notice_id: str, expected: int) -> bool:
+    return await _inbox_rows(stack, notice_id) == expected
+
+
+def _start_ingest(stack: Stack) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DESKBRIDGE_DATABASE_URL": stack.settings.database_url,
+        "DESKBRIDGE_KAFKA_BOOTSTRAP": stack.settings.kafka_bootstrap,
+        "DESKBRIDGE_TOPIC_PREFIX": stack.settings.topic_prefix,
+        "DESKBRIDGE_LOG_LEVEL": "warning",
+    }
+    return subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env)
+
+
+@pytest.mark.without_ingest
+async def test_ingest_killed_mid_stream_loses_and_duplicates_nothing(stack: Stack) -> None:
+    total = 300
+    desk = stack.client("kr-desk")
+    gate = asyncio.Semaphore(16)
+
+    async def send(i: int) -> str:
+        async with gate:
+            body = notice_body(RECIPIENTS, case_ref=f"KD-2025-{i % 7:04d}")
+            response = await desk.post("/v1/notices", json=body)
+            assert response.status_code == 202, response.text
+            return str(body["notice_id"])
+
+    sent = await asyncio.gather(*(send(i) for i in range(total)))
+    expected = total * len(RECIPIENTS)
+
+    first = _start_ingest(stack)
+    try:
+        # Kill hard as soon as part of the backlog is in: some of it committed, the rest not.
+        done = await eventually(lambda: _inbox_rows(stack), within=60, every=0.01)
+        assert done < expected, "ingest finished before it could be killed; raise `total`"
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    partial = await _inbox_rows(stack)
+
+    second = _start_ingest(stack)
+    try:
+        await eventually(lambda: _count_is(stack, expected), within=90)
+        await asyncio.sleep(1.0)  # anything duplicated would have shown up by now
+        assert await _inbox_rows(stack) == expected
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(20)
+    assert second.returncode == 0, "ingest did not stop cleanly on SIGTERM"
+    async with stack.sessions() as session:
+        per_notice = dict(
+            (
+                await session.execute(select(Delivery.notice_id, func.count()).group_by(Delivery.notice_id))
+            ).all()
+        )
+    assert set(per_notice) == set(sent)
+    assert set(per_notice.values()) == {len(RECIPIENTS)}
+    assert partial < expected
+    # The redelivered records were recognised as the same envelopes, not refused as replays.
+    assert await _dead_letter_count(stack) == 0
+
+
+async def _dead_letter_count(stack: Stack) -> int:
+    """Records ever written to the DLQ: the sum of its partitions' end offsets."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        topic = stack.topics.dead_letters
+        partitions = [TopicPartition(topic, p) for p in range(stack.settings.topic_partitions)]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
