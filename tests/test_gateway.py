@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,11 +12,13 @@ from sqlalchemy import func, select
 
 from services.common.db import Delivery, NoticeRow, Submission
 from services.common.envelope import open_envelope, parse_envelope
-from services.common.kafka_broker import free_port
+from services.common.kafka import Topics, create_topics
+from services.common.kafka_broker import KafkaBroker, free_port
 from services.common.keys import AgencyKeys
 from services.common.settings import Settings
 from services.gateway.app import create_app
 from tests.conftest import ServiceTasks, Stack, eventually, notice_body
+from tests.support.fixtures import REPO_ROOT
 
 PARTNERS = ["kh-cnp", "interpol-ncb-phnom-penh"]
 
@@ -196,3 +200,45 @@ async def test_directory_lists_agencies_and_public_keys_only(stack: Stack) -> No
     assert {k["kid"] for k in jwks} == own
     missing = await partner.get("/v1/directory/agencies/nobody/jwks")
     assert missing.status_code == 404
+
+
+async def test_broker_killed_under_a_running_gateway_gives_503_then_recovers(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The broker dies after the gateway has been using it: no 202 while it is down, 202 once it is back."""
+    broker = KafkaBroker(
+        jar_dir=REPO_ROOT / "deploy" / "kafka" / "target" / "dependency", data_dir=tmp_path / "kafka", port=free_port(), controller_port=free_port(),
+        heap="256m",
+    )  # fmt: skip
+    await asyncio.to_thread(broker.start)
+    settings = Settings(
+        **{**stack.settings.model_dump(), "kafka_bootstrap": broker.bootstrap, "kafka_send_timeout_s": 3}
+    )
+    await create_topics(broker.bootstrap, Topics(settings.topic_prefix))
+    services = ServiceTasks()
+    url = await services.serve(create_app(settings), free_port())
+    try:
+        async with httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {stack.token('kr-desk')}"}, timeout=30
+        ) as desk:
+            assert (await desk.post("/v1/notices", json=notice_body(PARTNERS))).status_code == 202
+            broker.kill()
+            down = notice_body(PARTNERS)
+            response = await desk.post("/v1/notices", json=down)
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"].isdigit()
+            await asyncio.to_thread(broker.start)
+            retried = await eventually(lambda: _accepted(desk, down), within=60, every=1.0)
+            assert retried
+    finally:
+        await services.close()
+        await asyncio.to_thread(broker.stop)
+    async with stack.sessions() as session:
+        assert await session.get(Submission, down["notice_id"]) is not None
+    assert await _count(stack, Submission) == 2
+
+
+async def _accepted(desk: httpx.AsyncClient, body: dict[str, Any]) -> bool:
+    response = await desk.post("/v1/notices", json=body)
+    assert response.status_code in (202, 503), response.text
+    return response.status_code == 202

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.keys import AgencyKeys
+from services.common.keys import AgencyKeys, write_owner_only
 
 CREDENTIAL_FILE = "credential"
 
@@ -34,9 +33,7 @@ class Profile:
     def save_credential(self, token: str) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / CREDENTIAL_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(token + "\n")
+        write_owner_only(path, token + "\n")
         return path
 
     def keys(self) -> AgencyKeys:

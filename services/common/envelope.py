@@ -74,10 +74,26 @@ def sha256_hex(data: bytes) -> str:
 
 
 def _b64url_decode(value: str) -> bytes:
+    """Strict: only the one canonical unpadded encoding of some bytes is accepted (RFC 7515 section 2),
+    so no two spellings of one envelope exist and the JOSE library never meets what we let through."""
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        data = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except (binascii.Error, ValueError) as exc:
         raise EnvelopeError("malformed", "a base64url field does not decode") from exc
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode() != value:
+        raise EnvelopeError("malformed", "a base64url field is not in canonical unpadded form")
+    return data
+
+
+def _check_b64url_fields(sealed: GeneralJwe, outer: FlattenedJws) -> None:
+    for value in (outer.signature, sealed.iv, sealed.ciphertext, sealed.tag):
+        _b64url_decode(value)
+    for entry in sealed.recipients:
+        _b64url_decode(entry.encrypted_key)
+
+
+# What the JOSE library and `cryptography` raise on input they cannot use, besides JoseError.
+_LIBRARY_ERRORS = (JoseError, ValueError, KeyError, TypeError)
 
 
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
@@ -135,6 +151,7 @@ def parse_envelope(raw: bytes | str) -> ParsedEnvelope:
         sealed = GeneralJwe.model_validate(_json_object(_b64url_decode(outer.payload), "JWE"))
         jwe_header = _json_object(_b64url_decode(sealed.protected), "JWE protected header")
         routing = RoutingHeader.model_validate(jwe_header)
+        _check_b64url_fields(sealed, outer)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "envelope"
@@ -160,7 +177,7 @@ def verify_outer(envelope: ParsedEnvelope, signer: PublicKey) -> None:
         raise EnvelopeError("signer_mismatch", f"key {signer.kid} is not a key of {envelope.routing.sender}")
     try:
         jws.deserialize_json(cast(Any, envelope.outer.model_dump()), signer.key, registry=_JWS_REGISTRY)
-    except JoseError as exc:
+    except _LIBRARY_ERRORS as exc:
         raise EnvelopeError("bad_signature", "outer signature does not verify") from exc
 
 
@@ -228,7 +245,7 @@ def open_envelope(
         opened = jwe.decrypt_json(
             cast(Any, flattened), my_keys[str(entry.header["kid"])], registry=_JWE_REGISTRY
         )
-    except JoseError as exc:
+    except _LIBRARY_ERRORS as exc:
         raise EnvelopeError("undecryptable", "the envelope does not decrypt with our key") from exc
     if opened.plaintext is None:
         raise EnvelopeError("undecryptable", "the envelope has no content")
@@ -244,7 +261,7 @@ def open_envelope(
         raise EnvelopeError("signer_mismatch", "the inner signature is not the sender's")
     try:
         signed = jws.deserialize_compact(opened.plaintext, inner_signer.key, registry=_JWS_REGISTRY)
-    except JoseError as exc:
+    except _LIBRARY_ERRORS as exc:
         raise EnvelopeError("bad_signature", "inner signature does not verify") from exc
     try:
         notice = Notice.model_validate_json(signed.payload)

@@ -81,9 +81,7 @@ class AgencyKeys:
                 },
             ],
         }
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(document, handle, indent=2)
+        write_owner_only(path, json.dumps(document, indent=2))
         return path
 
     @classmethod
@@ -101,6 +99,14 @@ class AgencyKeys:
 
 class KeyFileError(Exception):
     pass
+
+
+def write_owner_only(path: Path, text: str) -> None:
+    """Writes a secret readable by its owner only, also when a looser file was there before."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode applies only to new files
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 def public_jwk(key: OKPKey, use: str, alg: str) -> dict[str, Any]:
