@@ -207,9 +207,12 @@ async def test_broker_killed_under_a_running_gateway_gives_503_then_recovers(
 ) -> None:
     """The broker dies after the gateway has been using it: no 202 while it is down, 202 once it is back."""
     broker = KafkaBroker(
-        jar_dir=REPO_ROOT / "deploy" / "kafka" / "target" / "dependency", data_dir=tmp_path / "kafka", port=free_port(), controller_port=free_port(),
+        jar_dir=REPO_ROOT / "deploy" / "kafka" / "target" / "dependency",
+        data_dir=tmp_path / "kafka",
+        port=free_port(),
+        controller_port=free_port(),
         heap="256m",
-    )  # fmt: skip
+    )
     await asyncio.to_thread(broker.start)
     settings = Settings(
         **{**stack.settings.model_dump(), "kafka_bootstrap": broker.bootstrap, "kafka_send_timeout_s": 3}
