@@ -37,7 +37,15 @@ async def get_events(
     case_ref: str | None = None,
     event_type: Annotated[str | None, Query(alias="type")] = None,
 ) -> AuditPage:
-    query = select(AuditEntry).where(AuditEntry.seq > after).order_by(AuditEntry.seq).limit(limit)
+    # The head first, then only entries up to it: appends are serialised and seq is contiguous, so all of
+    # them are visible and the page can never run past the head it is served with.
+    head_seq, head_hash = await auditlog.head(session)
+    query = (
+        select(AuditEntry)
+        .where(AuditEntry.seq > after, AuditEntry.seq <= head_seq)
+        .order_by(AuditEntry.seq)
+        .limit(limit)
+    )
     for column, value in (
         (AuditEntry.agency, agency),
         (AuditEntry.notice_id, notice_id),
@@ -47,7 +55,6 @@ async def get_events(
         if value is not None:
             query = query.where(column == value)
     rows = list((await session.execute(query)).scalars())
-    head_seq, head_hash = await auditlog.head(session)
     return AuditPage(
         entries=[auditlog.to_record(r) for r in rows],
         next_after=rows[-1].seq if len(rows) == limit else None,

@@ -15,7 +15,12 @@ from services.gateway.notices import ERRORS
 router = APIRouter(prefix="/v1/directory", tags=["directory"])
 
 
-@router.get("/agencies", response_model=list[AgencyOut], responses=ERRORS, summary="Registered agencies.")
+@router.get(
+    "/agencies",
+    response_model=list[AgencyOut],
+    responses=ERRORS,
+    summary="Registered agencies (any credential).",
+)
 async def get_agencies(_: Anyone, session: Session) -> list[AgencyOut]:
     return [AgencyOut(id=a.id, name=a.name, kind=a.kind) for a in await list_agencies(session)]
 
@@ -24,7 +29,7 @@ async def get_agencies(_: Anyone, session: Session) -> list[AgencyOut]:
     "/agencies/{agency_id}/jwks",
     response_model=Jwks,
     responses=ERRORS,
-    summary="An agency's public keys as a JWKS, with status and validity window.",
+    summary="An agency's public keys as a JWKS, with status and validity window (any credential).",
 )
 async def get_jwks(agency_id: str, _: Anyone, session: Session) -> Jwks:
     keys = []

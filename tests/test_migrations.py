@@ -1,0 +1,129 @@
+"""The Alembic migration against the models, on SQLite and PostgreSQL; the committed JSON Schemas."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import Column, MetaData, String, inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from schemas.export import FOLDER, rendered
+from services.common.db import Base
+from services.common.migrate import ROOT, upgrade
+
+TABLES = {"agencies", "agency_keys", "credentials", "submissions", "notices", "deliveries", "audit_log"}
+
+
+def _diffs(connection: Connection, metadata: MetaData = Base.metadata) -> list[Any]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, metadata))
+
+
+def _drifted_models() -> MetaData:
+    """The models with one extra column and one changed length: the comparison must notice both."""
+    metadata = MetaData()
+    for table in Base.metadata.tables.values():
+        table.to_metadata(metadata)
+    metadata.tables["audit_log"].append_column(Column("signer", String(64), nullable=True))
+    metadata.tables["agencies"].c.name.type = String(100)
+    return metadata
+
+
+def _schema(connection: Connection) -> dict[str, Any]:
+    """Tables, columns, indexes, unique constraints and foreign keys, as the database reports them."""
+    inspector = inspect(connection)
+    out: dict[str, Any] = {}
+    for table in sorted(inspector.get_table_names()):
+        out[table] = {
+            "columns": [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)],
+            "indexes": sorted((i["name"], tuple(i["column_names"])) for i in inspector.get_indexes(table)),
+            "unique": sorted(
+                (u["name"] or "", tuple(u["column_names"])) for u in inspector.get_unique_constraints(table)
+            ),
+            "fks": sorted(
+                (tuple(f["constrained_columns"]), f["referred_table"])
+                for f in inspector.get_foreign_keys(table)
+            ),
+        }
+    return out
+
+
+async def _triggers(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            query = "SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit_log'::regclass AND NOT tgisinternal"
+        else:
+            query = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'"
+        return set((await connection.execute(text(query))).scalars())
+
+
+async def _version(engine: AsyncEngine) -> list[str]:
+    async with engine.connect() as connection:
+        return list((await connection.execute(text("SELECT version_num FROM alembic_version"))).scalars())
+
+
+async def test_models_match_the_migrated_schema(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        diffs = await connection.run_sync(_diffs)
+        drifted = await connection.run_sync(_diffs, _drifted_models())
+        tables = set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
+    assert diffs == []
+    # Not vacuous: a drift in the models is reported.
+    assert [d[0] for d in drifted if isinstance(d, tuple)] == ["add_column"]
+    assert [d[0][0] for d in drifted if isinstance(d, list)] == ["modify_type"]
+    assert tables == TABLES | {"alembic_version"}
+    assert await _version(engine) == ["0001"]
+
+
+async def test_upgrade_again_is_a_no_op(database_url: str, engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO agencies (id, name, kind, created_at) "
+                "VALUES ('kr-desk', 'Korean Desk', 'desk', CURRENT_TIMESTAMP)"
+            )
+        )
+    async with engine.connect() as connection:
+        before = await connection.run_sync(_schema)
+    triggers = await _triggers(engine)
+    assert triggers == (
+        {"audit_log_no_update_delete", "audit_log_no_truncate"}
+        if engine.dialect.name == "postgresql"
+        else {"audit_log_no_update", "audit_log_no_delete"}
+    )
+
+    await asyncio.to_thread(upgrade, database_url)
+
+    async with engine.connect() as connection:
+        assert await connection.run_sync(_schema) == before
+        assert list((await connection.execute(text("SELECT id FROM agencies"))).scalars()) == ["kr-desk"]
+    assert await _triggers(engine) == triggers
+    assert await _version(engine) == ["0001"]
+
+
+async def test_downgrade_is_refused_and_changes_nothing(database_url: str, engine: AsyncEngine) -> None:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = database_url
+    config.attributes["configure_logging"] = False
+    with pytest.raises(RuntimeError, match="cannot be downgraded: it would destroy the audit log"):
+        await asyncio.to_thread(command.downgrade, config, "base")
+    assert await _version(engine) == ["0001"]
+    async with engine.connect() as connection:
+        tables = set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
+    assert tables >= TABLES
+
+
+def test_committed_json_schemas_match_the_models() -> None:
+    expected = rendered()
+    committed = {path.name: path for path in Path(FOLDER).glob("*.schema.json")}
+    assert sorted(committed) == sorted(expected), "run `python -m schemas.export` and commit schemas/json"
+    for name, content in expected.items():
+        assert committed[name].read_text(encoding="utf-8") == content, f"{name} is stale"
