@@ -17,6 +17,8 @@ class DeliveryState(StrEnum):
     delivered = "delivered"
     fetched = "fetched"
     acknowledged = "acknowledged"
+    recalled = "recalled"  # the sender withdrew it; unfetched copies left the inbox
+    expired = "expired"  # past its expires_at; no longer served
 
 
 class NoticeAccepted(BaseModel):
@@ -32,6 +34,8 @@ class RecipientStatus(BaseModel):
     delivered_at: datetime | None = None
     fetched_at: datetime | None = None
     acknowledged_at: datetime | None = None
+    recalled_at: datetime | None = None
+    expired_at: datetime | None = None
 
 
 class NoticeStatus(BaseModel):
@@ -52,6 +56,8 @@ class InboxItem(BaseModel):
     tlp: str
     state: DeliveryState
     delivered_at: datetime
+    expires_at: datetime | None = None
+    in_reply_to: UUID | None = None
     cursor: str
     envelope: str = Field(description="The sealed envelope exactly as sent: an outer JWS, flattened JSON.")
 
@@ -91,6 +97,20 @@ class KeyIn(BaseModel):
 
     jwk: dict[str, Any]
     not_after: datetime | None = None
+    retire_previous_after_s: int | None = Field(
+        default=None,
+        ge=0,
+        le=30 * 86400,
+        description="Rotation: the agency's current keys of the same use expire this many seconds from now.",
+    )
+
+
+class KeyRevocation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(
+        min_length=1, max_length=200, description="Recorded in the audit log, e.g. compromise."
+    )
 
 
 class CredentialIn(BaseModel):
@@ -115,3 +135,41 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
+
+
+class RecallIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=200)
+
+
+class RecallAccepted(BaseModel):
+    notice_id: UUID
+    status: str = Field(default="recall accepted", description="Applied by ingest within moments.")
+
+
+class CaseNotice(BaseModel):
+    """One notice of a case thread; `depth` is how far down a reply chain it sits."""
+
+    notice_id: UUID
+    sender: str
+    notice_type: str
+    priority: str
+    tlp: str
+    sent_at: datetime
+    expires_at: datetime | None = None
+    in_reply_to: UUID | None = None
+    forwarded_from: UUID | None = None
+    recalled_at: datetime | None = None
+    envelope_sha256: str
+    depth: int
+    recipients: list[RecipientStatus] = Field(
+        description="Every recipient's state for the sender and the desk; only one's own row otherwise."
+    )
+
+
+class CaseThread(BaseModel):
+    case_ref: str
+    notices: list[CaseNotice] = Field(
+        description="Depth-first: each notice followed by its replies, by time."
+    )

@@ -32,6 +32,7 @@ class RoutingHeader(BaseModel):
     sent_at: datetime
     expires_at: datetime | None = None
     in_reply_to: UUID | None = None
+    forwarded_from: UUID | None = None
 
 
 class FlattenedJws(BaseModel):

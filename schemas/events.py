@@ -19,9 +19,14 @@ class EventType(StrEnum):
     notice_fetched = "notice.fetched"
     notice_acknowledged = "notice.acknowledged"
     notice_rejected = "notice.rejected"
+    notice_recall_requested = "notice.recall_requested"
+    notice_recalled = "notice.recalled"
+    notice_expired = "notice.expired"
     agency_registered = "agency.registered"
     key_registered = "key.registered"
+    key_revoked = "key.revoked"
     credential_issued = "credential.issued"
+    credential_revoked = "credential.revoked"
 
 
 class Event(BaseModel):

@@ -135,6 +135,9 @@ class NoticeDraft(BaseModel):
     locations: list[Location] = Field(default_factory=list, max_length=50)
     attachments: list[Attachment] = Field(default_factory=list, max_length=5)
     in_reply_to: UUID | None = None
+    forwarded_from: UUID | None = Field(
+        default=None, description="The notice this one passes on; TLP decides to whom it may go."
+    )
     expires_at: AwareDatetime | None = None
 
     @model_validator(mode="after")

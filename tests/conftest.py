@@ -133,6 +133,7 @@ def stack_settings(kafka_broker: KafkaBroker, database_url: str, topic_prefix: s
         topic_prefix=topic_prefix,
         desk_keys_dir=home / "kr-desk",
         kafka_send_timeout_s=10,
+        expiry_sweep_s=0.5,
     )
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.notices import Notice
+from services.common.admission import Freshness, admit
 from services.common.db import Delivery, make_sessionmaker
 from services.common.delivery import (
     RecordRef,
@@ -17,13 +18,13 @@ from services.common.delivery import (
     encode_cursor,
     inbox,
     materialise,
-    verify_envelope,
 )
 from services.common.directory import register_agency, register_key
 from services.common.envelope import EnvelopeError, parse_envelope, seal_notice
 from services.common.keys import AgencyKeys
 
 REF = RecordRef("notices.v1", 0, 0)
+FRESH = Freshness.of(300, 30)
 
 
 async def _directory(engine: AsyncEngine) -> dict[str, AgencyKeys]:
@@ -68,7 +69,7 @@ async def test_each_recipient_gets_one_row_however_often_the_record_comes(engine
     first_events = None
     for _ in range(3):
         async with sessions() as session:
-            await verify_envelope(session, envelope)
+            await admit(session, envelope, datetime.now(UTC), FRESH)
             events = await materialise(session, envelope, REF)
             await session.commit()
         first_events = first_events or events

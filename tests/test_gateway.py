@@ -158,7 +158,7 @@ async def test_a_replayed_notice_id_is_refused(stack: Stack) -> None:
     desk = stack.client("kr-desk")
     assert (await desk.post("/v1/notices", json=body)).status_code == 202
     replay = await desk.post("/v1/notices", json={**body, "summary": "a different story"})
-    assert replay.status_code == 409 and "already submitted" in replay.json()["detail"]
+    assert replay.status_code == 409 and "already used" in replay.json()["detail"]
     await eventually(lambda: _all_in(stack, body["notice_id"], "delivered"))
     assert await _count(stack, NoticeRow) == 1
     assert await _count(stack, Delivery) == 2

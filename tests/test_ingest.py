@@ -37,10 +37,12 @@ def _recipient_keys(stack: Stack, agencies: list[str]) -> list[PublicKey]:
     return keys
 
 
-def _sealed(stack: Stack, sender: AgencyKeys, **overrides: Any) -> tuple[str, bytes]:
-    body = notice_body(RECIPIENTS, **overrides)
+def _sealed(
+    stack: Stack, sender: AgencyKeys, recipients: list[str] = RECIPIENTS, **overrides: Any
+) -> tuple[str, bytes]:
+    body = notice_body(recipients, **overrides)
     notice = Notice(**body, sender=sender.agency, sent_at=datetime.now(UTC))
-    return body["notice_id"], seal_notice(notice, sender.signer(), _recipient_keys(stack, RECIPIENTS))
+    return body["notice_id"], seal_notice(notice, sender.signer(), _recipient_keys(stack, recipients))
 
 
 async def _produce(stack: Stack, value: bytes, key: str = "KD-2025-0331") -> None:
@@ -94,7 +96,8 @@ async def test_poison_records_are_dead_lettered_with_reasons_and_good_ones_flow(
     forged = forged.replace(b'"signature":"', b'"signature":"AAAA', 1)
     _, expired = _sealed(stack, desk, expires_at=(datetime.now(UTC) - timedelta(minutes=1)).isoformat())
     # A partner's envelope is fine if it names itself as sender; naming the desk with its own key is not.
-    _, partner_ok = _sealed(stack, partner)
+    _, partner_ok = _sealed(stack, partner, ["kr-desk", "interpol-ncb-phnom-penh"])
+    _, to_itself = _sealed(stack, partner)  # kh-cnp is among RECIPIENTS
     _, good_after = _sealed(stack, desk)
 
     poison: list[tuple[bytes, str]] = [
@@ -105,6 +108,7 @@ async def test_poison_records_are_dead_lettered_with_reasons_and_good_ones_flow(
         (unknown_signer, "unknown_key"),
         (forged, "bad_signature"),
         (expired, "expired"),
+        (to_itself, "recipient_mismatch"),
     ]
     await _produce(stack, good_before)
     for value, _reason in poison:

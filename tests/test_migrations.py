@@ -19,7 +19,17 @@ from schemas.export import FOLDER, rendered
 from services.common.db import Base
 from services.common.migrate import ROOT, upgrade
 
-TABLES = {"agencies", "agency_keys", "credentials", "submissions", "notices", "deliveries", "audit_log"}
+TABLES = {
+    "agencies",
+    "agency_keys",
+    "credentials",
+    "submissions",
+    "notices",
+    "deliveries",
+    "audit_log",
+    "seen_nonces",
+}
+HEAD = "0002"
 
 
 def _diffs(connection: Connection, metadata: MetaData = Base.metadata) -> list[Any]:
@@ -80,7 +90,7 @@ async def test_models_match_the_migrated_schema(engine: AsyncEngine) -> None:
     assert [d[0] for d in drifted if isinstance(d, tuple)] == ["add_column"]
     assert [d[0][0] for d in drifted if isinstance(d, list)] == ["modify_type"]
     assert tables == TABLES | {"alembic_version"}
-    assert await _version(engine) == ["0001"]
+    assert await _version(engine) == [HEAD]
 
 
 async def test_upgrade_again_is_a_no_op(database_url: str, engine: AsyncEngine) -> None:
@@ -106,16 +116,22 @@ async def test_upgrade_again_is_a_no_op(database_url: str, engine: AsyncEngine) 
         assert await connection.run_sync(_schema) == before
         assert list((await connection.execute(text("SELECT id FROM agencies"))).scalars()) == ["kr-desk"]
     assert await _triggers(engine) == triggers
-    assert await _version(engine) == ["0001"]
+    assert await _version(engine) == [HEAD]
 
 
-async def test_downgrade_is_refused_and_changes_nothing(database_url: str, engine: AsyncEngine) -> None:
+async def test_downgrade_stops_at_the_first_migration_and_keeps_the_log(
+    database_url: str, engine: AsyncEngine
+) -> None:
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["database_url"] = database_url
     config.attributes["configure_logging"] = False
+    await asyncio.to_thread(command.downgrade, config, "0001")
+    assert await _version(engine) == ["0001"]
     with pytest.raises(RuntimeError, match="cannot be downgraded: it would destroy the audit log"):
         await asyncio.to_thread(command.downgrade, config, "base")
     assert await _version(engine) == ["0001"]
+    await asyncio.to_thread(upgrade, database_url)
+    assert await _version(engine) == [HEAD]
     async with engine.connect() as connection:
         tables = set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
     assert tables >= TABLES

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit.records import to_event
 from services.common import auditlog
+from services.common.admission import Freshness
 from services.common.consumer import Batch
 from services.common.kafka import Topics
 
@@ -22,12 +23,13 @@ class AuditHandler:
 
     sessions: async_sessionmaker[AsyncSession]
     topics: Topics
+    freshness: Freshness
 
     async def __call__(self, records: Batch) -> None:
         async with self.sessions() as session:
             events = []
             for record in records:
-                event = await to_event(session, self.topics, record)
+                event = await to_event(session, self.topics, record, self.freshness)
                 if event is None:
                     log.warning("unreadable event skipped", topic=record.topic, offset=record.offset)
                     continue

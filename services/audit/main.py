@@ -9,6 +9,7 @@ import uvicorn
 
 from services.audit.api import create_app
 from services.audit.handler import AuditHandler
+from services.common.admission import Freshness
 from services.common.consumer import consume
 from services.common.db import make_engine, make_sessionmaker
 from services.common.kafka import Topics, create_topics
@@ -23,7 +24,9 @@ async def run_consumer(settings: Settings, stop: asyncio.Event) -> None:
     topics = Topics(settings.topic_prefix)
     await create_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)
     engine = make_engine(settings.database_url)
-    handler = AuditHandler(make_sessionmaker(engine), topics)
+    handler = AuditHandler(
+        make_sessionmaker(engine), topics, Freshness.of(settings.freshness_s, settings.clock_skew_s)
+    )
     log.info("audit consuming", topics=topics.all())
     try:
         await consume(

@@ -3,33 +3,31 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.events import Event, EventType
-from services.common.delivery import verify_envelope
+from services.common.admission import Freshness, admit
 from services.common.envelope import EnvelopeError, parse_envelope, sha256_hex
-from services.common.kafka import Topics, header_value
+from services.common.kafka import Topics, header_value, record_time
+from services.common.lifecycle import RECALL_TYPE, RecallRequest
 
 
 def _record_id(kind: EventType, coords: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"deskbridge:{kind.value}:{coords}"))
 
 
-def _time(record: ConsumerRecord[bytes, bytes]) -> datetime:
-    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
-
-
 async def to_event(
-    session: AsyncSession, topics: Topics, record: ConsumerRecord[bytes, bytes]
+    session: AsyncSession, topics: Topics, record: ConsumerRecord[bytes, bytes], freshness: Freshness
 ) -> Event | None:
     value = record.value or b""
     coords = f"{record.topic}:{record.partition}:{record.offset}"
+    if record.topic == topics.notices and header_value(list(record.headers), "ce_type") == RECALL_TYPE:
+        return _recall_requested(value, coords, record)
     if record.topic == topics.notices:
-        return await _submitted(session, record, value, coords)
+        return await _submitted(session, record, value, coords, freshness)
     if record.topic == topics.dead_letters:
         headers = list(record.headers)
         origin = ":".join(
@@ -38,7 +36,7 @@ async def to_event(
         return Event(
             event_id=_record_id(EventType.notice_rejected, origin),
             type=EventType.notice_rejected,
-            occurred_at=_time(record),
+            occurred_at=record_time(record),
             actor="deskbridge/ingest",
             envelope_sha256=sha256_hex(value),
             details={
@@ -54,13 +52,17 @@ async def to_event(
 
 
 async def _submitted(
-    session: AsyncSession, record: ConsumerRecord[bytes, bytes], value: bytes, coords: str
+    session: AsyncSession,
+    record: ConsumerRecord[bytes, bytes],
+    value: bytes,
+    coords: str,
+    freshness: Freshness,
 ) -> Event:
     """The audit service checks the outer signature itself: it trusts neither gateway nor ingest."""
     base = {
         "event_id": _record_id(EventType.notice_submitted, coords),
         "type": EventType.notice_submitted,
-        "occurred_at": _time(record),
+        "occurred_at": record_time(record),
         "envelope_sha256": sha256_hex(value),
     }
     try:
@@ -73,7 +75,7 @@ async def _submitted(
         )
     routing = envelope.routing
     try:
-        await verify_envelope(session, envelope)
+        await admit(session, envelope, record_time(record), freshness)
         verdict = "valid"
     except EnvelopeError as exc:
         verdict = f"invalid: {exc.reason}"
@@ -91,4 +93,24 @@ async def _submitted(
             "recipients": ",".join(routing.recipients),
             "outer_signature": verdict,
         },
+    )
+
+
+def _recall_requested(value: bytes, coords: str, record: ConsumerRecord[bytes, bytes]) -> Event:
+    base = {
+        "event_id": _record_id(EventType.notice_recall_requested, coords),
+        "type": EventType.notice_recall_requested,
+        "occurred_at": record_time(record),
+    }
+    try:
+        request = RecallRequest.model_validate_json(value)
+    except ValidationError:
+        return Event(**base, actor="unknown", details={"record": coords, "readable": False})
+    return Event(
+        **base,
+        actor=request.requested_by,
+        agency=request.sender,
+        notice_id=request.notice_id,
+        case_ref=request.case_ref,
+        details={"record": coords, "reason": request.reason},
     )

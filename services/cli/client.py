@@ -16,10 +16,13 @@ class ClientError(Exception):
 
 
 class Api:
-    def __init__(self, base_url: str, token: str, timeout: float = 30.0) -> None:
-        self._client = httpx.Client(
-            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
-        )
+    """Authenticates with a bearer `token`, or with `auth` (a request signer) instead when given."""
+
+    def __init__(
+        self, base_url: str, token: str | None = None, timeout: float = 30.0, auth: httpx.Auth | None = None
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if auth is None and token is not None else {}
+        self._client = httpx.Client(base_url=base_url, headers=headers, auth=auth, timeout=timeout)
         self._keys: dict[str, PublicKey] = {}
 
     def __enter__(self) -> Api:

@@ -10,6 +10,7 @@ from schemas.events import Event
 from services.cli.profiles import Profile
 from services.common.directory import issue_credential, list_agencies, register_agency, register_key
 from services.common.keys import AgencyKeys
+from services.common.signed_directory import generate_directory_key, save_pin
 
 DESK = ("kr-desk", "Korean National Police Agency - Korean Desk", "desk")
 PARTNERS = [
@@ -45,4 +46,9 @@ async def bootstrap(session: AsyncSession, home: Path) -> list[Event]:
         token, event = await issue_credential(session, role, None, f"demo {role}", ACTOR)
         Profile(home, role).save_credential(token)
         events.append(event)
+    # The desk's directory key signs the directory; each demo identity pins its public half, as a
+    # partner would after checking the kid with the desk by phone.
+    directory_key = generate_directory_key(Profile(home, DESK[0]).folder)
+    for identity in [DESK[0], *(p[0] for p in PARTNERS), "auditor", "admin"]:
+        save_pin(Profile(home, identity).folder, directory_key)
     return events

@@ -18,6 +18,7 @@ from services.cli.client import Api, ClientError
 from services.cli.profiles import Profile, ProfileError
 from services.common.auditlog import ChainBreak, verify_chain
 from services.common.envelope import EnvelopeError, open_envelope, parse_envelope
+from services.common.httpsig import RequestSigner
 from services.common.keys import AgencyKeys, KeyFileError
 
 app = typer.Typer(no_args_is_help=True, help="deskbridge: signed, encrypted case notices over Kafka.")
@@ -26,7 +27,7 @@ inbox_app = typer.Typer(no_args_is_help=True, help="Pull, open and acknowledge y
 audit_app = typer.Typer(no_args_is_help=True, help="Check the audit log.")
 agency_app = typer.Typer(no_args_is_help=True, help="Register agencies (administrator).")
 keys_app = typer.Typer(no_args_is_help=True, help="Make and register an agency's keys.")
-credential_app = typer.Typer(no_args_is_help=True, help="Issue API credentials (administrator).")
+credential_app = typer.Typer(no_args_is_help=True, help="Issue (administrator) and rotate API credentials.")
 for sub, name in (
     (notice_app, "notice"),
     (inbox_app, "inbox"),
@@ -43,6 +44,12 @@ Home = Annotated[
 Server = Annotated[str, typer.Option("--server", envvar="DESKBRIDGE_SERVER", help="Gateway URL.")]
 AuditServer = Annotated[str, typer.Option("--audit-server", envvar="DESKBRIDGE_AUDIT_SERVER")]
 As = Annotated[str, typer.Option("--as", help="The identity to act as (an agency id, auditor, admin).")]
+Sign = Annotated[
+    bool,
+    typer.Option(
+        "--sign", help="Sign each request with the agency's own key (RFC 9421) instead of its credential."
+    ),
+]
 DEFAULT_HOME = Path("var/demo")
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 DEFAULT_AUDIT = "http://127.0.0.1:8081"
@@ -66,8 +73,11 @@ def one_line_errors() -> Iterator[None]:
         raise typer.Exit(1) from exc
 
 
-def _api(home: Path, name: str, server: str) -> Api:
-    return Api(server, Profile(home, name).credential())
+def _api(home: Path, name: str, server: str, sign: bool = False) -> Api:
+    profile = Profile(home, name)
+    if sign:
+        return Api(server, auth=RequestSigner(profile.keys().signer()))
+    return Api(server, profile.credential())
 
 
 @app.command()
@@ -142,6 +152,23 @@ def credential_issue(
         typer.echo(f"credential {body['credential_id']} ({role}) saved to {path}")
 
 
+@credential_app.command("rotate")
+def credential_rotate(
+    as_: As,
+    grace: Annotated[int, typer.Option(help="Seconds the old credential keeps working (0 to 86400).")] = 0,
+    home: Home = DEFAULT_HOME,
+    server: Server = DEFAULT_SERVER,
+) -> None:
+    """Replace your credential with a new one, saved in the profile; the old one stops after --grace."""
+    with one_line_errors(), _api(home, as_, server) as api:
+        body = api.call("POST", "/v1/credentials/rotate", json={"grace_s": grace})
+        path = Profile(home, as_).save_credential(body["token"])
+        typer.echo(
+            f"credential {body['credential_id']} saved to {path}; "
+            f"{body['replaces']} stops working at {body['replaced_until']}"
+        )
+
+
 @notice_app.command("send")
 def notice_send(
     as_: As,
@@ -178,10 +205,10 @@ def notice_send(
 
 @notice_app.command("status")
 def notice_status(
-    notice_id: str, as_: As, home: Home = DEFAULT_HOME, server: Server = DEFAULT_SERVER
+    notice_id: str, as_: As, sign: Sign = False, home: Home = DEFAULT_HOME, server: Server = DEFAULT_SERVER
 ) -> None:
     """Per-recipient delivery state of a notice you sent."""
-    with one_line_errors(), _api(home, as_, server) as api:
+    with one_line_errors(), _api(home, as_, server, sign) as api:
         body = api.call("GET", f"/v1/notices/{notice_id}")
         typer.echo(f"notice {body['notice_id']}  case {body['case_ref']}  from {body['sender']}")
         for r in body["recipients"]:
@@ -194,6 +221,7 @@ def inbox_pull(
     as_: As,
     ack: Annotated[bool, typer.Option(help="Acknowledge each notice once it is opened and verified.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print each opened notice as a JSON line.")] = False,
+    sign: Sign = False,
     home: Home = DEFAULT_HOME,
     server: Server = DEFAULT_SERVER,
 ) -> None:
@@ -202,7 +230,7 @@ def inbox_pull(
         profile = Profile(home, as_)
         keys = profile.keys()
         opened = 0
-        with Api(server, profile.credential()) as api:
+        with _api(home, as_, server, sign) as api:
             for item in _inbox_items(api):
                 if item["state"] == "acknowledged":
                     continue

@@ -69,6 +69,8 @@ class AgencyKey(Base):
     not_before: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     not_after: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    revocation_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class Credential(Base):
@@ -111,7 +113,9 @@ class NoticeRow(Base):
     tlp: Mapped[str] = mapped_column(String(16))
     sent_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    in_reply_to: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    in_reply_to: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    forwarded_from: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    recalled_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
     envelope_sha256: Mapped[str] = mapped_column(String(64))
     kafka_topic: Mapped[str] = mapped_column(String(200))
@@ -136,6 +140,18 @@ class Delivery(Base):
     delivered_at: Mapped[datetime] = mapped_column(UtcDateTime)
     fetched_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    recalled_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    expired_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class SeenNonce(Base):
+    """Nonces of signed HTTP requests seen within the freshness window: a replayed request is refused."""
+
+    __tablename__ = "seen_nonces"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
 
 class AuditEntry(Base):

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.api import (
@@ -20,8 +20,7 @@ from schemas.api import (
 )
 from schemas.events import Event, EventType
 from services.common.db import Delivery, NoticeRow, Submission, utcnow
-from services.common.directory import enc_key_owners, verification_key
-from services.common.envelope import EnvelopeError, ParsedEnvelope, recipient_kids, verify_outer
+from services.common.envelope import EnvelopeError, ParsedEnvelope
 
 
 @dataclass(frozen=True)
@@ -49,21 +48,6 @@ def delivery_event(kind: EventType, notice: NoticeRow, recipient: str, actor: st
     )
 
 
-async def verify_envelope(session: AsyncSession, envelope: ParsedEnvelope) -> None:
-    """What ingest checks before routing: signer, signature, addressees and their keys, expiry."""
-    verify_outer(envelope, await verification_key(session, envelope.kid))
-    routing = envelope.routing
-    kids = recipient_kids(envelope)
-    owners = await enc_key_owners(session, kids)
-    unknown = [k for k in kids if k not in owners]
-    if unknown:
-        raise EnvelopeError("unknown_key", f"recipient key {unknown[0]} is not in the directory")
-    if sorted(owners[k] for k in kids) != sorted(routing.recipients):
-        raise EnvelopeError("recipient_mismatch", "the wrapped keys do not match the addressed agencies")
-    if routing.expires_at is not None and routing.expires_at <= utcnow():
-        raise EnvelopeError("expired", f"notice expired at {routing.expires_at.isoformat()}")
-
-
 async def materialise(session: AsyncSession, envelope: ParsedEnvelope, ref: RecordRef) -> list[Event]:
     """Writes the notice and its inbox rows (caller commits), returning the delivery events to publish.
 
@@ -88,6 +72,7 @@ async def materialise(session: AsyncSession, envelope: ParsedEnvelope, ref: Reco
         sent_at=routing.sent_at,
         expires_at=routing.expires_at,
         in_reply_to=str(routing.in_reply_to) if routing.in_reply_to else None,
+        forwarded_from=str(routing.forwarded_from) if routing.forwarded_from else None,
         envelope=envelope.raw,
         envelope_sha256=envelope.sha256,
         kafka_topic=ref.topic,
@@ -123,14 +108,39 @@ def decode_cursor(cursor: str) -> int:
 async def inbox(
     session: AsyncSession, agency: str, after: int, limit: int
 ) -> list[tuple[Delivery, NoticeRow]]:
+    """The agency's copies after `after`, leaving out expired notices and recalled ones never fetched."""
+    now = utcnow()
     query = (
         select(Delivery, NoticeRow)
         .join(NoticeRow, NoticeRow.notice_id == Delivery.notice_id)
         .where(Delivery.recipient == agency, Delivery.seq > after)
+        .where(or_(NoticeRow.expires_at.is_(None), NoticeRow.expires_at > now))
+        .where(or_(Delivery.recalled_at.is_(None), Delivery.fetched_at.is_not(None)))
         .order_by(Delivery.seq)
         .limit(limit)
     )
     return [(d, n) for d, n in (await session.execute(query)).all()]
+
+
+def shown_state(delivery: Delivery) -> DeliveryState:
+    """Recall and expiry overlay the progress state."""
+    if delivery.recalled_at is not None:
+        return DeliveryState.recalled
+    if delivery.expired_at is not None:
+        return DeliveryState.expired
+    return DeliveryState(delivery.state)
+
+
+def recipient_status(delivery: Delivery) -> RecipientStatus:
+    return RecipientStatus(
+        agency=delivery.recipient,
+        state=shown_state(delivery),
+        delivered_at=delivery.delivered_at,
+        fetched_at=delivery.fetched_at,
+        acknowledged_at=delivery.acknowledged_at,
+        recalled_at=delivery.recalled_at,
+        expired_at=delivery.expired_at,
+    )
 
 
 def fetched_events(rows: Sequence[tuple[Delivery, NoticeRow]], agency: str) -> list[Event]:
@@ -161,8 +171,10 @@ def inbox_item(delivery: Delivery, notice: NoticeRow) -> InboxItem:
         notice_type=notice.notice_type,
         priority=notice.priority,
         tlp=notice.tlp,
-        state=DeliveryState(delivery.state),
+        state=shown_state(delivery),
         delivered_at=delivery.delivered_at,
+        expires_at=notice.expires_at,
+        in_reply_to=uuid.UUID(notice.in_reply_to) if notice.in_reply_to else None,
         cursor=encode_cursor(delivery.seq),
         envelope=notice.envelope.decode(),
     )
@@ -223,15 +235,7 @@ async def notice_status(session: AsyncSession, sender: str, notice_id: str) -> N
     for agency in recipients:
         d = deliveries.get(agency)
         statuses.append(
-            RecipientStatus(agency=agency, state=DeliveryState.accepted)
-            if d is None
-            else RecipientStatus(
-                agency=agency,
-                state=DeliveryState(d.state),
-                delivered_at=d.delivered_at,
-                fetched_at=d.fetched_at,
-                acknowledged_at=d.acknowledged_at,
-            )
+            RecipientStatus(agency=agency, state=DeliveryState.accepted) if d is None else recipient_status(d)
         )
     return NoticeStatus(
         notice_id=uuid.UUID(notice_id),

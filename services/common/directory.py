@@ -9,7 +9,7 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from joserfc.jwk import OKPKey
@@ -76,8 +76,14 @@ async def register_key(
     jwk: dict[str, Any],
     actor: str,
     not_after: datetime | None = None,
+    retire_previous_after: timedelta | None = None,
 ) -> Event:
-    """Takes a public JWK; refuses private parts, unknown curves and a kid that is not its thumbprint."""
+    """Takes a public JWK; refuses private parts, unknown curves and a kid that is not its thumbprint.
+
+    With `retire_previous_after` this is a rotation: the agency's other current keys of the same use
+    stay valid that much longer (for envelopes already in flight), then expire. Expired keys stay in the
+    directory, so notices signed or sealed with them still verify and open.
+    """
     if await session.get(Agency, agency_id) is None:
         raise DirectoryError(404, f"agency {agency_id} is not registered")
     use = jwk.get("use")
@@ -99,6 +105,16 @@ async def register_key(
     if await session.get(AgencyKey, kid) is not None:
         raise DirectoryError(409, f"key {kid} is already registered")
     now = utcnow()
+    if not_after is not None and not_after <= now:
+        raise DirectoryError(422, "not_after must be in the future")
+    retired: list[str] = []
+    if retire_previous_after is not None:
+        until = now + retire_previous_after
+        query = select(AgencyKey).where(AgencyKey.agency_id == agency_id, AgencyKey.use == use)
+        for old in (await session.execute(query)).scalars():
+            if key_state(old, now) == "active" and (old.not_after is None or old.not_after > until):
+                old.not_after = until
+                retired.append(old.kid)
     public = {**key.as_dict(private=False), "kid": kid, "use": use, "alg": alg}
     session.add(
         AgencyKey(
@@ -113,7 +129,28 @@ async def register_key(
             created_at=now,
         )
     )
-    return _event(EventType.key_registered, actor, agency_id, kid, kid=kid, use=use, alg=alg)
+    return _event(
+        EventType.key_registered,
+        actor,
+        agency_id,
+        kid,
+        kid=kid,
+        use=use,
+        alg=alg,
+        retires=",".join(retired) or None,
+    )
+
+
+async def revoke_key(session: AsyncSession, kid: str, reason: str, actor: str, owner: str | None) -> Event:
+    """Refuses the key for anything new at once (gateway, ingest, request signatures). `owner`, when
+    given, must be the key's agency: an agency revokes only its own keys, the administrator any."""
+    key = await session.get(AgencyKey, kid)
+    if key is None or (owner is not None and key.agency_id != owner):
+        raise DirectoryError(404, f"no key {kid} registered for {owner or 'any agency'}")
+    if key.status == "revoked":
+        raise DirectoryError(409, f"key {kid} was already revoked")
+    key.status, key.revoked_at, key.revocation_reason = "revoked", utcnow(), reason[:200]
+    return _event(EventType.key_revoked, actor, key.agency_id, kid, kid=kid, use=key.use, reason=reason[:200])
 
 
 async def issue_credential(
@@ -149,7 +186,8 @@ async def authenticate(session: AsyncSession, token: str) -> Principal | None:
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
         return None
     credential = await session.get(Credential, parts[1])
-    if credential is None or credential.revoked_at is not None:
+    # A rotated credential keeps working until its revoked_at, which rotation may set in the future.
+    if credential is None or (credential.revoked_at is not None and credential.revoked_at <= utcnow()):
         return None
     offered = hashlib.sha256(parts[2].encode()).hexdigest()
     if not hmac.compare_digest(offered, credential.secret_sha256):
@@ -174,25 +212,44 @@ async def agency_keys(session: AsyncSession, agency_id: str) -> list[AgencyKey]:
     return list((await session.execute(query)).scalars())
 
 
-def _usable(key: AgencyKey, at: datetime) -> str | None:
-    """Why a key may not be used at `at`, or None when it may."""
-    if key.status != "active":
-        return f"key {key.kid} is {key.status}"
+def key_state(key: AgencyKey, at: datetime) -> str:
+    """`revoked`, `pending` (before nbf), `expired` (after exp) or `active`, as of `at`."""
+    if key.status == "revoked":
+        return "revoked"
     if at < key.not_before:
-        return f"key {key.kid} is not valid before {key.not_before.isoformat()}"
+        return "pending"
     if key.not_after is not None and at > key.not_after:
-        return f"key {key.kid} expired at {key.not_after.isoformat()}"
+        return "expired"
+    return "active"
+
+
+def _usable(key: AgencyKey, at: datetime) -> tuple[str, str] | None:
+    """Why a key may not be used at `at` (reason code, message), or None when it may."""
+    match key_state(key, at):
+        case "revoked":
+            assert key.revoked_at is not None
+            return "key_revoked", f"key {key.kid} was revoked at {key.revoked_at.isoformat()}"
+        case "pending":
+            return "key_not_valid", f"key {key.kid} is not valid before {key.not_before.isoformat()}"
+        case "expired":
+            assert key.not_after is not None
+            return "key_not_valid", f"key {key.kid} expired at {key.not_after.isoformat()}"
     return None
 
 
-async def verification_key(session: AsyncSession, kid: str) -> PublicKey:
-    """A signing key fit to verify a new envelope now, or an EnvelopeError naming why not."""
+async def verification_key(session: AsyncSession, kid: str, signed_at: datetime | None = None) -> PublicKey:
+    """A signing key fit to verify something new signed at `signed_at` (default now), or an EnvelopeError.
+
+    A revoked key is refused whatever the claimed time; the validity window is checked at the signing
+    time, which the caller bounds by the freshness window, so envelopes sealed just before a rotation
+    still pass while the old key is not usable for anything newer.
+    """
     key = await session.get(AgencyKey, kid)
     if key is None or key.use != "sig":
         raise EnvelopeError("unknown_key", f"no signing key {kid} in the directory")
-    problem = _usable(key, utcnow())
+    problem = _usable(key, signed_at or utcnow())
     if problem is not None:
-        raise EnvelopeError("key_not_usable", problem)
+        raise EnvelopeError(*problem)
     return PublicKey(key.agency_id, key.kid, OKPKey.import_key(json.loads(key.jwk)))
 
 

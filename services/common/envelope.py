@@ -99,7 +99,9 @@ _LIBRARY_ERRORS = (JoseError, ValueError, KeyError, TypeError)
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError as exc:
+        raise EnvelopeError("malformed", f"{what} is nested too deeply") from exc
+    except ValueError as exc:  # also JSONDecodeError, UnicodeDecodeError, and over-long numbers
         raise EnvelopeError("malformed", f"{what} is not JSON") from exc
     if not isinstance(value, dict):
         raise EnvelopeError("malformed", f"{what} is not a JSON object")
@@ -142,7 +144,10 @@ class ParsedEnvelope:
 
 def parse_envelope(raw: bytes | str) -> ParsedEnvelope:
     """Reads the outer JWS and the JWE's routing header; checks shape only, trusts nothing."""
-    data = raw.encode() if isinstance(raw, str) else raw
+    try:
+        data = raw.encode() if isinstance(raw, str) else raw
+    except UnicodeEncodeError as exc:
+        raise EnvelopeError("malformed", "envelope is not valid UTF-8 text") from exc
     if len(data) > MAX_ENVELOPE_BYTES:
         raise EnvelopeError("oversize", f"envelope is {len(data)} bytes, the limit is {MAX_ENVELOPE_BYTES}")
     try:
@@ -198,18 +203,7 @@ def seal_notice(notice: Notice, signer: SigningKey, recipients: Sequence[PublicK
         signer.key,
         registry=_JWS_REGISTRY,
     )
-    routing = RoutingHeader(
-        sender=notice.sender,
-        notice_id=notice.notice_id,
-        notice_type=notice.type,
-        priority=notice.priority,
-        tlp=notice.tlp,
-        case_ref=notice.case_ref,
-        recipients=notice.recipients,
-        sent_at=notice.sent_at,
-        expires_at=notice.expires_at,
-        in_reply_to=notice.in_reply_to,
-    )
+    routing = routing_of(notice)
     protected = {"enc": CONTENT_ALG, "typ": SEALED_TYP, "cty": "JOSE"}
     protected.update(routing.model_dump(mode="json", exclude_none=True))
     sealed = jwe.GeneralJSONEncryption(protected, inner.encode())
@@ -271,9 +265,9 @@ def open_envelope(
     return notice
 
 
-def _check_binding(routing: RoutingHeader, notice: Notice) -> None:
-    """The routing header must say exactly what the sender signed, so routing cannot lie."""
-    expected = RoutingHeader(
+def routing_of(notice: Notice) -> RoutingHeader:
+    """The routing header a notice is sealed under: its metadata, none of its contents."""
+    return RoutingHeader(
         sender=notice.sender,
         notice_id=notice.notice_id,
         notice_type=notice.type,
@@ -284,6 +278,11 @@ def _check_binding(routing: RoutingHeader, notice: Notice) -> None:
         sent_at=notice.sent_at,
         expires_at=notice.expires_at,
         in_reply_to=notice.in_reply_to,
+        forwarded_from=notice.forwarded_from,
     )
-    if expected != routing:
+
+
+def _check_binding(routing: RoutingHeader, notice: Notice) -> None:
+    """The routing header must say exactly what the sender signed, so routing cannot lie."""
+    if routing_of(notice) != routing:
         raise EnvelopeError("header_mismatch", "the routing header differs from the signed notice")

@@ -1,4 +1,4 @@
-"""What both HTTP services share: RFC 9457 errors, bearer authentication, a body-size cap."""
+"""What both HTTP services share: RFC 9457 errors, bearer or signature authentication, a body-size cap."""
 
 from __future__ import annotations
 
@@ -15,10 +15,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.directory import DirectoryError, Principal, authenticate
 from services.common.envelope import EnvelopeError
+from services.common.httpsig import SignatureError, authenticate_request
 from services.common.kafka import BrokerUnavailable
+from services.common.settings import Settings
 
 RETRY_AFTER_S = "5"
 PROBLEM = "application/problem+json"
+# Envelope refusals are 422 but for these; the reason code leads the detail either way.
+ENVELOPE_STATUS = {"duplicate_notice": 409, "not_the_sender": 403, "oversize": 413}
 
 
 def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -57,7 +61,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def envelope_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, EnvelopeError)
-        return problem(422, "Envelope refused", f"{exc.reason}: {exc.detail}")
+        status = ENVELOPE_STATUS.get(exc.reason, 422)
+        return problem(status, "Envelope refused", f"{exc.reason}: {exc.detail}")
 
     async def broker_down(_: Request, exc: Exception) -> JSONResponse:
         return problem(
@@ -139,22 +144,72 @@ async def session_dependency(request: Request) -> AsyncIterator[AsyncSession]:
 
 Session = Annotated[AsyncSession, Depends(session_dependency)]
 _bearer = HTTPBearer(auto_error=False, description="A deskbridge credential: `Authorization: Bearer dbk_…`")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that authenticates the caller and admits only the given roles."""
+def require(*roles: str, by_signature: bool = True) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates the caller and admits only the given roles.
+
+    A bearer credential works for every role; where the agency role is admitted and `by_signature`, an
+    agency may instead sign the request with its own directory key (RFC 9421, services/common/httpsig.py).
+    """
+    signable = by_signature and "agency" in roles
 
     async def dependency(
+        request: Request,
         session: Session,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
-        if credentials is None:
-            raise HTTPException(401, "a bearer credential is required", {"WWW-Authenticate": "Bearer"})
-        principal = await authenticate(session, credentials.credentials)
-        if principal is None:
-            raise HTTPException(401, "the credential is not valid", {"WWW-Authenticate": "Bearer"})
+        if credentials is None and "signature-input" in request.headers:
+            if not signable:
+                raise HTTPException(401, "this route takes a bearer credential, not a signature", _CHALLENGE)
+            principal = await _signed_principal(request)
+        elif credentials is None:
+            needed = "a bearer credential or a request signature" if signable else "a bearer credential"
+            raise HTTPException(401, f"{needed} is required", _CHALLENGE)
+        else:
+            found = await authenticate(session, credentials.credentials)
+            if found is None:
+                raise HTTPException(401, "the credential is not valid", _CHALLENGE)
+            principal = found
         if principal.role not in roles:
             raise HTTPException(403, f"this needs the {' or '.join(roles)} role")
         return principal
 
     return dependency
+
+
+def _target_uri(request: Request) -> str:
+    """@target-uri as this server received it: scheme and Host as seen here, the path undecoded.
+
+    Behind a reverse proxy this is the URL the proxy forwarded, so the proxy must keep the client's Host
+    and the server must trust its X-Forwarded-Proto (uvicorn --proxy-headers --forwarded-allow-ips);
+    otherwise signatures made for the public URL do not verify.
+    """
+    raw_path: bytes = request.scope.get("raw_path") or request.url.path.encode()
+    query: bytes = request.scope.get("query_string", b"")
+    target = f"{request.url.scheme}://{request.url.netloc}{raw_path.decode('latin-1')}"
+    return f"{target}?{query.decode('latin-1')}" if query else target
+
+
+async def _signed_principal(request: Request) -> Principal:
+    settings: Settings = request.app.state.settings
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    body = await request.body()  # Starlette keeps it, so FastAPI still parses the body afterwards
+    # A session of its own, committed at once: the nonce stays used even when the route then fails.
+    async with sessions() as session:
+        try:
+            verified = await authenticate_request(
+                session,
+                request.method,
+                _target_uri(request),
+                request.headers.items(),
+                body,
+                settings.freshness_s,
+                settings.clock_skew_s,
+            )
+        except SignatureError as exc:
+            raise HTTPException(401, exc.detail, _CHALLENGE) from exc
+        await session.commit()
+    # A signature proves the key's agency and nothing more: it never grants auditor or admin.
+    return Principal(f"key:{verified.kid}", "agency", verified.agency)

@@ -7,7 +7,7 @@ import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -51,7 +51,12 @@ async def create_topics(bootstrap: str, topics: Topics, partitions: int = 3) -> 
                 name,
                 num_partitions=partitions,
                 replication_factor=1,
-                topic_configs={"max.message.bytes": str(MAX_RECORD_BYTES)},
+                # The broker's clock stamps each record: ingest judges freshness against it, and no
+                # producer can backdate a record.
+                topic_configs={
+                    "max.message.bytes": str(MAX_RECORD_BYTES),
+                    "message.timestamp.type": "LogAppendTime",
+                },
             )
             for name in topics.all()
             if name not in existing
@@ -74,6 +79,11 @@ def make_producer(bootstrap: str, client_id: str, request_timeout_ms: int = 10_0
         request_timeout_ms=request_timeout_ms,
         linger_ms=2,
     )
+
+
+def record_time(record: ConsumerRecord[bytes, bytes]) -> datetime:
+    """When the broker appended the record (topics use LogAppendTime)."""
+    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
 
 
 def cloud_headers(ce_type: str, ce_id: str, source: str) -> list[tuple[str, bytes]]:

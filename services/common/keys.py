@@ -17,15 +17,24 @@ KEYS_FILE = "keys.jwks.json"
 
 @dataclass(frozen=True)
 class AgencyKeys:
-    """Private signing (Ed25519) and decryption (X25519) keys of one agency."""
+    """Private signing (Ed25519) and decryption (X25519) keys of one agency: the current pair, and the
+    pairs it rotated away from, kept so notices sealed to an old key still open."""
 
     agency: str
     signing: OKPKey
     encryption: OKPKey
+    previous: tuple[OKPKey, ...] = ()
 
     @classmethod
     def generate(cls, agency: str) -> AgencyKeys:
         return cls(agency, OKPKey.generate_key("Ed25519"), OKPKey.generate_key("X25519"))
+
+    def rotated(self) -> AgencyKeys:
+        """A fresh current pair; the old pair joins `previous`."""
+        fresh = AgencyKeys.generate(self.agency)
+        return AgencyKeys(
+            self.agency, fresh.signing, fresh.encryption, (*self.previous, self.signing, self.encryption)
+        )
 
     @property
     def signing_kid(self) -> str:
@@ -39,48 +48,26 @@ class AgencyKeys:
         return SigningKey(self.agency, self.signing_kid, self.signing)
 
     def decryption_keys(self) -> dict[str, OKPKey]:
-        return {self.encryption_kid: self.encryption}
+        """Every X25519 key this agency ever held, by kid: the current one and the rotated ones."""
+        keys = [k for k in self.previous if k.curve_name == "X25519"] + [self.encryption]
+        return {k.thumbprint(): k for k in keys}
 
     def public_jwks(self) -> list[dict[str, Any]]:
-        """The public halves as JWKs with kid (RFC 7638 thumbprint), use and alg: what the directory holds."""
+        """The current public halves as JWKs with kid (RFC 7638 thumbprint), use and alg."""
         return [
             public_jwk(self.signing, use="sig", alg="Ed25519"),
             public_jwk(self.encryption, use="enc", alg="ECDH-ES+A256KW"),
         ]
 
     def public_keys(self) -> list[PublicKey]:
-        return [
-            PublicKey(
-                self.agency, self.signing_kid, import_public(public_jwk(self.signing, "sig", "Ed25519"))
-            ),
-            PublicKey(
-                self.agency,
-                self.encryption_kid,
-                import_public(public_jwk(self.encryption, "enc", "ECDH-ES+A256KW")),
-            ),
-        ]
+        return [PublicKey(self.agency, j["kid"], import_public(j)) for j in self.public_jwks()]
 
     def save(self, directory: Path) -> Path:
-        """Writes the private keys readable by the owner only."""
+        """Writes the private keys readable by the owner only; the current pair comes last."""
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / KEYS_FILE
-        document = {
-            "agency": self.agency,
-            "keys": [
-                {
-                    **self.signing.as_dict(private=True),
-                    "kid": self.signing_kid,
-                    "use": "sig",
-                    "alg": "Ed25519",
-                },
-                {
-                    **self.encryption.as_dict(private=True),
-                    "kid": self.encryption_kid,
-                    "use": "enc",
-                    "alg": "ECDH-ES+A256KW",
-                },
-            ],
-        }
+        keys = [*self.previous, self.signing, self.encryption]
+        document = {"agency": self.agency, "keys": [_private_jwk(k) for k in keys]}
         write_owner_only(path, json.dumps(document, indent=2))
         return path
 
@@ -89,12 +76,21 @@ class AgencyKeys:
         path = directory / KEYS_FILE
         try:
             document = json.loads(path.read_text())
-            by_use = {k["use"]: OKPKey.import_key(k) for k in document["keys"]}
-            return cls(document["agency"], by_use["sig"], by_use["enc"])
+            keys = [(k["use"], OKPKey.import_key(k)) for k in document["keys"]]
+            signing = [k for use, k in keys if use == "sig"]
+            encryption = [k for use, k in keys if use == "enc"]
+            current = (signing[-1], encryption[-1])
+            previous = tuple(k for _, k in keys if k not in current)
+            return cls(document["agency"], *current, previous)
         except FileNotFoundError as exc:
             raise KeyFileError(f"no key file at {path}") from exc
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise KeyFileError(f"{path} is not a deskbridge key file") from exc
+
+
+def _private_jwk(key: OKPKey) -> dict[str, Any]:
+    use, alg = ("sig", "Ed25519") if key.curve_name == "Ed25519" else ("enc", "ECDH-ES+A256KW")
+    return {**key.as_dict(private=True), "kid": key.thumbprint(), "use": use, "alg": alg}
 
 
 class KeyFileError(Exception):

@@ -27,6 +27,15 @@ class Settings(BaseSettings):
     audit_host: str = "127.0.0.1"
     audit_port: int = 8081
     max_body_bytes: int = 1_048_576
+    freshness_s: int = Field(
+        default=300, description="Envelopes and signed requests older than this are refused as stale."
+    )
+    expiry_sweep_s: float = Field(default=30, description="How often ingest marks expired notices.")
+    clock_skew_s: int = Field(default=30, description="How far in the future a sender's clock may be.")
+    directory_key_file: Path | None = Field(
+        default=None,
+        description="The directory signing key (private JWK); default: directory.jwk.json in desk_keys_dir.",
+    )
     kafka_send_timeout_s: float = 10.0
     log_level: str = "info"
     log_json: bool = False

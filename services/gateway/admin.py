@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter
 
-from schemas.api import AgencyIn, AgencyOut, CredentialIn, CredentialOut, KeyIn
-from services.common.directory import issue_credential, register_agency, register_key
+from schemas.api import AgencyIn, AgencyOut, CredentialIn, CredentialOut, KeyIn, KeyRevocation
+from services.common.directory import issue_credential, register_agency, register_key, revoke_key
 from services.common.http import Session
 from services.gateway.deps import Admin, Publisher
 from services.gateway.notices import ERRORS
@@ -39,11 +41,30 @@ async def post_agency(body: AgencyIn, principal: Admin, session: Session, publis
 async def post_key(
     agency_id: str, body: KeyIn, principal: Admin, session: Session, publisher: Publisher
 ) -> dict[str, str]:
-    event = await register_key(session, agency_id, body.jwk, principal.name, body.not_after)
+    retire = (
+        timedelta(seconds=body.retire_previous_after_s) if body.retire_previous_after_s is not None else None
+    )
+    event = await register_key(session, agency_id, body.jwk, principal.name, body.not_after, retire)
     await session.flush()
     await publisher.publish(event, SOURCE)
     await session.commit()
     return {"kid": str(event.details["kid"])}
+
+
+@router.post(
+    "/keys/{kid}/revoke",
+    response_model=dict[str, str],
+    responses=ERRORS,
+    summary="Revoke any agency's key at once (admin credential).",
+)
+async def post_revoke_key(
+    kid: str, body: KeyRevocation, principal: Admin, session: Session, publisher: Publisher
+) -> dict[str, str]:
+    event = await revoke_key(session, kid, body.reason, principal.name, owner=None)
+    await session.flush()
+    await publisher.publish(event, SOURCE)
+    await session.commit()
+    return {"kid": kid, "status": "revoked"}
 
 
 @router.post(

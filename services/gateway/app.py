@@ -11,9 +11,11 @@ from fastapi import FastAPI
 from services.common.db import make_engine, make_sessionmaker
 from services.common.http import BodyLimit, install_error_handlers
 from services.common.kafka import EventPublisher, Topics
-from services.common.keys import AgencyKeys, KeyFileError
+from services.common.keys import KeyFileError
 from services.common.settings import Settings
-from services.gateway import admin, directory, inbox, notices
+from services.common.signed_directory import DIRECTORY_KEY_FILE, load_directory_key
+from services.gateway import admin, credentials, directory, inbox, notices
+from services.gateway.deps import DeskKeyFile
 
 log = structlog.get_logger("gateway")
 
@@ -30,11 +32,13 @@ def create_app(settings: Settings) -> FastAPI:
             Topics(settings.topic_prefix),
             settings.kafka_send_timeout_s,
         )
+        app.state.desk_keys = DeskKeyFile(settings.desk_keys_dir)
+        key_file = settings.directory_key_file or settings.desk_keys_dir / DIRECTORY_KEY_FILE
         try:
-            app.state.desk_keys = AgencyKeys.load(settings.desk_keys_dir)
+            app.state.directory_key = load_directory_key(key_file)
         except KeyFileError as exc:
-            log.warning("desk keys not loaded; submissions will answer 503", reason=str(exc))
-            app.state.desk_keys = None
+            log.warning("directory key not loaded; the signed directory will answer 503", reason=str(exc))
+            app.state.directory_key = None
         yield
         await app.state.publisher.close()
         await engine.dispose()
@@ -43,12 +47,18 @@ def create_app(settings: Settings) -> FastAPI:
         title="deskbridge gateway",
         version="1",
         description="Case notices between the Korean Desk and partner agencies. Every route but /healthz "
-        "needs `Authorization: Bearer <credential>`; each route's summary names the role it admits.",
+        "needs `Authorization: Bearer <credential>`; each route's summary names the role it admits. Where "
+        "the agency role is admitted, an agency may instead sign the request with its directory key "
+        '(RFC 9421 label sig1 covering "@method" "@target-uri" "content-digest", with created, keyid, '
+        'nonce and alg="ed25519"; Content-Digest per RFC 9530).',
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (notices, inbox, directory, admin):
+    for module in (notices, inbox, directory, admin, credentials):
         app.include_router(module.router)
+    app.include_router(notices.envelopes)
+    app.include_router(notices.cases)
+    app.include_router(directory.keys)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -1,18 +1,56 @@
-"""Directory routes: who the agencies are and their public keys (any credential)."""
+"""Directory routes: who the agencies are and their public keys, signed as one document; an agency's
+own key rotation and revocation."""
 
 from __future__ import annotations
 
-import json
+from datetime import timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, HTTPException, Request
 
-from schemas.api import AgencyOut, Jwks
-from services.common.directory import agency_keys, list_agencies
+from schemas.api import AgencyOut, Jwks, KeyIn, KeyRevocation
+from schemas.directory import SignedDirectory
+from services.common.db import utcnow
+from services.common.directory import agency_keys, list_agencies, register_key, revoke_key
 from services.common.http import Session
-from services.gateway.deps import Anyone
+from services.common.keys import public_jwk
+from services.common.signed_directory import directory_document, directory_key_entry, sign_directory
+from services.gateway.deps import Agency, Anyone, Publisher
 from services.gateway.notices import ERRORS
 
 router = APIRouter(prefix="/v1/directory", tags=["directory"])
+keys = APIRouter(prefix="/v1/keys", tags=["directory"])
+SOURCE = "deskbridge/gateway/directory"
+
+
+def directory_key(request: Request) -> Any:
+    key = request.app.state.directory_key
+    if key is None:
+        raise HTTPException(503, "this gateway has no directory signing key")
+    return key
+
+
+DirectoryKey = Annotated[Any, Depends(directory_key)]
+
+
+@router.get(
+    "",
+    response_model=SignedDirectory,
+    responses=ERRORS,
+    summary="Every agency and its keys as one JWS signed by the directory key (any credential).",
+)
+async def get_directory(_: Anyone, session: Session, key: DirectoryKey) -> SignedDirectory:
+    return sign_directory(await directory_document(session, utcnow()), key)
+
+
+@router.get(
+    "/key",
+    response_model=dict[str, str],
+    responses=ERRORS,
+    summary="The directory key's public half, to pin after checking its kid out of band (any credential).",
+)
+async def get_directory_key(_: Anyone, key: DirectoryKey) -> dict[str, str]:
+    return {k: str(v) for k, v in public_jwk(key, use="sig", alg="Ed25519").items()}
 
 
 @router.get(
@@ -32,11 +70,43 @@ async def get_agencies(_: Anyone, session: Session) -> list[AgencyOut]:
     summary="An agency's public keys as a JWKS, with status and validity window (any credential).",
 )
 async def get_jwks(agency_id: str, _: Anyone, session: Session) -> Jwks:
-    keys = []
-    for key in await agency_keys(session, agency_id):
-        jwk = json.loads(key.jwk)
-        jwk.update(status=key.status, nbf=int(key.not_before.timestamp()))
-        if key.not_after is not None:
-            jwk["exp"] = int(key.not_after.timestamp())
-        keys.append(jwk)
-    return Jwks(keys=keys)
+    now = utcnow()
+    entries = [directory_key_entry(k, now) for k in await agency_keys(session, agency_id)]
+    return Jwks(keys=[e.model_dump(exclude_none=True) for e in entries])
+
+
+@keys.post(
+    "",
+    status_code=201,
+    response_model=dict[str, str],
+    responses=ERRORS,
+    summary="Add a key to the caller's own agency, optionally retiring its current ones (agency credential).",
+)
+async def post_own_key(
+    body: KeyIn, principal: Agency, session: Session, publisher: Publisher
+) -> dict[str, str]:
+    assert principal.agency is not None
+    retire = (
+        timedelta(seconds=body.retire_previous_after_s) if body.retire_previous_after_s is not None else None
+    )
+    event = await register_key(session, principal.agency, body.jwk, principal.name, body.not_after, retire)
+    await session.flush()
+    await publisher.publish(event, SOURCE)
+    await session.commit()
+    return {"kid": str(event.details["kid"])}
+
+
+@keys.post(
+    "/{kid}/revoke",
+    response_model=dict[str, str],
+    responses=ERRORS,
+    summary="Revoke one of the caller's own keys at once, e.g. after a compromise (agency credential).",
+)
+async def post_revoke_own_key(
+    kid: str, body: KeyRevocation, principal: Agency, session: Session, publisher: Publisher
+) -> dict[str, str]:
+    event = await revoke_key(session, kid, body.reason, principal.name, owner=principal.agency)
+    await session.flush()
+    await publisher.publish(event, SOURCE)
+    await session.commit()
+    return {"kid": kid, "status": "revoked"}

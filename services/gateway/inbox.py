@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from schemas.api import Acknowledgement, InboxPage
 from schemas.events import EventType
+from services.common.db import utcnow
 from services.common.delivery import (
     acknowledge,
     decode_cursor,
@@ -70,6 +71,10 @@ async def post_ack(
     if found is None:
         raise HTTPException(404, f"no notice {notice_id} in the inbox of {principal.agency}")
     delivery, notice = found
+    if delivery.recalled_at is not None:
+        raise HTTPException(410, f"notice {notice_id} was recalled by its sender")
+    if notice.expires_at is not None and notice.expires_at <= utcnow():
+        raise HTTPException(410, f"notice {notice_id} expired at {notice.expires_at.isoformat()}")
     if delivery.state != "acknowledged":
         await publisher.publish(
             delivery_event(EventType.notice_acknowledged, notice, principal.agency, principal.agency), SOURCE

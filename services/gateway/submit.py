@@ -1,43 +1,105 @@
-"""The desk's submission path: validate, seal with the desk's keys, make durable in Kafka, record."""
+"""The submission path: an envelope (sealed here for the desk, or by a partner on its own machine) is
+admitted, made durable in Kafka, and recorded. A refusal is audited with its reason."""
 
 from __future__ import annotations
 
 import json
+import uuid
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas.events import Event, EventType
 from schemas.notices import Notice, NoticeDraft
-from services.common.db import Submission, utcnow
+from services.common.admission import Freshness, admit
+from services.common.db import NoticeRow, Submission, utcnow
 from services.common.directory import DirectoryError, encryption_keys
-from services.common.envelope import parse_envelope, seal_notice
+from services.common.envelope import EnvelopeError, ParsedEnvelope, parse_envelope, seal_notice, sha256_hex
 from services.common.kafka import EventPublisher, cloud_headers
 from services.common.keys import AgencyKeys
 
+SOURCE = "deskbridge/gateway"
 
-async def submit_notice(
-    session: AsyncSession, publisher: EventPublisher, desk: AgencyKeys, draft: NoticeDraft
+
+def rejection(actor: str, reason: str, detail: str, raw: bytes, envelope: ParsedEnvelope | None) -> Event:
+    """The audit record of a refused submission: who tried, why, and the hash of what they sent."""
+    routing = envelope.routing if envelope is not None else None
+    digest = sha256_hex(raw)
+    return Event(
+        event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"deskbridge:rejected:{actor}:{digest}:{reason}")),
+        type=EventType.notice_rejected,
+        occurred_at=utcnow(),
+        actor=actor,
+        agency=actor,
+        notice_id=routing.notice_id if routing is not None else None,
+        case_ref=routing.case_ref if routing is not None else None,
+        envelope_sha256=digest,
+        details={"reason": reason, "detail": detail[:500], "stage": "gateway"},
+    )
+
+
+async def _refuse(publisher: EventPublisher, event: Event) -> None:
+    # The refusal is audited before it is answered; if Kafka is down the caller gets 503 instead.
+    await publisher.publish(event, SOURCE)
+
+
+async def accept_envelope(
+    session: AsyncSession,
+    publisher: EventPublisher,
+    raw: bytes,
+    caller: str,
+    freshness: Freshness,
 ) -> Submission:
-    """Returns only after Kafka holds the envelope on every in-sync replica (acks=all)."""
-    notice_id = str(draft.notice_id)
-    if await session.get(Submission, notice_id) is not None:
-        raise DirectoryError(409, f"notice id {notice_id} was already submitted; choose a new id")
-    if desk.agency in draft.recipients:
-        raise DirectoryError(422, "the desk cannot address a notice to itself")
-    recipients = await encryption_keys(session, draft.recipients)
-    notice = Notice(**draft.model_dump(), sender=desk.agency, sent_at=utcnow())
-    envelope = parse_envelope(seal_notice(notice, desk.signer(), recipients))
+    """Admits an envelope sent by `caller` and returns only after Kafka holds it with acks=all."""
+    envelope: ParsedEnvelope | None = None
+    try:
+        envelope = parse_envelope(raw)
+        if envelope.routing.sender != caller:
+            raise EnvelopeError(
+                "not_the_sender", f"the envelope is sent as {envelope.routing.sender}, you are {caller}"
+            )
+        again = await _same_again(session, envelope)
+        if again is not None:
+            return again
+        await _refuse_seen(session, str(envelope.routing.notice_id))
+        await admit(session, envelope, utcnow(), freshness)
+    except EnvelopeError as exc:
+        await session.rollback()
+        await _refuse(publisher, rejection(caller, exc.reason, exc.detail, raw, envelope))
+        raise
+    return await _produce(session, publisher, envelope)
+
+
+async def _same_again(session: AsyncSession, envelope: ParsedEnvelope) -> Submission | None:
+    """A client whose answer was lost may post the very same bytes again and get the same 202."""
+    earlier = await session.get(Submission, str(envelope.routing.notice_id))
+    if earlier is not None and earlier.envelope_sha256 == envelope.sha256:
+        return earlier
+    return None
+
+
+async def _refuse_seen(session: AsyncSession, notice_id: str) -> None:
+    if (
+        await session.get(Submission, notice_id) is not None
+        or await session.get(NoticeRow, notice_id) is not None
+    ):
+        raise EnvelopeError("duplicate_notice", f"notice id {notice_id} was already used; choose a new id")
+
+
+async def _produce(session: AsyncSession, publisher: EventPublisher, envelope: ParsedEnvelope) -> Submission:
+    routing = envelope.routing
+    notice_id = str(routing.notice_id)
     partition, offset = await publisher.send(
         publisher.topics.notices,
-        notice.case_ref,
+        routing.case_ref,
         envelope.raw,
-        cloud_headers("org.deskbridge.notice.submitted", notice_id, f"deskbridge/gateway/{desk.agency}"),
+        cloud_headers("org.deskbridge.notice.submitted", notice_id, f"{SOURCE}/{routing.sender}"),
     )
     submission = Submission(
         notice_id=notice_id,
-        sender=desk.agency,
-        case_ref=notice.case_ref,
-        recipients=json.dumps(notice.recipients),
+        sender=routing.sender,
+        case_ref=routing.case_ref,
+        recipients=json.dumps(routing.recipients),
         envelope_sha256=envelope.sha256,
         kafka_partition=partition,
         kafka_offset=offset,
@@ -49,5 +111,24 @@ async def submit_notice(
     except IntegrityError as exc:
         # A concurrent request with the same id won the race; ingest drops the second envelope as a replay.
         await session.rollback()
-        raise DirectoryError(409, f"notice id {notice_id} was already submitted; choose a new id") from exc
+        raise EnvelopeError(
+            "duplicate_notice", f"notice id {notice_id} was already used; choose a new id"
+        ) from exc
     return submission
+
+
+async def seal_for_desk(
+    session: AsyncSession,
+    publisher: EventPublisher,
+    desk: AgencyKeys,
+    draft: NoticeDraft,
+    freshness: Freshness,
+) -> Submission:
+    """The desk's path: the gateway holds the desk's keys, seals, then admits like any other envelope."""
+    if desk.agency in draft.recipients:
+        raise DirectoryError(422, "the desk cannot address a notice to itself")
+    recipients = await encryption_keys(session, draft.recipients)
+    notice = Notice(**draft.model_dump(), sender=desk.agency, sent_at=utcnow())
+    return await accept_envelope(
+        session, publisher, seal_notice(notice, desk.signer(), recipients), desk.agency, freshness
+    )

@@ -6,14 +6,17 @@ from dataclasses import dataclass
 
 import structlog
 from aiokafka import ConsumerRecord
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.events import Event
+from services.common.admission import Freshness, admit
 from services.common.consumer import TRANSIENT, Batch
-from services.common.delivery import RecordRef, materialise, verify_envelope
+from services.common.delivery import RecordRef, materialise
 from services.common.envelope import EnvelopeError, parse_envelope
-from services.common.kafka import EventPublisher, cloud_headers
+from services.common.kafka import EventPublisher, cloud_headers, header_value, record_time
+from services.common.lifecycle import RECALL_TYPE, RecallRefused, RecallRequest, apply_recall
 
 log = structlog.get_logger("ingest")
 SOURCE = "deskbridge/ingest"
@@ -27,6 +30,7 @@ class NoticeHandler:
 
     sessions: async_sessionmaker[AsyncSession]
     publisher: EventPublisher
+    freshness: Freshness
 
     async def __call__(self, records: Batch) -> None:
         for record in records:
@@ -35,7 +39,13 @@ class NoticeHandler:
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         ref = RecordRef(record.topic, record.partition, record.offset)
         try:
-            events = await self._route(record, ref)
+            if header_value(list(record.headers), "ce_type") == RECALL_TYPE:
+                events = await self._recall(record)
+            else:
+                events = await self._route(record, ref)
+        except RecallRefused as exc:
+            await self.dead_letter(record, "recall_refused", str(exc))
+            return
         except EnvelopeError as exc:
             await self.dead_letter(record, exc.reason, exc.detail)
             return
@@ -54,7 +64,7 @@ class NoticeHandler:
         envelope = parse_envelope(record.value)
         for attempt in range(2):
             async with self.sessions() as session:
-                await verify_envelope(session, envelope)
+                await admit(session, envelope, record_time(record), self.freshness)
                 try:
                     events = await materialise(session, envelope, ref)
                     await session.commit()
@@ -65,6 +75,16 @@ class NoticeHandler:
                     if attempt == 1:
                         raise
         raise AssertionError("unreachable")
+
+    async def _recall(self, record: ConsumerRecord[bytes, bytes]) -> list[Event]:
+        try:
+            request = RecallRequest.model_validate_json(record.value or b"")
+        except ValidationError as exc:
+            raise RecallRefused(f"not a recall request: {exc.errors()[0]['msg']}") from exc
+        async with self.sessions() as session:
+            events = await apply_recall(session, request)
+            await session.commit()
+        return events
 
     async def dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> None:
         log.warning(

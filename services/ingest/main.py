@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import structlog
 
-from services.common.consumer import consume
+from services.common.admission import Freshness
+from services.common.consumer import TRANSIENT, consume
 from services.common.db import make_engine, make_sessionmaker
 from services.common.kafka import EventPublisher, Topics, create_topics
+from services.common.lifecycle import expire_due
 from services.common.logs import configure
 from services.common.runtime import stop_on_signals
 from services.common.settings import Settings
@@ -24,8 +27,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     publisher = EventPublisher(
         settings.kafka_bootstrap, "deskbridge-ingest", topics, settings.kafka_send_timeout_s
     )
-    handler = NoticeHandler(make_sessionmaker(engine), publisher)
+    handler = NoticeHandler(
+        make_sessionmaker(engine), publisher, Freshness.of(settings.freshness_s, settings.clock_skew_s)
+    )
     log.info("ingest consuming", topic=topics.notices)
+    sweeper = asyncio.create_task(sweep_expired(handler, settings.expiry_sweep_s, stop))
     try:
         await consume(
             settings.kafka_bootstrap,
@@ -35,8 +41,27 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             stop,
         )
     finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         await publisher.close()
         await engine.dispose()
+
+
+async def sweep_expired(handler: NoticeHandler, every_s: float, stop: asyncio.Event) -> None:
+    """Marks expired copies and audits each; a failed sweep is retried at the next tick."""
+    while not stop.is_set():
+        try:
+            async with handler.sessions() as session:
+                events = await expire_due(session)
+                # Audited before committed: a crash between re-sweeps and re-sends the same event ids.
+                for event in events:
+                    await handler.publisher.publish(event, "deskbridge/ingest")
+                await session.commit()
+        except TRANSIENT as exc:
+            log.warning("expiry sweep failed; retrying", error=type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
 
 
 def main() -> None:

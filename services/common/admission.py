@@ -1,0 +1,115 @@
+"""What a new envelope must pass before deskbridge carries it: the same checks at the gateway, in ingest
+and in the audit service, so no stage trusts the one before it.
+
+Order matters only for the reason given: the cheap, key-free checks come first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.envelopes import RoutingHeader
+from schemas.notices import Tlp
+from services.common.db import Delivery, NoticeRow
+from services.common.directory import enc_key_owners, verification_key
+from services.common.envelope import EnvelopeError, ParsedEnvelope, recipient_kids, verify_outer
+
+# TLP 2.0 from least to most restricted; a forward may tighten the label, never loosen it.
+TLP_ORDER = [Tlp.clear, Tlp.green, Tlp.amber, Tlp.amber_strict, Tlp.red]
+CLOSED_TLP = {Tlp.amber_strict, Tlp.red}  # may not go beyond the original sender and recipients
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How old (`window`) or how far ahead (`skew`) of the receiving clock a `sent_at` may be."""
+
+    window: timedelta
+    skew: timedelta
+
+    @classmethod
+    def of(cls, freshness_s: float, clock_skew_s: float) -> Freshness:
+        return cls(timedelta(seconds=freshness_s), timedelta(seconds=clock_skew_s))
+
+    def check(self, sent_at: datetime, received_at: datetime) -> None:
+        age = received_at - sent_at
+        if age > self.window:
+            raise EnvelopeError(
+                "stale",
+                f"sent_at is {age.total_seconds():.0f} s before it was received; "
+                f"the freshness window is {self.window.total_seconds():.0f} s",
+            )
+        if -age > self.skew:
+            raise EnvelopeError(
+                "from_the_future",
+                f"sent_at is {-age.total_seconds():.0f} s ahead of the receiver's clock; "
+                f"the allowed skew is {self.skew.total_seconds():.0f} s",
+            )
+
+
+async def admit(
+    session: AsyncSession, envelope: ParsedEnvelope, received_at: datetime, freshness: Freshness
+) -> None:
+    """Raises EnvelopeError with a reason unless the envelope may be carried.
+
+    `received_at` is when deskbridge took the envelope in: the gateway's clock at POST, the broker's
+    append time in ingest and audit, so a backlog after an outage is not mistaken for staleness.
+    """
+    routing = envelope.routing
+    freshness.check(routing.sent_at, received_at)
+    if routing.expires_at is not None and routing.expires_at <= received_at:
+        raise EnvelopeError("expired", f"notice expired at {routing.expires_at.isoformat()}")
+    verify_outer(envelope, await verification_key(session, envelope.kid, signed_at=routing.sent_at))
+    kids = recipient_kids(envelope)
+    owners = await enc_key_owners(session, kids)
+    unknown = [k for k in kids if k not in owners]
+    if unknown:
+        raise EnvelopeError("unknown_key", f"recipient key {unknown[0]} is not in the directory")
+    if sorted(owners[k] for k in kids) != sorted(routing.recipients):
+        raise EnvelopeError("recipient_mismatch", "the wrapped keys do not match the addressed agencies")
+    if routing.sender in routing.recipients:
+        raise EnvelopeError("recipient_mismatch", "an agency cannot address a notice to itself")
+    await check_thread(session, routing)
+
+
+async def audience(session: AsyncSession, notice: NoticeRow) -> set[str]:
+    """Who a notice was shared with: its sender and its recipients (one inbox row each)."""
+    query = select(Delivery.recipient).where(Delivery.notice_id == notice.notice_id)
+    return {notice.sender, *(await session.execute(query)).scalars()}
+
+
+async def check_thread(session: AsyncSession, routing: RoutingHeader) -> None:
+    """A reply or forward refers to a notice its sender was shared, in the same case, and TLP holds:
+    an amber+strict or red notice goes to nobody outside its audience, and no label is loosened."""
+    for field, ref in (("in_reply_to", routing.in_reply_to), ("forwarded_from", routing.forwarded_from)):
+        if ref is None:
+            continue
+        original = await session.get(NoticeRow, str(ref))
+        if original is None:
+            raise EnvelopeError(
+                "unknown_reference", f"{field} names notice {ref}, which deskbridge has not seen"
+            )
+        shared = await audience(session, original)
+        if routing.sender not in shared:
+            raise EnvelopeError("tlp_violation", f"{routing.sender} was never shared notice {ref}")
+        if original.case_ref != routing.case_ref:
+            raise EnvelopeError(
+                "unknown_reference",
+                f"{field} names a notice of case {original.case_ref}, not {routing.case_ref}",
+            )
+        label = Tlp(original.tlp)
+        beyond = sorted(set(routing.recipients) - shared)
+        if label in CLOSED_TLP and beyond:
+            raise EnvelopeError(
+                "tlp_violation",
+                f"notice {ref} is TLP:{label.value.upper()} and may not go beyond its recipients "
+                f"(not to {', '.join(beyond)})",
+            )
+        if field == "forwarded_from" and TLP_ORDER.index(routing.tlp) < TLP_ORDER.index(label):
+            raise EnvelopeError(
+                "tlp_violation",
+                f"a forward of a TLP:{label.value.upper()} notice cannot be TLP:{routing.tlp.value.upper()}",
+            )

@@ -1,0 +1,462 @@
+"""Trust without trusting the operator: partner-side sealing, freshness and replay, key rotation and
+revocation, TLP on forwards and replies, recall and expiry, the signed directory; every refusal audited.
+
+Real gateway over HTTP, real Kafka, real PostgreSQL, ingest and audit running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from jwcrypto import jwk as jwc_jwk
+from jwcrypto import jws as jwc_jws
+from sqlalchemy import func, select
+
+from schemas.directory import SignedDirectory
+from schemas.notices import Notice
+from services.common.db import AgencyKey, Delivery, NoticeRow, Submission
+from services.common.envelope import PublicKey, open_envelope, parse_envelope, seal_notice
+from services.common.kafka import header_value
+from services.common.keys import AgencyKeys, public_jwk
+from services.common.signed_directory import (
+    DirectoryTrustError,
+    load_pin,
+    verify_directory,
+)
+from tests.conftest import Stack, eventually, notice_body
+
+DESK, KH, INTERPOL, ASEANAPOL = "kr-desk", "kh-cnp", "interpol-ncb-phnom-penh", "aseanapol"
+
+
+def _keys(stack: Stack, agency: str) -> AgencyKeys:
+    return AgencyKeys.load(stack.home / agency)
+
+
+def _enc_keys(stack: Stack, agencies: list[str]) -> list[PublicKey]:
+    out = []
+    for agency in agencies:
+        own = _keys(stack, agency)
+        out += [k for k in own.public_keys() if k.kid == own.encryption_kid]
+    return out
+
+
+def _seal(
+    stack: Stack,
+    sender: AgencyKeys,
+    recipients: list[str],
+    sent_at: datetime | None = None,
+    **overrides: Any,
+) -> tuple[str, bytes]:
+    body = notice_body(recipients, **overrides)
+    notice = Notice(**body, sender=sender.agency, sent_at=sent_at or datetime.now(UTC))
+    return body["notice_id"], seal_notice(notice, sender.signer(), _enc_keys(stack, recipients))
+
+
+async def _post(stack: Stack, caller: str, envelope: bytes) -> Any:
+    return await stack.client(caller).post(
+        "/v1/envelopes", content=envelope, headers={"Content-Type": "application/json"}
+    )
+
+
+async def _desk_sends(stack: Stack, recipients: list[str], **overrides: Any) -> str:
+    response = await stack.client(DESK).post("/v1/notices", json=notice_body(recipients, **overrides))
+    assert response.status_code == 202, response.text
+    notice_id = str(response.json()["notice_id"])
+    await eventually(lambda: _delivered(stack, notice_id, len(recipients)))
+    return notice_id
+
+
+async def _delivered(stack: Stack, notice_id: str, count: int) -> bool:
+    async with stack.sessions() as session:
+        query = select(func.count()).select_from(Delivery).where(Delivery.notice_id == notice_id)
+        return int((await session.execute(query)).scalar_one()) == count
+
+
+async def _count(stack: Stack, model: Any) -> int:
+    async with stack.sessions() as session:
+        return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def _audited(stack: Stack, event_type: str, **match: Any) -> list[dict[str, Any]]:
+    auditor = stack.client("auditor", audit=True)
+    response = await auditor.get("/v1/audit/events", params={"type": event_type, "limit": 1000})
+    assert response.status_code == 200, response.text
+    entries = response.json()["entries"]
+    return [e for e in entries if all(e.get(k) == v or e["details"].get(k) == v for k, v in match.items())]
+
+
+async def _refused(stack: Stack, response: Any, status: int, reason: str) -> None:
+    """The answer names the reason, the refusal reaches the audit log, and nothing was stored."""
+    assert response.status_code == status, response.text
+    assert response.json()["detail"].startswith(f"{reason}: "), response.text
+    await eventually(lambda: _audited(stack, "notice.rejected", reason=reason))
+
+
+async def test_a_partner_seals_a_reply_on_its_own_machine_and_the_desk_sees_the_thread(
+    stack: Stack,
+) -> None:
+    original = await _desk_sends(stack, [KH, INTERPOL], case_ref="KD-2025-0404")
+    kh = _keys(stack, KH)
+    reply_id, envelope = _seal(
+        stack,
+        kh,
+        [DESK],
+        type="reply",
+        in_reply_to=original,
+        case_ref="KD-2025-0404",
+        summary="Raid at 05:00",
+    )
+    response = await _post(stack, KH, envelope)
+    assert response.status_code == 202, response.text
+    assert response.json()["notice_id"] == reply_id
+    # The same bytes again (a client whose answer was lost) get the same answer, and go to Kafka once.
+    again = await _post(stack, KH, envelope)
+    assert again.status_code == 202 and again.json() == response.json()
+    await eventually(lambda: _delivered(stack, reply_id, 1))
+
+    desk = stack.client(DESK)
+    [item] = (await desk.get("/v1/inbox")).json()["items"]
+    assert item["notice_id"] == reply_id and item["in_reply_to"] == original
+    directory = {k.kid: k for k in kh.public_keys()}
+    notice = open_envelope(
+        parse_envelope(item["envelope"]), _keys(stack, DESK).decryption_keys(), directory.__getitem__
+    )
+    assert notice.summary == "Raid at 05:00" and notice.sender == KH
+
+    thread = (await desk.get("/v1/cases/KD-2025-0404")).json()
+    assert [(n["notice_id"], n["depth"]) for n in thread["notices"]] == [(original, 0), (reply_id, 1)]
+    assert {r["agency"] for r in thread["notices"][0]["recipients"]} == {KH, INTERPOL}
+    # A partner sees the case only as far as it took part: its own rows, not the others'.
+    interpol_view = (await stack.client(INTERPOL).get("/v1/cases/KD-2025-0404")).json()
+    assert [n["notice_id"] for n in interpol_view["notices"]] == [original]
+    assert [r["agency"] for r in interpol_view["notices"][0]["recipients"]] == [INTERPOL]
+    assert (await stack.client(ASEANAPOL).get("/v1/cases/KD-2025-0404")).status_code == 404
+
+
+async def test_an_envelope_signed_by_another_agency_than_the_caller_is_refused(stack: Stack) -> None:
+    _, sealed_by_aseanapol = _seal(stack, _keys(stack, ASEANAPOL), [DESK])
+    response = await _post(stack, KH, sealed_by_aseanapol)
+    await _refused(stack, response, 403, "not_the_sender")
+    assert await _count(stack, Submission) == 0
+
+
+async def test_stale_future_and_replayed_envelopes_are_refused_and_audited(stack: Stack) -> None:
+    kh = _keys(stack, KH)
+    _, stale = _seal(stack, kh, [DESK], sent_at=datetime.now(UTC) - timedelta(minutes=10))
+    await _refused(stack, await _post(stack, KH, stale), 422, "stale")
+    _, future = _seal(stack, kh, [DESK], sent_at=datetime.now(UTC) + timedelta(minutes=5))
+    await _refused(stack, await _post(stack, KH, future), 422, "from_the_future")
+
+    notice_id, first = _seal(stack, kh, [DESK])
+    assert (await _post(stack, KH, first)).status_code == 202
+    _, replay = _seal(stack, kh, [DESK], notice_id=uuid.UUID(notice_id), summary="other content")
+    await _refused(stack, await _post(stack, KH, replay), 409, "duplicate_notice")
+    assert await _count(stack, Submission) == 1
+
+
+async def test_broken_envelopes_are_refused_with_reasons_and_the_gateway_keeps_serving(
+    stack: Stack,
+) -> None:
+    kh = _keys(stack, KH)
+    _, good = _seal(stack, kh, [DESK])
+    outer = json.loads(good)
+    sealed = json.loads(_b64d(outer["payload"]))
+
+    def with_jwe(**changes: Any) -> bytes:
+        return json.dumps({**outer, "payload": _b64e(json.dumps({**sealed, **changes}).encode())}).encode()
+
+    impostor = AgencyKeys.generate(KH)
+    _, unknown_kid = _seal(stack, impostor, [DESK])
+    ghost = AgencyKeys.generate("ghost-agency")
+    ghost_body = notice_body([DESK, "ghost-agency"])
+    ghost_notice = Notice(**ghost_body, sender=KH, sent_at=datetime.now(UTC))
+    ghost_keys = [
+        *_enc_keys(stack, [DESK]),
+        *[k for k in ghost.public_keys() if k.kid == ghost.encryption_kid],
+    ]
+    to_ghost = seal_notice(ghost_notice, kh.signer(), ghost_keys)
+    header = json.loads(_b64d(outer["protected"]))
+    cases: list[tuple[bytes, int, str]] = [
+        (unknown_kid, 422, "unknown_key"),
+        (to_ghost, 422, "unknown_key"),
+        (with_jwe(ciphertext=_flip(sealed["ciphertext"])), 422, "bad_signature"),
+        (with_jwe(tag=_flip(sealed["tag"])), 422, "bad_signature"),
+        (
+            with_jwe(protected=_b64e(_b64d(sealed["protected"]).replace(b"flash", b"routine"))),
+            422,
+            "bad_signature",
+        ),
+        (
+            json.dumps(
+                {**outer, "protected": _b64e(json.dumps({**header, "alg": "none"}).encode())}
+            ).encode(),
+            422,
+            "bad_algorithm",
+        ),
+        (
+            json.dumps(
+                {**outer, "protected": _b64e(json.dumps({**header, "alg": "HS256"}).encode())}
+            ).encode(),
+            422,
+            "bad_algorithm",
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, 422, "malformed"),
+        (b'{"protected": 1' + b"9" * 5000 + b"}", 422, "malformed"),
+        (b"not json at all", 422, "malformed"),
+    ]
+    for envelope, status, reason in cases:
+        response = await _post(stack, KH, envelope)
+        assert response.status_code == status, (reason, response.text)
+        assert response.json()["detail"].startswith(f"{reason}: "), (reason, response.text)
+    oversize = await _post(stack, KH, b"{" + b" " * (2 * 1024 * 1024) + b"}")
+    assert oversize.status_code == 413
+    # Deeply nested JSON at the gateway's own JSON parsing is a clear 4xx too.
+    nested = await stack.client(DESK).post(
+        "/v1/notices", content=b"[" * 100_000 + b"]" * 100_000, headers={"Content-Type": "application/json"}
+    )
+    assert 400 <= nested.status_code < 500, nested.text
+    assert await _count(stack, Submission) == 0
+    rejected = await eventually(lambda: _at_least(stack, "notice.rejected", len(cases)))
+    assert {"unknown_key", "bad_signature", "bad_algorithm", "malformed"} <= {
+        e["details"]["reason"] for e in rejected
+    }
+    # Still serving: a good envelope goes through.
+    assert (await _post(stack, KH, good)).status_code == 202
+
+
+async def _at_least(stack: Stack, event_type: str, count: int) -> list[dict[str, Any]]:
+    found = await _audited(stack, event_type)
+    return found if len(found) >= count else []
+
+
+def _b64d(value: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def _b64e(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _flip(value: str) -> str:
+    data = bytearray(_b64d(value))
+    data[len(data) // 2] ^= 0x01
+    return _b64e(bytes(data))
+
+
+async def test_rotation_keeps_old_notices_verifiable_and_moves_new_ones_to_the_new_keys(
+    stack: Stack,
+) -> None:
+    kh = _keys(stack, KH)
+    old_notice_id = await _desk_sends(stack, [KH])
+    # Sealed just before the rotation: still in flight, still accepted after it.
+    _, in_flight = _seal(stack, kh, [DESK])
+
+    rotated = kh.rotated()
+    client = stack.client(KH)
+    for jwk in rotated.public_jwks():
+        response = await client.post("/v1/keys", json={"jwk": jwk, "retire_previous_after_s": 0})
+        assert response.status_code == 201, response.text
+    rotated.save(stack.home / KH)
+
+    assert (await _post(stack, KH, in_flight)).status_code == 202
+    _, after_with_old = _seal(stack, kh, [DESK])
+    await _refused(stack, await _post(stack, KH, after_with_old), 422, "key_not_valid")
+    _, after_with_new = _seal(stack, rotated, [DESK])
+    assert (await _post(stack, KH, after_with_new)).status_code == 202
+
+    # The desk's next notice is sealed to kh-cnp's new encryption key; the old one still opens.
+    new_notice_id = await _desk_sends(stack, [KH])
+    items = {i["notice_id"]: i for i in (await client.get("/v1/inbox")).json()["items"]}
+    desk_keys = {k.kid: k for k in _keys(stack, DESK).public_keys()}
+    for notice_id, kid in ((old_notice_id, kh.encryption_kid), (new_notice_id, rotated.encryption_kid)):
+        envelope = parse_envelope(items[notice_id]["envelope"])
+        assert [r.header["kid"] for r in envelope.jwe.recipients] == [kid]
+        opened = open_envelope(envelope, rotated.decryption_keys(), desk_keys.__getitem__)
+        assert str(opened.notice_id) == notice_id
+
+    jwks = (await client.get(f"/v1/directory/agencies/{KH}/jwks")).json()["keys"]
+    states = {k["kid"]: k["status"] for k in jwks}
+    assert states[kh.signing_kid] == "expired" and states[rotated.signing_kid] == "active"
+    assert await eventually(lambda: _audited(stack, "key.registered", kid=rotated.signing_kid))
+
+
+async def test_a_revoked_key_is_refused_at_once_by_the_gateway_and_by_ingest(stack: Stack) -> None:
+    kh = _keys(stack, KH)
+    _, sealed_before = _seal(stack, kh, [DESK])
+    # Another agency cannot revoke kh-cnp's key.
+    foreign = await stack.client(ASEANAPOL).post(f"/v1/keys/{kh.signing_kid}/revoke", json={"reason": "x"})
+    assert foreign.status_code == 404
+    response = await stack.client(KH).post(
+        f"/v1/keys/{kh.signing_kid}/revoke", json={"reason": "laptop seized at border"}
+    )
+    assert response.status_code == 200, response.text
+    await _refused(stack, await _post(stack, KH, sealed_before), 422, "key_revoked")
+
+    # Ingest refuses it too, were it already in Kafka.
+    await stack.publisher.send(stack.topics.notices, "KD-2025-0331", sealed_before, [])
+    letter = await _first_dead_letter(stack)
+    assert letter["reason"] == "key_revoked"
+    [revoked] = await eventually(lambda: _audited(stack, "key.revoked", kid=kh.signing_kid))
+    assert revoked["details"]["reason"] == "laptop seized at border"
+    async with stack.sessions() as session:
+        key = await session.get(AgencyKey, kh.signing_kid)
+        assert key is not None and key.status == "revoked" and key.revoked_at is not None
+
+
+async def _first_dead_letter(stack: Stack) -> dict[str, str | None]:
+    consumer = AIOKafkaConsumer(
+        stack.topics.dead_letters,
+        bootstrap_servers=stack.settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    headers = list(records[0].headers)
+                    return {h: header_value(headers, h) for h in ("dlq_reason", "dlq_detail")} | {
+                        "reason": header_value(headers, "dlq_reason")
+                    }
+    finally:
+        await consumer.stop()
+
+
+async def test_ingest_judges_freshness_by_the_brokers_clock(stack: Stack) -> None:
+    _, stale = _seal(stack, _keys(stack, KH), [DESK], sent_at=datetime.now(UTC) - timedelta(minutes=10))
+    await stack.publisher.send(stack.topics.notices, "KD-2025-0331", stale, [])
+    letter = await _first_dead_letter(stack)
+    assert letter["reason"] == "stale" and "freshness window" in str(letter["dlq_detail"])
+
+
+@pytest.mark.parametrize("tlp", ["red", "amber+strict"])
+async def test_a_closed_tlp_notice_cannot_be_forwarded_beyond_its_recipients(stack: Stack, tlp: str) -> None:
+    original = await _desk_sends(stack, [KH, INTERPOL], tlp=tlp)
+    kh = _keys(stack, KH)
+    _, forward = _seal(stack, kh, [ASEANAPOL], forwarded_from=original, tlp="red")
+    await _refused(stack, await _post(stack, KH, forward), 422, "tlp_violation")
+    _, reply_wide = _seal(stack, kh, [DESK, ASEANAPOL], type="reply", in_reply_to=original, tlp=tlp)
+    await _refused(stack, await _post(stack, KH, reply_wide), 422, "tlp_violation")
+    # Within the audience it may go.
+    _, reply = _seal(stack, kh, [DESK, INTERPOL], type="reply", in_reply_to=original, tlp=tlp)
+    assert (await _post(stack, KH, reply)).status_code == 202
+    # An agency that was never shared the notice cannot thread onto it at all.
+    _, outsider = _seal(stack, _keys(stack, ASEANAPOL), [DESK], type="reply", in_reply_to=original)
+    await _refused(stack, await _post(stack, ASEANAPOL, outsider), 422, "tlp_violation")
+
+
+async def test_an_amber_notice_may_be_forwarded_but_its_label_not_loosened(stack: Stack) -> None:
+    original = await _desk_sends(stack, [KH], tlp="amber")
+    kh = _keys(stack, KH)
+    _, loosened = _seal(stack, kh, [ASEANAPOL], forwarded_from=original, tlp="green")
+    await _refused(stack, await _post(stack, KH, loosened), 422, "tlp_violation")
+    _, unknown = _seal(stack, kh, [ASEANAPOL], forwarded_from=str(uuid.uuid4()), tlp="amber")
+    await _refused(stack, await _post(stack, KH, unknown), 422, "unknown_reference")
+    _, other_case = _seal(
+        stack, kh, [ASEANAPOL], forwarded_from=original, tlp="amber", case_ref="KD-2025-0999"
+    )
+    await _refused(stack, await _post(stack, KH, other_case), 422, "unknown_reference")
+    forward_id, forward = _seal(stack, kh, [ASEANAPOL], forwarded_from=original, tlp="amber")
+    assert (await _post(stack, KH, forward)).status_code == 202
+    await eventually(lambda: _delivered(stack, forward_id, 1))
+
+
+async def test_recall_removes_unread_copies_and_marks_read_ones(stack: Stack) -> None:
+    notice_id = await _desk_sends(stack, [KH, INTERPOL])
+    kh = stack.client(KH)
+    assert [i["notice_id"] for i in (await kh.get("/v1/inbox")).json()["items"]] == [notice_id]
+    # Only the sender may recall.
+    assert (await kh.post(f"/v1/notices/{notice_id}/recall", json={})).status_code == 404
+    response = await stack.client(DESK).post(f"/v1/notices/{notice_id}/recall", json={"reason": "wrong case"})
+    assert response.status_code == 202, response.text
+
+    async def recalled() -> dict[str, str]:
+        status = (await stack.client(DESK).get(f"/v1/notices/{notice_id}")).json()
+        states = {r["agency"]: r["state"] for r in status["recipients"]}
+        return states if set(states.values()) == {"recalled"} else {}
+
+    await eventually(recalled)
+    # Interpol never fetched it: it is gone from its inbox. kh-cnp had: it sees it marked.
+    assert (await stack.client(INTERPOL).get("/v1/inbox")).json()["items"] == []
+    [item] = (await kh.get("/v1/inbox")).json()["items"]
+    assert item["state"] == "recalled"
+    ack = await kh.post(f"/v1/inbox/{notice_id}/ack")
+    assert ack.status_code == 410 and "recalled" in ack.json()["detail"]
+    again = await stack.client(DESK).post(f"/v1/notices/{notice_id}/recall", json={})
+    assert again.status_code == 409
+    events = await eventually(lambda: _at_least(stack, "notice.recalled", 2))
+    assert {e["agency"]: e["details"]["was_fetched"] for e in events} == {KH: True, INTERPOL: False}
+    assert await eventually(lambda: _audited(stack, "notice.recall_requested", reason="wrong case"))
+
+
+async def test_an_expired_notice_is_no_longer_served_and_is_marked_expired(stack: Stack) -> None:
+    expires = datetime.now(UTC) + timedelta(seconds=4)
+    notice_id = await _desk_sends(stack, [KH], expires_at=expires.isoformat())
+    kh = stack.client(KH)
+    assert [i["notice_id"] for i in (await kh.get("/v1/inbox")).json()["items"]] == [notice_id]
+
+    async def expired() -> bool:
+        status = (await stack.client(DESK).get(f"/v1/notices/{notice_id}")).json()
+        return bool(status["recipients"][0]["state"] == "expired")
+
+    await eventually(expired, within=30)
+    assert (await kh.get("/v1/inbox")).json()["items"] == []
+    ack = await kh.post(f"/v1/inbox/{notice_id}/ack")
+    assert ack.status_code == 410 and "expired" in ack.json()["detail"]
+    assert await eventually(lambda: _audited(stack, "notice.expired", agency=KH))
+
+
+async def test_the_directory_is_signed_and_checks_out_against_the_pinned_key(stack: Stack) -> None:
+    kh = _keys(stack, KH)
+    await stack.client(KH).post(f"/v1/keys/{kh.signing_kid}/revoke", json={"reason": "drill"})
+    response = await stack.client(INTERPOL).get("/v1/directory")
+    assert response.status_code == 200, response.text
+    signed = SignedDirectory.model_validate(response.json())
+    pinned = load_pin(stack.home / INTERPOL)
+    document = verify_directory(signed, pinned, datetime.now(UTC), timedelta(minutes=5))
+    entry = document.agency(KH)
+    assert entry is not None
+    states = {k.kid: k.status for k in entry.keys}
+    assert states == {kh.signing_kid: "revoked", kh.encryption_kid: "active"}
+
+    # The independent JOSE library agrees, from the pinned key alone.
+    checker = jwc_jws.JWS()
+    checker.deserialize(signed.jws)
+    checker.verify(jwc_jwk.JWK(**public_jwk(pinned, use="sig", alg="Ed25519")), alg="Ed25519")
+    assert json.loads(checker.payload)["agencies"][0]["id"] == document.agencies[0].id
+
+    # A document changed in transit, signed by another key, or replayed late is refused.
+    head, payload, signature = signed.jws.split(".")
+    tampered = json.loads(_b64d(payload))
+    tampered["agencies"][0]["keys"] = []
+    forged = SignedDirectory(jws=f"{head}.{_b64e(json.dumps(tampered).encode())}.{signature}", kid=signed.kid)
+    with pytest.raises(DirectoryTrustError, match="does not verify"):
+        verify_directory(forged, pinned, datetime.now(UTC), timedelta(minutes=5))
+    other = AgencyKeys.generate("x").signing
+    with pytest.raises(DirectoryTrustError, match="not by the pinned key"):
+        verify_directory(signed, other, datetime.now(UTC), timedelta(minutes=5))
+    with pytest.raises(DirectoryTrustError, match="replayed old copy"):
+        verify_directory(signed, pinned, datetime.now(UTC) + timedelta(hours=1), timedelta(minutes=5))
+
+
+async def test_a_notice_is_stored_only_once_everything_checks_out(stack: Stack) -> None:
+    """Nothing half-way: refused envelopes leave no submission, notice or inbox row behind."""
+    kh = _keys(stack, KH)
+    _, stale = _seal(stack, kh, [DESK], sent_at=datetime.now(UTC) - timedelta(hours=1))
+    assert (await _post(stack, KH, stale)).status_code == 422
+    await asyncio.sleep(1)  # ingest would have had time to store something, were anything produced
+    assert (
+        await _count(stack, Submission),
+        await _count(stack, NoticeRow),
+        await _count(stack, Delivery),
+    ) == (0, 0, 0)
