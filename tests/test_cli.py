@@ -10,6 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner, Result
 
 from services.cli.main import app
+from services.common.signed_directory import DIRECTORY_KEY_FILE, load_directory_key
 from tests.conftest import Stack, eventually
 
 
@@ -18,7 +19,7 @@ async def deskbridge(stack: Stack, *args: str) -> Result:
     argv = [*args, "--home", str(stack.home)]
     if args[0] == "audit":
         argv += ["--audit-server", stack.audit_url]
-    elif args[0] != "keys" or "--register" in args:
+    elif args[:2] != ("keys", "generate") or "--register" in args:
         argv += ["--server", stack.gateway_url]
     return await asyncio.to_thread(CliRunner().invoke, app, argv)
 
@@ -80,6 +81,12 @@ async def test_admin_enrols_a_new_agency_that_then_receives(stack: Stack, tmp_pa
     assert oct((stack.home / "europol" / "keys.jwks.json").stat().st_mode & 0o777) == "0o600"
     issued = await deskbridge(stack, "credential", "issue", "--role", "agency", "--agency", "europol")
     assert issued.exit_code == 0, issued.output
+    # Europol pins the directory key after the desk reads its kid out to them by phone.
+    desk_said = load_directory_key(stack.home / "kr-desk" / DIRECTORY_KEY_FILE).thumbprint()
+    wrong = await deskbridge(stack, "directory", "pin", "--as", "europol", "--kid", "A" * 43)
+    assert wrong.exit_code == 1 and "not pinned" in wrong.output
+    pinned = await deskbridge(stack, "directory", "pin", "--as", "europol", "--kid", desk_said)
+    assert pinned.exit_code == 0, pinned.output
     sent = await deskbridge(
         stack,
         "notice", "send", "--as", "kr-desk", "--to", "europol", "--type", "intel_report",

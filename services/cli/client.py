@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from joserfc.jwk import OKPKey
 
+from schemas.directory import DirectoryAgency, DirectoryDocument, SignedDirectory
 from services.common.envelope import EnvelopeError, PublicKey
+from services.common.keys import import_public
+from services.common.signed_directory import DirectoryTrustError, verify_directory
 
 
 class ClientError(Exception):
@@ -23,7 +27,6 @@ class Api:
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if auth is None and token is not None else {}
         self._client = httpx.Client(base_url=base_url, headers=headers, auth=auth, timeout=timeout)
-        self._keys: dict[str, PublicKey] = {}
 
     def __enter__(self) -> Api:
         return self
@@ -45,21 +48,50 @@ class Api:
             raise ClientError(f"{method} {path} failed with {response.status_code}: {detail}")
         return response.json()
 
-    def key_lookup(self, agency: str) -> Callable[[str], PublicKey]:
-        """Verification keys come from the directory, by kid, cached for this run."""
+    def directory(self, pinned: OKPKey) -> TrustedDirectory:
+        """The signed directory, checked against the key this identity pinned: the server is not trusted."""
+        signed = SignedDirectory.model_validate(self.call("GET", "/v1/directory"))
+        try:
+            document = verify_directory(signed, pinned, datetime.now(UTC), DIRECTORY_MAX_AGE)
+        except DirectoryTrustError as exc:
+            raise ClientError(f"directory refused: {exc}") from exc
+        return TrustedDirectory(document)
+
+
+DIRECTORY_MAX_AGE = timedelta(minutes=10)
+
+
+class TrustedDirectory:
+    """Key lookups in a directory document whose signature was checked."""
+
+    def __init__(self, document: DirectoryDocument) -> None:
+        self.document = document
+
+    def _agency(self, agency: str) -> DirectoryAgency:
+        entry = self.document.agency(agency)
+        if entry is None:
+            raise ClientError(f"{agency} is not in the directory")
+        return entry
+
+    def signing_key(self, agency: str, at: datetime) -> Callable[[str], PublicKey]:
+        """A lookup for keys of `agency` that were good at `at` (when the notice says it was sent): old
+        notices verify with rotated-out keys; a key revoked before then is refused."""
 
         def lookup(kid: str) -> PublicKey:
-            if kid not in self._keys:
-                self._load(agency)
-            if kid not in self._keys or self._keys[kid].agency != agency:
-                raise EnvelopeError("unknown_key", f"{agency} has no key {kid} in the directory")
-            return self._keys[kid]
+            key = next((k for k in self._agency(agency).keys if k.kid == kid and k.use == "sig"), None)
+            if key is None:
+                raise EnvelopeError("unknown_key", f"{agency} has no signing key {kid} in the directory")
+            if not key.valid_at(at):
+                reason = "key_revoked" if key.revoked_at is not None else "key_not_valid"
+                raise EnvelopeError(reason, f"key {kid} of {agency} was not valid at {at.isoformat()}")
+            return PublicKey(agency, kid, import_public(key.public_jwk()))
 
         return lookup
 
-    def _load(self, agency: str) -> None:
-        jwks = self.call("GET", f"/v1/directory/agencies/{agency}/jwks")
-        for jwk in jwks["keys"]:
-            if jwk.get("use") == "sig" and jwk.get("status") == "active":
-                public = OKPKey.import_key({k: jwk[k] for k in ("kty", "crv", "x")})
-                self._keys[jwk["kid"]] = PublicKey(agency, jwk["kid"], public)
+    def encryption_key(self, agency: str) -> PublicKey:
+        """The newest key an agency currently takes notices under."""
+        usable = [k for k in self._agency(agency).keys if k.use == "enc" and k.status == "active"]
+        if not usable:
+            raise ClientError(f"{agency} has no active encryption key in the directory")
+        newest = usable[-1]  # the directory lists keys in the order they were registered
+        return PublicKey(agency, newest.kid, import_public(newest.public_jwk()))

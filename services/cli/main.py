@@ -6,6 +6,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,12 +15,13 @@ from pydantic import ValidationError
 
 from schemas.audit import AuditRecord
 from schemas.notices import Notice, NoticeDraft
-from services.cli.client import Api, ClientError
+from services.cli.client import Api, ClientError, TrustedDirectory
 from services.cli.profiles import Profile, ProfileError
 from services.common.auditlog import ChainBreak, verify_chain
-from services.common.envelope import EnvelopeError, open_envelope, parse_envelope
+from services.common.envelope import EnvelopeError, open_envelope, parse_envelope, seal_notice
 from services.common.httpsig import RequestSigner
-from services.common.keys import AgencyKeys, KeyFileError
+from services.common.keys import AgencyKeys, KeyFileError, import_public
+from services.common.signed_directory import load_pin, save_pin
 
 app = typer.Typer(no_args_is_help=True, help="deskbridge: signed, encrypted case notices over Kafka.")
 notice_app = typer.Typer(no_args_is_help=True, help="Send notices and follow their delivery.")
@@ -27,6 +29,8 @@ inbox_app = typer.Typer(no_args_is_help=True, help="Pull, open and acknowledge y
 audit_app = typer.Typer(no_args_is_help=True, help="Check the audit log.")
 agency_app = typer.Typer(no_args_is_help=True, help="Register agencies (administrator).")
 keys_app = typer.Typer(no_args_is_help=True, help="Make and register an agency's keys.")
+case_app = typer.Typer(no_args_is_help=True, help="Follow a case: its notices and replies as a thread.")
+directory_app = typer.Typer(no_args_is_help=True, help="Pin and read the signed agency directory.")
 credential_app = typer.Typer(no_args_is_help=True, help="Issue (administrator) and rotate API credentials.")
 for sub, name in (
     (notice_app, "notice"),
@@ -35,6 +39,8 @@ for sub, name in (
     (agency_app, "agency"),
     (keys_app, "keys"),
     (credential_app, "credential"),
+    (case_app, "case"),
+    (directory_app, "directory"),
 ):
     app.add_typer(sub, name=name)
 
@@ -178,10 +184,20 @@ def notice_send(
     tlp: Annotated[str, typer.Option(help="clear, green, amber, amber+strict or red")],
     case_ref: Annotated[str, typer.Option(help="The desk's case number, e.g. KD-2025-0331")],
     file: Annotated[Path, typer.Option(help="JSON with summary, details, subjects, locations ...")],
+    in_reply_to: Annotated[str | None, typer.Option(help="The notice this one answers.")] = None,
+    forwarded_from: Annotated[str | None, typer.Option(help="The notice this one passes on.")] = None,
+    keys: Annotated[
+        Path | None,
+        typer.Option(
+            help="Seal here with the private keys in this folder (default for partners: the profile's)."
+        ),
+    ] = None,
+    sign: Sign = False,
     home: Home = DEFAULT_HOME,
     server: Server = DEFAULT_SERVER,
 ) -> None:
-    """Send a notice through the gateway, which seals it with the desk's keys."""
+    """Send a notice. A partner (or anyone given --keys) seals it on this machine and posts the sealed
+    envelope; the desk may leave sealing to its gateway."""
     with one_line_errors():
         try:
             content: dict[str, Any] = json.loads(file.read_text())
@@ -196,10 +212,27 @@ def notice_send(
                 "tlp": tlp,
                 "case_ref": case_ref,
                 "recipients": [r.strip() for r in to.split(",") if r.strip()],
+                "in_reply_to": in_reply_to,
+                "forwarded_from": forwarded_from,
             }
         )
-        with _api(home, as_, server) as api:
-            body = api.call("POST", "/v1/notices", json=draft.model_dump(mode="json", exclude_none=True))
+        profile = Profile(home, as_)
+        with _api(home, as_, server, sign) as api:
+            directory = api.directory(load_pin(profile.folder))
+            me = directory.document.agency(as_)
+            if keys is None and me is not None and me.kind == "desk":
+                body = api.call("POST", "/v1/notices", json=draft.model_dump(mode="json", exclude_none=True))
+            else:
+                own = AgencyKeys.load(keys or profile.folder)
+                if own.agency != as_:
+                    raise ClientError(f"the keys in {keys or profile.folder} are {own.agency}'s, not {as_}'s")
+                notice = Notice(**draft.model_dump(), sender=as_, sent_at=datetime.now(UTC))
+                recipients = [directory.encryption_key(r) for r in notice.recipients]
+                envelope = seal_notice(notice, own.signer(), recipients)
+                body = api.call(
+                    "POST", "/v1/envelopes", content=envelope, headers={"Content-Type": "application/json"}
+                )
+                typer.echo(f"sealed here by {as_} with key {own.signing_kid}")
         typer.echo(f"accepted {body['notice_id']} (durable in Kafka); status: {body['status_url']}")
 
 
@@ -231,10 +264,11 @@ def inbox_pull(
         keys = profile.keys()
         opened = 0
         with _api(home, as_, server, sign) as api:
+            directory = api.directory(load_pin(profile.folder))
             for item in _inbox_items(api):
-                if item["state"] == "acknowledged":
+                if item["state"] in ("acknowledged", "recalled"):
                     continue
-                notice = _open(api, keys, item)
+                notice = _open(directory, keys, item)
                 opened += 1
                 if as_json:
                     typer.echo(notice.model_dump_json())
@@ -262,11 +296,13 @@ def _inbox_items(api: Api) -> Iterator[dict[str, Any]]:
         cursor = page["next_cursor"]
 
 
-def _open(api: Api, keys: AgencyKeys, item: dict[str, Any]) -> Notice:
+def _open(directory: TrustedDirectory, keys: AgencyKeys, item: dict[str, Any]) -> Notice:
     envelope = parse_envelope(item["envelope"])
     if envelope.routing.sender != item["sender"]:
         raise EnvelopeError("header_mismatch", "the inbox entry names another sender than the envelope")
-    return open_envelope(envelope, keys.decryption_keys(), api.key_lookup(envelope.routing.sender))
+    # Verified with the sender's keys as they were when it was sent: rotation does not orphan old notices.
+    lookup = directory.signing_key(envelope.routing.sender, envelope.routing.sent_at)
+    return open_envelope(envelope, keys.decryption_keys(), lookup)
 
 
 @audit_app.command("verify")
@@ -294,3 +330,107 @@ def audit_verify(
             typer.echo(f"error: audit log is NOT intact ({len(breaks)} problem(s))", err=True)
             raise typer.Exit(1)
         typer.echo(f"audit log intact: {len(records)} entries, head {head_hash}")
+
+
+@notice_app.command("recall")
+def notice_recall(
+    notice_id: str,
+    as_: As,
+    reason: Annotated[str | None, typer.Option(help="Recorded in the audit log.")] = None,
+    sign: Sign = False,
+    home: Home = DEFAULT_HOME,
+    server: Server = DEFAULT_SERVER,
+) -> None:
+    """Withdraw a notice you sent: unread copies leave the inboxes, read ones are marked recalled."""
+    with one_line_errors(), _api(home, as_, server, sign) as api:
+        api.call("POST", f"/v1/notices/{notice_id}/recall", json={"reason": reason})
+        typer.echo(f"recall of {notice_id} accepted; `deskbridge notice status` shows it applied")
+
+
+@case_app.command("show")
+def case_show(
+    case_ref: str, as_: As, sign: Sign = False, home: Home = DEFAULT_HOME, server: Server = DEFAULT_SERVER
+) -> None:
+    """A case's notices with their replies indented beneath them, and each recipient's state."""
+    with one_line_errors(), _api(home, as_, server, sign) as api:
+        thread = api.call("GET", f"/v1/cases/{case_ref}")
+        typer.echo(f"case {thread['case_ref']}: {len(thread['notices'])} notice(s)")
+        for n in thread["notices"]:
+            pad = "  " * (n["depth"] + 1)
+            recalled = "  RECALLED" if n.get("recalled_at") else ""
+            typer.echo(
+                f"{pad}{n['sent_at']}  {n['notice_type']} [{n['priority']}] TLP:{n['tlp'].upper()} "
+                f"from {n['sender']}  id {n['notice_id']}{recalled}"
+            )
+            for r in n["recipients"]:
+                typer.echo(f"{pad}  -> {r['agency']:<26} {r['state']}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    as_: As,
+    overlap: Annotated[
+        int, typer.Option(help="Seconds the current keys stay valid, for envelopes already in flight.")
+    ] = 300,
+    sign: Sign = False,
+    home: Home = DEFAULT_HOME,
+    server: Server = DEFAULT_SERVER,
+) -> None:
+    """Make a new key pair here, register its public halves, and keep the old private keys so notices
+    sealed to them still open. The file is rewritten only once the directory has the new keys."""
+    with one_line_errors():
+        profile = Profile(home, as_)
+        current = profile.keys()
+        rotated = current.rotated()
+        with _api(home, as_, server, sign) as api:
+            for jwk in rotated.public_jwks():
+                api.call("POST", "/v1/keys", json={"jwk": jwk, "retire_previous_after_s": overlap})
+                typer.echo(f"registered {jwk['use']} key {jwk['kid']}")
+        path = rotated.save(profile.folder)
+        typer.echo(
+            f"keys rotated; previous keys ({current.signing_kid}, {current.encryption_kid}) expire in "
+            f"{overlap} s and stay in {path} to open old notices"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    kid: str,
+    as_: As,
+    reason: Annotated[str, typer.Option(help="Why, e.g. 'device lost': recorded in the audit log.")],
+    home: Home = DEFAULT_HOME,
+    server: Server = DEFAULT_SERVER,
+) -> None:
+    """Revoke one of your agency's keys at once (compromise). The administrator may revoke any key."""
+    with one_line_errors(), _api(home, as_, server) as api:
+        path = f"/v1/admin/keys/{kid}/revoke" if as_ == "admin" else f"/v1/keys/{kid}/revoke"
+        api.call("POST", path, json={"reason": reason})
+        typer.echo(f"key {kid} revoked; new envelopes signed with it are refused from now on")
+
+
+@directory_app.command("pin")
+def directory_pin(
+    as_: As,
+    kid: Annotated[str, typer.Option(help="The directory key's kid, as the desk told you out of band.")],
+    home: Home = DEFAULT_HOME,
+    server: Server = DEFAULT_SERVER,
+) -> None:
+    """Pin the desk's directory key after checking its kid; every later directory must be signed by it."""
+    with one_line_errors(), _api(home, as_, server) as api:
+        served = import_public(api.call("GET", "/v1/directory/key"))
+        if served.thumbprint() != kid:
+            raise ClientError(f"the server's directory key is {served.thumbprint()}, not {kid}: not pinned")
+        path = save_pin(Profile(home, as_).folder, served)
+        typer.echo(f"pinned directory key {kid} in {path}")
+
+
+@directory_app.command("show")
+def directory_show(as_: As, home: Home = DEFAULT_HOME, server: Server = DEFAULT_SERVER) -> None:
+    """The agencies and their keys, from the directory as signed by the pinned key."""
+    with one_line_errors(), _api(home, as_, server) as api:
+        directory = api.directory(load_pin(Profile(home, as_).folder))
+        typer.echo(f"directory signed at {datetime.fromtimestamp(directory.document.iat, UTC).isoformat()}")
+        for agency in directory.document.agencies:
+            typer.echo(f"{agency.id:<28} {agency.kind:<8} {agency.name}")
+            for key in agency.keys:
+                typer.echo(f"  {key.use} {key.kid} {key.status}")

@@ -4,6 +4,7 @@ without trusting the server that hands the document out."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -38,13 +39,18 @@ def _seconds(at: datetime | None) -> int | None:
     return int(at.timestamp()) if at is not None else None
 
 
+def _seconds_up(at: datetime | None) -> int | None:
+    # Whole seconds, rounded up, so what was signed in the key's last fraction of a second still verifies.
+    return math.ceil(at.timestamp()) if at is not None else None
+
+
 def directory_key_entry(key: AgencyKey, now: datetime) -> DirectoryKey:
     return DirectoryKey.model_validate(
         {
             **json.loads(key.jwk),
             "status": key_state(key, now),
             "nbf": int(key.not_before.timestamp()),
-            "exp": _seconds(key.not_after),
+            "exp": _seconds_up(key.not_after),
             "revoked_at": _seconds(key.revoked_at),
         }
     )
