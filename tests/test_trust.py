@@ -12,6 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 from jwcrypto import jwk as jwc_jwk
@@ -22,6 +23,7 @@ from schemas.directory import SignedDirectory
 from schemas.notices import Notice
 from services.common.db import AgencyKey, Delivery, NoticeRow, Submission
 from services.common.envelope import PublicKey, open_envelope, parse_envelope, seal_notice
+from services.common.httpsig import RequestSigner
 from services.common.kafka import header_value
 from services.common.keys import AgencyKeys, public_jwk
 from services.common.signed_directory import (
@@ -263,9 +265,14 @@ async def test_rotation_keeps_old_notices_verifiable_and_moves_new_ones_to_the_n
 
     rotated = kh.rotated()
     client = stack.client(KH)
-    for jwk in rotated.public_jwks():
-        response = await client.post("/v1/keys", json={"jwk": jwk, "retire_previous_after_s": 0})
-        assert response.status_code == 201, response.text
+    # A bearer credential alone cannot add keys (a stolen one must not let the thief sign as kh-cnp).
+    by_bearer = await client.post("/v1/keys", json={"jwk": rotated.public_jwks()[0]})
+    assert by_bearer.status_code == 401 and "signed" in by_bearer.json()["detail"]
+    signed = httpx.AsyncClient(base_url=stack.gateway_url, auth=RequestSigner(kh.signer()), timeout=30)
+    async with signed:
+        for jwk in reversed(rotated.public_jwks()):  # the signing key last: it retires the signer
+            response = await signed.post("/v1/keys", json={"jwk": jwk, "retire_previous_after_s": 0})
+            assert response.status_code == 201, response.text
     rotated.save(stack.home / KH)
 
     assert (await _post(stack, KH, in_flight)).status_code == 202

@@ -372,18 +372,20 @@ def keys_rotate(
     overlap: Annotated[
         int, typer.Option(help="Seconds the current keys stay valid, for envelopes already in flight.")
     ] = 300,
-    sign: Sign = False,
     home: Home = DEFAULT_HOME,
     server: Server = DEFAULT_SERVER,
 ) -> None:
     """Make a new key pair here, register its public halves, and keep the old private keys so notices
-    sealed to them still open. The file is rewritten only once the directory has the new keys."""
+    sealed to them still open. The file is rewritten only once the directory has the new keys.
+
+    The registration is signed with the current key (RFC 9421): a bearer credential alone cannot add keys."""
     with one_line_errors():
         profile = Profile(home, as_)
         current = profile.keys()
         rotated = current.rotated()
-        with _api(home, as_, server, sign) as api:
-            for jwk in rotated.public_jwks():
+        with Api(server, auth=RequestSigner(current.signer())) as api:
+            # The signing key last: registering it retires the current one, which signs these requests.
+            for jwk in reversed(rotated.public_jwks()):
                 api.call("POST", "/v1/keys", json={"jwk": jwk, "retire_previous_after_s": overlap})
                 typer.echo(f"registered {jwk['use']} key {jwk['kid']}")
         path = rotated.save(profile.folder)

@@ -94,7 +94,9 @@ def run_stack(var: Path, kafka_port: int, gateway_port: int, audit_port: int) ->
             f"Try: deskbridge inbox pull --as kh-cnp --home {home}\nCtrl-C stops everything.",
             flush=True,
         )
+        # SIGINT too: a shell that starts us in the background hands us SIGINT ignored.
         signal.signal(signal.SIGTERM, _raise_interrupt)
+        signal.signal(signal.SIGINT, _raise_interrupt)
         _wait_for_stop(children)
     finally:
         print("\nstopping ...", flush=True)

@@ -147,11 +147,14 @@ _bearer = HTTPBearer(auto_error=False, description="A deskbridge credential: `Au
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def require(*roles: str, by_signature: bool = True) -> Callable[..., Awaitable[Principal]]:
+def require(
+    *roles: str, by_signature: bool = True, by_bearer: bool = True
+) -> Callable[..., Awaitable[Principal]]:
     """A dependency that authenticates the caller and admits only the given roles.
 
-    A bearer credential works for every role; where the agency role is admitted and `by_signature`, an
-    agency may instead sign the request with its own directory key (RFC 9421, services/common/httpsig.py).
+    A bearer credential works for every role unless `by_bearer` is off; where the agency role is admitted
+    and `by_signature`, an agency may sign the request with its own directory key instead (RFC 9421,
+    services/common/httpsig.py).
     """
     signable = by_signature and "agency" in roles
 
@@ -165,8 +168,16 @@ def require(*roles: str, by_signature: bool = True) -> Callable[..., Awaitable[P
                 raise HTTPException(401, "this route takes a bearer credential, not a signature", _CHALLENGE)
             principal = await _signed_principal(request)
         elif credentials is None:
-            needed = "a bearer credential or a request signature" if signable else "a bearer credential"
+            needed = (
+                "a request signature"
+                if not by_bearer
+                else "a bearer credential or a request signature"
+                if signable
+                else "a bearer credential"
+            )
             raise HTTPException(401, f"{needed} is required", _CHALLENGE)
+        elif not by_bearer:
+            raise HTTPException(401, "this route takes a request signed with the agency's key", _CHALLENGE)
         else:
             found = await authenticate(session, credentials.credentials)
             if found is None:

@@ -15,7 +15,7 @@ from services.common.directory import agency_keys, list_agencies, register_key, 
 from services.common.http import Session
 from services.common.keys import public_jwk
 from services.common.signed_directory import directory_document, directory_key_entry, sign_directory
-from services.gateway.deps import Agency, Anyone, Publisher
+from services.gateway.deps import Agency, Anyone, Publisher, SignedAgency
 from services.gateway.notices import ERRORS
 
 router = APIRouter(prefix="/v1/directory", tags=["directory"])
@@ -80,10 +80,13 @@ async def get_jwks(agency_id: str, _: Anyone, session: Session) -> Jwks:
     status_code=201,
     response_model=dict[str, str],
     responses=ERRORS,
-    summary="Add a key to the caller's own agency, optionally retiring its current ones (agency credential).",
+    summary="Add a key to the caller's agency, retiring its current ones if asked (agency signature only).",
+    description="Only a request signed with one of the agency's current keys (RFC 9421) is accepted, so a "
+    "stolen bearer credential cannot add keys. After a compromise of every key, the administrator "
+    "registers the new ones.",
 )
 async def post_own_key(
-    body: KeyIn, principal: Agency, session: Session, publisher: Publisher
+    body: KeyIn, principal: SignedAgency, session: Session, publisher: Publisher
 ) -> dict[str, str]:
     assert principal.agency is not None
     retire = (
