@@ -216,8 +216,12 @@ async def test_broken_envelopes_are_refused_with_reasons_and_the_gateway_keeps_s
         response = await _post(stack, KH, envelope)
         assert response.status_code == status, (reason, response.text)
         assert response.json()["detail"].startswith(f"{reason}: "), (reason, response.text)
+    # Over the envelope limit: refused with the reason (and audited); far over it, cut off unread.
     oversize = await _post(stack, KH, b"{" + b" " * (2 * 1024 * 1024) + b"}")
-    assert oversize.status_code == 413
+    assert oversize.status_code == 413 and oversize.json()["detail"].startswith("oversize: ")
+    await eventually(lambda: _audited(stack, "notice.rejected", reason="oversize"))
+    cut_off = await _post(stack, KH, b"{" + b" " * (5 * 1024 * 1024) + b"}")
+    assert cut_off.status_code == 413 and "exceeds" in cut_off.json()["detail"]
     # Deeply nested JSON at the gateway's own JSON parsing is a clear 4xx too.
     nested = await stack.client(DESK).post(
         "/v1/notices", content=b"[" * 100_000 + b"]" * 100_000, headers={"Content-Type": "application/json"}

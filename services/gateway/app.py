@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI
 
 from services.common.db import make_engine, make_sessionmaker
+from services.common.envelope import MAX_ENVELOPE_BYTES
 from services.common.http import BodyLimit, install_error_handlers
 from services.common.kafka import EventPublisher, Topics
 from services.common.keys import KeyFileError
@@ -64,5 +65,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # A sealed envelope may be as large as ingest accepts; anything up to twice that reaches the envelope
+    # check, which refuses it with a reason the audit log records.
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, per_path={"/v1/envelopes": 2 * MAX_ENVELOPE_BYTES}
+    )
     return app
