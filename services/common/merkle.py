@@ -1,0 +1,224 @@
+"""RFC 9162 (Certificate Transparency v2) Merkle tree hashing and proofs, section 2.1: pure, no I/O.
+
+Storage layout the proofs read through `get_node(level, index)`: the hash of the complete subtree of
+2**level leaves [index * 2**level, (index + 1) * 2**level); level 0 holds the leaf hashes. Those nodes
+never change once written, so a store can cache them forever; the right edge of a tree whose size is
+not a power of two is recomputed from them, so any root or proof costs O(log n) node reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Sequence
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+GetNode = Callable[[int, int], bytes]
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two smaller than n (n > 1): where MTH splits D[n]."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def _fold(subtrees: Sequence[bytes]) -> bytes:
+    """MTH of a range from its perfect subtrees, left to right in decreasing size."""
+    acc = subtrees[-1]
+    for left in reversed(subtrees[:-1]):
+        acc = node_hash(left, acc)
+    return acc
+
+
+def root(leaf_hashes: Sequence[bytes]) -> bytes:
+    """MTH(D[n]) over leaf hashes, in O(n) with a stack of perfect subtrees (a binary counter)."""
+    if not leaf_hashes:
+        return EMPTY_ROOT
+    stack: list[tuple[int, bytes]] = []
+    for h in leaf_hashes:
+        level, acc = 0, h
+        while stack and stack[-1][0] == level:
+            acc = node_hash(stack.pop()[1], acc)
+            level += 1
+        stack.append((level, acc))
+    return _fold([h for _, h in stack])
+
+
+def _range_hash(start: int, end: int, get_node: GetNode) -> bytes:
+    """MTH(D[start:end]) for a range of the RFC recursion: start is a multiple of a power of two that
+    is >= end - start, so the range splits into aligned complete subtrees read with get_node."""
+    subtrees: list[bytes] = []
+    width = end - start
+    for level in reversed(range(width.bit_length())):
+        if width >> level & 1:
+            subtrees.append(get_node(level, start >> level))
+            start += 1 << level
+    return _fold(subtrees)
+
+
+def root_from_nodes(size: int, get_node: GetNode) -> bytes:
+    """MTH(D[size]) read from stored complete subtrees: at most log2(size) + 1 reads."""
+    if size < 0:
+        raise ValueError(f"tree size {size} is negative")
+    return EMPTY_ROOT if size == 0 else _range_hash(0, size, get_node)
+
+
+def inclusion_proof(index: int, size: int, get_node: GetNode) -> list[bytes]:
+    """PATH(index, D[size]) (RFC 9162 2.1.3.1), nearest the leaf first."""
+    if not 0 <= index < size:
+        raise ValueError(f"leaf {index} is not in a tree of size {size}")
+    proof: list[bytes] = []
+    start, end = 0, size
+    while end - start > 1:
+        k = _split(end - start)
+        if index < start + k:
+            proof.append(_range_hash(start + k, end, get_node))
+            end = start + k
+        else:
+            proof.append(_range_hash(start, start + k, get_node))
+            start += k
+    proof.reverse()
+    return proof
+
+
+def consistency_proof(old_size: int, new_size: int, get_node: GetNode) -> list[bytes]:
+    """PROOF(old_size, D[new_size]) (RFC 9162 2.1.4.1); empty when old_size is 0 or equals new_size."""
+    if not 0 <= old_size <= new_size:
+        raise ValueError(f"no consistency proof from size {old_size} to size {new_size}")
+    if old_size in (0, new_size):
+        return []
+    proof: list[bytes] = []
+    start, end, whole_old_tree = 0, new_size, True
+    while old_size != end:
+        k = _split(end - start)
+        if old_size - start <= k:
+            proof.append(_range_hash(start + k, end, get_node))
+            end = start + k
+        else:
+            proof.append(_range_hash(start, start + k, get_node))
+            start += k
+            whole_old_tree = False
+    if not whole_old_tree:
+        # SUBPROOF(m, D[m], false): the verifier does not know this subtree's hash yet.
+        proof.append(_range_hash(start, end, get_node))
+    proof.reverse()
+    return proof
+
+
+def _is_size(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _are_hashes(*values: object) -> bool:
+    return all(isinstance(v, bytes) and len(v) == HASH_SIZE for v in values)
+
+
+def _shift_while_even(fn: int, sn: int) -> tuple[int, int]:
+    while fn and not fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    return fn, sn
+
+
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root_hash: bytes) -> bool:
+    """RFC 9162 2.1.3.2, step by step. Never raises: malformed input is simply not a proof."""
+    if not (_is_size(index) and _is_size(size) and index < size):
+        return False
+    if not (isinstance(proof, Sequence) and _are_hashes(leaf, root_hash, *proof)):
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                fn, sn = _shift_while_even(fn, sn)
+        else:
+            r = node_hash(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    return sn == 0 and hmac.compare_digest(r, root_hash)
+
+
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> bool:
+    """RFC 9162 2.1.4.2, step by step, plus the trivial cases the RFC leaves out (old size 0, or equal
+    sizes), which must come with an empty proof. Never raises."""
+    if not (_is_size(old_size) and _is_size(new_size) and old_size <= new_size):
+        return False
+    if not (isinstance(proof, Sequence) and _are_hashes(old_root, new_root, *proof)):
+        return False
+    if old_size == 0:
+        # Stricter than transparency-dev/merkle, which ignores the roots here: size 0 has one root.
+        empty_ok = new_size > 0 or hmac.compare_digest(new_root, EMPTY_ROOT)
+        return not proof and hmac.compare_digest(old_root, EMPTY_ROOT) and empty_ok
+    if old_size == new_size:
+        return not proof and hmac.compare_digest(old_root, new_root)
+    if not proof:
+        return False
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
+            if not fn & 1:
+                fn, sn = _shift_while_even(fn, sn)
+        else:
+            sr = node_hash(sr, c)
+        fn, sn = fn >> 1, sn >> 1
+    return sn == 0 and hmac.compare_digest(fr, old_root) and hmac.compare_digest(sr, new_root)
+
+
+class MemoryTree:
+    """An append-only tree in memory that stores only complete subtrees, level by level: the reference
+    for what a persistent store writes (each append completes at most log2(n) + 1 nodes)."""
+
+    def __init__(self) -> None:
+        self._levels: list[list[bytes]] = [[]]
+
+    @property
+    def size(self) -> int:
+        return len(self._levels[0])
+
+    def append(self, leaf: bytes) -> int:
+        """Add a leaf hash (not leaf data); returns its index."""
+        if not _are_hashes(leaf):
+            raise ValueError(f"a leaf hash is {HASH_SIZE} bytes")
+        index = self.size
+        self._levels[0].append(leaf)
+        level = 0
+        while len(self._levels[level]) % 2 == 0:
+            parent = node_hash(self._levels[level][-2], self._levels[level][-1])
+            if level + 1 == len(self._levels):
+                self._levels.append([])
+            self._levels[level + 1].append(parent)
+            level += 1
+        return index
+
+    def get_node(self, level: int, index: int) -> bytes:
+        if not (0 <= level < len(self._levels) and 0 <= index < len(self._levels[level])):
+            raise LookupError(f"no complete subtree at level {level} index {index}")
+        return self._levels[level][index]
+
+    def root(self, size: int | None = None) -> bytes:
+        """The root at any size up to the current one."""
+        size = self.size if size is None else size
+        if not 0 <= size <= self.size:
+            raise ValueError(f"tree size {size} is beyond the current size {self.size}")
+        return root_from_nodes(size, self.get_node)
