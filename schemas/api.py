@@ -17,6 +17,7 @@ class DeliveryState(StrEnum):
     delivered = "delivered"
     fetched = "fetched"
     acknowledged = "acknowledged"
+    replied = "replied"  # the recipient answered it with a reply (in_reply_to)
     recalled = "recalled"  # the sender withdrew it; unfetched copies left the inbox
     expired = "expired"  # past its expires_at; no longer served
 
@@ -36,6 +37,12 @@ class RecipientStatus(BaseModel):
     acknowledged_at: datetime | None = None
     recalled_at: datetime | None = None
     expired_at: datetime | None = None
+    replied_at: datetime | None = None
+    ack_due_at: datetime | None = None
+    escalated_at: datetime | None = None
+    receipt: str | None = Field(
+        default=None, description="The recipient's signed receipt, once acknowledged."
+    )
 
 
 class NoticeStatus(BaseModel):
@@ -67,11 +74,22 @@ class InboxPage(BaseModel):
     next_cursor: str | None
 
 
+class AckIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    receipt: str = Field(
+        max_length=4096,
+        description="Compact JWS (Ed25519, typ deskbridge-receipt+jws, kid = your signing key) over "
+        '{"notice_id", "envelope_sha256" (of the envelope as served), "agency" (yours), "iat" (Unix s)}.',
+    )
+
+
 class Acknowledgement(BaseModel):
     notice_id: UUID
     agency: str
     state: DeliveryState
     acknowledged_at: datetime
+    receipt: str = Field(description="The recipient's signed receipt, as stored: proof of receipt.")
 
 
 class AgencyOut(BaseModel):
@@ -173,3 +191,15 @@ class CaseThread(BaseModel):
     notices: list[CaseNotice] = Field(
         description="Depth-first: each notice followed by its replies, by time."
     )
+
+
+class Alert(BaseModel):
+    """Something the desk must act on: a notice past its acknowledgement deadline, a parked webhook."""
+
+    kind: str = Field(description="sla_escalation | webhook_parked")
+    agency: str
+    notice_id: UUID | None = None
+    case_ref: str | None = None
+    priority: str | None = None
+    since: datetime
+    detail: str

@@ -22,11 +22,15 @@ class EventType(StrEnum):
     notice_recall_requested = "notice.recall_requested"
     notice_recalled = "notice.recalled"
     notice_expired = "notice.expired"
+    notice_replied = "notice.replied"
+    notice_escalated = "notice.escalated"
     agency_registered = "agency.registered"
     key_registered = "key.registered"
     key_revoked = "key.revoked"
     credential_issued = "credential.issued"
     credential_revoked = "credential.revoked"
+    webhook_parked = "webhook.parked"
+    webhook_replayed = "webhook.replayed"
 
 
 class Event(BaseModel):

@@ -19,11 +19,13 @@ from services.audit.api import create_app as create_audit_app
 from services.audit.main import run_consumer
 from services.cli.demo import bootstrap
 from services.cli.profiles import Profile
-from services.common.db import make_engine, make_sessionmaker
+from services.common.db import NoticeRow, make_engine, make_sessionmaker
 from services.common.kafka import EventPublisher, Topics, create_topics
 from services.common.kafka_broker import KafkaBroker, free_port
+from services.common.keys import AgencyKeys
 from services.common.logs import configure
 from services.common.migrate import upgrade
+from services.common.receipts import make_receipt
 from services.common.settings import Settings
 from services.gateway.app import create_app as create_gateway_app
 from services.ingest.main import run as run_ingest
@@ -134,6 +136,14 @@ def stack_settings(kafka_broker: KafkaBroker, database_url: str, topic_prefix: s
         desk_keys_dir=home / "kr-desk",
         kafka_send_timeout_s=10,
         expiry_sweep_s=0.5,
+        rate_limit_per_s=10_000,
+        rate_limit_burst=10_000,
+        webhook_allow_http=True,
+        webhook_dispatch=False,  # webhook tests run their own dispatcher, with a pinned jitter
+        webhook_poll_s=0.2,
+        webhook_backoff_base_s=0.2,
+        webhook_backoff_cap_s=1,
+        webhook_max_attempts=3,
     )
 
 
@@ -164,6 +174,9 @@ async def stack(
     """`@pytest.mark.without_ingest` leaves ingest out, for tests that run it as a process of its own."""
     home = tmp_path / "demo"
     settings = stack_settings(kafka_broker, stack_db, topic_prefix, home)
+    changed = request.node.get_closest_marker("settings")
+    if changed is not None:
+        settings = settings.model_copy(update=changed.kwargs)
     topics = Topics(topic_prefix)
     await create_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)
     publisher = EventPublisher(settings.kafka_bootstrap, "tests", topics, 10)
@@ -184,6 +197,15 @@ async def stack(
         await services.close()
         await publisher.close()
         await engine.dispose()
+
+
+async def receipt(stack: Stack, agency: str, notice_id: str) -> dict[str, str]:
+    """An ack body: the agency's signed receipt over the notice's envelope hash (as a client makes it)."""
+    async with stack.sessions() as session:
+        notice = await session.get(NoticeRow, notice_id)
+    digest = notice.envelope_sha256 if notice is not None else "0" * 64
+    signer = AgencyKeys.load(stack.home / agency).signer()
+    return {"receipt": make_receipt(signer, notice_id, digest)}
 
 
 def notice_body(recipients: list[str], **overrides: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from services.common import auditlog
 from services.common.auditlog import GENESIS_HASH, ChainBreak, append, entry_hash, to_record, verify_chain
 from services.common.db import AuditEntry, make_sessionmaker
 from services.common.kafka_broker import free_port
-from tests.conftest import ServiceTasks, Stack, eventually, notice_body
+from tests.conftest import ServiceTasks, Stack, eventually, notice_body, receipt
 
 ALTERED = "content does not match its hash (altered entry)"
 UNLINKED = "does not link to the previous entry's hash"
@@ -273,7 +273,9 @@ async def test_a_notice_journey_is_audited_without_its_contents(stack: Stack) ->
 
     [item] = await eventually(inbox)
     assert item["notice_id"] == notice_id
-    assert (await partner.post(f"/v1/inbox/{notice_id}/ack")).status_code == 200
+    assert (
+        await partner.post(f"/v1/inbox/{notice_id}/ack", json=await receipt(stack, "kh-cnp", notice_id))
+    ).status_code == 200
 
     journey = ["notice.submitted", "notice.delivered", "notice.fetched", "notice.acknowledged"]
 

@@ -3,8 +3,10 @@ keys rotate and get revoked, the desk recalls and follows a case, and a forged d
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import sys
 from pathlib import Path
 
 from services.common.db import NoticeRow
@@ -12,6 +14,7 @@ from services.common.envelope import parse_envelope
 from services.common.keys import AgencyKeys
 from services.common.signed_directory import PIN_FILE, save_pin
 from tests.conftest import Stack, eventually
+from tests.support.fixtures import REPO_ROOT
 from tests.test_cli import _notice_file, deskbridge
 
 CASE = "KD-2025-0512"
@@ -129,3 +132,23 @@ async def test_the_gateway_seals_with_the_desks_new_key_right_after_rotation(
     async with stack.sessions() as session:
         stored = await session.get(NoticeRow, notice_id)
         assert stored is not None and parse_envelope(stored.envelope).kid == new_kid
+
+
+async def test_inbox_pull_follow_shows_a_notice_as_soon_as_it_is_delivered(
+    stack: Stack, tmp_path: Path
+) -> None:
+    follower = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", "inbox", "pull", "--as", "aseanapol", "--follow", "--json",
+        "--home", str(stack.home), "--server", stack.gateway_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO_ROOT,
+    )  # fmt: skip
+    try:
+        await asyncio.sleep(2)
+        assert follower.returncode is None  # still waiting, nothing to show yet
+        notice_id = await _send(stack, tmp_path, "kr-desk", "aseanapol")
+        assert follower.stdout is not None
+        line = await asyncio.wait_for(follower.stdout.readline(), 30)
+        assert json.loads(line)["notice_id"] == notice_id
+    finally:
+        follower.terminate()
+        await follower.wait()

@@ -17,7 +17,7 @@ from services.common.kafka_broker import KafkaBroker, free_port
 from services.common.keys import AgencyKeys
 from services.common.settings import Settings
 from services.gateway.app import create_app
-from tests.conftest import ServiceTasks, Stack, eventually, notice_body
+from tests.conftest import ServiceTasks, Stack, eventually, notice_body, receipt
 from tests.support.fixtures import REPO_ROOT
 
 PARTNERS = ["kh-cnp", "interpol-ncb-phnom-penh"]
@@ -62,9 +62,9 @@ async def test_notice_journey_from_desk_to_partner_and_back(stack: Stack) -> Non
     assert notice.subjects[0].name_hangul == "김민준"
 
     assert (await _status(stack, notice_id))["kh-cnp"] == "fetched"
-    ack = await partner.post(f"/v1/inbox/{notice_id}/ack")
+    ack = await partner.post(f"/v1/inbox/{notice_id}/ack", json=await receipt(stack, "kh-cnp", notice_id))
     assert ack.status_code == 200 and ack.json()["state"] == "acknowledged"
-    again = await partner.post(f"/v1/inbox/{notice_id}/ack")
+    again = await partner.post(f"/v1/inbox/{notice_id}/ack", json=await receipt(stack, "kh-cnp", notice_id))
     assert again.status_code == 200 and again.json()["acknowledged_at"] == ack.json()["acknowledged_at"]
     assert await _status(stack, notice_id) == {
         "kh-cnp": "acknowledged",
@@ -86,7 +86,10 @@ async def test_agencies_see_only_their_own(stack: Stack) -> None:
     await eventually(lambda: _all_in(stack, notice_id, "delivered"))
     outsider = stack.client("aseanapol")
     assert (await outsider.get("/v1/inbox")).json()["items"] == []
-    for request in (outsider.get(f"/v1/notices/{notice_id}"), outsider.post(f"/v1/inbox/{notice_id}/ack")):
+    for request in (
+        outsider.get(f"/v1/notices/{notice_id}"),
+        outsider.post(f"/v1/inbox/{notice_id}/ack", json=await receipt(stack, "aseanapol", notice_id)),
+    ):
         response = await request
         assert response.status_code == 404
         assert response.headers["content-type"] == "application/problem+json"

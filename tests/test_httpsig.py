@@ -30,7 +30,7 @@ from services.common.httpsig import (
     verify_request,
 )
 from services.common.keys import AgencyKeys
-from tests.conftest import Stack, eventually, notice_body
+from tests.conftest import Stack, eventually, notice_body, receipt
 
 # RFC 9421 Appendix B.1.4, the Ed25519 test key, and B.2.6, a request signed with it.
 RFC_KEY = {
@@ -252,7 +252,9 @@ async def test_a_signed_agency_sees_only_its_own_inbox(stack: Stack) -> None:
         base_url=stack.gateway_url, auth=RequestSigner(_key(stack, PARTNER)), timeout=30
     ) as partner:
         assert _inbox_ids(await partner.get("/v1/inbox")) == [body["notice_id"]]
-        ack = await partner.post(f"/v1/inbox/{body['notice_id']}/ack")
+        ack = await partner.post(
+            f"/v1/inbox/{body['notice_id']}/ack", json=await receipt(stack, PARTNER, body["notice_id"])
+        )
         assert ack.status_code == 200 and ack.json()["agency"] == PARTNER, ack.text
     async with httpx.AsyncClient(
         base_url=stack.gateway_url, auth=RequestSigner(_key(stack, "aseanapol")), timeout=30

@@ -28,8 +28,10 @@ TABLES = {
     "deliveries",
     "audit_log",
     "seen_nonces",
+    "webhooks",
+    "webhook_parked",
 }
-HEAD = "0002"
+HEAD = "0004"
 
 
 def _diffs(connection: Connection, metadata: MetaData = Base.metadata) -> list[Any]:

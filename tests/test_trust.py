@@ -31,7 +31,7 @@ from services.common.signed_directory import (
     load_pin,
     verify_directory,
 )
-from tests.conftest import Stack, eventually, notice_body
+from tests.conftest import Stack, eventually, notice_body, receipt
 
 DESK, KH, INTERPOL, ASEANAPOL = "kr-desk", "kh-cnp", "interpol-ncb-phnom-penh", "aseanapol"
 
@@ -401,7 +401,7 @@ async def test_recall_removes_unread_copies_and_marks_read_ones(stack: Stack) ->
     assert (await stack.client(INTERPOL).get("/v1/inbox")).json()["items"] == []
     [item] = (await kh.get("/v1/inbox")).json()["items"]
     assert item["state"] == "recalled"
-    ack = await kh.post(f"/v1/inbox/{notice_id}/ack")
+    ack = await kh.post(f"/v1/inbox/{notice_id}/ack", json=await receipt(stack, KH, notice_id))
     assert ack.status_code == 410 and "recalled" in ack.json()["detail"]
     again = await stack.client(DESK).post(f"/v1/notices/{notice_id}/recall", json={})
     assert again.status_code == 409
@@ -422,7 +422,7 @@ async def test_an_expired_notice_is_no_longer_served_and_is_marked_expired(stack
 
     await eventually(expired, within=30)
     assert (await kh.get("/v1/inbox")).json()["items"] == []
-    ack = await kh.post(f"/v1/inbox/{notice_id}/ack")
+    ack = await kh.post(f"/v1/inbox/{notice_id}/ack", json=await receipt(stack, KH, notice_id))
     assert ack.status_code == 410 and "expired" in ack.json()["detail"]
     assert await eventually(lambda: _audited(stack, "notice.expired", agency=KH))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from services.common.auditlog import ChainBreak, verify_chain
 from services.common.envelope import EnvelopeError, open_envelope, parse_envelope, seal_notice
 from services.common.httpsig import RequestSigner
 from services.common.keys import AgencyKeys, KeyFileError, import_public
+from services.common.receipts import make_receipt
 from services.common.signed_directory import load_pin, save_pin
 
 app = typer.Typer(no_args_is_help=True, help="deskbridge: signed, encrypted case notices over Kafka.")
@@ -57,6 +59,7 @@ Sign = Annotated[
     ),
 ]
 DEFAULT_HOME = Path("var/demo")
+FOLLOW_WAIT_S = 20  # under the client timeout
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 DEFAULT_AUDIT = "http://127.0.0.1:8081"
 
@@ -245,8 +248,21 @@ def notice_status(
         body = api.call("GET", f"/v1/notices/{notice_id}")
         typer.echo(f"notice {body['notice_id']}  case {body['case_ref']}  from {body['sender']}")
         for r in body["recipients"]:
-            when = r.get("acknowledged_at") or r.get("fetched_at") or r.get("delivered_at") or ""
-            typer.echo(f"  {r['agency']:<28} {r['state']:<13} {when}")
+            when = (
+                r.get("replied_at")
+                or r.get("acknowledged_at")
+                or r.get("fetched_at")
+                or r.get("delivered_at")
+                or ""
+            )
+            marks = [
+                "signed receipt" if r.get("receipt") else "",
+                f"ESCALATED {r['escalated_at']}"
+                if r.get("escalated_at") and r["state"] != "acknowledged"
+                else "",
+            ]
+            extra = "  ".join(m for m in marks if m)
+            typer.echo(f"  {r['agency']:<28} {r['state']:<13} {when}  {extra}".rstrip())
 
 
 @inbox_app.command("pull")
@@ -254,6 +270,9 @@ def inbox_pull(
     as_: As,
     ack: Annotated[bool, typer.Option(help="Acknowledge each notice once it is opened and verified.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print each opened notice as a JSON line.")] = False,
+    follow: Annotated[
+        bool, typer.Option(help="Keep waiting for new notices (long-poll) until Ctrl-C.")
+    ] = False,
     sign: Sign = False,
     home: Home = DEFAULT_HOME,
     server: Server = DEFAULT_SERVER,
@@ -265,7 +284,7 @@ def inbox_pull(
         opened = 0
         with _api(home, as_, server, sign) as api:
             directory = api.directory(load_pin(profile.folder))
-            for item in _inbox_items(api):
+            for item in _inbox_items(api, follow):
                 if item["state"] in ("acknowledged", "recalled"):
                     continue
                 notice = _open(directory, keys, item)
@@ -279,21 +298,28 @@ def inbox_pull(
                         f"\n  signature verified: {notice.sender}"
                     )
                 if ack:
-                    api.call("POST", f"/v1/inbox/{notice.notice_id}/ack")
+                    # The receipt is signed here, with this agency's key, over the envelope as received.
+                    digest = hashlib.sha256(item["envelope"].encode()).hexdigest()
+                    signed = make_receipt(keys.signer(), str(notice.notice_id), digest)
+                    api.call("POST", f"/v1/inbox/{notice.notice_id}/ack", json={"receipt": signed})
                     if not as_json:
                         typer.echo("  acknowledged")
         if not as_json:
             typer.echo(f"{opened} notice(s) opened")
 
 
-def _inbox_items(api: Api) -> Iterator[dict[str, Any]]:
+def _inbox_items(api: Api, follow: bool = False) -> Iterator[dict[str, Any]]:
+    """Every page from the start; with `follow`, then long-polls for more (a flash notice shows at once)."""
     cursor: str | None = None
     while True:
-        page = api.call("GET", "/v1/inbox", params={"after": cursor} if cursor else {})
+        params: dict[str, Any] = {"after": cursor} if cursor else {}
+        if follow:
+            params["wait"] = FOLLOW_WAIT_S
+        page = api.call("GET", "/v1/inbox", params=params)
         yield from page["items"]
-        if not page["items"]:
+        if not page["items"] and not follow:
             return
-        cursor = page["next_cursor"]
+        cursor = page["next_cursor"] or cursor
 
 
 def _open(directory: TrustedDirectory, keys: AgencyKeys, item: dict[str, Any]) -> Notice:
@@ -436,3 +462,7 @@ def directory_show(as_: As, home: Home = DEFAULT_HOME, server: Server = DEFAULT_
             typer.echo(f"{agency.id:<28} {agency.kind:<8} {agency.name}")
             for key in agency.keys:
                 typer.echo(f"  {key.use} {key.kid} {key.status}")
+
+
+if __name__ == "__main__":
+    app()

@@ -142,6 +142,10 @@ class Delivery(Base):
     acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     recalled_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     expired_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    receipt: Mapped[str | None] = mapped_column(Text, nullable=True)  # compact JWS by the recipient
+    replied_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    ack_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, index=True)
+    escalated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class SeenNonce(Base):
@@ -172,6 +176,44 @@ class AuditEntry(Base):
     details: Mapped[str] = mapped_column(Text)  # canonical JSON
     prev_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Webhook(Base):
+    """An agency's endpoint that deliveries are POSTed to. `cursor_seq` is the last delivery handled;
+    the attempt columns belong to the delivery `head_seq`, so retries survive a restart, and the lease
+    lets one dispatcher at a time drive the webhook."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    filters: Mapped[str] = mapped_column(Text)  # JSON: types, priorities, case_refs; empty admits all
+    cursor_seq: Mapped[int] = mapped_column(Integer, default=0)
+    head_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class WebhookParked(Base):
+    """A delivery a webhook gave up on after its retry budget, until the agency replays it."""
+
+    __tablename__ = "webhook_parked"
+    __table_args__ = (UniqueConstraint("webhook_id", "delivery_seq", name="uq_webhook_parked_delivery"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    delivery_seq: Mapped[int] = mapped_column(ForeignKey("deliveries.seq"))
+    notice_id: Mapped[str] = mapped_column(String(36))
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    parked_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    replayed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:

@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +22,7 @@ from schemas.api import (
 from schemas.events import Event, EventType
 from services.common.db import Delivery, NoticeRow, Submission, utcnow
 from services.common.envelope import EnvelopeError, ParsedEnvelope
+from services.common.sla import DEFAULT_SLA, Sla
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,9 @@ def delivery_event(kind: EventType, notice: NoticeRow, recipient: str, actor: st
     )
 
 
-async def materialise(session: AsyncSession, envelope: ParsedEnvelope, ref: RecordRef) -> list[Event]:
+async def materialise(
+    session: AsyncSession, envelope: ParsedEnvelope, ref: RecordRef, sla: Sla = DEFAULT_SLA
+) -> list[Event]:
     """Writes the notice and its inbox rows (caller commits), returning the delivery events to publish.
 
     A redelivered record (same envelope bytes) writes nothing and returns the same events again;
@@ -82,12 +86,35 @@ async def materialise(session: AsyncSession, envelope: ParsedEnvelope, ref: Reco
     )
     session.add(notice)
     await session.flush()  # the notice row first: deliveries refer to it
+    due = sla.due(routing.priority.value, now)
     session.add_all(
-        Delivery(notice_id=notice_id, recipient=r, state="delivered", delivered_at=now)
+        Delivery(notice_id=notice_id, recipient=r, state="delivered", delivered_at=now, ack_due_at=due)
         for r in routing.recipients
     )
     await session.flush()
-    return [delivery_event(EventType.notice_delivered, notice, r, "ingest") for r in routing.recipients]
+    events = [delivery_event(EventType.notice_delivered, notice, r, "ingest") for r in routing.recipients]
+    return events + await _mark_replied(session, routing.in_reply_to, routing.sender, now)
+
+
+async def _mark_replied(
+    session: AsyncSession, original_id: uuid.UUID | None, replier: str, now: datetime
+) -> list[Event]:
+    """A reply moves the replier's copy of the original to `replied` (admission checked it was shared)."""
+    if original_id is None:
+        return []
+    original = await session.get(NoticeRow, str(original_id))
+    if original is None:
+        return []
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.notice_id == original.notice_id, Delivery.recipient == replier)
+        .where(Delivery.replied_at.is_(None))
+        .values(replied_at=now)
+    )
+    copy = select(Delivery.seq).where(Delivery.notice_id == original.notice_id, Delivery.recipient == replier)
+    if (await session.execute(copy)).first() is None:
+        return []  # the original's sender answering its own recipients has no copy to mark
+    return [delivery_event(EventType.notice_replied, original, replier, replier)]
 
 
 def encode_cursor(seq: int) -> str:
@@ -105,10 +132,20 @@ def decode_cursor(cursor: str) -> int:
         raise ValueError("not a cursor this server issued") from exc
 
 
+@dataclass(frozen=True)
+class InboxFilter:
+    """A subscription's narrowing; an empty tuple admits everything."""
+
+    types: tuple[str, ...] = ()
+    priorities: tuple[str, ...] = ()
+    case_refs: tuple[str, ...] = ()
+
+
 async def inbox(
-    session: AsyncSession, agency: str, after: int, limit: int
+    session: AsyncSession, agency: str, after: int, limit: int, only: InboxFilter = InboxFilter()
 ) -> list[tuple[Delivery, NoticeRow]]:
-    """The agency's copies after `after`, leaving out expired notices and recalled ones never fetched."""
+    """The agency's copies after `after` in delivery order, leaving out expired notices and recalled
+    ones never fetched. Served from the (recipient, seq) index: flat in the number stored."""
     now = utcnow()
     query = (
         select(Delivery, NoticeRow)
@@ -119,6 +156,13 @@ async def inbox(
         .order_by(Delivery.seq)
         .limit(limit)
     )
+    for column, values in (
+        (NoticeRow.notice_type, only.types),
+        (NoticeRow.priority, only.priorities),
+        (NoticeRow.case_ref, only.case_refs),
+    ):
+        if values:
+            query = query.where(column.in_(values))
     return [(d, n) for d, n in (await session.execute(query)).all()]
 
 
@@ -128,6 +172,8 @@ def shown_state(delivery: Delivery) -> DeliveryState:
         return DeliveryState.recalled
     if delivery.expired_at is not None:
         return DeliveryState.expired
+    if delivery.replied_at is not None:
+        return DeliveryState.replied
     return DeliveryState(delivery.state)
 
 
@@ -140,6 +186,10 @@ def recipient_status(delivery: Delivery) -> RecipientStatus:
         acknowledged_at=delivery.acknowledged_at,
         recalled_at=delivery.recalled_at,
         expired_at=delivery.expired_at,
+        replied_at=delivery.replied_at,
+        ack_due_at=delivery.ack_due_at,
+        escalated_at=delivery.escalated_at,
+        receipt=delivery.receipt,
     )
 
 
@@ -193,21 +243,28 @@ async def own_delivery(
     return (row[0], row[1]) if row is not None else None
 
 
-async def acknowledge(session: AsyncSession, delivery: Delivery) -> Acknowledgement:
+async def acknowledge(session: AsyncSession, delivery: Delivery, receipt: str) -> Acknowledgement:
+    """Records the acknowledgement with the recipient's checked receipt; a second ack keeps the first."""
     if delivery.state != "acknowledged":
         now = utcnow()
         await session.execute(
             update(Delivery)
             .where(Delivery.seq == delivery.seq, Delivery.state != "acknowledged")
-            .values(state="acknowledged", acknowledged_at=now, fetched_at=delivery.fetched_at or now)
+            .values(
+                state="acknowledged",
+                acknowledged_at=now,
+                fetched_at=delivery.fetched_at or now,
+                receipt=receipt,
+            )
         )
-        delivery.state, delivery.acknowledged_at = "acknowledged", now
-    assert delivery.acknowledged_at is not None
+        delivery.state, delivery.acknowledged_at, delivery.receipt = "acknowledged", now, receipt
+    assert delivery.acknowledged_at is not None and delivery.receipt is not None
     return Acknowledgement(
         notice_id=uuid.UUID(delivery.notice_id),
         agency=delivery.recipient,
         state=DeliveryState.acknowledged,
         acknowledged_at=delivery.acknowledged_at,
+        receipt=delivery.receipt,
     )
 
 

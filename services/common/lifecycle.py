@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas.api import Alert
 from schemas.events import Event, EventType
 from services.common.db import Delivery, NoticeRow, utcnow
 from services.common.delivery import delivery_event
@@ -78,3 +79,54 @@ async def expire_due(session: AsyncSession, now: datetime | None = None, limit: 
         update(Delivery).where(Delivery.seq.in_([d.seq for d, _ in rows])).values(expired_at=at)
     )
     return [delivery_event(EventType.notice_expired, n, d.recipient, "deskbridge/ingest") for d, n in rows]
+
+
+async def escalate_due(session: AsyncSession, now: datetime | None = None, limit: int = 1000) -> list[Event]:
+    """Marks copies past their acknowledgement deadline, still unacknowledged, as escalated (caller
+    commits) and returns the events that re-notify the recipient and raise it for the desk."""
+    at = now or utcnow()
+    query = (
+        select(Delivery, NoticeRow)
+        .join(NoticeRow, NoticeRow.notice_id == Delivery.notice_id)
+        .where(Delivery.ack_due_at.is_not(None), Delivery.ack_due_at <= at)
+        .where(Delivery.state != "acknowledged", Delivery.escalated_at.is_(None))
+        .where(Delivery.recalled_at.is_(None), Delivery.expired_at.is_(None))
+        .limit(limit)
+    )
+    rows = list((await session.execute(query)).all())
+    if not rows:
+        return []
+    await session.execute(
+        update(Delivery).where(Delivery.seq.in_([d.seq for d, _ in rows])).values(escalated_at=at)
+    )
+    return [
+        delivery_event(EventType.notice_escalated, n, d.recipient, "deskbridge/ingest").model_copy(
+            update={"details": {"priority": n.priority, "state": d.state, "due": d.ack_due_at.isoformat()}}
+        )
+        for d, n in rows
+        if d.ack_due_at is not None
+    ]
+
+
+async def escalated_since(session: AsyncSession, agency: str, since: datetime) -> list[Alert]:
+    """The agency's copies that escalated after `since` and still wait for its acknowledgement."""
+    query = (
+        select(Delivery, NoticeRow)
+        .join(NoticeRow, NoticeRow.notice_id == Delivery.notice_id)
+        .where(Delivery.recipient == agency, Delivery.escalated_at > since)
+        .where(Delivery.state != "acknowledged", Delivery.recalled_at.is_(None))
+        .order_by(Delivery.escalated_at)
+    )
+    return [
+        Alert(
+            kind="sla_escalation",
+            agency=agency,
+            notice_id=uuid.UUID(n.notice_id),
+            case_ref=n.case_ref,
+            priority=n.priority,
+            since=d.escalated_at,
+            detail=f"{n.priority} notice awaits your acknowledgement since {d.delivered_at.isoformat()}",
+        )
+        for d, n in (await session.execute(query)).all()
+        if d.escalated_at is not None
+    ]

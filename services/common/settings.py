@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.sla import Sla
 
 
 class Settings(BaseSettings):
@@ -30,6 +33,12 @@ class Settings(BaseSettings):
     freshness_s: int = Field(
         default=300, description="Envelopes and signed requests older than this are refused as stale."
     )
+    rate_limit_per_s: float = Field(default=500, description="Submissions per second per agency and gateway.")
+    rate_limit_burst: float = 1000
+    inbox_max_pending: int = Field(default=10_000, description="Unacknowledged notices one inbox may hold.")
+    sla_flash_s: float = Field(default=900, description="A flash notice unacknowledged this long escalates.")
+    sla_immediate_s: float = 4 * 3600
+    sla_routine_s: float = 3 * 86400
     expiry_sweep_s: float = Field(default=30, description="How often ingest marks expired notices.")
     clock_skew_s: int = Field(default=30, description="How far in the future a sender's clock may be.")
     directory_key_file: Path | None = Field(
@@ -39,3 +48,23 @@ class Settings(BaseSettings):
     kafka_send_timeout_s: float = 10.0
     log_level: str = "info"
     log_json: bool = False
+    webhook_dispatch: bool = Field(default=True, description="Ingest drives the agencies' webhooks.")
+    webhook_poll_s: float = Field(default=0.5, description="How often each webhook looks for new deliveries.")
+    webhook_timeout_s: float = Field(
+        default=10, description="A webhook POST not answered in this is a failure."
+    )
+    webhook_backoff_base_s: float = Field(
+        default=2, description="First retry waits up to this; each further one up to twice the last."
+    )
+    webhook_backoff_cap_s: float = Field(default=300, description="No retry waits longer than this.")
+    webhook_max_attempts: int = Field(default=8, ge=1, description="Attempts before a delivery is parked.")
+    webhook_allow_http: bool = Field(
+        default=False, description="Accept http:// webhook URLs (loopback tests); https:// only otherwise."
+    )
+
+    def sla(self) -> Sla:
+        return Sla(
+            timedelta(seconds=self.sla_flash_s),
+            timedelta(seconds=self.sla_immediate_s),
+            timedelta(seconds=self.sla_routine_s),
+        )

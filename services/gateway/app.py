@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,8 +16,10 @@ from services.common.kafka import EventPublisher, Topics
 from services.common.keys import KeyFileError
 from services.common.settings import Settings
 from services.common.signed_directory import DIRECTORY_KEY_FILE, load_directory_key
-from services.gateway import admin, credentials, directory, inbox, notices
+from services.gateway import admin, alerts, credentials, directory, inbox, notices, webhooks
 from services.gateway.deps import DeskKeyFile
+from services.gateway.limits import TokenBuckets
+from services.gateway.notify import InboxNotifier
 
 log = structlog.get_logger("gateway")
 
@@ -40,7 +43,15 @@ def create_app(settings: Settings) -> FastAPI:
         except KeyFileError as exc:
             log.warning("directory key not loaded; the signed directory will answer 503", reason=str(exc))
             app.state.directory_key = None
+        app.state.notifier = InboxNotifier()
+        app.state.buckets = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
+        stop = asyncio.Event()
+        following = asyncio.create_task(
+            app.state.notifier.run(settings.kafka_bootstrap, Topics(settings.topic_prefix), stop)
+        )
         yield
+        stop.set()
+        await following
         await app.state.publisher.close()
         await engine.dispose()
 
@@ -55,7 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (notices, inbox, directory, admin, credentials):
+    for module in (notices, inbox, directory, admin, credentials, webhooks, alerts):
         app.include_router(module.router)
     app.include_router(notices.envelopes)
     app.include_router(notices.cases)

@@ -60,6 +60,7 @@ def freshness(request: Request) -> Freshness:
 
 
 Publisher = Annotated[EventPublisher, Depends(publisher)]
+Config = Annotated[Settings, Depends(settings)]
 Fresh = Annotated[Freshness, Depends(freshness)]
 DeskKeys = Annotated[AgencyKeys, Depends(desk_keys)]
 Agency = Annotated[Principal, Depends(require("agency"))]

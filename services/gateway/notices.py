@@ -15,7 +15,8 @@ from services.common.delivery import notice_status
 from services.common.http import Session
 from services.common.kafka import cloud_headers
 from services.common.lifecycle import RECALL_TYPE, RecallRequest
-from services.gateway.deps import Agency, DeskKeys, Fresh, Publisher
+from services.gateway.deps import Agency, Config, DeskKeys, Fresh, Publisher
+from services.gateway.limits import LimitedAgency
 from services.gateway.submit import accept_envelope, seal_for_desk
 
 router = APIRouter(prefix="/v1/notices", tags=["notices"])
@@ -35,16 +36,18 @@ ERRORS: dict[int | str, dict[str, object]] = {
 )
 async def post_notice(
     draft: NoticeDraft,
-    principal: Agency,
+    principal: LimitedAgency,
     session: Session,
     publisher: Publisher,
     desk: DeskKeys,
     freshness: Fresh,
+    config: Config,
     response: Response,
 ) -> NoticeAccepted:
     if principal.agency != desk.agency:
         raise HTTPException(403, "only the desk's credential may have the gateway seal notices")
-    return _accepted(await seal_for_desk(session, publisher, desk, draft, freshness), response)
+    submission = await seal_for_desk(session, publisher, desk, draft, freshness, config.inbox_max_pending)
+    return _accepted(submission, response)
 
 
 SEALED_BODY = {
@@ -66,16 +69,20 @@ SEALED_BODY = {
 )
 async def post_envelope(
     request: Request,
-    principal: Agency,
+    principal: LimitedAgency,
     session: Session,
     publisher: Publisher,
     freshness: Fresh,
+    config: Config,
     response: Response,
 ) -> NoticeAccepted:
     assert principal.agency is not None
     # The bytes as sent are what was signed and what is hashed and carried: no re-serialising.
     raw = await request.body()
-    return _accepted(await accept_envelope(session, publisher, raw, principal.agency, freshness), response)
+    submission = await accept_envelope(
+        session, publisher, raw, principal.agency, freshness, config.inbox_max_pending
+    )
+    return _accepted(submission, response)
 
 
 def _accepted(submission: Submission, response: Response) -> NoticeAccepted:

@@ -17,6 +17,7 @@ from services.common.directory import DirectoryError, encryption_keys
 from services.common.envelope import EnvelopeError, ParsedEnvelope, parse_envelope, seal_notice, sha256_hex
 from services.common.kafka import EventPublisher, cloud_headers
 from services.common.keys import AgencyKeys
+from services.gateway.limits import check_inbox_room
 
 SOURCE = "deskbridge/gateway"
 
@@ -49,6 +50,7 @@ async def accept_envelope(
     raw: bytes,
     caller: str,
     freshness: Freshness,
+    inbox_cap: int,
 ) -> Submission:
     """Admits an envelope sent by `caller` and returns only after Kafka holds it with acks=all."""
     envelope: ParsedEnvelope | None = None
@@ -63,6 +65,7 @@ async def accept_envelope(
             return again
         await _refuse_seen(session, str(envelope.routing.notice_id))
         await admit(session, envelope, utcnow(), freshness)
+        await check_inbox_room(session, inbox_cap, envelope.routing.recipients)
     except EnvelopeError as exc:
         await session.rollback()
         await _refuse(publisher, rejection(caller, exc.reason, exc.detail, raw, envelope))
@@ -123,12 +126,12 @@ async def seal_for_desk(
     desk: AgencyKeys,
     draft: NoticeDraft,
     freshness: Freshness,
+    inbox_cap: int,
 ) -> Submission:
     """The desk's path: the gateway holds the desk's keys, seals, then admits like any other envelope."""
     if desk.agency in draft.recipients:
         raise DirectoryError(422, "the desk cannot address a notice to itself")
     recipients = await encryption_keys(session, draft.recipients)
     notice = Notice(**draft.model_dump(), sender=desk.agency, sent_at=utcnow())
-    return await accept_envelope(
-        session, publisher, seal_notice(notice, desk.signer(), recipients), desk.agency, freshness
-    )
+    envelope = seal_notice(notice, desk.signer(), recipients)
+    return await accept_envelope(session, publisher, envelope, desk.agency, freshness, inbox_cap)

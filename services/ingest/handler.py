@@ -17,6 +17,7 @@ from services.common.delivery import RecordRef, materialise
 from services.common.envelope import EnvelopeError, parse_envelope
 from services.common.kafka import EventPublisher, cloud_headers, header_value, record_time
 from services.common.lifecycle import RECALL_TYPE, RecallRefused, RecallRequest, apply_recall
+from services.common.sla import DEFAULT_SLA, Sla
 
 log = structlog.get_logger("ingest")
 SOURCE = "deskbridge/ingest"
@@ -31,6 +32,7 @@ class NoticeHandler:
     sessions: async_sessionmaker[AsyncSession]
     publisher: EventPublisher
     freshness: Freshness
+    sla: Sla = DEFAULT_SLA
 
     async def __call__(self, records: Batch) -> None:
         for record in records:
@@ -66,7 +68,7 @@ class NoticeHandler:
             async with self.sessions() as session:
                 await admit(session, envelope, record_time(record), self.freshness)
                 try:
-                    events = await materialise(session, envelope, ref)
+                    events = await materialise(session, envelope, ref, self.sla)
                     await session.commit()
                     return events
                 except IntegrityError:

@@ -11,11 +11,12 @@ from services.common.admission import Freshness
 from services.common.consumer import TRANSIENT, consume
 from services.common.db import make_engine, make_sessionmaker
 from services.common.kafka import EventPublisher, Topics, create_topics
-from services.common.lifecycle import expire_due
+from services.common.lifecycle import escalate_due, expire_due
 from services.common.logs import configure
 from services.common.runtime import stop_on_signals
 from services.common.settings import Settings
 from services.ingest.handler import NoticeHandler
+from services.ingest.webhooks import run_webhooks
 
 log = structlog.get_logger("ingest")
 
@@ -28,10 +29,15 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         settings.kafka_bootstrap, "deskbridge-ingest", topics, settings.kafka_send_timeout_s
     )
     handler = NoticeHandler(
-        make_sessionmaker(engine), publisher, Freshness.of(settings.freshness_s, settings.clock_skew_s)
+        make_sessionmaker(engine),
+        publisher,
+        Freshness.of(settings.freshness_s, settings.clock_skew_s),
+        settings.sla(),
     )
     log.info("ingest consuming", topic=topics.notices)
     sweeper = asyncio.create_task(sweep_expired(handler, settings.expiry_sweep_s, stop))
+    # Webhooks are pushed from here: a slow receiver holds only its own task, never the consumer.
+    pusher = asyncio.create_task(run_webhooks(settings, stop)) if settings.webhook_dispatch else None
     try:
         await consume(
             settings.kafka_bootstrap,
@@ -41,19 +47,21 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             stop,
         )
     finally:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in (sweeper, pusher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await publisher.close()
         await engine.dispose()
 
 
 async def sweep_expired(handler: NoticeHandler, every_s: float, stop: asyncio.Event) -> None:
-    """Marks expired copies and audits each; a failed sweep is retried at the next tick."""
+    """Marks expired and overdue (escalated) copies and audits each; a failed sweep is retried next tick."""
     while not stop.is_set():
         try:
             async with handler.sessions() as session:
-                events = await expire_due(session)
+                events = await expire_due(session) + await escalate_due(session)
                 # Audited before committed: a crash between re-sweeps and re-sends the same event ids.
                 for event in events:
                     await handler.publisher.publish(event, "deskbridge/ingest")

@@ -1,0 +1,455 @@
+"""Webhook subscriptions: each delivery to an agency is POSTed to the agency's endpoint, in delivery order,
+retried with backoff, and parked (for the agency to replay, and for the desk to see) once the budget is spent.
+
+The POST is signed with RFC 9421 (services/common/httpsig.py) by the desk's directory key, the key every
+partner pins already: a receiver checks a request with `verify_webhook` and trusts nothing else. Position
+and retry state live in the database (`webhooks`), so a restart resumes where the last attempt left off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Annotated, Any, Self, cast
+from urllib.parse import urlsplit
+
+import httpx
+from joserfc.jwk import OKPKey
+from pydantic import AnyUrl, BaseModel, ConfigDict, Field, UrlConstraints
+from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.api import Alert, InboxItem
+from schemas.events import Event, EventType
+from schemas.notices import CaseRef, NoticeType, Priority
+from services.common.db import Delivery, NoticeRow, Webhook, WebhookParked, utcnow
+from services.common.delivery import (
+    InboxFilter,
+    decode_cursor,
+    encode_cursor,
+    fetched_events,
+    inbox,
+    inbox_item,
+    mark_fetched,
+)
+from services.common.envelope import EnvelopeError, PublicKey, SigningKey
+from services.common.httpsig import Headers, RequestSigner, SignaturePolicy, VerifiedRequest, verify_request
+from services.common.kafka import EventPublisher
+
+SIGNER = "deskbridge-directory"  # the agency name a receiver sees on a verified webhook request
+MAX_WEBHOOKS = 10  # active webhooks per agency
+ERROR_CHARS = 500
+
+WebhookUrl = Annotated[AnyUrl, UrlConstraints(max_length=2048, allowed_schemes=["https", "http"])]
+
+
+class WebhookError(Exception):
+    """A webhook request deskbridge will not carry out; `status` is the HTTP answer, `detail` the reason."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class WebhookFilters(BaseModel):
+    """Which deliveries the webhook receives; an empty list admits every value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    types: list[NoticeType] = Field(default_factory=list, max_length=len(NoticeType))
+    priorities: list[Priority] = Field(default_factory=list, max_length=len(Priority))
+    case_refs: list[CaseRef] = Field(default_factory=list, max_length=100)
+
+    def inbox_filter(self) -> InboxFilter:
+        return InboxFilter(
+            tuple(t.value for t in self.types), tuple(p.value for p in self.priorities), tuple(self.case_refs)
+        )
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: WebhookUrl = Field(description="https:// endpoint that receives each delivery as a signed POST.")
+    filters: WebhookFilters = Field(default_factory=WebhookFilters)
+    after: str | None = Field(
+        default=None,
+        description="An inbox cursor: deliver everything after it. Default: only what is delivered from now.",
+    )
+
+
+class WebhookOut(BaseModel):
+    id: str
+    url: str
+    filters: WebhookFilters
+    cursor: str = Field(description="The inbox cursor of the last delivery the webhook handled.")
+    attempts: int = Field(description="Failed attempts at the delivery after `cursor` so far.")
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+    created_at: datetime
+
+
+class ParkedDelivery(BaseModel):
+    id: str
+    webhook_id: str
+    notice_id: uuid.UUID
+    cursor: str
+    attempts: int
+    last_error: str | None = None
+    parked_at: datetime
+    replayed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter: attempt n waits uniformly up to min(cap, base * 2^(n-1))."""
+
+    max_attempts: int
+    base_s: float
+    cap_s: float
+    rng: random.Random
+
+    def delay_s(self, attempt: int) -> float:
+        return self.rng.uniform(0, min(self.cap_s, self.base_s * 2 ** min(attempt - 1, 62)))
+
+
+def check_url(url: str, allow_http: bool) -> None:
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (allow_http and parts.scheme == "http"):
+        raise WebhookError(422, "url: a webhook endpoint must be https://")
+    if parts.username or parts.password:
+        raise WebhookError(
+            422, "url: credentials in the URL are refused; the request signature authenticates"
+        )
+    if parts.fragment:
+        raise WebhookError(422, "url: a fragment is never sent; leave it out")
+
+
+def webhook_out(hook: Webhook) -> WebhookOut:
+    return WebhookOut(
+        id=hook.id,
+        url=hook.url,
+        filters=filters_of(hook),
+        cursor=encode_cursor(hook.cursor_seq),
+        attempts=hook.attempts,
+        next_attempt_at=hook.next_attempt_at,
+        last_error=hook.last_error,
+        created_at=hook.created_at,
+    )
+
+
+def parked_out(parked: WebhookParked) -> ParkedDelivery:
+    return ParkedDelivery(
+        id=parked.id,
+        webhook_id=parked.webhook_id,
+        notice_id=uuid.UUID(parked.notice_id),
+        cursor=encode_cursor(parked.delivery_seq),
+        attempts=parked.attempts,
+        last_error=parked.last_error,
+        parked_at=parked.parked_at,
+        replayed_at=parked.replayed_at,
+    )
+
+
+def filters_of(hook: Webhook) -> WebhookFilters:
+    return WebhookFilters.model_validate_json(hook.filters)
+
+
+async def create_webhook(session: AsyncSession, agency: str, spec: WebhookIn, allow_http: bool) -> Webhook:
+    """Registers the endpoint (caller commits); it starts after `spec.after`, or after the latest delivery."""
+    url = str(spec.url)
+    check_url(url, allow_http)
+    count = select(func.count()).select_from(Webhook).where(Webhook.agency_id == agency, Webhook.active)
+    if int((await session.execute(count)).scalar_one()) >= MAX_WEBHOOKS:
+        raise WebhookError(409, f"{agency} has {MAX_WEBHOOKS} webhooks already; delete one first")
+    if spec.after is not None:
+        try:
+            start = decode_cursor(spec.after)
+        except ValueError as exc:
+            raise WebhookError(422, f"after: {exc}") from exc
+    else:
+        latest = select(func.max(Delivery.seq)).where(Delivery.recipient == agency)
+        start = (await session.execute(latest)).scalar_one() or 0
+    hook = Webhook(
+        id=uuid.uuid4().hex,
+        agency_id=agency,
+        url=url,
+        filters=spec.filters.model_dump_json(),
+        cursor_seq=start,
+        attempts=0,
+        active=True,
+        created_at=utcnow(),
+    )
+    session.add(hook)
+    await session.flush()
+    return hook
+
+
+async def agency_webhooks(session: AsyncSession, agency: str) -> list[Webhook]:
+    query = select(Webhook).where(Webhook.agency_id == agency, Webhook.active).order_by(Webhook.created_at)
+    return list((await session.execute(query)).scalars())
+
+
+async def own_webhook(session: AsyncSession, agency: str, webhook_id: str) -> Webhook | None:
+    """The agency's own active webhook; another agency's is indistinguishable from a missing one."""
+    hook = await session.get(Webhook, webhook_id)
+    return hook if hook is not None and hook.active and hook.agency_id == agency else None
+
+
+async def stop_webhook(session: AsyncSession, agency: str, webhook_id: str) -> bool:
+    """Deactivates the agency's webhook (caller commits); its deliveries stay in the inbox. False if the
+    agency has no such webhook."""
+    hook = await own_webhook(session, agency, webhook_id)
+    if hook is None:
+        return False
+    hook.active = False
+    return True
+
+
+async def agency_parked(session: AsyncSession, agency: str) -> list[WebhookParked]:
+    query = (
+        select(WebhookParked)
+        .join(Webhook, Webhook.id == WebhookParked.webhook_id)
+        .where(Webhook.agency_id == agency, Webhook.active)
+        .order_by(WebhookParked.parked_at)
+        .limit(1000)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def own_parked(
+    session: AsyncSession, agency: str, parked_id: str
+) -> tuple[WebhookParked, Webhook] | None:
+    parked = await session.get(WebhookParked, parked_id)
+    hook = await own_webhook(session, agency, parked.webhook_id) if parked is not None else None
+    return (parked, hook) if parked is not None and hook is not None else None
+
+
+async def parked_alerts(session: AsyncSession) -> list[Alert]:
+    """Deliveries a webhook gave up on and its agency has not replayed, oldest first: for the desk."""
+    query = (
+        select(WebhookParked, Webhook, NoticeRow)
+        .join(Webhook, Webhook.id == WebhookParked.webhook_id)
+        .join(NoticeRow, NoticeRow.notice_id == WebhookParked.notice_id)
+        .where(WebhookParked.replayed_at.is_(None), Webhook.active)
+        .order_by(WebhookParked.parked_at)
+        .limit(1000)
+    )
+    return [
+        Alert(
+            kind="webhook_parked",
+            agency=hook.agency_id,
+            notice_id=uuid.UUID(notice.notice_id),
+            case_ref=notice.case_ref,
+            priority=notice.priority,
+            since=parked.parked_at,
+            detail=f"webhook {hook.id} to {urlsplit(hook.url).netloc} gave up after {parked.attempts} "
+            f"attempts ({parked.last_error}); the notice waits in the inbox, or the agency replays it",
+        )
+        for parked, hook, notice in (await session.execute(query)).all()
+    ]
+
+
+async def claim(session: AsyncSession, webhook_id: str, owner: str, now: datetime, hold: timedelta) -> bool:
+    """Takes or renews the webhook's lease (and commits): one dispatcher at a time drives a webhook."""
+    result = await session.execute(
+        update(Webhook)
+        .where(Webhook.id == webhook_id, Webhook.active)
+        .where(or_(Webhook.lease_owner.is_(None), Webhook.lease_owner == owner, Webhook.lease_until < now))
+        .values(lease_owner=owner, lease_until=now + hold)
+    )
+    await session.commit()
+    return cast(CursorResult[Any], result).rowcount == 1
+
+
+async def release(session: AsyncSession, owner: str) -> None:
+    """Gives up every lease `owner` holds (and commits), so another dispatcher need not wait them out."""
+    await session.execute(
+        update(Webhook).where(Webhook.lease_owner == owner).values(lease_owner=None, lease_until=None)
+    )
+    await session.commit()
+
+
+async def head_of(session: AsyncSession, hook: Webhook) -> tuple[Delivery, NoticeRow] | None:
+    """The next delivery the webhook owes, by the inbox's rules: filtered, expired and recalled-unfetched
+    copies are passed over."""
+    rows = await inbox(session, hook.agency_id, hook.cursor_seq, 1, filters_of(hook).inbox_filter())
+    return rows[0] if rows else None
+
+
+def _event(kind: EventType, hook: Webhook, notice: NoticeRow, seq: int, actor: str, attempts: int) -> Event:
+    return Event(
+        # One fact per (webhook, delivery): a re-sent event is recorded once.
+        event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"deskbridge:{kind.value}:{hook.id}:{seq}")),
+        type=kind,
+        occurred_at=utcnow(),
+        actor=actor,
+        agency=hook.agency_id,
+        notice_id=uuid.UUID(notice.notice_id),
+        case_ref=notice.case_ref,
+        envelope_sha256=notice.envelope_sha256,
+        details={"webhook_id": hook.id, "attempts": attempts},
+    )
+
+
+async def _taken(
+    session: AsyncSession, publisher: EventPublisher, rows: Sequence[tuple[Delivery, NoticeRow]], source: str
+) -> None:
+    """The endpoint took the copy: it counts as fetched, audited before the state changes."""
+    agency = rows[0][0].recipient
+    for event in fetched_events(rows, agency):
+        await publisher.publish(event, source)
+    await mark_fetched(session, rows)
+
+
+def _move_past(hook: Webhook, seq: int) -> None:
+    hook.cursor_seq, hook.head_seq, hook.attempts = seq, None, 0
+    hook.next_attempt_at, hook.last_error = None, None
+
+
+async def record_delivered(
+    session: AsyncSession,
+    publisher: EventPublisher,
+    hook: Webhook,
+    head: tuple[Delivery, NoticeRow],
+    source: str,
+) -> None:
+    """The endpoint answered 2xx (caller commits)."""
+    await _taken(session, publisher, [head], source)
+    _move_past(hook, head[0].seq)
+
+
+async def record_failure(
+    session: AsyncSession,
+    publisher: EventPublisher,
+    hook: Webhook,
+    head: tuple[Delivery, NoticeRow],
+    error: str,
+    policy: RetryPolicy,
+    source: str,
+) -> WebhookParked | None:
+    """Counts a failed attempt and schedules the next (caller commits); once the budget is spent the
+    delivery is parked, audited, and the webhook moves on to the next one."""
+    delivery, notice = head
+    attempts = (hook.attempts if hook.head_seq == delivery.seq else 0) + 1
+    now = utcnow()
+    if attempts < policy.max_attempts:
+        hook.head_seq, hook.attempts, hook.last_error = delivery.seq, attempts, error[:ERROR_CHARS]
+        hook.next_attempt_at = now + timedelta(seconds=policy.delay_s(attempts))
+        return None
+    event = _event(EventType.webhook_parked, hook, notice, delivery.seq, source, attempts)
+    await publisher.publish(event.model_copy(update={"details": {**event.details, "error": error}}), source)
+    parked = WebhookParked(
+        id=uuid.uuid4().hex,
+        webhook_id=hook.id,
+        delivery_seq=delivery.seq,
+        notice_id=notice.notice_id,
+        attempts=attempts,
+        last_error=error[:ERROR_CHARS],
+        parked_at=now,
+    )
+    session.add(parked)
+    _move_past(hook, delivery.seq)
+    return parked
+
+
+async def replay(
+    session: AsyncSession,
+    publisher: EventPublisher,
+    sender: WebhookSender,
+    parked: WebhookParked,
+    hook: Webhook,
+    actor: str,
+    source: str,
+) -> WebhookParked:
+    """POSTs a parked delivery again now; commits, and keeps the transaction closed while the endpoint
+    answers. A failure leaves it parked with the new error."""
+    if parked.replayed_at is not None:
+        raise WebhookError(
+            409, f"parked delivery {parked.id} was replayed at {parked.replayed_at.isoformat()}"
+        )
+    rows = await inbox(session, hook.agency_id, parked.delivery_seq - 1, 1)
+    if not rows or rows[0][0].seq != parked.delivery_seq:
+        raise WebhookError(410, f"notice {parked.notice_id} is no longer served: it expired or was recalled")
+    await session.commit()
+    error = await sender.deliver(hook.url, inbox_item(*rows[0]))
+    if error is not None:
+        parked.attempts, parked.last_error = parked.attempts + 1, error[:ERROR_CHARS]
+        await session.commit()
+        raise WebhookError(502, f"the webhook endpoint did not take it: {error}")
+    notice = rows[0][1]
+    await publisher.publish(
+        _event(EventType.webhook_replayed, hook, notice, parked.delivery_seq, actor, parked.attempts + 1),
+        source,
+    )
+    await _taken(session, publisher, rows, source)
+    parked.replayed_at = utcnow()
+    await session.commit()
+    return parked
+
+
+class WebhookSender:
+    """POSTs inbox items signed by the directory key. One per webhook, so a slow endpoint ties up only its
+    own connections; `timeout_s` bounds the whole exchange, not each read."""
+
+    def __init__(self, directory_key: OKPKey, timeout_s: float) -> None:
+        signer = RequestSigner(SigningKey(SIGNER, directory_key.thumbprint(), directory_key))
+        self._timeout_s = timeout_s
+        self._client = httpx.AsyncClient(
+            auth=signer, timeout=timeout_s, headers={"User-Agent": "deskbridge-webhooks/1"}
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._client.aclose()
+
+    async def deliver(self, url: str, item: InboxItem) -> str | None:
+        """None once the endpoint answered 2xx; otherwise what went wrong. Redirects are not followed."""
+        body = item.model_dump_json().encode()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                request = self._client.build_request(
+                    "POST", url, content=body, headers={"Content-Type": "application/json"}
+                )
+                response = await self._client.send(request, stream=True)
+                await response.aclose()  # the status is the answer; the body is not read
+        except TimeoutError:
+            return f"no answer within {self._timeout_s:g} s"
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+        if response.is_success:
+            return None
+        return f"HTTP {response.status_code}"
+
+
+async def verify_webhook(
+    method: str,
+    url: str,
+    headers: Headers,
+    body: bytes,
+    pinned_key: OKPKey,
+    freshness_s: int = 300,
+    skew_s: int = 30,
+    now: datetime | None = None,
+) -> VerifiedRequest:
+    """For a receiver: checks that deskbridge's directory key (the one pinned) signed this request for this
+    URL and body, within the freshness window; raises httpsig.SignatureError otherwise. To refuse a replayed
+    request, keep the returned nonce (or the notice_id) for the freshness window."""
+    pinned = PublicKey(SIGNER, pinned_key.thumbprint(), pinned_key)
+
+    async def lookup(kid: str, _: datetime) -> PublicKey:
+        if kid != pinned.kid:
+            raise EnvelopeError("unknown_key", f"key {kid} is not the pinned directory key {pinned.kid}")
+        return pinned
+
+    policy = SignaturePolicy(freshness_s=freshness_s, skew_s=skew_s)
+    return await verify_request(method, url, headers, body, lookup, policy, now or utcnow())

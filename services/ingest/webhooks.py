@@ -1,0 +1,193 @@
+"""Webhook dispatch: one task per active webhook, so a slow or failing endpoint delays only itself.
+
+The database holds each webhook's position, retry schedule and lease; these tasks only drive it, so a
+restart resumes the schedule, and with several ingest instances one at a time drives each webhook.
+Delivery is at least once: a crash between the endpoint's 2xx and the commit sends that item again, and
+receivers drop repeats by notice_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import secrets
+import socket
+from datetime import datetime, timedelta
+
+import structlog
+from joserfc.jwk import OKPKey
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.common.consumer import TRANSIENT
+from services.common.db import Webhook, make_engine, make_sessionmaker, utcnow
+from services.common.delivery import inbox_item
+from services.common.kafka import EventPublisher, Topics
+from services.common.keys import KeyFileError
+from services.common.settings import Settings
+from services.common.signed_directory import DIRECTORY_KEY_FILE, load_directory_key
+from services.common.webhooks import (
+    RetryPolicy,
+    WebhookSender,
+    claim,
+    head_of,
+    record_delivered,
+    record_failure,
+    release,
+)
+
+log = structlog.get_logger("ingest.webhooks")
+SOURCE = "deskbridge/webhooks"
+LEASE_MARGIN_S = 30.0  # a lease outlives one attempt by this much; renewed once less than that is left
+TROUBLE_PAUSE_S = 5.0  # after a database or broker failure: a delivered item is not re-sent in a tight loop
+
+
+async def run_webhooks(settings: Settings, stop: asyncio.Event, rng: random.Random | None = None) -> None:
+    """Drives every active webhook until `stop`. `rng` draws the retry jitter (tests pin it)."""
+    key_file = settings.directory_key_file or settings.desk_keys_dir / DIRECTORY_KEY_FILE
+    try:
+        key = load_directory_key(key_file)
+    except KeyFileError as exc:
+        log.error("webhooks are not dispatched: no directory key to sign them with", reason=str(exc))
+        return
+    engine = make_engine(settings.database_url)
+    publisher = EventPublisher(
+        settings.kafka_bootstrap,
+        "deskbridge-webhooks",
+        Topics(settings.topic_prefix),
+        settings.kafka_send_timeout_s,
+    )
+    policy = RetryPolicy(
+        settings.webhook_max_attempts,
+        settings.webhook_backoff_base_s,
+        settings.webhook_backoff_cap_s,
+        rng or random.SystemRandom(),
+    )
+    dispatcher = Dispatcher(make_sessionmaker(engine), publisher, key, settings, policy)
+    try:
+        await dispatcher.run(stop)
+    finally:
+        await publisher.close()
+        await engine.dispose()
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), max(seconds, 0))
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        publisher: EventPublisher,
+        key: OKPKey,
+        settings: Settings,
+        policy: RetryPolicy,
+    ) -> None:
+        self.sessions = sessions
+        self.publisher = publisher
+        self.key = key
+        self.policy = policy
+        self.poll_s = settings.webhook_poll_s
+        self.timeout_s = settings.webhook_timeout_s
+        self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+        # A dispatcher that died lets another take over this long after its last renewal.
+        self.lease = timedelta(seconds=settings.webhook_timeout_s + 2 * LEASE_MARGIN_S)
+        self.renew_before = timedelta(seconds=settings.webhook_timeout_s + LEASE_MARGIN_S)
+        self.held: dict[str, datetime] = {}  # lease ends of the webhooks this dispatcher drives
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Starts a task for each webhook that becomes active; a stopped webhook's task ends by itself."""
+        workers: dict[str, asyncio.Task[None]] = {}
+        try:
+            while not stop.is_set():
+                try:
+                    async with self.sessions() as session:
+                        active = set(
+                            (await session.execute(select(Webhook.id).where(Webhook.active))).scalars()
+                        )
+                except TRANSIENT as exc:
+                    log.warning("webhooks not listed; retrying", error=type(exc).__name__)
+                    active = set()
+                for hook_id in [h for h, task in workers.items() if task.done()]:
+                    del workers[hook_id]
+                for hook_id in active - workers.keys():
+                    workers[hook_id] = asyncio.create_task(
+                        self._drive(hook_id, stop), name=f"webhook {hook_id}"
+                    )
+                await _pause(stop, self.poll_s)
+        finally:
+            for task in workers.values():
+                task.cancel()
+            await asyncio.gather(*workers.values(), return_exceptions=True)
+            with contextlib.suppress(*TRANSIENT):
+                async with self.sessions() as session:
+                    await release(session, self.owner)
+
+    async def _drive(self, hook_id: str, stop: asyncio.Event) -> None:
+        try:
+            async with WebhookSender(self.key, self.timeout_s) as sender:
+                while not stop.is_set():
+                    try:
+                        wait = await self._step(hook_id, sender)
+                    except TRANSIENT as exc:
+                        log.warning(
+                            "webhook step failed; retrying", webhook=hook_id, error=type(exc).__name__
+                        )
+                        wait = TROUBLE_PAUSE_S
+                    except Exception:  # one webhook's fault must not stop the others
+                        log.exception("webhook step failed", webhook=hook_id)
+                        wait = TROUBLE_PAUSE_S
+                    if wait is None:
+                        return
+                    await _pause(stop, wait)
+        finally:
+            self.held.pop(hook_id, None)
+
+    async def _step(self, hook_id: str, sender: WebhookSender) -> float | None:
+        """One attempt at the webhook's next delivery; returns the seconds until the next step, or None
+        once the webhook is stopped."""
+        async with self.sessions() as session:
+            now = utcnow()
+            if not await self._hold(session, hook_id, now):
+                hook = await session.get(Webhook, hook_id)
+                return self.poll_s if hook is not None and hook.active else None
+            hook = await session.get(Webhook, hook_id)
+            if hook is None or not hook.active:
+                return None
+            if hook.next_attempt_at is not None and hook.next_attempt_at > now:
+                return (hook.next_attempt_at - now).total_seconds()
+            head = await head_of(session, hook)
+            if head is None:
+                return self.poll_s
+            await session.commit()  # no transaction stays open while the endpoint answers
+            error = await sender.deliver(hook.url, inbox_item(*head))
+            notice_id = head[1].notice_id
+            if error is None:
+                await record_delivered(session, self.publisher, hook, head, SOURCE)
+                await session.commit()
+                log.info("webhook delivered", webhook=hook_id, agency=hook.agency_id, notice_id=notice_id)
+                return 0
+            parked = await record_failure(session, self.publisher, hook, head, error, self.policy, SOURCE)
+            await session.commit()
+            if parked is not None:
+                log.warning("webhook delivery parked", webhook=hook_id, notice_id=notice_id, error=error)
+                return 0
+            log.info("webhook attempt failed", webhook=hook_id, attempts=hook.attempts, error=error)
+            assert hook.next_attempt_at is not None
+            return (hook.next_attempt_at - utcnow()).total_seconds()
+
+    async def _hold(self, session: AsyncSession, hook_id: str, now: datetime) -> bool:
+        """Whether this dispatcher holds the webhook's lease for at least one more attempt, renewing it
+        (one write) only when it runs short rather than at every poll."""
+        held = self.held.get(hook_id)
+        if held is not None and held - now > self.renew_before:
+            return True
+        if not await claim(session, hook_id, self.owner, now, self.lease):
+            self.held.pop(hook_id, None)
+            return False
+        self.held[hook_id] = now + self.lease
+        return True
