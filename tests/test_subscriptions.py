@@ -56,6 +56,20 @@ async def test_a_long_poll_wakes_when_a_notice_arrives(stack: Stack) -> None:
     assert time.monotonic() - sent_at < 15
 
 
+@pytest.mark.settings(inbox_recheck_s=30)
+async def test_the_wake_up_comes_from_the_delivery_not_from_rechecking(stack: Stack) -> None:
+    """With rechecks 30 s apart, only the gateway's delivery follower can answer the poll in time."""
+    kh = stack.client(KH)
+    await asyncio.sleep(2)  # the follower is reading the deliveries topic from its end
+    waiting = asyncio.create_task(kh.get("/v1/inbox", params={"wait": 45}))
+    await asyncio.sleep(1)
+    sent_at = time.monotonic()
+    notice_id = await _send(stack, [KH], priority="flash")
+    page = (await waiting).json()
+    assert [i["notice_id"] for i in page["items"]] == [notice_id]
+    assert time.monotonic() - sent_at < 10
+
+
 def _sse_events(text: str) -> list[dict[str, str]]:
     events = []
     for block in text.replace("\r\n", "\n").split("\n\n"):

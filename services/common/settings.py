@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     freshness_s: int = Field(
         default=300, description="Envelopes and signed requests older than this are refused as stale."
     )
+    inbox_recheck_s: float = Field(
+        default=1.0, description="A waiting long-poll or stream looks again this often, woken or not."
+    )
     rate_limit_per_s: float = Field(default=500, description="Submissions per second per agency and gateway.")
     rate_limit_burst: float = 1000
     inbox_max_pending: int = Field(default=10_000, description="Unacknowledged notices one inbox may hold.")

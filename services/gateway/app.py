@@ -43,7 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
         except KeyFileError as exc:
             log.warning("directory key not loaded; the signed directory will answer 503", reason=str(exc))
             app.state.directory_key = None
-        app.state.notifier = InboxNotifier()
+        app.state.notifier = InboxNotifier(settings.inbox_recheck_s)
         app.state.buckets = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
         stop = asyncio.Event()
         following = asyncio.create_task(

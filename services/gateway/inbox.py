@@ -104,7 +104,7 @@ async def get_inbox(
         version = notify.version(principal.agency)
         items = await _take(session, publisher, principal.agency, after_seq, limit, only)
         left = deadline - asyncio.get_running_loop().time()
-        if items or left <= 0:
+        if items or left <= 0 or notify.draining:
             return InboxPage(items=items, next_cursor=items[-1].cursor if items else after)
         await notify.wait(principal.agency, version, left)
 
@@ -133,7 +133,7 @@ async def stream_inbox(
         # The event id is the cursor: a client that reconnects with Last-Event-ID misses and repeats nothing.
         position = start
         escalations_since = utcnow()
-        while not await request.is_disconnected():
+        while not notify.draining and not await request.is_disconnected():
             version = notify.version(agency)
             async with sessions() as session:
                 items = await _take(session, publisher, agency, position, 100, only)

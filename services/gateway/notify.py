@@ -13,6 +13,7 @@ from collections import defaultdict
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
 from schemas.events import Event, EventType
@@ -24,9 +25,17 @@ WAKING = {EventType.notice_delivered, EventType.notice_escalated}
 
 
 class InboxNotifier:
-    def __init__(self) -> None:
+    def __init__(self, recheck_s: float = FALLBACK_S) -> None:
         self._versions: dict[str, int] = defaultdict(int)
         self._changed = asyncio.Condition()
+        self.recheck_s = recheck_s
+        self.draining = False
+
+    async def drain(self) -> None:
+        """The server is stopping: every waiter returns now with what it has."""
+        async with self._changed:
+            self.draining = True
+            self._changed.notify_all()
 
     def version(self, agency: str) -> int:
         return self._versions[agency]
@@ -37,12 +46,12 @@ class InboxNotifier:
             self._changed.notify_all()
 
     async def wait(self, agency: str, since: int, at_most: float) -> None:
-        """Returns once the agency's version moved past `since`, or after `at_most` s (at most FALLBACK_S)."""
+        """Returns once the agency's version moved past `since`, or after `at_most` s (at most recheck_s)."""
         async with self._changed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._versions[agency] != since),
-                    min(at_most, FALLBACK_S),
+                    self._changed.wait_for(lambda: self._versions[agency] != since or self.draining),
+                    min(at_most, self.recheck_s),
                 )
 
     async def run(self, bootstrap: str, topics: Topics, stop: asyncio.Event) -> None:
@@ -51,11 +60,9 @@ class InboxNotifier:
             consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
             try:
                 await consumer.start()
-                await consumer.topics()  # fetches metadata, so the partitions are known
-                partitions = consumer.partitions_for_topic(topics.deliveries) or set()
-                if not partitions:
-                    raise LookupError(f"topic {topics.deliveries} does not exist yet")
-                assigned = [TopicPartition(topics.deliveries, p) for p in partitions]
+                assigned = [
+                    TopicPartition(topics.deliveries, p) for p in await _partitions(bootstrap, topics)
+                ]
                 consumer.assign(assigned)
                 await consumer.seek_to_end(*assigned)
                 while not stop.is_set():
@@ -78,3 +85,16 @@ class InboxNotifier:
             return
         if event.type in WAKING and event.agency:
             await self.bump(event.agency)
+
+
+async def _partitions(bootstrap: str, topics: Topics) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topics.deliveries])
+    finally:
+        await admin.close()
+    partitions = [int(p["partition"]) for p in described.get("partitions", [])]
+    if described.get("error_code") or not partitions:
+        raise LookupError(f"topic {topics.deliveries} is not there yet")
+    return partitions
