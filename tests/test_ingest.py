@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
 from schemas.notices import Notice
-from services.common.db import Delivery, NoticeRow
+from services.common.db import Delivery, NoticeRow, Submission
 from services.common.envelope import PublicKey, seal_notice
 from services.common.kafka import header_value
 from services.common.keys import AgencyKeys
@@ -206,6 +206,23 @@ async def test_ingest_killed_mid_stream_loses_and_duplicates_nothing(stack: Stac
     assert partial < expected
     # The redelivered records were recognised as the same envelopes, not refused as replays.
     assert await _dead_letter_count(stack) == 0
+    # Each case reached each recipient in the order Kafka accepted its notices, across the kill.
+    async with stack.sessions() as session:
+        accepted = (await session.execute(select(Submission).order_by(Submission.kafka_offset))).scalars()
+        by_case: dict[str, list[str]] = {}
+        for submission in accepted:
+            by_case.setdefault(submission.case_ref, []).append(submission.notice_id)
+        for recipient in RECIPIENTS:
+            rows = await session.execute(
+                select(Delivery.notice_id, NoticeRow.case_ref)
+                .join(NoticeRow, NoticeRow.notice_id == Delivery.notice_id)
+                .where(Delivery.recipient == recipient)
+                .order_by(Delivery.seq)
+            )
+            delivered: dict[str, list[str]] = {}
+            for notice_id, case_ref in rows.all():
+                delivered.setdefault(case_ref, []).append(notice_id)
+            assert delivered == by_case, recipient
 
 
 async def _dead_letter_count(stack: Stack) -> int:
