@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -121,6 +121,10 @@ class KeyIn(BaseModel):
         le=30 * 86400,
         description="Rotation: the agency's current keys of the same use expire this many seconds from now.",
     )
+
+    def retire_previous_after(self) -> timedelta | None:
+        s = self.retire_previous_after_s
+        return timedelta(seconds=s) if s is not None else None
 
 
 class KeyRevocation(BaseModel):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from fastapi import APIRouter
 
 from schemas.api import AgencyIn, AgencyOut, CredentialIn, CredentialOut, KeyIn, KeyRevocation
 from services.common.directory import issue_credential, register_agency, register_key, revoke_key
 from services.common.http import Session
-from services.gateway.deps import Admin, Publisher
+from services.gateway.deps import Admin, Publisher, commit_audited
 from services.gateway.notices import ERRORS
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -25,9 +23,7 @@ SOURCE = "deskbridge/gateway/admin"
 )
 async def post_agency(body: AgencyIn, principal: Admin, session: Session, publisher: Publisher) -> AgencyOut:
     event = await register_agency(session, body.id, body.name, body.kind, principal.name)
-    await session.flush()
-    await publisher.publish(event, SOURCE)
-    await session.commit()
+    await commit_audited(session, publisher, [event], SOURCE)
     return AgencyOut(id=body.id, name=body.name, kind=body.kind)
 
 
@@ -41,13 +37,10 @@ async def post_agency(body: AgencyIn, principal: Admin, session: Session, publis
 async def post_key(
     agency_id: str, body: KeyIn, principal: Admin, session: Session, publisher: Publisher
 ) -> dict[str, str]:
-    retire = (
-        timedelta(seconds=body.retire_previous_after_s) if body.retire_previous_after_s is not None else None
+    event = await register_key(
+        session, agency_id, body.jwk, principal.name, body.not_after, body.retire_previous_after()
     )
-    event = await register_key(session, agency_id, body.jwk, principal.name, body.not_after, retire)
-    await session.flush()
-    await publisher.publish(event, SOURCE)
-    await session.commit()
+    await commit_audited(session, publisher, [event], SOURCE)
     return {"kid": str(event.details["kid"])}
 
 
@@ -61,9 +54,7 @@ async def post_revoke_key(
     kid: str, body: KeyRevocation, principal: Admin, session: Session, publisher: Publisher
 ) -> dict[str, str]:
     event = await revoke_key(session, kid, body.reason, principal.name, owner=None)
-    await session.flush()
-    await publisher.publish(event, SOURCE)
-    await session.commit()
+    await commit_audited(session, publisher, [event], SOURCE)
     return {"kid": kid, "status": "revoked"}
 
 
@@ -78,9 +69,7 @@ async def post_credential(
     body: CredentialIn, principal: Admin, session: Session, publisher: Publisher
 ) -> CredentialOut:
     token, event = await issue_credential(session, body.role, body.agency, body.label, principal.name)
-    await session.flush()
-    await publisher.publish(event, SOURCE)
-    await session.commit()
+    await commit_audited(session, publisher, [event], SOURCE)
     return CredentialOut(
         credential_id=str(event.details["credential_id"]), role=body.role, agency=body.agency, token=token
     )

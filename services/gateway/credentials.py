@@ -12,7 +12,7 @@ from schemas.api import CredentialOut
 from services.common.credentials import MAX_GRACE_S, rotate_credential
 from services.common.directory import Principal
 from services.common.http import Session, require
-from services.gateway.deps import Publisher
+from services.gateway.deps import Publisher, commit_audited
 from services.gateway.notices import ERRORS
 
 router = APIRouter(prefix="/v1/credentials", tags=["credentials"])
@@ -47,10 +47,7 @@ async def post_rotation(
 ) -> RotationOut:
     grace_s = body.grace_s if body is not None else 0
     rotation = await rotate_credential(session, principal.credential_id, grace_s, principal.name)
-    await session.flush()
-    for event in rotation.events:
-        await publisher.publish(event, SOURCE)
-    await session.commit()
+    await commit_audited(session, publisher, rotation.events, SOURCE)
     return RotationOut(
         credential_id=rotation.credential_id,
         role=principal.role,

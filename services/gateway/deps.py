@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas.events import Event
 from services.common.admission import Freshness
 from services.common.directory import Principal
 from services.common.http import require
@@ -67,3 +70,15 @@ Agency = Annotated[Principal, Depends(require("agency"))]
 SignedAgency = Annotated[Principal, Depends(require("agency", by_bearer=False))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 Anyone = Annotated[Principal, Depends(require("agency", "auditor", "admin"))]
+
+
+async def commit_audited(
+    session: AsyncSession, publisher: EventPublisher, events: Sequence[Event], source: str
+) -> None:
+    """A directory change lands only once its audit events are in Kafka: flush first so constraint
+    errors surface before anything is announced, then publish (Kafka down: 503, nothing committed),
+    then commit."""
+    await session.flush()
+    for event in events:
+        await publisher.publish(event, source)
+    await session.commit()

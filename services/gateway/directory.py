@@ -3,7 +3,6 @@ own key rotation and revocation."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -15,7 +14,7 @@ from services.common.directory import agency_keys, list_agencies, register_key, 
 from services.common.http import Session
 from services.common.keys import public_jwk
 from services.common.signed_directory import directory_document, directory_key_entry, sign_directory
-from services.gateway.deps import Agency, Anyone, Publisher, SignedAgency
+from services.gateway.deps import Agency, Anyone, Publisher, SignedAgency, commit_audited
 from services.gateway.notices import ERRORS
 
 router = APIRouter(prefix="/v1/directory", tags=["directory"])
@@ -89,13 +88,10 @@ async def post_own_key(
     body: KeyIn, principal: SignedAgency, session: Session, publisher: Publisher
 ) -> dict[str, str]:
     assert principal.agency is not None
-    retire = (
-        timedelta(seconds=body.retire_previous_after_s) if body.retire_previous_after_s is not None else None
+    event = await register_key(
+        session, principal.agency, body.jwk, principal.name, body.not_after, body.retire_previous_after()
     )
-    event = await register_key(session, principal.agency, body.jwk, principal.name, body.not_after, retire)
-    await session.flush()
-    await publisher.publish(event, SOURCE)
-    await session.commit()
+    await commit_audited(session, publisher, [event], SOURCE)
     return {"kid": str(event.details["kid"])}
 
 
@@ -109,7 +105,5 @@ async def post_revoke_own_key(
     kid: str, body: KeyRevocation, principal: Agency, session: Session, publisher: Publisher
 ) -> dict[str, str]:
     event = await revoke_key(session, kid, body.reason, principal.name, owner=principal.agency)
-    await session.flush()
-    await publisher.publish(event, SOURCE)
-    await session.commit()
+    await commit_audited(session, publisher, [event], SOURCE)
     return {"kid": kid, "status": "revoked"}
