@@ -1,6 +1,7 @@
 """Webhook subscriptions: deliveries POSTed to an agency's endpoint in order, signed with the directory key;
 retries with backoff that survive a restart; parking, replay and the desk's alert; a slow endpoint delaying
-only itself; filters; each agency managing only its own webhooks.
+only itself; filters; each agency managing only its own webhooks; non-public addresses refused at
+registration and when connecting, and only coarse errors shown; an escalated copy POSTed once more.
 
 Real gateway over HTTP, real Kafka, real PostgreSQL, ingest and audit running, the dispatcher started by
 each test, and a receiving server on loopback that checks every request against the pinned directory key.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,6 +41,8 @@ from services.ingest.webhooks import run_webhooks
 from tests.conftest import ServiceTasks, Stack, eventually, notice_body
 
 DESK, KH, INTERPOL = "kr-desk", "kh-cnp", "interpol-ncb-phnom-penh"
+# The receivers listen on loopback, which a webhook may reach only when private addresses are allowed.
+pytestmark = pytest.mark.settings(webhook_allow_private=True)
 
 
 @dataclass
@@ -50,6 +54,7 @@ class Endpoint:
     delay_s: float = 0.0  # a slow endpoint: this long before answering
     attempts: list[float] = field(default_factory=list)
     received: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)  # the Deskbridge-Event header of each received item
     refused: list[str] = field(default_factory=list)
 
     def notice_ids(self) -> list[str]:
@@ -84,6 +89,7 @@ class Receiver:
         if endpoint.failing or len(endpoint.attempts) <= endpoint.failures:
             return Response(status_code=500)
         endpoint.received.append((clock(), json.loads(body)))
+        endpoint.events.append(request.headers.get("Deskbridge-Event", ""))
         return Response(status_code=204)
 
 
@@ -351,11 +357,130 @@ async def test_an_agency_manages_only_its_own_webhooks_and_urls_are_checked(
         await strict.close()
 
 
-async def test_verify_webhook_refuses_another_key_url_or_body() -> None:
+@pytest.mark.settings()  # overrides the module's mark: the settings' own default
+async def test_endpoints_on_non_public_addresses_are_refused_by_default_saying_why(
+    stack: Stack, receiver: Receiver
+) -> None:
+    assert not stack.settings.webhook_allow_private
+    loopback_receiver, _ = receiver.endpoint("kh")
+    kh = stack.client(KH)
+    for url, kind in (
+        ("http://127.0.0.1/hook", "loopback"),
+        ("http://10.0.0.1/hook", "private"),
+        ("http://192.168.1.20:8443/hook", "private"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://[::1]/hook", "loopback"),
+        ("http://[fd00::1]/hook", "private"),
+        ("http://[::ffff:10.0.0.1]/hook", "private"),
+        ("http://0.0.0.0/hook", "unspecified"),
+        ("http://224.0.0.1/hook", "multicast"),
+        ("http://240.0.0.1/hook", "reserved"),
+        ("http://localhost:8080/hook", "loopback"),  # a name is judged by what it resolves to
+        (loopback_receiver, "loopback"),
+    ):
+        response = await kh.post("/v1/webhooks", json={"url": url})
+        assert response.status_code == 422, (url, response.text)
+        assert f"a {kind} address" in response.json()["detail"], (url, response.text)
+    assert await _webhooks(stack, KH) == []
+    # A name that does not resolve yet is taken: the dispatcher checks again before every POST.
+    accepted = await kh.post("/v1/webhooks", json={"url": "https://partner.invalid/hook"})
+    assert accepted.status_code == 201, accepted.text
+
+
+async def test_the_dispatcher_checks_the_address_again_when_it_connects(
+    stack: Stack, receiver: Receiver
+) -> None:
+    url, endpoint = receiver.endpoint("kh")
+    hook_id = await _register(stack, KH, url)  # allowed at registration (as if DNS changed since)
+    strict = stack.settings.model_copy(update={"webhook_allow_private": False})
+    async with dispatching(strict):
+        notice_id = await _send(stack, [KH])
+        [parked] = await eventually(lambda: _parked(stack, KH), within=60)
+
+    assert endpoint.attempts == []  # never connected
+    assert parked["notice_id"] == notice_id and parked["webhook_id"] == hook_id and parked["attempts"] == 3
+    assert parked["last_error"] == "refused: not a public address"
+    async with stack.sessions() as session:
+        [alert] = await parked_alerts(session)
+    assert "refused: not a public address" in alert.detail
+
+
+@pytest.mark.settings(webhook_allow_private=True, webhook_timeout_s=1)
+async def test_the_agency_sees_coarse_errors_and_no_url_is_logged_with_its_query(
+    stack: Stack, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    logging.getLogger("httpx").setLevel(logging.NOTSET)  # as a fresh process has it
+    closed = await _register(stack, KH, f"http://127.0.0.1:{free_port()}/hooks/nobody")
+    slow_url, _ = receiver.endpoint("kh-slow", delay_s=3)
+    slow = await _register(stack, KH, slow_url)
+    secret_url, secret = receiver.endpoint("kh-secret")
+    await _register(stack, KH, f"{secret_url}?token=s3cret-query")
+    with caplog.at_level(logging.INFO):
+        async with dispatching(stack.settings):
+            notice_id = await _send(stack, [KH])
+            parked = await eventually(lambda: _parked_twice(stack), within=60)
+            await eventually(lambda: _received(secret, 1), within=60)
+
+    errors = {p["webhook_id"]: p["last_error"] for p in parked}
+    assert errors == {closed: "connection failed", slow: "timeout"}
+    assert {p["notice_id"] for p in parked} == {notice_id} and secret.notice_ids() == [notice_id]
+    assert "s3cret-query" not in caplog.text
+
+
+async def _parked_twice(stack: Stack) -> list[dict[str, Any]]:
+    parked = await _parked(stack, KH)
+    return parked if len(parked) == 2 else []
+
+
+@pytest.mark.settings(webhook_allow_private=True, sla_flash_s=2)
+async def test_an_escalated_notice_is_posted_once_more_as_an_escalation(
+    stack: Stack, receiver: Receiver
+) -> None:
+    url, endpoint = receiver.endpoint("kh")
+    routine_url, routine_only = receiver.endpoint("kh-routine")
+    await _register(stack, KH, url)
+    await _register(stack, KH, routine_url, priorities=["routine"])
+    async with dispatching(stack.settings):
+        notice_id = await _send(stack, [KH])  # flash: overdue 2 s after delivery
+        await eventually(lambda: _received(endpoint, 2), within=60)
+        # Several sweeps and looks pass: a second escalation notice would arrive by then.
+        await asyncio.sleep(4 * stack.settings.expiry_sweep_s)
+
+    assert endpoint.refused == []  # the escalation is signed like any webhook request
+    assert endpoint.notice_ids() == [notice_id, notice_id]
+    assert endpoint.events == ["notice", "escalation"]
+    assert routine_only.received == []  # its filter does not admit a flash notice
+    assert await _state(stack, notice_id, KH) == "fetched"
+    [hook] = [h for h in await _webhooks(stack, KH) if h["url"] == url]
+    assert hook["cursor"] == endpoint.received[0][1]["cursor"] and hook["attempts"] == 0
+
+
+async def test_verify_webhook_refuses_another_key_url_body_or_event() -> None:
     key = OKPKey.generate_key("Ed25519")
-    request = httpx.Request("POST", "https://partner.example/hooks/a", content=b'{"notice_id": "x"}')
-    next(RequestSigner(SigningKey(SIGNER, key.thumbprint(), key)).auth_flow(request))
+    request = httpx.Request(
+        "POST",
+        "https://partner.example/hooks/a",
+        content=b'{"notice_id": "x"}',
+        headers={"Deskbridge-Event": "escalation"},
+    )
+    signer = RequestSigner(SigningKey(SIGNER, key.thumbprint(), key), also_cover=("deskbridge-event",))
+    next(signer.auth_flow(request))
     headers = list(request.headers.items())
+    # The event header is covered: a relay cannot turn a reminder into a delivery.
+    relabelled = [(k, "notice" if k.lower() == "deskbridge-event" else v) for k, v in headers]
+    with pytest.raises(SignatureError):
+        await verify_webhook(
+            "POST", str(request.url), relabelled, request.content, import_public(key.as_dict())
+        )
+    # A signature that does not cover the event header is refused as such.
+    bare = httpx.Request(
+        "POST", str(request.url), content=request.content, headers={"Deskbridge-Event": "notice"}
+    )
+    next(RequestSigner(SigningKey(SIGNER, key.thumbprint(), key)).auth_flow(bare))
+    with pytest.raises(SignatureError, match="deskbridge-event"):
+        await verify_webhook(
+            "POST", str(bare.url), list(bare.headers.items()), bare.content, import_public(key.as_dict())
+        )
     pinned = import_public(key.as_dict(private=False))
     verified = await verify_webhook("POST", str(request.url), headers, request.content, pinned)
     assert verified.agency == SIGNER and verified.kid == key.thumbprint()

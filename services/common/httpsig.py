@@ -83,7 +83,11 @@ class RequestSigner(httpx.Auth):
 
     requires_request_body = True
 
-    def __init__(self, key: SigningKey, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, key: SigningKey, clock: Callable[[], datetime] = utcnow, also_cover: tuple[str, ...] = ()
+    ) -> None:
+        """`also_cover` names extra header fields (lowercase) the signature covers."""
+        self._also_cover = also_cover
         private = key.key.private_key
         if not isinstance(private, Ed25519PrivateKey):
             raise ValueError(f"key {key.kid} is not an Ed25519 private key")
@@ -102,7 +106,7 @@ class RequestSigner(httpx.Auth):
             created=self._clock(),
             nonce=secrets.token_urlsafe(NONCE_BYTES),
             label=LABEL,
-            covered_component_ids=COVERED[:2],
+            covered_component_ids=(*COVERED[:2], *self._also_cover),
             body=request.content,
         )
         yield request

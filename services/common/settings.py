@@ -64,6 +64,27 @@ class Settings(BaseSettings):
     webhook_allow_http: bool = Field(
         default=False, description="Accept http:// webhook URLs (loopback tests); https:// only otherwise."
     )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let webhooks reach loopback, private, link-local and other non-public addresses "
+        "(loopback tests); otherwise refused at registration and before every POST.",
+    )
+    audit_log_key_file: Path | None = Field(
+        default=None,
+        description="The audit log's checkpoint signing key (private JWK); default: audit-log.jwk.json in "
+        "desk_keys_dir.",
+    )
+    audit_log_origin: str = Field(
+        default="deskbridge.kr-desk/audit-log",
+        description="The checkpoints' origin line, also the log key's name in signed notes.",
+    )
+    checkpoint_interval_s: float = Field(
+        default=10, description="How often the audit service signs a checkpoint when the log has grown."
+    )
+    audit_query_window_s: float = Field(
+        default=60,
+        description="Auditor queries are logged as one auditor.query entry per caller per window of this.",
+    )
 
     def sla(self) -> Sla:
         return Sla(

@@ -4,24 +4,35 @@ retried with backoff, and parked (for the agency to replay, and for the desk to 
 The POST is signed with RFC 9421 (services/common/httpsig.py) by the desk's directory key, the key every
 partner pins already: a receiver checks a request with `verify_webhook` and trusts nothing else. Position
 and retry state live in the database (`webhooks`), so a restart resumes where the last attempt left off.
+
+An agency chooses the URL, so deskbridge must not become its way into the desk's own network: endpoints on
+loopback, private, link-local and other non-public addresses are refused at registration and again when
+connecting (DNS may have changed since), and what an agency is told of a failure is coarse ("timeout",
+"connection failed", "HTTP 503"), never what answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
+import logging
 import random
+import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from types import TracebackType
 from typing import Annotated, Any, Self, cast
 from urllib.parse import urlsplit
 
 import httpx
+import structlog
 from joserfc.jwk import OKPKey
 from pydantic import AnyUrl, BaseModel, ConfigDict, Field, UrlConstraints
-from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.api import Alert, InboxItem
@@ -38,14 +49,39 @@ from services.common.delivery import (
     mark_fetched,
 )
 from services.common.envelope import EnvelopeError, PublicKey, SigningKey
-from services.common.httpsig import Headers, RequestSigner, SignaturePolicy, VerifiedRequest, verify_request
+from services.common.httpsig import (
+    COVERED,
+    Headers,
+    RequestSigner,
+    SignaturePolicy,
+    VerifiedRequest,
+    verify_request,
+)
 from services.common.kafka import EventPublisher
 
+log = structlog.get_logger("webhooks")
 SIGNER = "deskbridge-directory"  # the agency name a receiver sees on a verified webhook request
 MAX_WEBHOOKS = 10  # active webhooks per agency
 ERROR_CHARS = 500
+RESOLVE_TIMEOUT_S = 5.0  # registration's look-up of the endpoint's host
+EVENT_HEADER = "Deskbridge-Event"
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix: the IPv4 address is its last 32 bits
+
+# What an agency is told of a failed attempt: coarse on purpose, so that a webhook is no probe of what
+# answers where. The cause goes to the operator's log.
+TIMED_OUT = "timeout"
+CONNECTION_FAILED = "connection failed"
+NOT_PUBLIC = "refused: not a public address"
 
 WebhookUrl = Annotated[AnyUrl, UrlConstraints(max_length=2048, allowed_schemes=["https", "http"])]
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class WebhookEvent(StrEnum):
+    """What a webhook POST is about, named in its `Deskbridge-Event` header."""
+
+    notice = "notice"  # a delivery, in inbox order
+    escalation = "escalation"  # a copy that passed its acknowledgement deadline, sent once more
 
 
 class WebhookError(Exception):
@@ -55,6 +91,16 @@ class WebhookError(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+
+
+class AddressRefused(Exception):
+    """A webhook host that is, or resolves to, an address deskbridge does not connect to."""
+
+    def __init__(self, host: str, address: IpAddress, why: str) -> None:
+        super().__init__(f"{host} is at {address}, a {why} address")
+        self.host = host
+        self.address = address
+        self.why = why
 
 
 class WebhookFilters(BaseModel):
@@ -130,6 +176,64 @@ def check_url(url: str, allow_http: bool) -> None:
         raise WebhookError(422, "url: a fragment is never sent; leave it out")
 
 
+def address_refusal(address: IpAddress) -> str | None:
+    """Why a webhook may not connect to `address` ("loopback", "private", ...); None for a public one."""
+    if isinstance(address, ipaddress.IPv6Address):
+        # An IPv6 form of an IPv4 address is judged by the IPv4 address it reaches.
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return address_refusal(embedded)
+    checks = (
+        (address.is_unspecified, "unspecified"),
+        (address.is_loopback, "loopback"),
+        (address.is_link_local, "link-local"),
+        (address.is_multicast, "multicast"),
+        (address.is_reserved, "reserved"),
+        (address.is_private, "private"),
+        (not address.is_global, "non-global"),
+    )
+    return next((why for refused, why in checks if refused), None)
+
+
+async def resolve(host: str) -> list[IpAddress]:
+    """The addresses `host` stands for: itself if it is an IP literal, else what DNS answers now."""
+    with contextlib.suppress(ValueError):
+        return [ipaddress.ip_address(host)]
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+
+
+def refuse_non_public(host: str, addresses: Sequence[IpAddress]) -> None:
+    """Raises AddressRefused if any of the host's addresses is not public: one is enough to reach inside."""
+    for address in addresses:
+        why = address_refusal(address)
+        if why is not None:
+            raise AddressRefused(host, address, why)
+
+
+async def check_target(url: str, allow_private: bool) -> None:
+    """Refuses an endpoint on a non-public address, saying which kind. A name that does not resolve (yet)
+    is let through: the dispatcher checks the addresses again before every POST."""
+    if allow_private:
+        return
+    host = urlsplit(url).hostname or ""
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            addresses = await resolve(host)
+    except (OSError, UnicodeError, TimeoutError):
+        return
+    try:
+        refuse_non_public(host, addresses)
+    except AddressRefused as exc:
+        raise WebhookError(
+            422,
+            f"url: {host} is or resolves to a {exc.why} address; webhook endpoints must be on public "
+            "addresses",
+        ) from exc
+
+
 def webhook_out(hook: Webhook) -> WebhookOut:
     return WebhookOut(
         id=hook.id,
@@ -160,10 +264,13 @@ def filters_of(hook: Webhook) -> WebhookFilters:
     return WebhookFilters.model_validate_json(hook.filters)
 
 
-async def create_webhook(session: AsyncSession, agency: str, spec: WebhookIn, allow_http: bool) -> Webhook:
+async def create_webhook(
+    session: AsyncSession, agency: str, spec: WebhookIn, allow_http: bool, allow_private: bool
+) -> Webhook:
     """Registers the endpoint (caller commits); it starts after `spec.after`, or after the latest delivery."""
     url = str(spec.url)
     check_url(url, allow_http)
+    await check_target(url, allow_private)
     count = select(func.count()).select_from(Webhook).where(Webhook.agency_id == agency, Webhook.active)
     if int((await session.execute(count)).scalar_one()) >= MAX_WEBHOOKS:
         raise WebhookError(409, f"{agency} has {MAX_WEBHOOKS} webhooks already; delete one first")
@@ -282,6 +389,48 @@ async def head_of(session: AsyncSession, hook: Webhook) -> tuple[Delivery, Notic
     return rows[0] if rows else None
 
 
+@dataclass(frozen=True)
+class EscalationMark:
+    """How far a webhook's escalation notices got: the (escalated_at, seq) of the last copy handled."""
+
+    at: datetime
+    seq: int = 0
+
+
+async def next_escalation(
+    session: AsyncSession, hook: Webhook, after: EscalationMark
+) -> tuple[Delivery, NoticeRow] | None:
+    """The first copy after `after`, in escalation order, that the webhook's filters admit and that still
+    waits for the agency's acknowledgement (not recalled, not expired)."""
+    only = filters_of(hook).inbox_filter()
+    query = (
+        select(Delivery, NoticeRow)
+        .join(NoticeRow, NoticeRow.notice_id == Delivery.notice_id)
+        .where(Delivery.recipient == hook.agency_id)
+        .where(
+            or_(
+                Delivery.escalated_at > after.at,
+                and_(Delivery.escalated_at == after.at, Delivery.seq > after.seq),
+            )
+        )
+        .where(
+            Delivery.state != "acknowledged", Delivery.recalled_at.is_(None), Delivery.expired_at.is_(None)
+        )
+        .where(or_(NoticeRow.expires_at.is_(None), NoticeRow.expires_at > utcnow()))
+        .order_by(Delivery.escalated_at, Delivery.seq)
+        .limit(1)
+    )
+    for column, values in (
+        (NoticeRow.notice_type, only.types),
+        (NoticeRow.priority, only.priorities),
+        (NoticeRow.case_ref, only.case_refs),
+    ):
+        if values:
+            query = query.where(column.in_(values))
+    row = (await session.execute(query)).first()
+    return (row[0], row[1]) if row is not None else None
+
+
 def _event(kind: EventType, hook: Webhook, notice: NoticeRow, seq: int, actor: str, attempts: int) -> Event:
     return Event(
         # One fact per (webhook, delivery): a re-sent event is recorded once.
@@ -393,15 +542,61 @@ async def replay(
     return parked
 
 
+class PinnedTransport(httpx.AsyncBaseTransport):
+    """Resolves each request's host itself, refuses it if any address is not public (unless allowed), and
+    connects to the address it checked: DNS changing between the check and the connection cannot send the
+    POST elsewhere. The signed URL, the Host header and the TLS server name (SNI and certificate check)
+    keep the host name. A custom transport also keeps httpx off environment proxies, which would connect
+    on our behalf to whatever the name resolves to there."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self._allow_private = allow_private
+        self._transport = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.raw_host.decode("ascii")  # an international name as DNS and TLS spell it
+        try:
+            addresses = await resolve(host)
+        except (OSError, UnicodeError) as exc:
+            raise httpx.ConnectError(f"{host} does not resolve: {exc}", request=request) from exc
+        if not addresses:
+            raise httpx.ConnectError(f"{host} has no address", request=request)
+        if not self._allow_private:
+            refuse_non_public(host, addresses)
+        address = str(addresses[0])
+        extensions = dict(request.extensions)
+        if address != host:
+            extensions["sni_hostname"] = host
+        pinned = httpx.Request(
+            request.method,
+            request.url.copy_with(host=address),
+            headers=request.headers,  # Host still names the host, not the address
+            stream=request.stream,
+            extensions=extensions,
+        )
+        return await self._transport.handle_async_request(pinned)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
 class WebhookSender:
     """POSTs inbox items signed by the directory key. One per webhook, so a slow endpoint ties up only its
-    own connections; `timeout_s` bounds the whole exchange, not each read."""
+    own connections; `timeout_s` bounds the whole exchange (look-up included), not each read."""
 
-    def __init__(self, directory_key: OKPKey, timeout_s: float) -> None:
-        signer = RequestSigner(SigningKey(SIGNER, directory_key.thumbprint(), directory_key))
+    def __init__(self, directory_key: OKPKey, timeout_s: float, allow_private: bool) -> None:
+        # The event header is signed too: a relay cannot turn a reminder into a delivery or back.
+        signer = RequestSigner(
+            SigningKey(SIGNER, directory_key.thumbprint(), directory_key), also_cover=(EVENT_HEADER.lower(),)
+        )
         self._timeout_s = timeout_s
+        # httpx logs each request's URL at INFO, and a webhook URL's query may hold the partner's secret.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         self._client = httpx.AsyncClient(
-            auth=signer, timeout=timeout_s, headers={"User-Agent": "deskbridge-webhooks/1"}
+            auth=signer,
+            timeout=timeout_s,
+            headers={"User-Agent": "deskbridge-webhooks/1"},
+            transport=PinnedTransport(allow_private),
         )
 
     async def __aenter__(self) -> Self:
@@ -412,20 +607,31 @@ class WebhookSender:
     ) -> None:
         await self._client.aclose()
 
-    async def deliver(self, url: str, item: InboxItem) -> str | None:
-        """None once the endpoint answered 2xx; otherwise what went wrong. Redirects are not followed."""
+    async def deliver(
+        self, url: str, item: InboxItem, event: WebhookEvent = WebhookEvent.notice
+    ) -> str | None:
+        """None once the endpoint answered 2xx; otherwise a coarse reason, fit for the agency to see (the
+        cause is logged). Redirects are not followed."""
         body = item.model_dump_json().encode()
+        host = urlsplit(url).hostname
         try:
             async with asyncio.timeout(self._timeout_s):
                 request = self._client.build_request(
-                    "POST", url, content=body, headers={"Content-Type": "application/json"}
+                    "POST",
+                    url,
+                    content=body,
+                    headers={"Content-Type": "application/json", EVENT_HEADER: event},
                 )
                 response = await self._client.send(request, stream=True)
                 await response.aclose()  # the status is the answer; the body is not read
-        except TimeoutError:
-            return f"no answer within {self._timeout_s:g} s"
-        except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+        except AddressRefused as exc:
+            log.warning("webhook endpoint refused", host=host, address=str(exc.address), kind=exc.why)
+            return NOT_PUBLIC
+        except (TimeoutError, httpx.TimeoutException):
+            return TIMED_OUT
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            log.info("webhook request failed", host=host, cause=f"{type(exc).__name__}: {exc}")
+            return CONNECTION_FAILED
         if response.is_success:
             return None
         return f"HTTP {response.status_code}"
@@ -451,5 +657,5 @@ async def verify_webhook(
             raise EnvelopeError("unknown_key", f"key {kid} is not the pinned directory key {pinned.kid}")
         return pinned
 
-    policy = SignaturePolicy(freshness_s=freshness_s, skew_s=skew_s)
+    policy = SignaturePolicy(covered=(*COVERED, EVENT_HEADER.lower()), freshness_s=freshness_s, skew_s=skew_s)
     return await verify_request(method, url, headers, body, lookup, policy, now or utcnow())

@@ -54,11 +54,15 @@ DirectoryKey = Annotated[OKPKey, Depends(directory_key)]
     response_model=WebhookOut,
     responses=ERRORS,
     summary="Register an endpoint that receives the caller's deliveries as signed POSTs (agency credential).",
+    description="The URL must be https:// and its host public: an IP literal or a name that resolves to a "
+    "loopback, private, link-local or other non-public address is refused with 422 saying which kind.",
 )
 async def post_webhook(spec: WebhookIn, principal: Agency, session: Session, config: Config) -> WebhookOut:
     assert principal.agency is not None
     try:
-        hook = await create_webhook(session, principal.agency, spec, config.webhook_allow_http)
+        hook = await create_webhook(
+            session, principal.agency, spec, config.webhook_allow_http, config.webhook_allow_private
+        )
     except WebhookError as exc:
         raise HTTPException(exc.status, exc.detail) from exc
     await session.commit()
@@ -107,7 +111,7 @@ async def post_replay(
         raise HTTPException(404, f"no parked delivery {parked_id} for {principal.agency}")
     parked, hook = found
     try:
-        async with WebhookSender(key, config.webhook_timeout_s) as sender:
+        async with WebhookSender(key, config.webhook_timeout_s, config.webhook_allow_private) as sender:
             await replay(session, publisher, sender, parked, hook, principal.agency, SOURCE)
     except WebhookError as exc:
         raise HTTPException(exc.status, exc.detail) from exc

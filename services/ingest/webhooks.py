@@ -4,6 +4,13 @@ The database holds each webhook's position, retry schedule and lease; these task
 restart resumes the schedule, and with several ingest instances one at a time drives each webhook.
 Delivery is at least once: a crash between the endpoint's 2xx and the commit sends that item again, and
 receivers drop repeats by notice_id.
+
+When one of the agency's copies escalates (ingest's sweep, services/common/lifecycle.py), each of its
+webhooks whose filters admit it gets the item once more, marked `Deskbridge-Event: escalation`: one
+attempt, never retried, never holding up the webhook's own position. Which escalations were sent is kept
+in memory from the dispatcher's start, so those that happen while no dispatcher runs are not sent (the
+inbox stream, the desk's alerts and the audit log still have them), and a lease moving to another
+dispatcher may send one twice.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import os
 import random
 import secrets
 import socket
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
@@ -29,10 +37,13 @@ from services.common.keys import KeyFileError
 from services.common.settings import Settings
 from services.common.signed_directory import DIRECTORY_KEY_FILE, load_directory_key
 from services.common.webhooks import (
+    EscalationMark,
     RetryPolicy,
+    WebhookEvent,
     WebhookSender,
     claim,
     head_of,
+    next_escalation,
     record_delivered,
     record_failure,
     release,
@@ -73,6 +84,14 @@ async def run_webhooks(settings: Settings, stop: asyncio.Event, rng: random.Rand
         await engine.dispose()
 
 
+@dataclass
+class _Escalations:
+    """One webhook's escalation notices: the last copy handled, and when to look for the next."""
+
+    after: EscalationMark
+    look_at: datetime
+
+
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), max(seconds, 0))
@@ -93,6 +112,11 @@ class Dispatcher:
         self.policy = policy
         self.poll_s = settings.webhook_poll_s
         self.timeout_s = settings.webhook_timeout_s
+        self.allow_private = settings.webhook_allow_private
+        self.started = utcnow()
+        # Copies escalate only at ingest's sweeps: looking more often would find nothing new.
+        self.escalation_look = timedelta(seconds=max(settings.expiry_sweep_s, settings.webhook_poll_s))
+        self.escalations: dict[str, _Escalations] = {}
         self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
         # A dispatcher that died lets another take over this long after its last renewal.
         self.lease = timedelta(seconds=settings.webhook_timeout_s + 2 * LEASE_MARGIN_S)
@@ -129,7 +153,7 @@ class Dispatcher:
 
     async def _drive(self, hook_id: str, stop: asyncio.Event) -> None:
         try:
-            async with WebhookSender(self.key, self.timeout_s) as sender:
+            async with WebhookSender(self.key, self.timeout_s, self.allow_private) as sender:
                 while not stop.is_set():
                     try:
                         wait = await self._step(hook_id, sender)
@@ -146,10 +170,11 @@ class Dispatcher:
                     await _pause(stop, wait)
         finally:
             self.held.pop(hook_id, None)
+            self.escalations.pop(hook_id, None)
 
     async def _step(self, hook_id: str, sender: WebhookSender) -> float | None:
-        """One attempt at the webhook's next delivery; returns the seconds until the next step, or None
-        once the webhook is stopped."""
+        """One POST at most: an escalation notice if one is due, else an attempt at the webhook's next
+        delivery; returns the seconds until the next step, or None once the webhook is stopped."""
         async with self.sessions() as session:
             now = utcnow()
             if not await self._hold(session, hook_id, now):
@@ -158,8 +183,10 @@ class Dispatcher:
             hook = await session.get(Webhook, hook_id)
             if hook is None or not hook.active:
                 return None
+            if await self._escalate(session, hook, sender, now):
+                return 0
             if hook.next_attempt_at is not None and hook.next_attempt_at > now:
-                return (hook.next_attempt_at - now).total_seconds()
+                return self._until(hook.next_attempt_at, now)
             head = await head_of(session, hook)
             if head is None:
                 return self.poll_s
@@ -178,7 +205,44 @@ class Dispatcher:
                 return 0
             log.info("webhook attempt failed", webhook=hook_id, attempts=hook.attempts, error=error)
             assert hook.next_attempt_at is not None
-            return (hook.next_attempt_at - utcnow()).total_seconds()
+            return self._until(hook.next_attempt_at, utcnow())
+
+    def _until(self, attempt_at: datetime, now: datetime) -> float:
+        """Seconds to wait for the next attempt, waking meanwhile to look for escalations: a failing
+        delivery's backoff does not hold up its agency's escalation notices."""
+        return min((attempt_at - now).total_seconds(), self.escalation_look.total_seconds())
+
+    async def _escalate(
+        self, session: AsyncSession, hook: Webhook, sender: WebhookSender, now: datetime
+    ) -> bool:
+        """POSTs the next copy that escalated since the last one handled, if any (True then): best effort,
+        so a failure is logged and the webhook moves on, its own position untouched."""
+        watch = self.escalations.get(hook.id)
+        if watch is None:
+            # Nothing that escalated before this dispatcher started, or before the webhook existed.
+            watch = _Escalations(EscalationMark(max(self.started, hook.created_at)), now)
+            self.escalations[hook.id] = watch
+        if watch.look_at > now:
+            return False
+        found = await next_escalation(session, hook, watch.after)
+        if found is None:
+            watch.look_at = now + self.escalation_look
+            return False
+        delivery, notice = found
+        assert delivery.escalated_at is not None  # next_escalation compares it with the mark
+        watch.after = EscalationMark(delivery.escalated_at, delivery.seq)
+        await session.commit()  # no transaction stays open while the endpoint answers
+        error = await sender.deliver(hook.url, inbox_item(delivery, notice), WebhookEvent.escalation)
+        if error is None:
+            log.info("webhook escalation sent", webhook=hook.id, notice_id=notice.notice_id)
+        else:
+            log.warning(
+                "webhook escalation not taken; not retried",
+                webhook=hook.id,
+                notice_id=notice.notice_id,
+                error=error,
+            )
+        return True
 
     async def _hold(self, session: AsyncSession, hook_id: str, now: datetime) -> bool:
         """Whether this dispatcher holds the webhook's lease for at least one more attempt, renewing it
