@@ -8,8 +8,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.api import (
@@ -132,6 +133,9 @@ def decode_cursor(cursor: str) -> int:
         raise ValueError("not a cursor this server issued") from exc
 
 
+Q = TypeVar("Q", bound=Select[*tuple[Any, ...]])
+
+
 @dataclass(frozen=True)
 class InboxFilter:
     """A subscription's narrowing; an empty tuple admits everything."""
@@ -139,6 +143,17 @@ class InboxFilter:
     types: tuple[str, ...] = ()
     priorities: tuple[str, ...] = ()
     case_refs: tuple[str, ...] = ()
+
+    def narrow(self, query: Q) -> Q:
+        """The query (joined with NoticeRow) limited to what this filter admits."""
+        for column, values in (
+            (NoticeRow.notice_type, self.types),
+            (NoticeRow.priority, self.priorities),
+            (NoticeRow.case_ref, self.case_refs),
+        ):
+            if values:
+                query = query.where(column.in_(values))
+        return query
 
 
 async def inbox(
@@ -156,14 +171,7 @@ async def inbox(
         .order_by(Delivery.seq)
         .limit(limit)
     )
-    for column, values in (
-        (NoticeRow.notice_type, only.types),
-        (NoticeRow.priority, only.priorities),
-        (NoticeRow.case_ref, only.case_refs),
-    ):
-        if values:
-            query = query.where(column.in_(values))
-    return [(d, n) for d, n in (await session.execute(query)).all()]
+    return [(d, n) for d, n in (await session.execute(only.narrow(query))).all()]
 
 
 def shown_state(delivery: Delivery) -> DeliveryState:

@@ -420,14 +420,7 @@ async def next_escalation(
         .order_by(Delivery.escalated_at, Delivery.seq)
         .limit(1)
     )
-    for column, values in (
-        (NoticeRow.notice_type, only.types),
-        (NoticeRow.priority, only.priorities),
-        (NoticeRow.case_ref, only.case_refs),
-    ):
-        if values:
-            query = query.where(column.in_(values))
-    row = (await session.execute(query)).first()
+    row = (await session.execute(only.narrow(query))).first()
     return (row[0], row[1]) if row is not None else None
 
 
