@@ -31,6 +31,7 @@ class EventType(StrEnum):
     credential_revoked = "credential.revoked"
     webhook_parked = "webhook.parked"
     webhook_replayed = "webhook.replayed"
+    auditor_query = "auditor.query"
 
 
 class Event(BaseModel):

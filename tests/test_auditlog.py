@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import exc, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from typer.testing import CliRunner, Result
@@ -21,12 +20,10 @@ from typer.testing import CliRunner, Result
 from schemas.audit import AuditRecord
 from schemas.events import Event, EventType
 from services.cli.main import app
-from services.cli.profiles import Profile
-from services.common import auditlog
+from services.common import auditlog, tlog
 from services.common.auditlog import GENESIS_HASH, ChainBreak, append, entry_hash, to_record, verify_chain
 from services.common.db import AuditEntry, make_sessionmaker
-from services.common.kafka_broker import free_port
-from tests.conftest import ServiceTasks, Stack, eventually, notice_body, receipt
+from tests.conftest import Stack, eventually, notice_body, receipt
 
 ALTERED = "content does not match its hash (altered entry)"
 UNLINKED = "does not link to the previous entry's hash"
@@ -253,7 +250,8 @@ async def _entries(stack: Stack, **params: Any) -> list[dict[str, Any]]:
 async def _types(stack: Stack, **params: Any) -> dict[str, int]:
     counts: dict[str, int] = {}
     for entry in await _entries(stack, **params):
-        counts[entry["event_type"]] = counts.get(entry["event_type"], 0) + 1
+        if entry["event_type"] != "auditor.query":  # reads are audited too, once per window (test_tlog.py)
+            counts[entry["event_type"]] = counts.get(entry["event_type"], 0) + 1
     return counts
 
 
@@ -379,12 +377,19 @@ def _verify(home: Path, audit_url: str) -> Result:
     return CliRunner().invoke(app, ["audit", "verify", "--home", str(home), "--audit-server", audit_url])
 
 
+async def _checkpoint(stack: Stack) -> str:
+    """Signs a checkpoint over the whole log now (the service also does so on its own interval)."""
+    response = await stack.client("auditor", audit=True).post("/v1/audit/checkpoints")
+    assert response.status_code == 200, response.text
+    return response.text
+
+
 async def test_cli_verify_passes_then_names_a_tampered_entry(stack: Stack) -> None:
     await eventually(lambda: _enrolled(stack))
+    assert "\n18\n" in await _checkpoint(stack)
     result = await asyncio.to_thread(_verify, stack.home, stack.audit_url)
     assert result.exit_code == 0, result.output
-    head = (await _entries(stack))[-1]["entry_hash"]
-    assert f"audit log intact: 18 entries, head {head}" in result.output
+    assert "audit log intact: 18 leaves, checkpoint 18 root" in result.output
 
     async with stack.sessions() as session:
         connection = await session.connection()
@@ -393,7 +398,9 @@ async def test_cli_verify_passes_then_names_a_tampered_entry(stack: Stack) -> No
     result = await asyncio.to_thread(_verify, stack.home, stack.audit_url)
     assert result.exit_code == 1, result.output
     assert f"entry 7: {ALTERED}" in result.output
-    assert "audit log is NOT intact (1 problem(s))" in result.output
+    assert "leaf 6: content does not match its stored leaf hash" in result.output
+    assert "checkpoint 18: its root does not match the leaves served" in result.output
+    assert "audit log is NOT intact (3 problem(s))" in result.output
     # The triggers are back on.
     async with stack.sessions() as session:
         with pytest.raises(exc.DBAPIError, match="append-only"):
@@ -404,14 +411,15 @@ async def test_cli_verify_is_not_fooled_by_an_append_during_the_request(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await eventually(lambda: _enrolled(stack))
-    real_head = auditlog.head
-    concurrent = [_event(1, event_id="appended-before-head"), _event(2, event_id="appended-after-head")]
+    await _checkpoint(stack)
+    real_size = tlog.tree_size
+    concurrent = [_event(1, event_id="appended-before-size"), _event(2, event_id="appended-after-size")]
 
     appending = False
 
     async def append_one() -> None:
         nonlocal appending
-        appending = True  # append() reads the head itself: that read is not the server's.
+        appending = True  # append() writes the tree itself: that read is not the server's.
         try:
             async with stack.sessions() as other:
                 await append(other, [concurrent.pop(0)])
@@ -419,51 +427,25 @@ async def test_cli_verify_is_not_fooled_by_an_append_during_the_request(
         finally:
             appending = False
 
-    async def head_with_appends_around_it(session: AsyncSession) -> tuple[int, str]:
-        # Appends commit just before and just after the head is read: whichever order the server reads
-        # the page and the head in, one of them lands between the two reads (as a busy consumer does).
+    async def size_with_appends_around_it(session: AsyncSession) -> int:
+        # Appends commit just before and just after the size is read, as a busy consumer does: verify
+        # is anchored on a signed checkpoint, so entries beyond it change nothing.
         if concurrent and not appending:
             await append_one()
-            head = await real_head(session)
+            size = await real_size(session)
             await append_one()
-            return head
-        return await real_head(session)
+            return size
+        return await real_size(session)
 
-    monkeypatch.setattr(auditlog, "head", head_with_appends_around_it)
+    monkeypatch.setattr(tlog, "tree_size", size_with_appends_around_it)
     result = await asyncio.to_thread(_verify, stack.home, stack.audit_url)
     if concurrent:
         pytest.fail("the concurrent append did not happen")
     monkeypatch.undo()
     assert verify_chain([AuditRecord.model_validate(e) for e in await _entries(stack)]) == []
     assert result.exit_code == 0, result.output
-
-
-async def test_cli_verify_checks_the_last_entry_against_the_servers_head(tmp_path: Path) -> None:
-    """A server that serves a truncated log but still reports the real head is caught."""
-    chain = _chain(4)
-    served: dict[str, list[AuditRecord]] = {"entries": chain[:3]}
-    api = FastAPI()
-
-    @api.get("/v1/audit/events")
-    async def events() -> dict[str, Any]:
-        return {
-            "entries": [e.model_dump() for e in served["entries"]],
-            "next_after": None,
-            "head_seq": chain[-1].seq,
-            "head_hash": chain[-1].entry_hash,
-        }
-
-    Profile(tmp_path, "auditor").save_credential("dbk_test_secret")
-    services = ServiceTasks()
-    try:
-        url = await services.serve(api, free_port())
-        result = await asyncio.to_thread(_verify, tmp_path, url)
-        assert result.exit_code == 1, result.output
-        assert "entry 3: the server's head hash is not the last entry's hash" in result.output
-
-        served["entries"] = chain
-        result = await asyncio.to_thread(_verify, tmp_path, url)
-        assert result.exit_code == 0, result.output
-        assert f"audit log intact: 4 entries, head {chain[-1].entry_hash}" in result.output
-    finally:
-        await services.close()
+    # The next checkpoint covers the appended entries, and verify passes over them too.
+    assert "\n20\n" in await _checkpoint(stack)
+    result = await asyncio.to_thread(_verify, stack.home, stack.audit_url)
+    assert result.exit_code == 0, result.output
+    assert "audit log intact: 20 leaves" in result.output

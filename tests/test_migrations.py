@@ -30,8 +30,11 @@ TABLES = {
     "seen_nonces",
     "webhooks",
     "webhook_parked",
+    "tlog_nodes",
+    "tlog_checkpoints",
+    "tlog_cosignatures",
 }
-HEAD = "0004"
+HEAD = "0005"
 
 
 def _diffs(connection: Connection, metadata: MetaData = Base.metadata) -> list[Any]:

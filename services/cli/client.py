@@ -35,6 +35,13 @@ class Api:
         self._client.close()
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._send(method, path, **kwargs).json()
+
+    def text(self, method: str, path: str, **kwargs: Any) -> str:
+        """For routes that answer text/plain, such as signed notes."""
+        return self._send(method, path, **kwargs).text
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -46,7 +53,7 @@ class Api:
             except ValueError:
                 detail = response.text[:200]
             raise ClientError(f"{method} {path} failed with {response.status_code}: {detail}")
-        return response.json()
+        return response
 
     def directory(self, pinned: OKPKey) -> TrustedDirectory:
         """The signed directory, checked against the key this identity pinned: the server is not trusted."""

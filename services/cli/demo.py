@@ -10,7 +10,9 @@ from schemas.events import Event
 from services.cli.profiles import Profile
 from services.common.directory import issue_credential, list_agencies, register_agency, register_key
 from services.common.keys import AgencyKeys
+from services.common.settings import Settings
 from services.common.signed_directory import generate_directory_key, save_pin
+from services.common.treehead import LOG_KEY_FILE, generate_log_key, log_signer, save_log_vkey
 
 DESK = ("kr-desk", "Korean National Police Agency - Korean Desk", "desk")
 PARTNERS = [
@@ -35,7 +37,9 @@ async def enrol(session: AsyncSession, home: Path, agency: str, name: str, kind:
     return [*events, event]
 
 
-async def bootstrap(session: AsyncSession, home: Path) -> list[Event]:
+async def bootstrap(
+    session: AsyncSession, home: Path, log_origin: str = Settings.model_fields["audit_log_origin"].default
+) -> list[Event]:
     """Idempotent: does nothing when agencies exist already. Caller commits, then publishes the events."""
     if await list_agencies(session):
         return []
@@ -49,6 +53,11 @@ async def bootstrap(session: AsyncSession, home: Path) -> list[Event]:
     # The desk's directory key signs the directory; each demo identity pins its public half, as a
     # partner would after checking the kid with the desk by phone.
     directory_key = generate_directory_key(Profile(home, DESK[0]).folder)
+    # Likewise the audit log's checkpoint key: every identity pins its public half (a vkey) to verify
+    # checkpoints with, offline if need be.
+    desk = Profile(home, DESK[0]).folder
+    log_key = log_signer(generate_log_key(desk / LOG_KEY_FILE), log_origin)
     for identity in [DESK[0], *(p[0] for p in PARTNERS), "auditor", "admin"]:
         save_pin(Profile(home, identity).folder, directory_key)
+        save_log_vkey(Profile(home, identity).folder, log_key)
     return events

@@ -12,18 +12,28 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
-from schemas.audit import AuditRecord
+from schemas.audit import AuditBundle, LeafPage
 from schemas.notices import Notice, NoticeDraft
 from services.cli.client import Api, ClientError, TrustedDirectory
 from services.cli.profiles import Profile, ProfileError
-from services.common.auditlog import ChainBreak, verify_chain
+from services.common.auditproof import LeafCheck, check_bundle, compare_checkpoints, open_log_checkpoint
+from services.common.checkpoint import (
+    Checkpoint,
+    CosignatureSigner,
+    NoteError,
+    NoteVerifier,
+    parse_vkey,
+    signature_line,
+)
 from services.common.envelope import EnvelopeError, open_envelope, parse_envelope, seal_notice
 from services.common.httpsig import RequestSigner
 from services.common.keys import AgencyKeys, KeyFileError, import_public
 from services.common.receipts import make_receipt
 from services.common.signed_directory import load_pin, save_pin
+from services.common.treehead import LOG_VKEY_FILE
 
 app = typer.Typer(no_args_is_help=True, help="deskbridge: signed, encrypted case notices over Kafka.")
 notice_app = typer.Typer(no_args_is_help=True, help="Send notices and follow their delivery.")
@@ -331,31 +341,197 @@ def _open(directory: TrustedDirectory, keys: AgencyKeys, item: dict[str, Any]) -
     return open_envelope(envelope, keys.decryption_keys(), lookup)
 
 
+LOG_CHECKPOINT_FILE = "audit-checkpoint.txt"  # the last checkpoint `audit verify` found intact
+WITNESS_CHECKPOINT_FILE = "audit-witness-checkpoint.txt"  # the last checkpoint this agency cosigned
+LogKey = Annotated[
+    Path | None, typer.Option("--log-key", help="The log's vkey file (default: audit-log.vkey of --as).")
+]
+
+
+class AuditFindings(Exception):
+    """The log failed a check: each finding names what is wrong."""
+
+    def __init__(self, findings: list[str]) -> None:
+        self.findings = list(dict.fromkeys(findings))  # the same finding from two checks counts once
+        super().__init__(f"audit log is NOT intact ({len(self.findings)} problem(s))")
+
+
+@contextmanager
+def audit_errors() -> Iterator[None]:
+    with one_line_errors():
+        try:
+            yield
+        except AuditFindings as exc:
+            for finding in exc.findings:
+                typer.echo(finding, err=True)
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        except NoteError as exc:
+            typer.echo(f"error: {exc.detail}", err=True)
+            raise typer.Exit(1) from exc
+
+
+def _log_verifier(profile: Profile, path: Path | None) -> NoteVerifier:
+    path = path or profile.folder / LOG_VKEY_FILE
+    try:
+        verifier = parse_vkey(path.read_text().strip())
+    except FileNotFoundError as exc:
+        raise ProfileError(f"no pinned audit log key at {path}") from exc
+    if not isinstance(verifier, NoteVerifier):
+        raise ProfileError(f"{path} is a cosignature key, not a log key")
+    return verifier
+
+
+def _remembered(path: Path, log: NoteVerifier) -> Checkpoint | None:
+    if not path.exists():
+        return None
+    return open_log_checkpoint(path.read_text(), log, f"the remembered checkpoint {path}")
+
+
+def _latest(api: Api, log: NoteVerifier, remembered: Checkpoint | None) -> tuple[str, Checkpoint, list[str]]:
+    """The server's latest checkpoint, checked against the log key and the remembered checkpoint."""
+    note = api.text("GET", "/v1/audit/checkpoint")
+    latest = open_log_checkpoint(note, log, "the latest checkpoint")
+    if remembered is None:
+        return note, latest, []
+    proof = None
+    if remembered.size < latest.size:
+        params = {"from": remembered.size, "to": latest.size}
+        proof = api.call("GET", "/v1/audit/proof/consistency", params=params)["proof"]
+    return note, latest, compare_checkpoints(remembered, latest, proof)
+
+
+def _pages(api: Api, path: str, key: str, params: dict[str, Any]) -> Iterator[Any]:
+    after = 0
+    while True:
+        page = api.call("GET", path, params={**params, "after": after, "limit": 1000})
+        yield from page[key]
+        if page["next_after"] is None:
+            return
+        after = page["next_after"]
+
+
+def _check_live(api: Api, log: NoteVerifier, latest: Checkpoint, published: list[Any]) -> list[str]:
+    """Every leaf, stored node and published checkpoint the server holds up to `latest`."""
+    size = latest.size
+    leaves = LeafCheck(0, size)
+    for start in range(0, size, 1000):
+        page = LeafPage.model_validate(
+            api.call("GET", "/v1/audit/leaves", params={"start": start, "end": min(size, start + 1000)})
+        )
+        leaves.add(page.leaves)
+    leaves.finish()
+    findings = leaves.problems
+    for level in range(1, size.bit_length()):
+        count = size >> level
+        nodes: dict[int, str] = {}
+        for start in range(0, count, 1000):
+            params = {"level": level, "start": start, "end": min(count, start + 1000)}
+            nodes |= {
+                n["index"]: n["hash"] for n in api.call("GET", "/v1/audit/nodes", params=params)["nodes"]
+            }
+        findings += leaves.check_nodes(level, nodes)
+    findings += leaves.check_root(latest, f"checkpoint {size}")
+    for item in published:
+        try:
+            checkpoint = open_log_checkpoint(item["note"], log, f"checkpoint {item['size']}")
+        except NoteError as exc:
+            findings.append(exc.detail)
+            continue
+        if checkpoint.size != item["size"]:
+            findings.append(f"checkpoint {item['size']}: its note says size {checkpoint.size}")
+        elif checkpoint.size <= size:
+            findings += leaves.check_root(checkpoint, f"checkpoint {checkpoint.size}")
+    return findings
+
+
 @audit_app.command("verify")
 def audit_verify(
-    as_: As = "auditor", home: Home = DEFAULT_HOME, audit_server: AuditServer = DEFAULT_AUDIT
+    as_: As = "auditor",
+    home: Home = DEFAULT_HOME,
+    audit_server: AuditServer = DEFAULT_AUDIT,
+    bundle: Annotated[Path | None, typer.Option(help="Check this exported bundle offline.")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Offline: the signed checkpoint the bundle must agree with.")
+    ] = None,
+    log_key: LogKey = None,
 ) -> None:
-    """Fetch the whole audit log and check its hash chain locally, trusting nothing the server computed."""
-    with one_line_errors(), _api(home, as_, audit_server) as api:
-        records: list[AuditRecord] = []
-        after = 0
-        head_hash = ""
-        while True:
-            page = api.call("GET", "/v1/audit/events", params={"after": after, "limit": 1000})
-            records += [AuditRecord.model_validate(e) for e in page["entries"]]
-            head_hash = page["head_hash"]
-            if page["next_after"] is None:
-                break
-            after = page["next_after"]
-        breaks = verify_chain(records)
-        if records and records[-1].entry_hash != head_hash:
-            breaks.append(ChainBreak(records[-1].seq, "the server's head hash is not the last entry's hash"))
-        if breaks:
-            for b in breaks:
-                typer.echo(f"entry {b.seq}: {b.reason}", err=True)
-            typer.echo(f"error: audit log is NOT intact ({len(breaks)} problem(s))", err=True)
-            raise typer.Exit(1)
-        typer.echo(f"audit log intact: {len(records)} entries, head {head_hash}")
+    """Check the audit log against its signed checkpoints, trusting nothing the server computed.
+
+    Live: the latest checkpoint's signature (pinned log key), its consistency with the checkpoint this
+    identity saw last (a fork or rollback is reported), every leaf, stored node and checkpoint. Offline
+    (--bundle and --checkpoint, no network): the bundle's signature, leaves and proofs."""
+    with audit_errors():
+        profile = Profile(home, as_)
+        log = _log_verifier(profile, log_key)
+        if bundle is not None or checkpoint is not None:
+            if bundle is None or checkpoint is None:
+                raise ProfileError("offline verification takes both --bundle and --checkpoint")
+            trusted = open_log_checkpoint(checkpoint.read_text(), log, f"checkpoint {checkpoint}")
+            exported = AuditBundle.model_validate_json(bundle.read_text())
+            findings = check_bundle(exported, trusted, log)
+            if findings:
+                raise AuditFindings(findings)
+            typer.echo(
+                f"bundle intact: leaves {exported.start}..{exported.end - 1} proved in checkpoint "
+                f"{trusted.size} root {trusted.root_hash.hex()}"
+            )
+            return
+        remembered_path = profile.folder / LOG_CHECKPOINT_FILE
+        with _api(home, as_, audit_server) as api:
+            # The auditor-only list first: an identity that may not audit learns so before anything else.
+            published = list(_pages(api, "/v1/audit/checkpoints", "checkpoints", {}))
+            note, latest, findings = _latest(api, log, _remembered(remembered_path, log))
+            findings += _check_live(api, log, latest, published)
+        if findings:
+            raise AuditFindings(findings)
+        remembered_path.write_text(note)
+        typer.echo(
+            f"audit log intact: {latest.size} leaves, checkpoint {latest.size} root {latest.root_hash.hex()}"
+        )
+
+
+@audit_app.command("export")
+def audit_export(
+    start: Annotated[int, typer.Option(help="The first leaf index.")],
+    end: Annotated[int, typer.Option(help="The leaf index after the last.")],
+    out: Annotated[Path, typer.Option(help="Where to write the bundle (JSON).")],
+    as_: As = "auditor",
+    home: Home = DEFAULT_HOME,
+    audit_server: AuditServer = DEFAULT_AUDIT,
+) -> None:
+    """Export leaves [start, end) with the latest checkpoint and their proofs, for `audit verify --bundle`;
+    with a consistency proof from the checkpoint this identity remembers, if any."""
+    with audit_errors(), _api(home, as_, audit_server) as api:
+        profile = Profile(home, as_)
+        params: dict[str, Any] = {"start": start, "end": end}
+        remembered = _remembered(profile.folder / LOG_CHECKPOINT_FILE, _log_verifier(profile, None))
+        if remembered is not None:
+            params["from"] = remembered.size
+        exported = AuditBundle.model_validate(api.call("GET", "/v1/audit/export", params=params))
+        out.write_text(exported.model_dump_json(indent=2))
+        typer.echo(f"wrote {len(exported.leaves)} leaves with their proofs to {out}")
+
+
+@audit_app.command("witness")
+def audit_witness(as_: As, home: Home = DEFAULT_HOME, audit_server: AuditServer = DEFAULT_AUDIT) -> None:
+    """Cosign the log's latest checkpoint as a witness, once it is proved consistent with the last one
+    this agency cosigned; a fork or rollback is refused and reported."""
+    with audit_errors(), _api(home, as_, audit_server) as api:
+        profile = Profile(home, as_)
+        log = _log_verifier(profile, None)
+        remembered_path = profile.folder / WITNESS_CHECKPOINT_FILE
+        note, latest, findings = _latest(api, log, _remembered(remembered_path, log))
+        if findings:
+            raise AuditFindings(findings)
+        private = profile.keys().signing.private_key
+        if not isinstance(private, Ed25519PrivateKey):
+            raise ProfileError(f"{as_}'s signing key is not Ed25519")
+        signer = CosignatureSigner(as_, private, int(datetime.now(UTC).timestamp()))
+        line = signature_line(latest.body(), signer)
+        api.call("POST", f"/v1/audit/checkpoints/{latest.size}/cosignatures", json={"line": line})
+        remembered_path.write_text(note)
+        typer.echo(f"cosigned checkpoint {latest.size} root {latest.root_hash.hex()} as {as_}")
 
 
 @notice_app.command("recall")

@@ -1,4 +1,6 @@
-"""The hash-chained audit log: pure hashing and checking, plus the one append path."""
+"""The audit log: its entries (each a leaf of the Merkle tree in tlog.py, and also hash-chained to its
+predecessor), pure hashing and checking, plus the one append path, which writes entries and tree nodes
+in one transaction."""
 
 from __future__ import annotations
 
@@ -12,15 +14,27 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.audit import AuditRecord
 from schemas.events import Event
+from services.common import merkle, tlog
 from services.common.db import AuditEntry
 from services.common.envelope import canonical_json, sha256_hex
 
 GENESIS_HASH = "0" * 64
+DERIVED_FIELDS = frozenset({"prev_hash", "entry_hash"})
 
 
 def entry_hash(record: AuditRecord) -> str:
     """SHA-256 over the canonical JSON of every field but the hash itself, the previous hash included."""
     return sha256_hex(canonical_json(record.model_dump(exclude={"entry_hash"})))
+
+
+def leaf_data(record: AuditRecord) -> bytes:
+    """The Merkle leaf: canonical JSON of the record without its derived chain hashes. It holds metadata
+    and envelope hashes only, so erasing a person (destroying a notice's keys) never changes a leaf."""
+    return canonical_json(record.model_dump(exclude=set(DERIVED_FIELDS)))
+
+
+def record_leaf_hash(record: AuditRecord) -> bytes:
+    return merkle.leaf_hash(leaf_data(record))
 
 
 @dataclass(frozen=True)
@@ -70,16 +84,19 @@ async def head(session: AsyncSession) -> tuple[int, str]:
 
 
 async def append(session: AsyncSession, events: Sequence[Event]) -> int:
-    """Appends the events not yet in the log, in order; returns how many were new. Caller commits."""
+    """Appends the events not yet in the log, in order, with the tree nodes they complete; returns how
+    many were new. Caller commits: entries and nodes land together or not at all."""
     if session.get_bind().dialect.name == "postgresql":
-        # One writer at a time keeps seq contiguous and the chain linear; readers are not blocked.
+        # One writer at a time keeps seq contiguous, the chain linear and the tree's right edge ours;
+        # readers are not blocked. SQLite has a single writer anyway.
         await session.execute(text("LOCK TABLE audit_log IN EXCLUSIVE MODE"))
     ids = {e.event_id for e in events}
     seen = set(
         (await session.execute(select(AuditEntry.event_id).where(AuditEntry.event_id.in_(ids)))).scalars()
     )
     seq, prev = await head(session)
-    added = 0
+    size = seq
+    leaves: list[bytes] = []
     recorded_at = datetime.now(UTC).isoformat()
     for event in events:
         if event.event_id in seen:
@@ -106,9 +123,10 @@ async def append(session: AsyncSession, events: Sequence[Event]) -> int:
             AuditEntry(**{**record.model_dump(exclude={"details"}), "details": json.dumps(record.details)})
         )
         prev = record.entry_hash
-        added += 1
+        leaves.append(record_leaf_hash(record))
+    await tlog.add_leaves(session, size, leaves)
     await session.flush()
-    return added
+    return len(leaves)
 
 
 async def count(session: AsyncSession) -> int:

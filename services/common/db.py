@@ -216,6 +216,39 @@ class WebhookParked(Base):
     replayed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
+class TlogNode(Base):
+    """Append-only: the hash of the complete subtree of 2**level leaves starting at leaf idx * 2**level
+    (level 0: the leaf hashes), written once when the subtree completes (services/common/merkle.py)."""
+
+    __tablename__ = "tlog_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class TlogCheckpoint(Base):
+    """Append-only: a checkpoint the audit service signed, as the signed note it published."""
+
+    __tablename__ = "tlog_checkpoints"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary)
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class TlogCosignature(Base):
+    """Append-only: a witness's cosignature line over the checkpoint of `size`, checked when posted."""
+
+    __tablename__ = "tlog_cosignatures"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    witness: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
     # WAL lets the three services share one file; busy_timeout makes writers queue instead of failing.
     cursor = dbapi_connection.cursor()

@@ -1,0 +1,536 @@
+"""The audit log as a Merkle tree: stored nodes and proofs (SQLite and PostgreSQL), the start-up check,
+signed checkpoints, and `deskbridge audit verify | export | witness` against a real stack (Kafka,
+PostgreSQL, HTTP), with every kind of tampering the issue lists named by the verifier."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+from sqlalchemy import exc, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from typer.testing import CliRunner, Result
+
+from schemas.audit import AuditLeaf
+from schemas.events import Event, EventType
+from services.cli.main import app
+from services.cli.profiles import Profile
+from services.common import merkle, tlog
+from services.common.auditlog import append, leaf_data, record_leaf_hash, to_record
+from services.common.checkpoint import (
+    Checkpoint,
+    CosignatureVerifier,
+    NoteSigner,
+    NoteVerifier,
+    open_checkpoint,
+    parse_vkey,
+    sign_note,
+)
+from services.common.db import AuditEntry, TlogNode, make_sessionmaker
+from services.common.kafka_broker import free_port
+from services.common.keys import AgencyKeys
+from services.common.tlog import TreeError
+from services.common.treehead import check_tree, save_log_vkey, sign_checkpoint
+from tests.conftest import ServiceTasks, Stack, eventually, notice_body
+from tests.test_auditlog import _chain
+
+ORIGIN = "deskbridge.test/audit-log"
+QUIET = {"checkpoint_interval_s": 0.3, "audit_query_window_s": 3600}
+
+
+def _event(n: int) -> Event:
+    return Event(
+        event_id=f"e-{n}",
+        type=EventType.notice_delivered,
+        occurred_at=datetime(2025, 3, 31, 9, n % 60, tzinfo=timezone(timedelta(hours=9))),
+        actor="ingest",
+        agency="kh-cnp",
+        notice_id=uuid.UUID(int=n),
+        case_ref="KD-2025-0331",
+        envelope_sha256=f"{n:064x}",
+        details={"n": n},
+    )
+
+
+async def _append(engine: AsyncEngine, first: int, last: int) -> None:
+    async with make_sessionmaker(engine)() as session:
+        await append(session, [_event(n) for n in range(first, last + 1)])
+        await session.commit()
+
+
+# ---- storage, proofs and the start-up check, on SQLite and PostgreSQL ---------------------------------
+
+
+async def test_appends_store_the_tree_and_proofs_read_from_it(engine: AsyncEngine) -> None:
+    # Batches of odd sizes, so subtrees complete across batch boundaries.
+    for first, last in ((1, 1), (2, 6), (7, 7), (8, 20), (21, 37)):
+        await _append(engine, first, last)
+    sessions = make_sessionmaker(engine)
+    async with sessions() as session:
+        rows = list((await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars())
+        nodes = {(n.level, n.idx): n.hash for n in (await session.execute(select(TlogNode))).scalars()}
+        reference = merkle.MemoryTree()
+        for row in rows:
+            reference.append(record_leaf_hash(to_record(row)))
+        # Exactly the complete subtrees, each equal to the reference's.
+        expected = {
+            (level, idx): reference.get_node(level, idx) for level in range(6) for idx in range(37 >> level)
+        }
+        assert nodes == expected
+        for size in (1, 2, 5, 16, 37):
+            root = await tlog.root_at(session, size)
+            assert (
+                root
+                == reference.root(size)
+                == merkle.root([record_leaf_hash(to_record(r)) for r in rows[:size]])
+            )
+            for index in {0, size // 2, size - 1}:
+                proof = await tlog.inclusion(session, index, size)
+                leaf = record_leaf_hash(to_record(rows[index]))
+                assert merkle.verify_inclusion(leaf, index, size, proof, root)
+            for old in (0, 1, size // 2, size):
+                proof = await tlog.consistency(session, old, size)
+                assert merkle.verify_consistency(old, size, reference.root(old), root, proof)
+        with pytest.raises(TreeError, match="beyond the tree's 37 leaves"):
+            await tlog.inclusion(session, 0, 38)
+        with pytest.raises(TreeError, match="not in a tree of size 5"):
+            await tlog.inclusion(session, 5, 5)
+
+
+async def test_the_database_refuses_to_rewrite_the_tree_or_a_checkpoint(engine: AsyncEngine) -> None:
+    await _append(engine, 1, 4)
+    signer = NoteSigner(ORIGIN, Ed25519PrivateKey.generate())
+    async with make_sessionmaker(engine)() as session:
+        check = await check_tree(session, signer.verifier())
+        assert await sign_checkpoint(session, signer, check) is not None
+        await session.commit()
+    statements = [
+        "UPDATE tlog_nodes SET hash = hash",
+        "DELETE FROM tlog_nodes WHERE level = 0",
+        "UPDATE tlog_checkpoints SET note = 'x'",
+        "DELETE FROM tlog_checkpoints",
+    ]
+    if engine.dialect.name == "postgresql":
+        statements += ["TRUNCATE tlog_nodes", "TRUNCATE tlog_checkpoints"]
+    for statement in statements:
+        with pytest.raises(exc.DBAPIError, match="append-only") as refused:
+            async with engine.begin() as connection:
+                await connection.execute(text(statement))
+        assert "refused" in str(refused.value), statement
+
+
+async def test_the_start_up_check_rebuilds_the_tree_and_refuses_to_sign_when_it_disagrees(
+    engine: AsyncEngine,
+) -> None:
+    signer = NoteSigner(ORIGIN, Ed25519PrivateKey.generate())
+    sessions = make_sessionmaker(engine)
+    await _append(engine, 1, 9)
+    async with sessions() as session:
+        check = await check_tree(session, signer.verifier())
+        assert check.healthy and check.size == 9
+        first = await sign_checkpoint(session, signer, check)
+        await session.commit()
+        assert first is not None and first.size == 9
+        assert await sign_checkpoint(session, signer, check) is None  # the tree did not grow
+    await _append(engine, 10, 12)
+    async with sessions() as session:
+        second = await sign_checkpoint(session, signer, check)
+        await session.commit()
+    assert second is not None and second.size == 12
+    checkpoint, _ = open_checkpoint(second.note, ORIGIN, signer.verifier())
+    assert checkpoint.root_hash == second.root == check.root()
+
+    # A stored leaf hash flipped past the triggers: a restarted service finds it and signs nothing.
+    async with engine.begin() as connection:
+        await _bypass(
+            connection,
+            engine.dialect.name,
+            "tlog_nodes",
+            "UPDATE tlog_nodes SET hash = :h WHERE level = 1 AND idx = 2",
+            {"h": b"\x01" * 32},
+        )
+    await _append(engine, 13, 13)
+    async with sessions() as session:
+        restarted = await check_tree(session, signer.verifier())
+        assert not restarted.healthy
+        assert restarted.problems == ["node level 1 index 2: does not match the entries"]
+        with pytest.raises(TreeError, match="refusing to sign"):
+            await sign_checkpoint(session, signer, restarted)
+
+
+def test_a_leaf_is_metadata_and_hashes_without_the_chain_fields() -> None:
+    record = _chain(1)[0]
+    data = json.loads(leaf_data(record))
+    assert set(data) == set(record.model_dump()) - {"prev_hash", "entry_hash"}
+    assert record_leaf_hash(record) == merkle.leaf_hash(leaf_data(record))
+
+
+async def _bypass(connection: Any, dialect: str, table: str, statement: str, params: dict[str, Any]) -> None:
+    """Runs a statement the append-only triggers would refuse, as an attacker with owner rights could."""
+    if dialect == "postgresql":
+        await connection.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
+        await connection.execute(text(statement), params)
+        await connection.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
+    else:
+        await connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_update"))
+        await connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_delete"))
+        await connection.execute(text(statement), params)
+
+
+# ---- the running system and the CLI -------------------------------------------------------------------
+
+
+def _cli(*args: str) -> Result:
+    return CliRunner().invoke(app, ["audit", *args])
+
+
+def _verify(stack: Stack) -> Result:
+    return _cli("verify", "--home", str(stack.home), "--audit-server", stack.audit_url)
+
+
+async def _checkpointed(stack: Stack, size: int) -> str:
+    auditor = stack.client("auditor", audit=True)
+
+    async def published() -> str | None:
+        response = await auditor.post("/v1/audit/checkpoints")
+        return response.text if response.status_code == 200 and f"\n{size}\n" in response.text else None
+
+    note = await eventually(published, within=60)
+    assert note is not None
+    return note
+
+
+async def _tampered(stack: Stack, table: str, statement: str, **params: Any) -> None:
+    async with stack.sessions() as session:
+        await _bypass(await session.connection(), "postgresql", table, statement, params)
+        await session.commit()
+
+
+async def _expect(stack: Stack, *findings: str) -> None:
+    result = await asyncio.to_thread(_verify, stack)
+    assert result.exit_code == 1, result.output
+    for finding in findings:
+        assert finding in result.output, result.output
+    assert "error: audit log is NOT intact" in result.output
+
+
+async def _expect_intact(stack: Stack, size: int) -> Result:
+    result = await asyncio.to_thread(_verify, stack)
+    assert result.exit_code == 0, result.output
+    assert f"audit log intact: {size} leaves, checkpoint {size} root" in result.output
+    return result
+
+
+async def _row(stack: Stack, seq: int) -> dict[str, Any]:
+    async with stack.sessions() as session:
+        row = (
+            (await session.execute(text("SELECT * FROM audit_log WHERE seq = :s"), {"s": seq}))
+            .mappings()
+            .one()
+        )
+    return dict(row)
+
+
+async def _insert(stack: Stack, rows: list[dict[str, Any]]) -> None:
+    async with stack.sessions() as session:
+        for row in rows:
+            columns = ", ".join(row)
+            values = ", ".join(f":{c}" for c in row)
+            await session.execute(text(f"INSERT INTO audit_log ({columns}) VALUES ({values})"), row)  # noqa: S608
+        await session.commit()
+
+
+@pytest.mark.settings(**QUIET)
+async def test_verify_names_every_kind_of_tampering(stack: Stack) -> None:
+    await eventually(lambda: _size(stack, 18), within=60)
+    await _checkpointed(stack, 18)
+    await _expect_intact(stack, 18)
+
+    # A byte of a stored leaf field.
+    original = await _row(stack, 7)
+    await _tampered(stack, "audit_log", "UPDATE audit_log SET actor = 'admin:someone-else' WHERE seq = 7")
+    await _expect(
+        stack, "leaf 6: content does not match its stored leaf hash", "entry 7: content does not match"
+    )
+    await _tampered(stack, "audit_log", "UPDATE audit_log SET actor = :a WHERE seq = 7", a=original["actor"])
+    await _expect_intact(stack, 18)
+
+    # A byte of a stored leaf hash, and of a stored inner node.
+    async with stack.sessions() as session:
+        nodes = {(n.level, n.idx): n.hash for n in (await session.execute(select(TlogNode))).scalars()}
+    for level, idx, finding in (
+        (0, 3, "leaf 3: content does not match its stored leaf hash"),
+        (2, 1, "node level 2 index 1: stored hash does not match its children"),
+    ):
+        flipped = bytes([nodes[(level, idx)][0] ^ 1]) + nodes[(level, idx)][1:]
+        update = "UPDATE tlog_nodes SET hash = :h WHERE level = :l AND idx = :i"
+        await _tampered(stack, "tlog_nodes", update, h=flipped, l=level, i=idx)
+        await _expect(stack, finding)
+        await _tampered(stack, "tlog_nodes", update, h=nodes[(level, idx)], l=level, i=idx)
+    await _expect_intact(stack, 18)
+
+    # Two rows' contents swapped (all but their seq).
+    third, fourth = await _row(stack, 3), await _row(stack, 4)
+    columns = [c for c in third if c != "seq"]
+    swap = "UPDATE audit_log SET " + ", ".join(f"{c} = :{c}" for c in columns) + " WHERE seq = :seq"  # noqa: S608
+    await _tampered(
+        stack, "audit_log", "UPDATE audit_log SET event_id = event_id || '-moved' WHERE seq IN (3, 4)"
+    )
+    await _tampered(stack, "audit_log", swap, **{**fourth, "seq": 3})
+    await _tampered(stack, "audit_log", swap, **{**third, "seq": 4})
+    await _expect(stack, "leaf 2: content does not match", "leaf 3: content does not match")
+    await _tampered(
+        stack, "audit_log", "UPDATE audit_log SET event_id = event_id || '-moved' WHERE seq IN (3, 4)"
+    )
+    await _tampered(stack, "audit_log", swap, **third)
+    await _tampered(stack, "audit_log", swap, **fourth)
+    await _expect_intact(stack, 18)
+
+    # A row deleted in the middle.
+    fifth = await _row(stack, 5)
+    await _tampered(stack, "audit_log", "DELETE FROM audit_log WHERE seq = 5")
+    await _expect(stack, "leaf 4: missing (entry 5 is not served)")
+    await _insert(stack, [fifth])
+    await _expect_intact(stack, 18)
+
+    # A byte of the stored checkpoint note.
+    async with stack.sessions() as session:
+        note = (await session.execute(text("SELECT note FROM tlog_checkpoints WHERE size = 18"))).scalar_one()
+    lines = note.split("\n")
+    lines[2] = ("A" if lines[2][0] != "A" else "B") + lines[2][1:]
+    update = "UPDATE tlog_checkpoints SET note = :n WHERE size = 18"
+    await _tampered(stack, "tlog_checkpoints", update, n="\n".join(lines))
+    await _expect_line(stack, "checkpoint", "does not verify")
+    await _tampered(stack, "tlog_checkpoints", update, n=note)
+    await _expect_intact(stack, 18)
+
+    # The tail truncated (entries and nodes), the signed checkpoint left: named as truncation, and the
+    # running service refuses to sign any checkpoint over the shortened log.
+    tail = [await _row(stack, seq) for seq in (16, 17, 18)]
+    await _tampered(stack, "audit_log", "DELETE FROM audit_log WHERE seq > 15")
+    await _expect(stack, "log truncated: leaves 15..17 are missing")
+    refused = await stack.client("auditor", audit=True).post("/v1/audit/checkpoints")
+    assert refused.status_code == 503 and "truncated" in refused.json()["detail"], refused.text
+    await _insert(stack, tail)
+
+
+async def _size(stack: Stack, size: int) -> bool:
+    async with stack.sessions() as session:
+        return await tlog.tree_size(session) >= size
+
+
+async def _expect_line(stack: Stack, *words: str) -> None:
+    result = await asyncio.to_thread(_verify, stack)
+    assert result.exit_code == 1, result.output
+    assert any(all(w in line for w in words) for line in result.output.splitlines()), result.output
+
+
+@pytest.mark.settings(**QUIET)
+async def test_export_verifies_offline_and_a_partner_witnesses_checkpoints(
+    stack: Stack, tmp_path: Path
+) -> None:
+    await eventually(lambda: _size(stack, 18), within=60)
+    await _checkpointed(stack, 18)
+    await _expect_intact(stack, 18)
+    home = str(stack.home)
+    bundle = tmp_path / "bundle.json"
+    result = await asyncio.to_thread(
+        _cli,
+        "export",
+        "--start",
+        "2",
+        "--end",
+        "12",
+        "--out",
+        str(bundle),
+        "--home",
+        home,
+        "--audit-server",
+        stack.audit_url,
+    )
+    assert result.exit_code == 0, result.output
+    offline = [
+        "verify",
+        "--bundle",
+        str(bundle),
+        "--checkpoint",
+        str(stack.home / "auditor" / "audit-checkpoint.txt"),
+        "--log-key",
+        str(stack.home / "auditor" / "audit-log.vkey"),
+        "--home",
+        str(tmp_path / "nobody"),
+    ]
+    # No server and no profile: only the log's public key.
+    result = await asyncio.to_thread(_cli, *offline)
+    assert result.exit_code == 0, result.output
+    assert "bundle intact: leaves 2..11 proved in checkpoint 18" in result.output
+    exported = json.loads(bundle.read_text())
+    exported["leaves"][3]["record"]["actor"] = "someone-else"
+    bundle.write_text(json.dumps(exported))
+    result = await asyncio.to_thread(_cli, *offline)
+    assert result.exit_code == 1
+    assert "leaf 5: its inclusion proof in checkpoint 18 fails" in result.output
+    assert "leaf 5: content does not match its stored leaf hash" in result.output
+
+    # A witness cosigns; the checkpoint is then served with its cosignature.
+    witness = ["witness", "--as", "kh-cnp", "--home", home, "--audit-server", stack.audit_url]
+    result = await asyncio.to_thread(_cli, *witness)
+    assert result.exit_code == 0, result.output
+    assert "cosigned checkpoint 18 root" in result.output
+    served = (await stack.client("kh-cnp", audit=True).get("/v1/audit/checkpoint")).text
+    assert "\u2014 kh-cnp " in served
+    partner = AgencyKeys.load(stack.home / "kh-cnp").signing.public_key
+    assert isinstance(partner, Ed25519PublicKey)
+    log = parse_vkey((stack.home / "kh-cnp" / "audit-log.vkey").read_text().strip())
+    assert isinstance(log, NoteVerifier)
+    _, cosigners = open_checkpoint(served, log.name, log, [CosignatureVerifier("kh-cnp", partner)])
+    assert cosigners == ("kh-cnp",)
+    # The auditor's verify still passes with the cosignature in the note.
+    await _expect_intact(stack, 18)
+    # A cosignature by another agency's key is refused.
+    forged = await stack.client("aseanapol", audit=True).post(
+        "/v1/audit/checkpoints/18/cosignatures", json={"line": served.splitlines()[-1] + "\n"}
+    )
+    assert forged.status_code == 422, forged.text
+
+
+@pytest.mark.settings(checkpoint_interval_s=0.3, audit_query_window_s=0.5)
+async def test_auditor_queries_are_audited_once_per_window(stack: Stack) -> None:
+    auditor = stack.client("auditor", audit=True)
+    for _ in range(5):
+        assert (await auditor.get("/v1/audit/events", params={"limit": 1})).status_code == 200
+
+    async def queries() -> list[dict[str, Any]]:
+        response = await auditor.get("/v1/audit/events", params={"type": "auditor.query"})
+        return list(response.json()["entries"])
+
+    [first, *_] = await eventually(queries, within=30)
+    assert first["actor"].startswith("auditor:") and first["details"]["requests"] >= 5
+    assert "/v1/audit/events=" in first["details"]["routes"]
+
+
+async def test_leaves_carry_no_notice_content(stack: Stack) -> None:
+    body = notice_body(["kh-cnp"])
+    response = await stack.client("kr-desk").post("/v1/notices", json=body)
+    assert response.status_code == 202, response.text
+    auditor = stack.client("auditor", audit=True)
+
+    async def leaves() -> list[dict[str, Any]]:
+        page = (await auditor.get("/v1/audit/leaves", params={"start": 0, "end": 100})).json()
+        found = [leaf for leaf in page["leaves"] if leaf["record"]["event_type"] == "notice.submitted"]
+        return page["leaves"] if found else []
+
+    served = await eventually(leaves, within=60)
+    for leaf in served:
+        data = leaf_data(AuditLeaf.model_validate(leaf).record).decode()
+        for secret in (
+            body["summary"],
+            body["subjects"][0]["name_latin"],
+            body["subjects"][0]["name_hangul"],
+        ):
+            assert secret not in data and secret not in json.dumps(leaf, ensure_ascii=False)
+
+
+# ---- a server that shows two views: fork and rollback -----------------------------------------------
+
+
+class _View:
+    """A log of `_chain` entries signed by its own key, serving whichever checkpoint it is told to."""
+
+    def __init__(self, signer: NoteSigner) -> None:
+        self.signer = signer
+        self.records = _chain(6)
+        self.tree = merkle.MemoryTree()
+        for record in self.records:
+            self.tree.append(record_leaf_hash(record))
+        self.note = self.sign(4)
+
+    def sign(self, size: int, root: bytes | None = None) -> str:
+        return sign_note(Checkpoint(ORIGIN, size, root or self.tree.root(size)).body(), [self.signer])
+
+    def app(self) -> FastAPI:
+        api = FastAPI()
+
+        @api.get("/v1/audit/checkpoint")
+        async def checkpoint() -> PlainTextResponse:
+            return PlainTextResponse(self.note)
+
+        @api.get("/v1/audit/checkpoints")
+        async def checkpoints() -> dict[str, Any]:
+            return {"checkpoints": [], "next_after": None}
+
+        @api.get("/v1/audit/leaves")
+        async def leaves(start: int, end: int) -> dict[str, Any]:
+            return {
+                "size": 6,
+                "leaves": [
+                    {
+                        "index": i,
+                        "leaf_hash": self.tree.get_node(0, i).hex(),
+                        "record": self.records[i].model_dump(),
+                    }
+                    for i in range(start, min(end, 6))
+                ],
+            }
+
+        @api.get("/v1/audit/nodes")
+        async def nodes(level: int, start: int, end: int) -> dict[str, Any]:
+            return {
+                "level": level,
+                "size": 6,
+                "nodes": [
+                    {"index": i, "hash": self.tree.get_node(level, i).hex()}
+                    for i in range(start, min(end, 6 >> level))
+                ],
+            }
+
+        return api
+
+
+async def test_verify_reports_a_fork_and_a_rollback_from_a_split_view(tmp_path: Path) -> None:
+    signer = NoteSigner(ORIGIN, Ed25519PrivateKey.generate())
+    view = _View(signer)
+    Profile(tmp_path, "auditor").save_credential("dbk_test_secret")
+    save_log_vkey(tmp_path / "auditor", signer)
+    services = ServiceTasks()
+    try:
+        url = await services.serve(view.app(), free_port())
+        args = ["verify", "--home", str(tmp_path), "--audit-server", url]
+        result = await asyncio.to_thread(_cli, *args)
+        assert result.exit_code == 0, result.output
+        assert "audit log intact: 4 leaves, checkpoint 4 root" in result.output
+
+        # Another checkpoint of the same size, validly signed: a split view.
+        view.note = view.sign(4, root=view.tree.root(3))
+        result = await asyncio.to_thread(_cli, *args)
+        assert result.exit_code == 1
+        assert "fork: two different checkpoints of size 4" in result.output
+        assert "checkpoint 4: its root does not match the leaves served" in result.output
+
+        # An older checkpoint than the one remembered: a rollback.
+        view.note = view.sign(3)
+        result = await asyncio.to_thread(_cli, *args)
+        assert result.exit_code == 1
+        assert (
+            "rollback: the latest checkpoint has size 3, smaller than the remembered checkpoint of size 4"
+            in result.output
+        )
+
+        # A checkpoint signed by another key is refused outright.
+        view.note = sign_note(
+            Checkpoint(ORIGIN, 4, view.tree.root(4)).body(),
+            [NoteSigner(ORIGIN, Ed25519PrivateKey.generate())],
+        )
+        result = await asyncio.to_thread(_cli, *args)
+        assert result.exit_code == 1
+        assert "error: the latest checkpoint:" in result.output
+    finally:
+        await services.close()
