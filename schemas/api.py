@@ -159,6 +159,12 @@ class Problem(BaseModel):
     detail: str
 
 
+class ErasureIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=200, description="Recorded in the audit log.")
+
+
 class RecallIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

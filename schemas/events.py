@@ -24,6 +24,7 @@ class EventType(StrEnum):
     notice_expired = "notice.expired"
     notice_replied = "notice.replied"
     notice_escalated = "notice.escalated"
+    notice_erased = "notice.erased"
     agency_registered = "agency.registered"
     key_registered = "key.registered"
     key_revoked = "key.revoked"

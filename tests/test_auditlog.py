@@ -22,7 +22,7 @@ from schemas.events import Event, EventType
 from services.cli.main import app
 from services.common import auditlog, tlog
 from services.common.auditlog import GENESIS_HASH, ChainBreak, append, entry_hash, to_record, verify_chain
-from services.common.db import AuditEntry, make_sessionmaker
+from services.common.db import AuditEntry, NoticeRow, make_sessionmaker
 from tests.conftest import Stack, eventually, notice_body, receipt
 
 ALTERED = "content does not match its hash (altered entry)"
@@ -449,3 +449,36 @@ async def test_cli_verify_is_not_fooled_by_an_append_during_the_request(
     result = await asyncio.to_thread(_verify, stack.home, stack.audit_url)
     assert result.exit_code == 0, result.output
     assert "audit log intact: 20 leaves" in result.output
+
+
+async def test_erasing_a_notice_destroys_its_envelope_and_leaves_the_log_verifiable(stack: Stack) -> None:
+    body = notice_body(["kh-cnp"])
+    assert (await stack.client("kr-desk").post("/v1/notices", json=body)).status_code == 202
+    notice_id = body["notice_id"]
+
+    async def delivered() -> list[dict[str, Any]]:
+        return await _entries(stack, notice_id=notice_id, type="notice.delivered")
+
+    await eventually(delivered)
+    before = await _entries(stack, notice_id=notice_id)
+    admin = stack.client("admin")
+    # Only the administrator erases, and only once.
+    refused = await stack.client("kr-desk").post(f"/v1/admin/notices/{notice_id}/erase", json={"reason": "x"})
+    assert refused.status_code == 403
+    erased = await admin.post(f"/v1/admin/notices/{notice_id}/erase", json={"reason": "court order 2026-17"})
+    assert erased.status_code == 200, erased.text
+    again = await admin.post(f"/v1/admin/notices/{notice_id}/erase", json={"reason": "again"})
+    assert again.status_code == 409
+
+    async with stack.sessions() as session:
+        row = await session.get(NoticeRow, notice_id)
+        assert row is not None and row.envelope == b"" and row.erased_at is not None
+    assert (await stack.client("kh-cnp").get("/v1/inbox")).json()["items"] == []
+    [event] = await eventually(lambda: _entries(stack, notice_id=notice_id, type="notice.erased"))
+    assert event["details"]["reason"] == "court order 2026-17"
+    # The earlier leaves are exactly as they were, and the whole log still verifies.
+    after = await _entries(stack, notice_id=notice_id)
+    assert after[: len(before)] == before
+    await _checkpoint(stack)
+    result = await asyncio.to_thread(_verify, stack.home, stack.audit_url)
+    assert result.exit_code == 0 and "audit log intact" in result.output, result.output

@@ -34,7 +34,7 @@ TABLES = {
     "tlog_checkpoints",
     "tlog_cosignatures",
 }
-HEAD = "0005"
+HEAD = "0006"
 
 
 def _diffs(connection: Connection, metadata: MetaData = Base.metadata) -> list[Any]:

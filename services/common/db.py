@@ -116,6 +116,7 @@ class NoticeRow(Base):
     in_reply_to: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     forwarded_from: Mapped[str | None] = mapped_column(String(36), nullable=True)
     recalled_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    erased_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
     envelope_sha256: Mapped[str] = mapped_column(String(64))
     kafka_topic: Mapped[str] = mapped_column(String(200))

@@ -168,6 +168,7 @@ async def inbox(
         .where(Delivery.recipient == agency, Delivery.seq > after)
         .where(or_(NoticeRow.expires_at.is_(None), NoticeRow.expires_at > now))
         .where(or_(Delivery.recalled_at.is_(None), Delivery.fetched_at.is_not(None)))
+        .where(NoticeRow.erased_at.is_(None))
         .order_by(Delivery.seq)
         .limit(limit)
     )

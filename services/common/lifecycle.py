@@ -130,3 +130,30 @@ async def escalated_since(session: AsyncSession, agency: str, since: datetime) -
         for d, n in (await session.execute(query)).all()
         if d.escalated_at is not None
     ]
+
+
+class EraseRefused(Exception):
+    pass
+
+
+async def erase_notice(session: AsyncSession, notice_id: str, actor: str, reason: str) -> Event:
+    """Destroys the stored envelope: the notice's content key, wrapped for each recipient, goes with it,
+    so no one can open it from deskbridge again. The audit leaves name the envelope only by its hash and
+    stay as they are, so every proof and checkpoint still verifies. Caller commits."""
+    notice = await session.get(NoticeRow, notice_id)
+    if notice is None:
+        raise EraseRefused(f"no notice {notice_id}")
+    if notice.erased_at is not None:
+        raise EraseRefused(f"notice {notice_id} was erased at {notice.erased_at.isoformat()}")
+    notice.envelope, notice.erased_at = b"", utcnow()
+    return Event(
+        event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"deskbridge:notice.erased:{notice_id}")),
+        type=EventType.notice_erased,
+        occurred_at=notice.erased_at,
+        actor=actor,
+        agency=notice.sender,
+        notice_id=uuid.UUID(notice_id),
+        case_ref=notice.case_ref,
+        envelope_sha256=notice.envelope_sha256,
+        details={"reason": reason[:200]},
+    )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from uuid import UUID
 
-from schemas.api import AgencyIn, AgencyOut, CredentialIn, CredentialOut, KeyIn, KeyRevocation
+from fastapi import APIRouter, HTTPException
+
+from schemas.api import AgencyIn, AgencyOut, CredentialIn, CredentialOut, ErasureIn, KeyIn, KeyRevocation
 from services.common.directory import issue_credential, register_agency, register_key, revoke_key
 from services.common.http import Session
+from services.common.lifecycle import EraseRefused, erase_notice
 from services.gateway.deps import Admin, Publisher, commit_audited
 from services.gateway.notices import ERRORS
 
@@ -56,6 +59,23 @@ async def post_revoke_key(
     event = await revoke_key(session, kid, body.reason, principal.name, owner=None)
     await commit_audited(session, publisher, [event], SOURCE)
     return {"kid": kid, "status": "revoked"}
+
+
+@router.post(
+    "/notices/{notice_id}/erase",
+    response_model=dict[str, str],
+    responses=ERRORS,
+    summary="Erase a notice's stored envelope (crypto-shredding); audit leaves stay (admin credential).",
+)
+async def post_erase(
+    notice_id: UUID, body: ErasureIn, principal: Admin, session: Session, publisher: Publisher
+) -> dict[str, str]:
+    try:
+        event = await erase_notice(session, str(notice_id), principal.name, body.reason)
+    except EraseRefused as exc:
+        raise HTTPException(409, str(exc)) from exc
+    await commit_audited(session, publisher, [event], SOURCE)
+    return {"notice_id": str(notice_id), "status": "erased"}
 
 
 @router.post(
