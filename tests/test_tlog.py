@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -395,6 +396,23 @@ async def test_export_verifies_offline_and_a_partner_witnesses_checkpoints(
     assert cosigners == ("kh-cnp",)
     # The auditor's verify still passes with the cosignature in the note.
     await _expect_intact(stack, 18)
+    # ... and, asked to, checks the witness's cosignature with its key from the signed directory.
+    with_witnesses = [
+        "verify",
+        "--home",
+        home,
+        "--audit-server",
+        stack.audit_url,
+        "--server",
+        stack.gateway_url,
+    ]
+    result = await asyncio.to_thread(_cli, *with_witnesses, "--witness", "kh-cnp")
+    assert result.exit_code == 0 and "cosigned by kh-cnp at checkpoint" in result.output, result.output
+    result = await asyncio.to_thread(_cli, *with_witnesses, "--witness", "kh-cnp", "--witness", "aseanapol")
+    assert result.exit_code == 1, result.output
+    assert re.search(r"no checkpoint up to \d+ is cosigned by witness aseanapol", result.output), (
+        result.output
+    )
     # A cosignature by another agency's key is refused.
     forged = await stack.client("aseanapol", audit=True).post(
         "/v1/audit/checkpoints/18/cosignatures", json={"line": served.splitlines()[-1] + "\n"}

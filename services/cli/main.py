@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
 from schemas.audit import AuditBundle, LeafPage
@@ -23,8 +23,10 @@ from services.common.auditproof import LeafCheck, check_bundle, compare_checkpoi
 from services.common.checkpoint import (
     Checkpoint,
     CosignatureSigner,
+    CosignatureVerifier,
     NoteError,
     NoteVerifier,
+    open_checkpoint,
     parse_vkey,
     signature_line,
 )
@@ -401,6 +403,41 @@ def _latest(api: Api, log: NoteVerifier, remembered: Checkpoint | None) -> tuple
     return note, latest, compare_checkpoints(remembered, latest, proof)
 
 
+def _cosigned(
+    api: Api,
+    log: NoteVerifier,
+    latest: Checkpoint,
+    sizes: list[int],
+    directory: TrustedDirectory,
+    witnesses: list[str],
+) -> tuple[dict[str, int], list[str]]:
+    """The newest checkpoint up to `latest` each witness cosigned, with its directory key; a finding for
+    each that cosigned none. Every such checkpoint was just checked against the tree, so a witness's
+    cosignature means it was shown this same log."""
+    found: dict[str, int] = {}
+    verifiers = {}
+    for name in witnesses:
+        agency = directory.document.agency(name)
+        kids = [k.kid for k in agency.keys if k.use == "sig" and k.status == "active"] if agency else []
+        if not kids:
+            raise ClientError(f"witness {name} has no active signing key in the directory")
+        public = directory.signing_key(name, datetime.now(UTC))(kids[-1]).key.public_key
+        if not isinstance(public, Ed25519PublicKey):
+            raise ClientError(f"witness {name}'s key is not an Ed25519 key")
+        verifiers[name] = CosignatureVerifier(name, public)
+    for size in (s for s in sizes if s <= latest.size):
+        if len(found) == len(verifiers):
+            break
+        note = api.text("GET", f"/v1/audit/checkpoints/{size}")
+        _, names = open_checkpoint(note, log.name, log, list(verifiers.values()))
+        for name in names:
+            found.setdefault(name, size)
+    missing = [
+        f"no checkpoint up to {latest.size} is cosigned by witness {n}" for n in verifiers if n not in found
+    ]
+    return found, missing
+
+
 def _pages(api: Api, path: str, key: str, params: dict[str, Any]) -> Iterator[Any]:
     after = 0
     while True:
@@ -455,12 +492,21 @@ def audit_verify(
         Path | None, typer.Option(help="Offline: the signed checkpoint the bundle must agree with.")
     ] = None,
     log_key: LogKey = None,
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also require a checkpoint cosigned by this agency (repeatable); keys from the "
+            "signed directory, so --server is needed."
+        ),
+    ] = None,
+    server: Server = DEFAULT_SERVER,
 ) -> None:
     """Check the audit log against its signed checkpoints, trusting nothing the server computed.
 
     Live: the latest checkpoint's signature (pinned log key), its consistency with the checkpoint this
-    identity saw last (a fork or rollback is reported), every leaf, stored node and checkpoint. Offline
-    (--bundle and --checkpoint, no network): the bundle's signature, leaves and proofs."""
+    identity saw last (a fork or rollback is reported), every leaf, stored node and checkpoint, and with
+    --witness that each named witness cosigned one of those checkpoints (so it saw this same log).
+    Offline (--bundle and --checkpoint, no network): the bundle's signature, leaves and proofs."""
     with audit_errors():
         profile = Profile(home, as_)
         log = _log_verifier(profile, log_key)
@@ -483,12 +529,21 @@ def audit_verify(
             published = list(_pages(api, "/v1/audit/checkpoints", "checkpoints", {}))
             note, latest, findings = _latest(api, log, _remembered(remembered_path, log))
             findings += _check_live(api, log, latest, published)
+            cosigned: dict[str, int] = {}
+            if witness:
+                with _api(home, as_, server) as gateway:
+                    directory = gateway.directory(load_pin(profile.folder))
+                sizes = sorted((int(item["size"]) for item in published), reverse=True)
+                cosigned, missing = _cosigned(api, log, latest, sizes, directory, witness)
+                findings += missing
         if findings:
             raise AuditFindings(findings)
         remembered_path.write_text(note)
         typer.echo(
             f"audit log intact: {latest.size} leaves, checkpoint {latest.size} root {latest.root_hash.hex()}"
         )
+        for name, size in cosigned.items():
+            typer.echo(f"  cosigned by {name} at checkpoint {size}")
 
 
 @audit_app.command("export")
