@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -117,3 +118,31 @@ def test_cursors_are_opaque_and_checked() -> None:
     for forged in ("42", "djI6NDI", "not base64 !"):
         with pytest.raises(ValueError):
             decode_cursor(forged)
+
+
+async def test_a_reader_never_sees_a_later_place_before_an_earlier_one_commits(engine: AsyncEngine) -> None:
+    """Two ingest writers: the first holds its transaction open; the second must wait, or a reader's
+    cursor would pass the second notice's place and never come back for the first."""
+    keys = await _directory(engine)
+    first, second = (parse_envelope(_envelope(keys)) for _ in range(2))
+    sessions = make_sessionmaker(engine)
+    second_committed = asyncio.Event()
+
+    async def second_writer() -> None:
+        async with sessions() as session:
+            await materialise(session, second, REF)
+            await session.commit()
+        second_committed.set()
+
+    async with sessions() as holding:
+        await materialise(holding, first, REF)
+        writer = asyncio.create_task(second_writer())
+        await asyncio.sleep(1.5)  # ample time for the second writer to commit, were it not held back
+        async with sessions() as reader:
+            seen_early = await inbox(reader, "kh-cnp", 0, 10)
+        assert not second_committed.is_set() and seen_early == []
+        await holding.commit()
+    await asyncio.wait_for(writer, 15)
+    async with sessions() as reader:
+        order = [d.notice_id for d, _ in await inbox(reader, "kh-cnp", 0, 10)]
+    assert order == [str(first.routing.notice_id), str(second.routing.notice_id)]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import Select, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.api import (
@@ -85,6 +85,7 @@ async def materialise(
         kafka_offset=ref.offset,
         ingested_at=now,
     )
+    await _one_writer_at_a_time(session)
     session.add(notice)
     await session.flush()  # the notice row first: deliveries refer to it
     due = sla.due(routing.priority.value, now)
@@ -95,6 +96,18 @@ async def materialise(
     await session.flush()
     events = [delivery_event(EventType.notice_delivered, notice, r, "ingest") for r in routing.recipients]
     return events + await _mark_replied(session, routing.in_reply_to, routing.sender, now)
+
+
+INBOX_WRITE_LOCK = 0x6465736B  # any fixed number, the same in every ingest process
+
+
+async def _one_writer_at_a_time(session: AsyncSession) -> None:
+    """Inbox places (`seq`) must become visible in the order they are handed out, or a reader's cursor
+    could pass a place that commits later. With several ingest processes on PostgreSQL, a transaction
+    lock serialises the inbox writes until commit (SQLite has one writer anyway); verifying envelopes
+    still runs in parallel."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INBOX_WRITE_LOCK})
 
 
 async def _mark_replied(
