@@ -71,8 +71,7 @@ async def _take(
 ) -> list[InboxItem]:
     """One page, marked fetched; the audit trail learns of each fetch before the state changes."""
     rows = await inbox(session, agency, after, limit, only)
-    for event in fetched_events(rows, agency):
-        await publisher.publish(event, SOURCE)
+    await publisher.publish_many(fetched_events(rows, agency), SOURCE)
     await mark_fetched(session, rows)
     await session.commit()
     return [inbox_item(d, n) for d, n in rows]

@@ -35,10 +35,15 @@ class NoticeHandler:
     sla: Sla = DEFAULT_SLA
 
     async def __call__(self, records: Batch) -> None:
+        # Each record's rows commit as it is handled; the batch's events then go out together, before
+        # the caller commits the offsets (a crash in between re-sends the same event ids).
+        events: list[Event] = []
         for record in records:
-            await self.handle(record)
+            events += await self.handle(record)
+        await self.publisher.publish_many(events, SOURCE)
 
-    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> list[Event]:
+        """Routes one record; returns the events its delivery announces (none for a dead letter)."""
         ref = RecordRef(record.topic, record.partition, record.offset)
         try:
             if header_value(list(record.headers), "ce_type") == RECALL_TYPE:
@@ -47,18 +52,17 @@ class NoticeHandler:
                 events = await self._route(record, ref)
         except RecallRefused as exc:
             await self.dead_letter(record, "recall_refused", str(exc))
-            return
+            return []
         except EnvelopeError as exc:
             await self.dead_letter(record, exc.reason, exc.detail)
-            return
+            return []
         except TRANSIENT:
             raise
         except Exception as exc:  # a poison record must never stop the partition
             log.exception("unexpected failure on a record", topic=ref.topic, offset=ref.offset)
             await self.dead_letter(record, "internal_error", type(exc).__name__)
-            return
-        for event in events:
-            await self.publisher.publish(event, SOURCE)
+            return []
+        return events
 
     async def _route(self, record: ConsumerRecord[bytes, bytes], ref: RecordRef) -> list[Event]:
         if not record.value:

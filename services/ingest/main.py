@@ -63,8 +63,7 @@ async def sweep_expired(handler: NoticeHandler, every_s: float, stop: asyncio.Ev
             async with handler.sessions() as session:
                 events = await expire_due(session) + await escalate_due(session)
                 # Audited before committed: a crash between re-sweeps and re-sends the same event ids.
-                for event in events:
-                    await handler.publisher.publish(event, "deskbridge/ingest")
+                await handler.publisher.publish_many(events, "deskbridge/ingest")
                 await session.commit()
         except TRANSIENT as exc:
             log.warning("expiry sweep failed; retrying", error=type(exc).__name__)
