@@ -32,8 +32,8 @@ run: $(INSTALLED) $(JARS)
 	$(BIN)/deskbridge up
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check services schemas migrations tests
-	$(BIN)/ruff format --check services schemas migrations tests
+	$(BIN)/ruff check services schemas migrations tests bench
+	$(BIN)/ruff format --check services schemas migrations tests bench
 
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
@@ -46,3 +46,10 @@ schemas: $(INSTALLED)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+
+# Throughput and latency against the limits of deskbridge's own parts, into docs/performance.md and
+# docs/performance.png (about ten minutes). Not part of `make test`, which smoke-runs it with --quick.
+.PHONY: bench
+bench: $(INSTALLED) $(JARS) postgres-server
+	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/python -m bench.run

@@ -77,6 +77,8 @@ def make_producer(bootstrap: str, client_id: str, request_timeout_ms: int = 10_0
         acks="all",
         enable_idempotence=True,
         max_request_size=MAX_RECORD_BYTES,
+        # An envelope is ~12 KB: the 16 KiB default batch holds one, so every send was its own request.
+        max_batch_size=1024 * 1024,
         request_timeout_ms=request_timeout_ms,
         linger_ms=2,
     )

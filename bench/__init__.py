@@ -1,0 +1,1 @@
+"""`make bench`: deskbridge's throughput and latency, measured against the limits of its own parts."""

@@ -1,0 +1,180 @@
+"""Where the time goes: CPU seconds per notice for each process, and py-spy samples of a service."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.migrate import ROOT
+
+
+def _stat(pid: str) -> list[str]:
+    """/proc/<pid>/stat fields after the command name (which may hold spaces), from the state on."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of a process and all its descendants, living or reaped (PostgreSQL's backends)."""
+    parents: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                parents[int(proc.name)] = int(_stat(proc.name)[1])
+            except (OSError, IndexError):
+                continue
+    tree, grew = {root}, True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= found
+        grew = bool(found)
+    ticks = 0
+    for pid in tree:
+        try:
+            fields = _stat(str(pid))
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if pid == root else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds spent not idle on all cores since boot (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """py-spy's samples of one process: `busy` of `possible` (one thread's worth) found it working."""
+
+    name: str
+    busy: int
+    possible: int
+    inclusive: list[tuple[str, float]]  # our functions by share of busy samples, largest first
+    leaves: list[tuple[str, float]]  # where the samples were when taken (self time)
+
+
+def py_spy() -> str | None:
+    found = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return found if Path(found).exists() else None
+
+
+def start_recording(pid: int, seconds: int, out: Path, rate: int = 200) -> subprocess.Popen[bytes]:
+    binary = py_spy()
+    if binary is None:
+        raise RuntimeError("py-spy is not installed (pip install -e '.[bench]')")
+    return subprocess.Popen(
+        [
+            binary,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(seconds),
+            "--rate",
+            str(rate),
+            "--format",
+            "raw",
+            "--nolineno",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+_FRAME = re.compile(r"^(?P<function>.+?) \((?P<file>.+)\)$")
+
+
+# Where a thread waits rather than works; py-spy's own idle detection misses these here.
+WAITING = (
+    "selectors.py:EpollSelector.select",
+    "threading.py:Condition.wait",
+    "threading.py:Event.wait",
+    "concurrent/futures/thread.py:_worker",
+)
+
+
+def _is_entry(frame: str) -> bool:
+    """Frames every sample passes through: the module entry point and `main`."""
+    return frame.endswith(":<module>") or ":main" in frame
+
+
+def summarise(name: str, collapsed: Path, seconds: int, rate: int = 200, top: int = 12) -> Profile:
+    """Reads py-spy's collapsed stacks ("frame;frame;... count" per line); samples waiting in the
+    event loop's select or a parked thread are left out, so shares are of the time spent working."""
+    inclusive: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    busy = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        frames = [label for label in (_label(f) for f in stack.split(";")) if label]
+        if not frames or frames[-1] in WAITING:
+            continue
+        busy += count
+        leaves[frames[-1]] += count
+        for frame in set(frames):
+            if frame.startswith(("services/", "schemas/")) and not _is_entry(frame):
+                inclusive[frame] += count
+    share = 100 / busy if busy else 0.0
+    return Profile(
+        name,
+        busy,
+        seconds * rate,
+        [(f, n * share) for f, n in inclusive.most_common(top)],
+        [(f, n * share) for f, n in leaves.most_common(top)],
+    )
+
+
+def _label(frame: str) -> str:
+    """`function (path)` with the path cut to the repository or the installed package."""
+    match = _FRAME.match(frame)
+    if match is None:
+        return frame
+    path = match.group("file")
+    for marker in (f"{ROOT}/", "/site-packages/", "/lib/python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{path}:{match.group('function')}"
+
+
+OTHERS = "everything else on the machine"
+
+
+class CpuMeter:
+    """CPU seconds each process spends inside the metered windows, and the notices they carried."""
+
+    def __init__(self, clocks: dict[str, Callable[[], float]]) -> None:
+        self._clocks = clocks
+        self._spent = dict.fromkeys(clocks, 0.0)
+        self._started: dict[str, float] = {}
+        self.notices = 0
+
+    def start(self) -> None:
+        self._started = {name: clock() for name, clock in self._clocks.items()}
+
+    def stop(self, notices: int) -> None:
+        for name, clock in self._clocks.items():
+            self._spent[name] += clock() - self._started[name]
+        self.notices += notices
+
+    def ms_per_notice(self, machine: str) -> dict[str, float]:
+        """Per process; the `machine` clock's excess over the named processes is named "everything else"."""
+        if not self.notices:
+            return {}
+        per = {name: 1000 * seconds / self.notices for name, seconds in self._spent.items()}
+        total = per.pop(machine)
+        per[OTHERS] = max(0.0, total - sum(per.values()))
+        per["the whole machine"] = total
+        return per

@@ -1,0 +1,307 @@
+"""`python -m bench.run [--quick] [--out docs/performance.md]`: measures deskbridge against the limits of
+its own parts in one run on this machine, writes the report and its plot, and prints the targets.
+
+It starts its own Kafka broker and PostgreSQL cluster unless given `--bootstrap` and `--database-url`
+(an empty database: the smoke test passes the test session's)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bench import load, parts, profile
+from bench.crypto import RECIPIENT_COUNTS, crypto_floor
+from bench.report import Machine, Results, markdown, number, plot, table, targets
+from bench.stack import (
+    BENCH_ENVIRONMENT,
+    FLASH_READER,
+    PULL_READER,
+    Infrastructure,
+    Stack,
+    infrastructure,
+    kafka_version,
+    running_stack,
+)
+from services.common.db import make_engine
+from services.common.migrate import ROOT
+
+
+@dataclass(frozen=True)
+class Sizes:
+    repeats: int
+    crypto_calls: int  # calls per timed run
+    crypto_runs: int
+    raw_messages: int
+    rows: int
+    e2e_notices: int
+    senders: int  # connections per sending agency
+    loads: tuple[tuple[float, float], ...]  # (notices/s, seconds)
+    flash: int
+    pull_sizes: tuple[int, ...]
+    pulls: int
+    profile_seconds: int  # 0: no profile
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "repetitions of each phase": str(self.repeats),
+            "crypto": f"{self.crypto_runs} runs of {self.crypto_calls} calls",
+            "raw aiokafka": f"{self.raw_messages:,} messages a run",
+            "PostgreSQL inserts": f"{self.rows:,} rows a run",
+            "end to end": f"{self.e2e_notices:,} notices a run",
+            "senders": f"{self.senders} connections each",
+            "open-loop loads": ", ".join(f"{rate:g}/s for {seconds:g} s" for rate, seconds in self.loads),
+            "flash notices": str(self.flash),
+            "inbox pulls": f"{self.pulls} at each size",
+        }
+
+
+QUICK = Sizes(1, 20, 1, 300, 1000, 30, 4, ((20, 1), (50, 1)), 3, (1000,), 5, 0)
+# Sized so the whole run takes about ten minutes on a 2-core machine where deskbridge does ~50 notices/s.
+FULL = Sizes(
+    repeats=3,
+    crypto_calls=200,
+    crypto_runs=30,
+    raw_messages=10_000,
+    rows=20_000,
+    e2e_notices=600,
+    senders=16,
+    loads=((10, 10), (50, 10), (200, 5), (1000, 2)),
+    flash=30,
+    pull_sizes=(1000, 100_000, 1_000_000),
+    pulls=50,
+    profile_seconds=15,
+)
+
+
+def machine(database_version: str) -> Machine:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    memory = re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return Machine(
+        cpu=found.group(1) if found else platform.processor(),
+        cores=os.cpu_count() or 1,
+        memory_gb=int(memory.group(1)) / 1024 / 1024 if memory else 0.0,
+        python=platform.python_version(),
+        kafka=kafka_version(),
+        postgres=database_version,
+        commit=(commit or "unknown") + (" (with uncommitted changes)" if dirty else ""),
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+async def database_version(engine: AsyncEngine) -> str:
+    async with engine.connect() as connection:
+        return str((await connection.execute(text("SHOW server_version"))).scalar_one()).split()[0]
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+async def measure(
+    stack: Stack, infra: Infrastructure, results: Results, sizes: Sizes, work: Path, profiling: bool
+) -> None:
+    engine = make_engine(stack.settings.database_url)
+    try:
+        results.machine = machine(await database_version(engine))
+        keyring = load.Keyring(stack.home)
+        say("warming up")
+        await load.closed_loop(stack, engine, keyring, 3, 20, 4, 1)
+        early = [n for n in sizes.pull_sizes if n <= 10_000]
+        say(f"inbox pulls at {early} stored notices")
+        envelope = keyring.seal("kr-desk", ["bench-01", "bench-02", "bench-03"]).raw
+        results.pull_ms.update(
+            await load.inbox_pull_scaling(stack, engine, PULL_READER, early, sizes.pulls, len(envelope))
+        )
+        say("raw aiokafka produce and consume")
+        results.kafka = await parts.raw_kafka(
+            stack.settings.kafka_bootstrap,
+            stack.settings.topic_prefix,
+            envelope,
+            sizes.raw_messages,
+            sizes.repeats,
+        )
+        say("raw PostgreSQL inserts")
+        results.row_writes = await parts.row_writes(engine, sizes.rows, sizes.repeats)
+        meter = profile.CpuMeter(
+            {
+                **{name: service.cpu_seconds for name, service in stack.services.items()},
+                "load generator (this process)": time.process_time,
+                **infra.cpu_clocks,
+                "machine": profile.machine_busy_seconds,
+            }
+        )
+        for recipients in RECIPIENT_COUNTS:
+            say(f"end to end, {recipients} recipient(s)")
+            results.e2e[recipients] = await load.closed_loop(
+                stack,
+                engine,
+                keyring,
+                recipients,
+                sizes.e2e_notices,
+                sizes.senders,
+                sizes.repeats,
+                meter if recipients == 3 else None,
+            )
+        results.cpu_ms_per_notice = meter.ms_per_notice("machine")
+        for rate, seconds in sizes.loads:
+            say(f"open loop at {rate:g} notices/s")
+            runs = [
+                await load.open_loop(stack, engine, keyring, rate, seconds, 3) for _ in range(sizes.repeats)
+            ]
+            results.latency.append(
+                load.Latency(
+                    rate,
+                    min(r.achieved for r in runs),
+                    [s for r in runs for s in r.post],
+                    [s for r in runs for s in r.inbox],
+                    dict(sum((Counter(r.failed) for r in runs), Counter())),
+                )
+            )
+        say("flash notices to a waiting long-poll")
+        results.flash = await load.flash_to_waiting_reader(stack, keyring, FLASH_READER, sizes.flash)
+        if profiling and sizes.profile_seconds:
+            await profile_services(stack, engine, keyring, results, sizes, work)
+        else:
+            results.not_measured.append(("profiles", "not taken in a --quick run"))
+        late = [n for n in sizes.pull_sizes if n > 10_000]
+        if late:
+            say(f"inbox pulls at {late} stored notices")
+            results.pull_ms.update(
+                await load.inbox_pull_scaling(stack, engine, PULL_READER, late, sizes.pulls, len(envelope))
+            )
+        results.peak_rss_mb = {name: service.peak_rss_mb() for name, service in stack.services.items()}
+        results.logged_errors = {name: service.logged_errors() for name, service in stack.services.items()}
+    finally:
+        await engine.dispose()
+
+
+async def profile_services(
+    stack: Stack, engine: AsyncEngine, keyring: load.Keyring, results: Results, sizes: Sizes, work: Path
+) -> None:
+    seconds = sizes.profile_seconds
+    rate = results.e2e[3].accepted.median
+    count = int(rate * seconds * 1.3) + 50  # outlasts the recording
+    say(f"profiling gateway, ingest and audit with py-spy for {seconds} s")
+    recorders = {
+        name: (
+            profile.start_recording(service.process.pid, seconds, work / f"{name}.pyspy"),
+            work / f"{name}.pyspy",
+        )
+        for name, service in stack.services.items()
+    }
+    await load.closed_loop(stack, engine, keyring, 3, count, sizes.senders, 1)
+    for name, (recorder, out) in recorders.items():
+        _, errors = await asyncio.to_thread(recorder.communicate)
+        if recorder.returncode != 0 or not out.exists():
+            results.not_measured.append((f"profile of {name}", f"py-spy failed: {errors.decode()[-300:]}"))
+            continue
+        results.profiles.append(profile.summarise(name, out, seconds))
+
+
+def summary(results: Results) -> str:
+    lines = [table(["target", "measured", "verdict"], targets(results))]
+    for recipients, t in sorted(results.e2e.items()):
+        lines.append(
+            f"end to end, {recipients} recipient(s): {number(t.completed.median)} notices/s (median)"
+        )
+    lines += [f"raw aiokafka {name}: {number(f.median)} messages/s" for name, f in results.kafka.items()]
+    for name, f in results.crypto.items():
+        if name.startswith(("seal", "open")):
+            lines.append(f"{name}: {number(f.median)} µs")
+    return "\n".join(lines)
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="one repetition, tiny sizes: a smoke run")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
+    parser.add_argument("--plot", type=Path, help="default: --out with .png")
+    parser.add_argument("--bootstrap", help="an existing Kafka broker (host:port) instead of starting one")
+    parser.add_argument(
+        "--database-url", help="an existing, empty PostgreSQL database (postgresql+asyncpg://)"
+    )
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
+    args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the broker, the database cluster and the services are stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
+    sizes = QUICK if args.quick else FULL
+    plot_path = args.plot or args.out.with_suffix(".png")
+    results = Results(
+        machine=machine("?"),
+        quick=args.quick,
+        bench_settings={
+            **BENCH_ENVIRONMENT,
+            "DESKBRIDGE_FRESHNESS_S": "300 (default: envelopes are sealed just before each phase)",
+        },
+        sizes=sizes.describe(),
+    )
+    results.sizes["senders"] = str(sizes.senders)
+    say("crypto floor")
+    results.crypto = crypto_floor(sizes.crypto_calls, sizes.crypto_runs)
+    work = Path(tempfile.mkdtemp(prefix="deskbridge-bench-"))
+    say("starting Kafka and PostgreSQL" if args.bootstrap is None else "using the given Kafka and database")
+    try:
+        with (
+            infrastructure(work, args.bootstrap, args.database_url) as infra,
+            running_stack(work, infra.bootstrap, infra.database_url) as stack,
+        ):
+            asyncio.run(measure(stack, infra, results, sizes, work, not args.no_profile))
+    except BaseException:
+        say(f"failed; the services' logs are kept in {work}")
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    results.not_measured += [
+        (
+            "audit append rate and inclusion-proof time at growing log sizes",
+            "the transparency log (inclusion proofs) is being built in this tree right now "
+            "(services/common/tlog.py); the audit entries written during the end-to-end runs are counted "
+            "in the end-to-end figures",
+        ),
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if importlib.util.find_spec("matplotlib") is None:
+        results.not_measured.append(("the plot", "matplotlib is not installed (pip install -e '.[bench]')"))
+    else:
+        plot(results, plot_path)
+    args.out.write_text(markdown(results))
+    say(f"wrote {args.out}" + (f" and {plot_path}" if plot_path.exists() else ""))
+    print(summary(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

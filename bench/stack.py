@@ -1,0 +1,238 @@
+"""The stack under test: Kafka and PostgreSQL (started here, or given), and the three services each as
+a process of its own (as `deskbridge up` runs them), so each one's peak RSS can be read from /proc."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import httpx
+
+from bench.profile import tree_cpu_seconds
+from services.cli.demo import enrol
+from services.cli.profiles import Profile
+from services.cli.stack import prepare
+from services.common.db import make_engine, make_sessionmaker
+from services.common.kafka import EventPublisher, Topics
+from services.common.kafka_broker import KafkaBroker, ensure_jars, free_port
+from services.common.migrate import ROOT
+from services.common.settings import Settings
+from tests.support.postgres import PostgresCluster
+
+KAFKA_DIR = ROOT / "deploy" / "kafka"
+SENDERS = ("kr-desk", "kh-cnp", "interpol-ncb-phnom-penh", "aseanapol")  # the demo agencies
+READERS = tuple(f"bench-{i:02d}" for i in range(1, 11))  # recipients only, so no inbox is also a sender
+FLASH_READER = "bench-flash"  # waits on a long-poll; receives nothing else
+PULL_READER = "bench-pull"  # reads its inbox while the store grows
+
+# Raised for the bench and named in the report: the defaults would refuse a load test as abuse.
+BENCH_ENVIRONMENT = {
+    "DESKBRIDGE_RATE_LIMIT_PER_S": "1000000",
+    "DESKBRIDGE_RATE_LIMIT_BURST": "1000000",
+    "DESKBRIDGE_INBOX_MAX_PENDING": "1000000000",
+}
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Timeout|Exit)\w*: ")
+
+
+def _pid_running(argument: str) -> int:
+    """The process whose command line holds `argument`."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if argument.encode() in (proc / "cmdline").read_bytes().split(b"\0"):
+                    return int(proc.name)
+    raise RuntimeError(f"no process runs with {argument}")
+
+
+def kafka_version() -> str:
+    jar = next(iter(sorted((KAFKA_DIR / "target" / "dependency").glob("kafka_2.13-*.jar"))), None)
+    match = re.search(r"kafka_2\.13-([\d.]+)\.jar", jar.name) if jar else None
+    return match.group(1) if match else "unknown"
+
+
+@dataclass
+class Infrastructure:
+    """Kafka and the database; `cpu_clocks` reads the CPU seconds of those the bench started itself."""
+
+    bootstrap: str
+    database_url: str
+    cpu_clocks: dict[str, Callable[[], float]] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def infrastructure(work: Path, bootstrap: str | None, database_url: str | None) -> Iterator[Infrastructure]:
+    """The given broker and database, or a broker and a PostgreSQL cluster of our own."""
+    broker: KafkaBroker | None = None
+    cluster: PostgresCluster | None = None
+    clocks: dict[str, Callable[[], float]] = {}
+    try:
+        if bootstrap is None:
+            broker = KafkaBroker(
+                jar_dir=ensure_jars(KAFKA_DIR),
+                data_dir=work / "kafka",
+                port=free_port(),
+                controller_port=free_port(),
+            )
+            broker.start(timeout=120)
+            bootstrap = broker.bootstrap
+            jvm = _pid_running(str(broker.data_dir / "server.properties"))
+            clocks["Kafka broker"] = partial(tree_cpu_seconds, jvm)
+        if database_url is None:
+            cluster = PostgresCluster()
+            cluster.start()
+            database_url = cluster.create_database("bench")
+            postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+            clocks["PostgreSQL"] = partial(tree_cpu_seconds, postmaster)
+        yield Infrastructure(bootstrap, database_url, clocks)
+    finally:
+        if broker is not None:
+            broker.stop()
+        if cluster is not None:
+            cluster.stop()
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def peak_rss_mb(self) -> float:
+        """VmHWM: the most resident memory the process ever had."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+        if match is None:
+            raise RuntimeError(f"no VmHWM for {self.name}")
+        return int(match.group(1)) / 1024
+
+    def logged_errors(self) -> Counter[str]:
+        """The final lines of the tracebacks in the service's log, counted: what failed, and how often."""
+        lines = self.log.read_text(errors="replace").splitlines()
+        return Counter(line[:200] for line in lines if _EXCEPTION_LINE.match(line))
+
+    def cpu_seconds(self) -> float:
+        return tree_cpu_seconds(self.process.pid)
+
+
+@dataclass
+class Stack:
+    """The running services and what a load generator needs: URLs, credentials, keys' home."""
+
+    settings: Settings
+    home: Path
+    gateway_url: str
+    audit_url: str
+    services: dict[str, Service] = field(default_factory=dict)
+
+    def token(self, agency: str) -> str:
+        return Profile(self.home, agency).credential()
+
+    def check_alive(self) -> None:
+        for service in self.services.values():
+            if service.process.poll() is not None:
+                tail = service.log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{service.name} exited with {service.process.returncode}:\n{tail}")
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """What the service processes read: the same settings, plus the bench's raised limits."""
+    return {
+        "DESKBRIDGE_DATABASE_URL": settings.database_url,
+        "DESKBRIDGE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "DESKBRIDGE_TOPIC_PREFIX": settings.topic_prefix,
+        "DESKBRIDGE_GATEWAY_PORT": str(settings.gateway_port),
+        "DESKBRIDGE_AUDIT_PORT": str(settings.audit_port),
+        "DESKBRIDGE_DESK_KEYS_DIR": str(settings.desk_keys_dir),
+        "DESKBRIDGE_LOG_LEVEL": "warning",
+        **BENCH_ENVIRONMENT,
+    }
+
+
+async def enrol_bench_agencies(settings: Settings, home: Path) -> None:
+    """The demo agencies (as `deskbridge up` enrols them), then the bench's readers, audited alike."""
+    await prepare(settings, home)
+    engine = make_engine(settings.database_url)
+    publisher = EventPublisher(settings.kafka_bootstrap, "bench", Topics(settings.topic_prefix), 10)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            events = []
+            for agency in (*READERS, FLASH_READER, PULL_READER):
+                events += await enrol(session, home, agency, f"Bench reader {agency}", "partner")
+            await session.commit()
+        for event in events:
+            await publisher.publish(event, "bench")
+    finally:
+        await publisher.close()
+        await engine.dispose()
+
+
+def _wait_http(url: str, service: Service, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            break
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{service.name} did not come up at {url}:\n{service.log.read_text(errors='replace')}")
+
+
+@contextlib.contextmanager
+def running_stack(work: Path, bootstrap: str, database_url: str) -> Iterator[Stack]:
+    home = work / "demo"
+    settings = Settings(
+        database_url=database_url,
+        kafka_bootstrap=bootstrap,
+        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
+        gateway_port=free_port(),
+        audit_port=free_port(),
+        desk_keys_dir=home / "kr-desk",
+    )
+    env = environment(settings)
+    asyncio.run(enrol_bench_agencies(settings, home))
+    stack = Stack(
+        settings,
+        home,
+        f"http://127.0.0.1:{settings.gateway_port}",
+        f"http://127.0.0.1:{settings.audit_port}",
+    )
+    try:
+        for name in ("gateway", "ingest", "audit"):
+            log = work / f"{name}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", f"services.{name}"],
+                    env={**os.environ, **env},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                )
+            stack.services[name] = Service(name, process, log)
+        _wait_http(f"{stack.gateway_url}/healthz", stack.services["gateway"])
+        _wait_http(f"{stack.audit_url}/v1/audit/events", stack.services["audit"])
+        yield stack
+    finally:
+        for service in stack.services.values():
+            if service.process.poll() is None:
+                service.process.terminate()
+        for service in stack.services.values():
+            try:
+                service.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                service.process.kill()
+                service.process.wait()

@@ -1,0 +1,93 @@
+"""`make bench` in miniature: the --quick run on the session's broker and database writes a report with
+every section, and every figure in it is a positive number."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from services.common.kafka_broker import KafkaBroker
+from tests.support.postgres import PostgresCluster
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = [
+    "Machine",
+    "How it was run",
+    "Targets",
+    "Crypto floor",
+    "Transport limit",
+    "End to end",
+    "Latency",
+    "Scaling",
+    "The floor",
+    "Not measured yet",
+]
+FIGURE_COLUMN = re.compile(r"median|p99|\(MB\)|per notice")
+
+
+def _tables(report: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Every markdown table as (header, rows)."""
+    tables: list[tuple[list[str], list[list[str]]]] = []
+    lines = report.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|---") and i > 0:
+            header = [c.strip() for c in lines[i - 1].strip("|").split("|")]
+            rows = []
+            for row in lines[i + 1 :]:
+                if not row.startswith("|"):
+                    break
+                rows.append([c.strip() for c in row.strip("|").split("|")])
+            tables.append((header, rows))
+    return tables
+
+
+def test_the_quick_bench_reports_every_section_with_positive_figures(
+    kafka_broker: KafkaBroker, pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    database_url = pg_cluster.create_database(f"bench_{uuid.uuid4().hex[:8]}")
+    out = tmp_path / "performance.md"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--quick",
+            "--out",
+            str(out),
+            "--bootstrap",
+            kafka_broker.bootstrap,
+            "--database-url",
+            database_url,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = out.read_text()
+    headings = re.findall(r"^## (.+)$", report, re.MULTILINE)
+    assert [h for h in headings if h in SECTIONS] == SECTIONS
+
+    tables = _tables(report)
+    figures = 0
+    for header, rows in tables:
+        columns = [i for i, name in enumerate(header) if FIGURE_COLUMN.search(name)]
+        for row in rows:
+            for i in columns:
+                assert float(row[i].replace(",", "")) > 0, f"{header[i]} of {row[0]}: {row[i]!r}"
+                figures += 1
+    assert figures > 50
+    names = {row[0] for _, rows in tables for row in rows}
+    for expected in ("seal, 10 recipient(s)", "open, 3 recipient(s)", "Ed25519 verify 4 KB", "gateway"):
+        assert expected in names
+    e2e = next(rows for header, rows in tables if header[0] == "recipients")
+    assert [row[0] for row in e2e] == ["1", "3", "10"]
+    assert "e2e, 3 recipients >= 2,000 notices/s" in report
+    if importlib.util.find_spec("matplotlib") is not None:  # the bench extra; `make test` installs only test
+        assert out.with_suffix(".png").stat().st_size > 10_000
