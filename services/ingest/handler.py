@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import structlog
@@ -33,64 +35,78 @@ class NoticeHandler:
     publisher: EventPublisher
     freshness: Freshness
     sla: Sla = DEFAULT_SLA
+    one_transaction_per_batch: bool = False  # PostgreSQL: savepoints per record, one commit per batch
 
     async def __call__(self, records: Batch) -> None:
-        # Each record's rows commit as it is handled; the batch's events then go out together, before
-        # the caller commits the offsets (a crash in between re-sends the same event ids).
+        # The batch's rows commit before its events go out, and both before the caller commits the
+        # offsets: a crash in between redelivers, and the same rows and event ids are recognised.
         events: list[Event] = []
-        for record in records:
-            events += await self.handle(record)
+        if self.one_transaction_per_batch:
+            async with self.sessions() as session:
+                for record in records:
+                    events += await self.handle(record, session)
+                await session.commit()
+        else:
+            for record in records:
+                events += await self.handle(record)
         await self.publisher.publish_many(events, SOURCE)
 
-    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> list[Event]:
-        """Routes one record; returns the events its delivery announces (none for a dead letter)."""
+    async def handle(
+        self, record: ConsumerRecord[bytes, bytes], shared: AsyncSession | None = None
+    ) -> list[Event]:
+        """Routes one record; returns the events its delivery announces (none for a dead letter). With a
+        `shared` session its writes go in a savepoint of the batch's transaction."""
         ref = RecordRef(record.topic, record.partition, record.offset)
         try:
             if header_value(list(record.headers), "ce_type") == RECALL_TYPE:
-                events = await self._recall(record)
-            else:
-                events = await self._route(record, ref)
+                return await self._recall(record, shared)
+            return await self._route(record, ref, shared)
         except RecallRefused as exc:
             await self.dead_letter(record, "recall_refused", str(exc))
-            return []
         except EnvelopeError as exc:
             await self.dead_letter(record, exc.reason, exc.detail)
-            return []
         except TRANSIENT:
             raise
         except Exception as exc:  # a poison record must never stop the partition
             log.exception("unexpected failure on a record", topic=ref.topic, offset=ref.offset)
             await self.dead_letter(record, "internal_error", type(exc).__name__)
-            return []
-        return events
+        return []
 
-    async def _route(self, record: ConsumerRecord[bytes, bytes], ref: RecordRef) -> list[Event]:
+    @asynccontextmanager
+    async def _unit(self, shared: AsyncSession | None) -> AsyncIterator[AsyncSession]:
+        """One record's writes: a savepoint of the batch's transaction, or a transaction of its own."""
+        if shared is not None:
+            async with shared.begin_nested():
+                yield shared
+            return
+        async with self.sessions() as session:
+            yield session
+            await session.commit()
+
+    async def _route(
+        self, record: ConsumerRecord[bytes, bytes], ref: RecordRef, shared: AsyncSession | None
+    ) -> list[Event]:
         if not record.value:
             raise EnvelopeError("malformed", "empty record")
         envelope = parse_envelope(record.value)
         for attempt in range(2):
-            async with self.sessions() as session:
-                await admit(session, envelope, record_time(record), self.freshness)
-                try:
-                    events = await materialise(session, envelope, ref, self.sla)
-                    await session.commit()
-                    return events
-                except IntegrityError:
-                    # Another consumer stored the same notice id between our read and write: look again.
-                    await session.rollback()
-                    if attempt == 1:
-                        raise
+            try:
+                async with self._unit(shared) as session:
+                    await admit(session, envelope, record_time(record), self.freshness)
+                    return await materialise(session, envelope, ref, self.sla)
+            except IntegrityError:
+                # Another consumer stored the same notice id between our read and write: look again.
+                if attempt == 1:
+                    raise
         raise AssertionError("unreachable")
 
-    async def _recall(self, record: ConsumerRecord[bytes, bytes]) -> list[Event]:
+    async def _recall(self, record: ConsumerRecord[bytes, bytes], shared: AsyncSession | None) -> list[Event]:
         try:
             request = RecallRequest.model_validate_json(record.value or b"")
         except ValidationError as exc:
             raise RecallRefused(f"not a recall request: {exc.errors()[0]['msg']}") from exc
-        async with self.sessions() as session:
-            events = await apply_recall(session, request)
-            await session.commit()
-        return events
+        async with self._unit(shared) as session:
+            return await apply_recall(session, request)
 
     async def dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> None:
         log.warning(

@@ -33,6 +33,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         publisher,
         Freshness.of(settings.freshness_s, settings.clock_skew_s),
         settings.sla(),
+        one_transaction_per_batch=settings.database_url.startswith("postgresql"),
     )
     log.info("ingest consuming", topic=topics.notices)
     sweeper = asyncio.create_task(sweep_expired(handler, settings.expiry_sweep_s, stop))
