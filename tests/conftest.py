@@ -20,6 +20,7 @@ from services.audit.main import run_consumer
 from services.cli.demo import bootstrap
 from services.cli.profiles import Profile
 from services.common.db import NoticeRow, make_engine, make_sessionmaker
+from services.common.envelope import PublicKey
 from services.common.kafka import EventPublisher, Topics, create_topics
 from services.common.kafka_broker import KafkaBroker, free_port
 from services.common.keys import AgencyKeys
@@ -197,6 +198,15 @@ async def stack(
         await services.close()
         await publisher.close()
         await engine.dispose()
+
+
+def encryption_keys_of(stack: Stack, agencies: list[str]) -> list[PublicKey]:
+    """The current X25519 public key of each agency, from its demo profile: what a sender seals to."""
+    out = []
+    for agency in agencies:
+        own = AgencyKeys.load(stack.home / agency)
+        out += [k for k in own.public_keys() if k.kid == own.encryption_kid]
+    return out
 
 
 async def receipt(stack: Stack, agency: str, notice_id: str) -> dict[str, str]:

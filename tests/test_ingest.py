@@ -17,10 +17,10 @@ from sqlalchemy import func, select
 
 from schemas.notices import Notice
 from services.common.db import Delivery, NoticeRow, Submission
-from services.common.envelope import PublicKey, seal_notice
+from services.common.envelope import seal_notice
 from services.common.kafka import header_value
 from services.common.keys import AgencyKeys
-from tests.conftest import Stack, eventually, notice_body
+from tests.conftest import Stack, encryption_keys_of, eventually, notice_body
 
 RECIPIENTS = ["kh-cnp", "aseanapol"]
 
@@ -29,20 +29,12 @@ def _keys(stack: Stack, agency: str) -> AgencyKeys:
     return AgencyKeys.load(stack.home / agency)
 
 
-def _recipient_keys(stack: Stack, agencies: list[str]) -> list[PublicKey]:
-    keys = []
-    for agency in agencies:
-        own = _keys(stack, agency)
-        keys += [k for k in own.public_keys() if k.kid == own.encryption_kid]
-    return keys
-
-
 def _sealed(
     stack: Stack, sender: AgencyKeys, recipients: list[str] = RECIPIENTS, **overrides: Any
 ) -> tuple[str, bytes]:
     body = notice_body(recipients, **overrides)
     notice = Notice(**body, sender=sender.agency, sent_at=datetime.now(UTC))
-    return body["notice_id"], seal_notice(notice, sender.signer(), _recipient_keys(stack, recipients))
+    return body["notice_id"], seal_notice(notice, sender.signer(), encryption_keys_of(stack, recipients))
 
 
 async def _produce(stack: Stack, value: bytes, key: str = "KD-2025-0331") -> None:

@@ -22,7 +22,7 @@ from services.common.db import Delivery
 from services.common.envelope import seal_notice
 from services.common.keys import AgencyKeys, public_jwk
 from services.common.receipts import make_receipt
-from tests.conftest import Stack, eventually, notice_body, receipt
+from tests.conftest import Stack, encryption_keys_of, eventually, notice_body, receipt
 
 DESK, KH, INTERPOL, ASEANAPOL = "kr-desk", "kh-cnp", "interpol-ncb-phnom-penh", "aseanapol"
 
@@ -332,11 +332,7 @@ async def _pending(stack: Stack, agency: str) -> int:
 async def _post_partner(stack: Stack, sender: str, recipients: list[str]) -> httpx.Response:
     keys = AgencyKeys.load(stack.home / sender)
     notice = Notice(**notice_body(recipients), sender=sender, sent_at=datetime.now(UTC))
-    public = []
-    for agency in recipients:
-        own = AgencyKeys.load(stack.home / agency)
-        public += [k for k in own.public_keys() if k.kid == own.encryption_kid]
-    envelope = seal_notice(notice, keys.signer(), public)
+    envelope = seal_notice(notice, keys.signer(), encryption_keys_of(stack, recipients))
     return await stack.client(sender).post(
         "/v1/envelopes", content=envelope, headers={"Content-Type": "application/json"}
     )

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from schemas.directory import SignedDirectory
 from schemas.notices import Notice
 from services.common.db import AgencyKey, Delivery, NoticeRow, Submission
-from services.common.envelope import PublicKey, open_envelope, parse_envelope, seal_notice
+from services.common.envelope import open_envelope, parse_envelope, seal_notice
 from services.common.httpsig import RequestSigner
 from services.common.kafka import header_value
 from services.common.keys import AgencyKeys, public_jwk
@@ -31,21 +31,13 @@ from services.common.signed_directory import (
     load_pin,
     verify_directory,
 )
-from tests.conftest import Stack, eventually, notice_body, receipt
+from tests.conftest import Stack, encryption_keys_of, eventually, notice_body, receipt
 
 DESK, KH, INTERPOL, ASEANAPOL = "kr-desk", "kh-cnp", "interpol-ncb-phnom-penh", "aseanapol"
 
 
 def _keys(stack: Stack, agency: str) -> AgencyKeys:
     return AgencyKeys.load(stack.home / agency)
-
-
-def _enc_keys(stack: Stack, agencies: list[str]) -> list[PublicKey]:
-    out = []
-    for agency in agencies:
-        own = _keys(stack, agency)
-        out += [k for k in own.public_keys() if k.kid == own.encryption_kid]
-    return out
 
 
 def _seal(
@@ -57,7 +49,7 @@ def _seal(
 ) -> tuple[str, bytes]:
     body = notice_body(recipients, **overrides)
     notice = Notice(**body, sender=sender.agency, sent_at=sent_at or datetime.now(UTC))
-    return body["notice_id"], seal_notice(notice, sender.signer(), _enc_keys(stack, recipients))
+    return body["notice_id"], seal_notice(notice, sender.signer(), encryption_keys_of(stack, recipients))
 
 
 async def _post(stack: Stack, caller: str, envelope: bytes) -> Any:
@@ -179,7 +171,7 @@ async def test_broken_envelopes_are_refused_with_reasons_and_the_gateway_keeps_s
     ghost_body = notice_body([DESK, "ghost-agency"])
     ghost_notice = Notice(**ghost_body, sender=KH, sent_at=datetime.now(UTC))
     ghost_keys = [
-        *_enc_keys(stack, [DESK]),
+        *encryption_keys_of(stack, [DESK]),
         *[k for k in ghost.public_keys() if k.kid == ghost.encryption_kid],
     ]
     to_ghost = seal_notice(ghost_notice, kh.signer(), ghost_keys)
