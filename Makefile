@@ -32,8 +32,8 @@ run: $(INSTALLED) $(JARS)
 	$(BIN)/deskbridge up
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check services schemas migrations tests bench
-	$(BIN)/ruff format --check services schemas migrations tests bench
+	$(BIN)/ruff check services schemas migrations tests bench faults
+	$(BIN)/ruff format --check services schemas migrations tests bench faults
 
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
