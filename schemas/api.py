@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from schemas.notices import AgencyId
+
+# PostgreSQL holds no U+0000 in text and no integer past bigint: such input is refused here with 422,
+# never passed on for the database to refuse with a 5xx.
+NO_NUL = r"^[^\x00]*$"
+BIGINT_MAX = 2**63 - 1
+KEY_ID_PATTERN = r"^[A-Za-z0-9_-]{43}$"  # every key's kid is its RFC 7638 SHA-256 thumbprint, base64url
+KeyId = Annotated[str, StringConstraints(pattern=KEY_ID_PATTERN)]
 
 
 class DeliveryState(StrEnum):
@@ -106,7 +113,7 @@ class AgencyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: AgencyId
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     kind: str = Field(default="partner", pattern="^(desk|partner)$")
 
 
@@ -131,7 +138,10 @@ class KeyRevocation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(
-        min_length=1, max_length=200, description="Recorded in the audit log, e.g. compromise."
+        min_length=1,
+        max_length=200,
+        pattern=NO_NUL,
+        description="Recorded in the audit log, e.g. compromise.",
     )
 
 
@@ -140,7 +150,7 @@ class CredentialIn(BaseModel):
 
     role: str = Field(pattern="^(agency|auditor|admin)$")
     agency: AgencyId | None = None
-    label: str = Field(default="", max_length=200)
+    label: str = Field(default="", max_length=200, pattern=NO_NUL)
 
 
 class CredentialOut(BaseModel):
@@ -162,13 +172,15 @@ class Problem(BaseModel):
 class ErasureIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=200, description="Recorded in the audit log.")
+    reason: str = Field(
+        min_length=1, max_length=200, pattern=NO_NUL, description="Recorded in the audit log."
+    )
 
 
 class RecallIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str | None = Field(default=None, max_length=200)
+    reason: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
 
 
 class RecallAccepted(BaseModel):

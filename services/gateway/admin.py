@@ -6,7 +6,17 @@ from uuid import UUID
 
 from fastapi import APIRouter, HTTPException
 
-from schemas.api import AgencyIn, AgencyOut, CredentialIn, CredentialOut, ErasureIn, KeyIn, KeyRevocation
+from schemas.api import (
+    AgencyIn,
+    AgencyOut,
+    CredentialIn,
+    CredentialOut,
+    ErasureIn,
+    KeyId,
+    KeyIn,
+    KeyRevocation,
+)
+from schemas.notices import AgencyId
 from services.common.directory import issue_credential, register_agency, register_key, revoke_key
 from services.common.http import Session
 from services.common.lifecycle import EraseRefused, erase_notice
@@ -38,7 +48,7 @@ async def post_agency(body: AgencyIn, principal: Admin, session: Session, publis
     summary="Register an agency's public key, given as a JWK (admin credential).",
 )
 async def post_key(
-    agency_id: str, body: KeyIn, principal: Admin, session: Session, publisher: Publisher
+    agency_id: AgencyId, body: KeyIn, principal: Admin, session: Session, publisher: Publisher
 ) -> dict[str, str]:
     event = await register_key(
         session, agency_id, body.jwk, principal.name, body.not_after, body.retire_previous_after()
@@ -54,7 +64,7 @@ async def post_key(
     summary="Revoke any agency's key at once (admin credential).",
 )
 async def post_revoke_key(
-    kid: str, body: KeyRevocation, principal: Admin, session: Session, publisher: Publisher
+    kid: KeyId, body: KeyRevocation, principal: Admin, session: Session, publisher: Publisher
 ) -> dict[str, str]:
     event = await revoke_key(session, kid, body.reason, principal.name, owner=None)
     await commit_audited(session, publisher, [event], SOURCE)

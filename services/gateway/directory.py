@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from schemas.api import AgencyOut, Jwks, KeyIn, KeyRevocation
+from schemas.api import AgencyOut, Jwks, KeyId, KeyIn, KeyRevocation
 from schemas.directory import SignedDirectory
+from schemas.notices import AgencyId
 from services.common.db import utcnow
 from services.common.directory import agency_keys, list_agencies, register_key, revoke_key
 from services.common.http import Session
@@ -68,7 +69,7 @@ async def get_agencies(_: Anyone, session: Session) -> list[AgencyOut]:
     responses=ERRORS,
     summary="An agency's public keys as a JWKS, with status and validity window (any credential).",
 )
-async def get_jwks(agency_id: str, _: Anyone, session: Session) -> Jwks:
+async def get_jwks(agency_id: AgencyId, _: Anyone, session: Session) -> Jwks:
     now = utcnow()
     entries = [directory_key_entry(k, now) for k in await agency_keys(session, agency_id)]
     return Jwks(keys=[e.model_dump(exclude_none=True) for e in entries])
@@ -102,7 +103,7 @@ async def post_own_key(
     summary="Revoke one of the caller's own keys at once, e.g. after a compromise (agency credential).",
 )
 async def post_revoke_own_key(
-    kid: str, body: KeyRevocation, principal: Agency, session: Session, publisher: Publisher
+    kid: KeyId, body: KeyRevocation, principal: Agency, session: Session, publisher: Publisher
 ) -> dict[str, str]:
     event = await revoke_key(session, kid, body.reason, principal.name, owner=principal.agency)
     await commit_audited(session, publisher, [event], SOURCE)

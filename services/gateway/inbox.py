@@ -14,6 +14,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from schemas.api import AckIn, Acknowledgement, InboxItem, InboxPage
 from schemas.events import EventType
+from schemas.notices import CaseRef, NoticeType, Priority
 from services.common.db import utcnow
 from services.common.delivery import (
     InboxFilter,
@@ -41,11 +42,16 @@ KEEPALIVE_S = 15
 
 
 def inbox_filter(
-    type_: Annotated[list[str] | None, Query(alias="type", description="Only these notice types.")] = None,
-    priority: Annotated[list[str] | None, Query(description="Only these priorities.")] = None,
-    case_ref: Annotated[list[str] | None, Query(description="Only these cases.")] = None,
+    type_: Annotated[
+        list[NoticeType] | None, Query(alias="type", description="Only these notice types.")
+    ] = None,
+    priority: Annotated[list[Priority] | None, Query(description="Only these priorities.")] = None,
+    case_ref: Annotated[list[CaseRef] | None, Query(description="Only these cases.")] = None,
 ) -> InboxFilter:
-    return InboxFilter(tuple(type_ or ()), tuple(priority or ()), tuple(case_ref or ()))
+    # Typed like a webhook's filters, so a value no notice can have is refused (422), not searched for.
+    return InboxFilter(
+        tuple(t.value for t in type_ or ()), tuple(p.value for p in priority or ()), tuple(case_ref or ())
+    )
 
 
 Filter = Annotated[InboxFilter, Depends(inbox_filter)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from joserfc.jwk import OKPKey
 
 from schemas.api import Problem
@@ -46,6 +46,8 @@ def directory_key(request: Request) -> OKPKey:
 
 
 DirectoryKey = Annotated[OKPKey, Depends(directory_key)]
+# Webhooks and parked deliveries are named by uuid4().hex; anything else names none of them.
+RowId = Annotated[str, Path(pattern="^[0-9a-f]{32}$")]
 
 
 @router.post(
@@ -98,7 +100,7 @@ async def get_parked(principal: Agency, session: Session) -> list[ParkedDelivery
     summary="POST a parked delivery to its webhook again now; 502 if the endpoint fails (agency credential).",
 )
 async def post_replay(
-    parked_id: str,
+    parked_id: RowId,
     principal: Agency,
     session: Session,
     publisher: Publisher,
@@ -125,7 +127,7 @@ async def post_replay(
     responses=ERRORS,
     summary="Stop a webhook; deliveries stay in the inbox (agency credential).",
 )
-async def delete_webhook(webhook_id: str, principal: Agency, session: Session) -> Response:
+async def delete_webhook(webhook_id: RowId, principal: Agency, session: Session) -> Response:
     assert principal.agency is not None
     if not await stop_webhook(session, principal.agency, webhook_id):
         raise HTTPException(404, f"no webhook {webhook_id} for {principal.agency}")
