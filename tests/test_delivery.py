@@ -19,9 +19,11 @@ from services.common.delivery import (
     encode_cursor,
     inbox,
     materialise,
+    materialise_many,
 )
 from services.common.directory import register_agency, register_key
-from services.common.envelope import EnvelopeError, parse_envelope, seal_notice
+from services.common.envelope import EnvelopeError, PublicKey, parse_envelope, seal_notice
+from services.common.keyring import DirectoryCache
 from services.common.keys import AgencyKeys
 
 REF = RecordRef("notices.v1", 0, 0)
@@ -40,7 +42,12 @@ async def _directory(engine: AsyncEngine) -> dict[str, AgencyKeys]:
     return keys
 
 
-def _envelope(keys: dict[str, AgencyKeys], notice_id: uuid.UUID | None = None, summary: str = "s") -> bytes:
+def _envelope(
+    keys: dict[str, AgencyKeys],
+    notice_id: uuid.UUID | None = None,
+    summary: str = "s",
+    in_reply_to: uuid.UUID | None = None,
+) -> bytes:
     notice = Notice(
         notice_id=notice_id or uuid.uuid4(),
         type="scam_compound",
@@ -51,11 +58,15 @@ def _envelope(keys: dict[str, AgencyKeys], notice_id: uuid.UUID | None = None, s
         summary=summary,
         sender="kr-desk",
         sent_at=datetime.now(UTC),
+        in_reply_to=in_reply_to,
     )
-    recipients = [
+    return seal_notice(notice, keys["kr-desk"].signer(), _recipient_keys(keys))
+
+
+def _recipient_keys(keys: dict[str, AgencyKeys]) -> list[PublicKey]:
+    return [
         k for a in ("kh-cnp", "aseanapol") for k in keys[a].public_keys() if k.kid == keys[a].encryption_kid
     ]
-    return seal_notice(notice, keys["kr-desk"].signer(), recipients)
 
 
 async def _rows(engine: AsyncEngine) -> int:
@@ -67,10 +78,11 @@ async def test_each_recipient_gets_one_row_however_often_the_record_comes(engine
     keys = await _directory(engine)
     envelope = parse_envelope(_envelope(keys))
     sessions = make_sessionmaker(engine)
+    cache = DirectoryCache()
     first_events = None
     for _ in range(3):
         async with sessions() as session:
-            await admit(session, envelope, datetime.now(UTC), FRESH)
+            await admit(session, await cache.view(session), envelope, datetime.now(UTC), FRESH)
             events = await materialise(session, envelope, REF)
             await session.commit()
         first_events = first_events or events
@@ -111,6 +123,43 @@ async def test_inbox_pages_in_delivery_order_without_gaps_or_repeats(engine: Asy
             after = decode_cursor(encode_cursor(page[-1][0].seq))
         assert await inbox(session, "kr-desk", 0, 100) == []
     assert seen == sent
+
+
+async def test_a_run_written_together_keeps_the_rules_of_one_at_a_time(engine: AsyncEngine) -> None:
+    """materialise_many: inbox places in the run's order, a redelivery announces the same events and
+    writes nothing, another envelope with a used id is refused, alone, while the rest is written."""
+    keys = await _directory(engine)
+    stored = parse_envelope(_envelope(keys))
+    sessions = make_sessionmaker(engine)
+    async with sessions() as session:
+        stored_events = await materialise(session, stored, REF)
+        await session.commit()
+    fresh = [parse_envelope(_envelope(keys)) for _ in range(4)]
+    replay = parse_envelope(_envelope(keys, fresh[1].routing.notice_id, summary="other"))
+    run = [fresh[0], stored, fresh[1], replay, fresh[2], fresh[1], fresh[3]]
+    async with sessions() as session:
+        outcomes = await materialise_many(session, [(e, REF) for e in run])
+        await session.commit()
+    assert [type(o).__name__ for o in outcomes] == ["list"] * 3 + ["EnvelopeError"] + ["list"] * 3
+    refused = outcomes[3]
+    assert isinstance(refused, EnvelopeError) and refused.reason == "duplicate_notice"
+    assert [e.event_id for e in outcomes[1]] == [e.event_id for e in stored_events]  # type: ignore[union-attr]
+    assert [e.event_id for e in outcomes[5]] == [e.event_id for e in outcomes[2]]  # type: ignore[union-attr]
+    async with sessions() as session:
+        page = await inbox(session, "kh-cnp", 0, 100)
+    order = [stored, *fresh]
+    assert [d.notice_id for d, _ in page] == [str(e.routing.notice_id) for e in order]
+    assert await _rows(engine) == 2 * len(order)
+
+
+async def test_a_run_takes_no_replies_or_forwards(engine: AsyncEngine) -> None:
+    keys = await _directory(engine)
+    original = parse_envelope(_envelope(keys))
+    reply = parse_envelope(_envelope(keys, in_reply_to=uuid.uuid4()))
+    assert reply.routing.in_reply_to is not None
+    async with make_sessionmaker(engine)() as session:
+        with pytest.raises(ValueError, match="replies and forwards"):
+            await materialise_many(session, [(original, REF), (reply, REF)])
 
 
 def test_cursors_are_opaque_and_checked() -> None:

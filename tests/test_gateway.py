@@ -186,7 +186,7 @@ async def test_kafka_down_answers_503_never_202(stack: Stack) -> None:
             response = await desk.post("/v1/notices", json=notice_body(PARTNERS))
             assert response.status_code == 503, response.text
             assert response.headers["retry-after"].isdigit()
-            assert "nothing was accepted" in response.json()["detail"]
+            assert "nothing was done" in response.json()["detail"]
     finally:
         await services.close()
     assert await _count(stack, Submission) == 0

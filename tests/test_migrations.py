@@ -32,9 +32,10 @@ TABLES = {
     "webhook_parked",
     "tlog_nodes",
     "tlog_checkpoints",
+    "directory_generation",
     "tlog_cosignatures",
 }
-HEAD = "0006"
+HEAD = "0007"
 
 
 def _diffs(connection: Connection, metadata: MetaData = Base.metadata) -> list[Any]:

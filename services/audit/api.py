@@ -12,12 +12,12 @@ from typing import Annotated, Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schemas.api import Problem
+from schemas.api import BIGINT_MAX, NO_NUL, Problem
 from schemas.audit import (
     AuditBundle,
     AuditLeaf,
@@ -37,6 +37,7 @@ from services.common.checkpoint import CosignatureVerifier, NoteError, NoteSigne
 from services.common.db import AgencyKey, AuditEntry, TlogCheckpoint, TlogNode, make_engine, make_sessionmaker
 from services.common.directory import Principal, key_state
 from services.common.http import BodyLimit, Session, install_error_handlers, problem, require
+from services.common.keyring import DirectoryCache
 from services.common.keys import KeyFileError, import_public
 from services.common.settings import Settings
 from services.common.tlog import TreeError
@@ -48,6 +49,10 @@ NOTE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/plain": {}}, "description": "A signed note (C2SP tlog-checkpoint)."}
 }
 MAX_PAGE = 1000
+# Sequence numbers, tree sizes and indexes: beyond bigint there is nothing stored, and nothing to look up.
+Count = Annotated[int, Query(ge=0, le=BIGINT_MAX)]
+Size = Annotated[int, Path(ge=0, le=BIGINT_MAX)]
+Filter = Annotated[str | None, Query(max_length=200, pattern=NO_NUL)]
 
 
 def _audited(*roles: str) -> Callable[..., Awaitable[Principal]]:
@@ -87,12 +92,12 @@ def _utc_text(at: datetime) -> str:
 async def get_events(
     _: Auditor,
     session: Session,
-    after: Annotated[int, Query(ge=0, description="Return entries with seq greater than this.")] = 0,
+    after: Annotated[Count, Query(description="Return entries with seq greater than this.")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 500,
-    agency: str | None = None,
-    notice_id: str | None = None,
-    case_ref: str | None = None,
-    event_type: Annotated[str | None, Query(alias="type")] = None,
+    agency: Filter = None,
+    notice_id: Filter = None,
+    case_ref: Filter = None,
+    event_type: Annotated[Filter, Query(alias="type")] = None,
     since: Annotated[datetime | None, Query(description="Events that occurred at or after this.")] = None,
     until: Annotated[datetime | None, Query(description="Events that occurred before this.")] = None,
 ) -> AuditPage:
@@ -152,7 +157,7 @@ async def get_latest_checkpoint(_: Reader, session: Session) -> PlainTextRespons
     responses={**NOTE, **PROBLEMS},
     summary="The signed checkpoint of this tree size with its cosignatures (auditor or agency credential).",
 )
-async def get_checkpoint(_: Reader, session: Session, size: int) -> PlainTextResponse:
+async def get_checkpoint(_: Reader, session: Session, size: Size) -> PlainTextResponse:
     return _note(await treehead.published(session, await _checkpoint_row(session, size)))
 
 
@@ -165,7 +170,7 @@ async def get_checkpoint(_: Reader, session: Session, size: int) -> PlainTextRes
 async def list_checkpoints(
     _: Auditor,
     session: Session,
-    after: Annotated[int, Query(ge=0, description="Checkpoints of a size greater than this.")] = 0,
+    after: Annotated[Count, Query(description="Checkpoints of a size greater than this.")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 500,
 ) -> CheckpointPage:
     query = (
@@ -201,7 +206,7 @@ async def post_checkpoint(_: Auditor, request: Request) -> PlainTextResponse:
     summary="A witness agency cosigns a checkpoint it checked (agency credential or signature).",
 )
 async def post_cosignature(
-    caller: Witness, session: Session, request: Request, size: int, body: CosignatureIn
+    caller: Witness, session: Session, request: Request, size: Size, body: CosignatureIn
 ) -> dict[str, Any]:
     assert caller.agency is not None
     now = datetime.now(UTC)
@@ -255,9 +260,7 @@ def _range(start: int, end: int, size: int, limit: int = MAX_PAGE) -> int:
     responses=PROBLEMS,
     summary="Leaves [start, end) with their stored leaf hashes (auditor credential).",
 )
-async def get_leaves(
-    _: Auditor, session: Session, start: Annotated[int, Query(ge=0)], end: Annotated[int, Query(ge=0)]
-) -> LeafPage:
+async def get_leaves(_: Auditor, session: Session, start: Count, end: Count) -> LeafPage:
     size = await tlog.tree_size(session)
     return LeafPage(size=size, leaves=await _leaves(session, start, _range(start, end, size)))
 
@@ -272,8 +275,8 @@ async def get_nodes(
     _: Auditor,
     session: Session,
     level: Annotated[int, Query(ge=0, le=63)],
-    start: Annotated[int, Query(ge=0)],
-    end: Annotated[int, Query(ge=0)],
+    start: Count,
+    end: Count,
 ) -> NodePage:
     size = await tlog.tree_size(session)
     end = _range(start, end, size >> level)
@@ -293,7 +296,7 @@ async def get_nodes(
     summary="The inclusion proof of leaf `index` in the tree of `size` (auditor or agency credential).",
 )
 async def get_inclusion(
-    _: Reader, session: Session, index: Annotated[int, Query(ge=0)], size: Annotated[int, Query(ge=1)]
+    _: Reader, session: Session, index: Count, size: Annotated[Count, Query(ge=1)]
 ) -> InclusionProof:
     proof = await tlog.inclusion(session, index, size)
     return InclusionProof(index=index, size=size, proof=[p.hex() for p in proof])
@@ -308,8 +311,8 @@ async def get_inclusion(
 async def get_consistency(
     _: Reader,
     session: Session,
-    old: Annotated[int, Query(alias="from", ge=0)],
-    new: Annotated[int, Query(alias="to", ge=0)],
+    old: Annotated[Count, Query(alias="from")],
+    new: Annotated[Count, Query(alias="to")],
 ) -> ConsistencyProof:
     proof = await tlog.consistency(session, old, new)
     return ConsistencyProof(from_size=old, to_size=new, proof=[p.hex() for p in proof])
@@ -324,10 +327,11 @@ async def get_consistency(
 async def export(
     _: Auditor,
     session: Session,
-    start: Annotated[int, Query(ge=0)],
-    end: Annotated[int, Query(ge=0)],
+    start: Count,
+    end: Count,
     old: Annotated[
-        int | None, Query(alias="from", ge=0, description="Also prove consistency from this size.")
+        int | None,
+        Query(alias="from", ge=0, le=BIGINT_MAX, description="Also prove consistency from this size."),
     ] = None,
 ) -> AuditBundle:
     checkpoint = await _checkpoint_row(session, None)
@@ -370,6 +374,7 @@ def create_app(settings: Settings) -> FastAPI:
         engine = make_engine(settings.database_url)
         app.state.settings = settings
         app.state.sessions = make_sessionmaker(engine)
+        app.state.directory = DirectoryCache()
         publisher = Publisher(
             app.state.sessions,
             _load_signer(settings),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -12,6 +12,7 @@ from services.common import auditlog
 from services.common.admission import Freshness
 from services.common.consumer import Batch
 from services.common.kafka import Topics
+from services.common.keyring import DirectoryCache
 
 log = structlog.get_logger("audit")
 
@@ -24,12 +25,14 @@ class AuditHandler:
     sessions: async_sessionmaker[AsyncSession]
     topics: Topics
     freshness: Freshness
+    directory: DirectoryCache = field(default_factory=DirectoryCache)
 
     async def __call__(self, records: Batch) -> None:
         async with self.sessions() as session:
             events = []
+            directory = await self.directory.view(session)  # as of the batch's start
             for record in records:
-                event = await to_event(session, self.topics, record, self.freshness)
+                event = await to_event(session, directory, self.topics, record, self.freshness)
                 if event is None:
                     log.warning("unreadable event skipped", topic=record.topic, offset=record.offset)
                     continue

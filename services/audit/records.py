@@ -12,6 +12,7 @@ from schemas.events import Event, EventType
 from services.common.admission import Freshness, admit
 from services.common.envelope import EnvelopeError, parse_envelope, sha256_hex
 from services.common.kafka import Topics, header_value, record_time
+from services.common.keyring import DirectoryView
 from services.common.lifecycle import RECALL_TYPE, RecallRequest
 
 
@@ -20,14 +21,18 @@ def _record_id(kind: EventType, coords: str) -> str:
 
 
 async def to_event(
-    session: AsyncSession, topics: Topics, record: ConsumerRecord[bytes, bytes], freshness: Freshness
+    session: AsyncSession,
+    directory: DirectoryView,
+    topics: Topics,
+    record: ConsumerRecord[bytes, bytes],
+    freshness: Freshness,
 ) -> Event | None:
     value = record.value or b""
     coords = f"{record.topic}:{record.partition}:{record.offset}"
     if record.topic == topics.notices and header_value(list(record.headers), "ce_type") == RECALL_TYPE:
         return _recall_requested(value, coords, record)
     if record.topic == topics.notices:
-        return await _submitted(session, record, value, coords, freshness)
+        return await _submitted(session, directory, record, value, coords, freshness)
     if record.topic == topics.dead_letters:
         headers = list(record.headers)
         origin = ":".join(
@@ -53,6 +58,7 @@ async def to_event(
 
 async def _submitted(
     session: AsyncSession,
+    directory: DirectoryView,
     record: ConsumerRecord[bytes, bytes],
     value: bytes,
     coords: str,
@@ -75,7 +81,7 @@ async def _submitted(
         )
     routing = envelope.routing
     try:
-        await admit(session, envelope, record_time(record), freshness)
+        await admit(session, directory, envelope, record_time(record), freshness)
         verdict = "valid"
     except EnvelopeError as exc:
         verdict = f"invalid: {exc.reason}"

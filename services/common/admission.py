@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.envelopes import RoutingHeader
 from schemas.notices import Tlp
 from services.common.db import Delivery, NoticeRow
-from services.common.directory import enc_key_owners, verification_key
 from services.common.envelope import EnvelopeError, ParsedEnvelope, recipient_kids, verify_outer
+from services.common.keyring import DirectoryView
 
 # TLP 2.0 from least to most restricted; a forward may tighten the label, never loosen it.
 TLP_ORDER = [Tlp.clear, Tlp.green, Tlp.amber, Tlp.amber_strict, Tlp.red]
@@ -51,20 +51,26 @@ class Freshness:
 
 
 async def admit(
-    session: AsyncSession, envelope: ParsedEnvelope, received_at: datetime, freshness: Freshness
+    session: AsyncSession,
+    directory: DirectoryView,
+    envelope: ParsedEnvelope,
+    received_at: datetime,
+    freshness: Freshness,
 ) -> None:
     """Raises EnvelopeError with a reason unless the envelope may be carried.
 
     `received_at` is when deskbridge took the envelope in: the gateway's clock at POST, the broker's
     append time in ingest and audit, so a backlog after an outage is not mistaken for staleness.
+    Keys come from `directory` (current as of the caller's read); only replies and forwards query the
+    database, for the notice they refer to.
     """
     routing = envelope.routing
     freshness.check(routing.sent_at, received_at)
     if routing.expires_at is not None and routing.expires_at <= received_at:
         raise EnvelopeError("expired", f"notice expired at {routing.expires_at.isoformat()}")
-    verify_outer(envelope, await verification_key(session, envelope.kid, signed_at=routing.sent_at))
+    verify_outer(envelope, directory.verification_key(envelope.kid, signed_at=routing.sent_at))
     kids = recipient_kids(envelope)
-    owners = await enc_key_owners(session, kids)
+    owners = directory.enc_key_owners(kids)
     unknown = [k for k in kids if k not in owners]
     if unknown:
         raise EnvelopeError("unknown_key", f"recipient key {unknown[0]} is not in the directory")

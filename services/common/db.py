@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -250,6 +251,17 @@ class TlogCosignature(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+class DirectoryGeneration(Base):
+    """One row, bumped by triggers on agencies, keys and credentials (migration 0007): a cache of the
+    directory is current while this number is unchanged."""
+
+    __tablename__ = "directory_generation"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_directory_generation_one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
+
+
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
     # WAL lets the three services share one file; busy_timeout makes writers queue instead of failing.
     cursor = dbapi_connection.cursor()
@@ -264,7 +276,9 @@ def make_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # No pre-ping: it costs a round trip per checkout. A connection broken by a database restart fails
+    # once (503, or a retried batch) and SQLAlchemy then discards the whole pool.
+    return create_async_engine(url, pool_size=10, max_overflow=10)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

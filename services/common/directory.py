@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from joserfc.jwk import OKPKey
 from sqlalchemy import select
@@ -181,20 +180,6 @@ async def issue_credential(
     return f"{TOKEN_PREFIX}_{credential_id}_{secret}", event
 
 
-async def authenticate(session: AsyncSession, token: str) -> Principal | None:
-    parts = token.split("_", 2)
-    if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
-        return None
-    credential = await session.get(Credential, parts[1])
-    # A rotated credential keeps working until its revoked_at, which rotation may set in the future.
-    if credential is None or (credential.revoked_at is not None and credential.revoked_at <= utcnow()):
-        return None
-    offered = hashlib.sha256(parts[2].encode()).hexdigest()
-    if not hmac.compare_digest(offered, credential.secret_sha256):
-        return None
-    return Principal(credential.id, credential.role, credential.agency_id)
-
-
 async def list_agencies(session: AsyncSession) -> list[Agency]:
     return list((await session.execute(select(Agency).order_by(Agency.id))).scalars())
 
@@ -212,7 +197,22 @@ async def agency_keys(session: AsyncSession, agency_id: str) -> list[AgencyKey]:
     return list((await session.execute(query)).scalars())
 
 
-def key_state(key: AgencyKey, at: datetime) -> str:
+class KeyLike(Protocol):
+    """What validity needs of a key: a database row or its in-memory copy (services/common/keyring.py)."""
+
+    @property
+    def kid(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def not_before(self) -> datetime: ...
+    @property
+    def not_after(self) -> datetime | None: ...
+    @property
+    def revoked_at(self) -> datetime | None: ...
+
+
+def key_state(key: KeyLike, at: datetime) -> str:
     """`revoked`, `pending` (before nbf), `expired` (after exp) or `active`, as of `at`."""
     if key.status == "revoked":
         return "revoked"
@@ -223,7 +223,7 @@ def key_state(key: AgencyKey, at: datetime) -> str:
     return "active"
 
 
-def _usable(key: AgencyKey, at: datetime) -> tuple[str, str] | None:
+def usable(key: KeyLike, at: datetime) -> tuple[str, str] | None:
     """Why a key may not be used at `at` (reason code, message), or None when it may."""
     match key_state(key, at):
         case "revoked":
@@ -247,7 +247,7 @@ async def verification_key(session: AsyncSession, kid: str, signed_at: datetime 
     key = await session.get(AgencyKey, kid)
     if key is None or key.use != "sig":
         raise EnvelopeError("unknown_key", f"no signing key {kid} in the directory")
-    problem = _usable(key, signed_at or utcnow())
+    problem = usable(key, signed_at or utcnow())
     if problem is not None:
         raise EnvelopeError(*problem)
     return PublicKey(key.agency_id, key.kid, OKPKey.import_key(json.loads(key.jwk)))
@@ -267,14 +267,9 @@ async def encryption_keys(session: AsyncSession, agencies: Sequence[str]) -> lis
     newest: dict[str, AgencyKey] = {}
     now = utcnow()
     for key in (await session.execute(query)).scalars():
-        if key.agency_id not in newest and _usable(key, now) is None:
+        if key.agency_id not in newest and usable(key, now) is None:
             newest[key.agency_id] = key
     without = [a for a in agencies if a not in newest]
     if without:
         raise DirectoryError(422, f"no usable encryption key for: {', '.join(without)}")
     return [PublicKey(a, newest[a].kid, OKPKey.import_key(json.loads(newest[a].jwk))) for a in agencies]
-
-
-async def enc_key_owners(session: AsyncSession, kids: Sequence[str]) -> dict[str, str]:
-    query = select(AgencyKey).where(AgencyKey.kid.in_(kids), AgencyKey.use == "enc")
-    return {k.kid: k.agency_id for k in (await session.execute(query)).scalars()}

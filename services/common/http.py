@@ -5,19 +5,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
+import structlog
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.common.directory import DirectoryError, Principal, authenticate
+from schemas.api import NO_NUL
+from services.common.directory import DirectoryError, Principal
 from services.common.envelope import EnvelopeError
 from services.common.httpsig import SignatureError, authenticate_request
-from services.common.kafka import BrokerUnavailable
+from services.common.keyring import DirectoryCache, DirectoryView
+from services.common.outage import DATABASE_UNREACHABLE, KAFKA_UNREACHABLE
 from services.common.settings import Settings
+
+log = structlog.get_logger("http")
 
 RETRY_AFTER_S = "5"
 PROBLEM = "application/problem+json"
@@ -41,7 +45,8 @@ def _validation_detail(exc: RequestValidationError) -> tuple[int, str]:
     parts = []
     for error in errors[:5]:
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {error.get('msg')}")
+        nul = error.get("ctx", {}).get("pattern") == NO_NUL
+        parts.append(f"{where}: {'must not contain the NUL character (U+0000)' if nul else error.get('msg')}")
     return 422, "; ".join(parts)
 
 
@@ -64,30 +69,33 @@ def install_error_handlers(app: FastAPI) -> None:
         status = ENVELOPE_STATUS.get(exc.reason, 422)
         return problem(status, "Envelope refused", f"{exc.reason}: {exc.detail}")
 
-    async def broker_down(_: Request, exc: Exception) -> JSONResponse:
-        return problem(
-            503,
-            "Service Unavailable",
-            f"{exc}; nothing was accepted, retry later",
-            {"Retry-After": RETRY_AFTER_S},
-        )
+    async def kafka_unreachable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("kafka unreachable", path=request.url.path, error=type(exc).__name__)
+        return _unavailable("Kafka is unreachable", str(exc) or type(exc).__name__)
 
-    async def database_down(_: Request, exc: Exception) -> JSONResponse:
-        return problem(
-            503,
-            "Service Unavailable",
-            "the database is unavailable; retry later",
-            {"Retry-After": RETRY_AFTER_S},
-        )
+    async def database_unreachable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unreachable", path=request.url.path, error=type(exc).__name__)
+        return _unavailable("the database is unreachable", type(exc).__name__)
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(DirectoryError, directory_error)
     app.add_exception_handler(EnvelopeError, envelope_error)
-    app.add_exception_handler(BrokerUnavailable, broker_down)
-    app.add_exception_handler(OperationalError, database_down)
-    app.add_exception_handler(DBAPIError, database_down)
-    app.add_exception_handler(OSError, database_down)
+    # Registered for each class, so an outage is never answered by the generic 500 handler.
+    for database_error in DATABASE_UNREACHABLE:
+        app.add_exception_handler(database_error, database_unreachable)
+    for kafka_error in KAFKA_UNREACHABLE:
+        app.add_exception_handler(kafka_error, kafka_unreachable)
+
+
+def _unavailable(part: str, detail: str) -> JSONResponse:
+    """503 with Retry-After: nothing was done (a 2xx would say it was), so the caller sends it again."""
+    return problem(
+        503,
+        "Service Unavailable",
+        f"{part}: {detail}; nothing was done, retry after {RETRY_AFTER_S} s",
+        {"Retry-After": RETRY_AFTER_S},
+    )
 
 
 def _title(status: int) -> str:
@@ -145,6 +153,16 @@ async def session_dependency(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 Session = Annotated[AsyncSession, Depends(session_dependency)]
+
+
+async def directory_view(request: Request, session: Session) -> DirectoryView:
+    """The directory as of this request (one small read; see services/common/keyring.py). FastAPI
+    resolves it once per request, so authentication and the route share it."""
+    cache: DirectoryCache = request.app.state.directory
+    return await cache.view(session)
+
+
+Directory = Annotated[DirectoryView, Depends(directory_view)]
 _bearer = HTTPBearer(auto_error=False, description="A deskbridge credential: `Authorization: Bearer dbk_…`")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
@@ -162,7 +180,7 @@ def require(
 
     async def dependency(
         request: Request,
-        session: Session,
+        directory: Directory,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
         if credentials is None and "signature-input" in request.headers:
@@ -181,7 +199,7 @@ def require(
         elif not by_bearer:
             raise HTTPException(401, "this route takes a request signed with the agency's key", _CHALLENGE)
         else:
-            found = await authenticate(session, credentials.credentials)
+            found = directory.authenticate(credentials.credentials)
             if found is None:
                 raise HTTPException(401, "the credential is not valid", _CHALLENGE)
             principal = found

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(default=500, description="Submissions per second per agency and gateway.")
     rate_limit_burst: float = 1000
     inbox_max_pending: int = Field(default=10_000, description="Unacknowledged notices one inbox may hold.")
+    inbox_count_s: float = Field(
+        default=1.0, description="How often a gateway re-counts an inbox's pending notices for the cap."
+    )
     sla_flash_s: float = Field(default=900, description="A flash notice unacknowledged this long escalates.")
     sla_immediate_s: float = 4 * 3600
     sla_routine_s: float = 3 * 86400

@@ -13,12 +13,13 @@ from services.common.db import make_engine, make_sessionmaker
 from services.common.envelope import MAX_ENVELOPE_BYTES
 from services.common.http import BodyLimit, install_error_handlers
 from services.common.kafka import EventPublisher, Topics
+from services.common.keyring import DirectoryCache
 from services.common.keys import KeyFileError
 from services.common.settings import Settings
 from services.common.signed_directory import DIRECTORY_KEY_FILE, load_directory_key
 from services.gateway import admin, alerts, credentials, directory, inbox, notices, webhooks
 from services.gateway.deps import DeskKeyFile
-from services.gateway.limits import TokenBuckets
+from services.gateway.limits import InboxRoom, TokenBuckets
 from services.gateway.notify import InboxNotifier
 
 log = structlog.get_logger("gateway")
@@ -30,6 +31,7 @@ def create_app(settings: Settings) -> FastAPI:
         engine = make_engine(settings.database_url)
         app.state.settings = settings
         app.state.sessions = make_sessionmaker(engine)
+        app.state.directory = DirectoryCache()
         app.state.publisher = EventPublisher(
             settings.kafka_bootstrap,
             "deskbridge-gateway",
@@ -45,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.directory_key = None
         app.state.notifier = InboxNotifier(settings.inbox_recheck_s)
         app.state.buckets = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
+        app.state.inbox_room = InboxRoom(settings.inbox_max_pending, settings.inbox_count_s)
         stop = asyncio.Event()
         following = asyncio.create_task(
             app.state.notifier.run(settings.kafka_bootstrap, Topics(settings.topic_prefix), stop)

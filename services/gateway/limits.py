@@ -53,20 +53,56 @@ async def rate_limited(request: Request, principal: Agency) -> Principal:
 LimitedAgency = Annotated[Principal, Depends(rate_limited)]
 
 
-async def check_inbox_room(session: AsyncSession, cap: int, recipients: Sequence[str]) -> None:
-    """Refuses a notice to an agency whose inbox holds `cap` unacknowledged ones: it is not reading,
-    and piling more on only hides the flood. The count stops at the cap, so it stays cheap."""
-    for agency in recipients:
-        pending = (
-            select(Delivery.seq)
-            .where(Delivery.recipient == agency, Delivery.state != "acknowledged")
-            .where(Delivery.recalled_at.is_(None), Delivery.expired_at.is_(None))
-            .limit(cap)
-            .subquery()
-        )
-        if (await session.execute(select(func.count()).select_from(pending))).scalar_one() >= cap:
-            raise HTTPException(
-                429,
-                f"the inbox of {agency} holds {cap} unacknowledged notices; retry once it reads them",
-                {"Retry-After": "60"},
-            )
+def inbox_room(request: Request) -> InboxRoom:
+    room: InboxRoom = request.app.state.inbox_room
+    return room
+
+
+Room = Annotated["InboxRoom", Depends(inbox_room)]
+
+
+@dataclass
+class InboxRoom:
+    """Refuses a notice to an agency whose inbox holds `cap` unacknowledged ones: it is not reading, and
+    piling more on only hides the flood.
+
+    Counting on every POST cost more than the rest of the submission, so each inbox's count is re-read
+    at most every `recheck_s` and raised by every notice this gateway accepts meanwhile. A refusal is
+    always made on a fresh count, so an inbox that was just read takes notices again at once; what
+    other gateways add within `recheck_s` may overshoot the cap, which is a brake, not a quota."""
+
+    cap: int
+    recheck_s: float
+    _counts: dict[str, tuple[int, float]] = field(default_factory=dict)  # agency -> (pending, counted at)
+
+    async def check(self, session: AsyncSession, recipients: Sequence[str]) -> None:
+        now = time.monotonic()
+        for agency in recipients:
+            pending, counted_at = self._counts.get(agency, (0, -math.inf))
+            if now - counted_at > self.recheck_s or pending >= self.cap:
+                pending = await _pending(session, agency, self.cap)
+                self._counts[agency] = (pending, now)
+            if pending >= self.cap:
+                raise HTTPException(
+                    429,
+                    f"the inbox of {agency} holds {self.cap} unacknowledged notices; "
+                    "retry once it reads them",
+                    {"Retry-After": "60"},
+                )
+
+    def accepted(self, recipients: Sequence[str]) -> None:
+        for agency in recipients:
+            pending, counted_at = self._counts.get(agency, (0, -math.inf))
+            self._counts[agency] = (pending + 1, counted_at)
+
+
+async def _pending(session: AsyncSession, agency: str, cap: int) -> int:
+    """Unacknowledged notices in `agency`'s inbox, counted only up to `cap` so it stays cheap."""
+    pending = (
+        select(Delivery.seq)
+        .where(Delivery.recipient == agency, Delivery.state != "acknowledged")
+        .where(Delivery.recalled_at.is_(None), Delivery.expired_at.is_(None))
+        .limit(cap)
+        .subquery()
+    )
+    return int((await session.execute(select(func.count()).select_from(pending))).scalar_one())

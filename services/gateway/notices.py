@@ -12,12 +12,12 @@ from schemas.notices import NoticeDraft
 from services.common.cases import case_thread
 from services.common.db import NoticeRow, Submission, utcnow
 from services.common.delivery import notice_status
-from services.common.http import Session
+from services.common.http import Directory, Session
 from services.common.kafka import cloud_headers
 from services.common.lifecycle import RECALL_TYPE, RecallRequest
-from services.gateway.deps import Agency, Config, DeskKeys, Fresh, Publisher
-from services.gateway.limits import LimitedAgency
-from services.gateway.submit import accept_envelope, seal_for_desk
+from services.gateway.deps import Agency, DeskKeys, Fresh, Publisher
+from services.gateway.limits import LimitedAgency, Room
+from services.gateway.submit import Intake, accept_envelope, seal_for_desk
 
 router = APIRouter(prefix="/v1/notices", tags=["notices"])
 envelopes = APIRouter(prefix="/v1/envelopes", tags=["notices"])
@@ -39,14 +39,16 @@ async def post_notice(
     principal: LimitedAgency,
     session: Session,
     publisher: Publisher,
+    directory: Directory,
     desk: DeskKeys,
     freshness: Fresh,
-    config: Config,
+    room: Room,
     response: Response,
 ) -> NoticeAccepted:
     if principal.agency != desk.agency:
         raise HTTPException(403, "only the desk's credential may have the gateway seal notices")
-    submission = await seal_for_desk(session, publisher, desk, draft, freshness, config.inbox_max_pending)
+    intake = Intake(session, directory, publisher, freshness, room)
+    submission = await seal_for_desk(intake, desk, draft)
     return _accepted(submission, response)
 
 
@@ -71,17 +73,17 @@ async def post_envelope(
     request: Request,
     principal: LimitedAgency,
     session: Session,
+    directory: Directory,
     publisher: Publisher,
     freshness: Fresh,
-    config: Config,
+    room: Room,
     response: Response,
 ) -> NoticeAccepted:
     assert principal.agency is not None
     # The bytes as sent are what was signed and what is hashed and carried: no re-serialising.
     raw = await request.body()
-    submission = await accept_envelope(
-        session, publisher, raw, principal.agency, freshness, config.inbox_max_pending
-    )
+    intake = Intake(session, directory, publisher, freshness, room)
+    submission = await accept_envelope(intake, raw, principal.agency)
     return _accepted(submission, response)
 
 

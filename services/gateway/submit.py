@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 
+from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,8 +18,9 @@ from services.common.db import NoticeRow, Submission, utcnow
 from services.common.directory import DirectoryError, encryption_keys
 from services.common.envelope import EnvelopeError, ParsedEnvelope, parse_envelope, seal_notice, sha256_hex
 from services.common.kafka import EventPublisher, cloud_headers
+from services.common.keyring import DirectoryView
 from services.common.keys import AgencyKeys
-from services.gateway.limits import check_inbox_room
+from services.gateway.limits import InboxRoom
 
 SOURCE = "deskbridge/gateway"
 
@@ -44,15 +47,20 @@ async def _refuse(publisher: EventPublisher, event: Event) -> None:
     await publisher.publish(event, SOURCE)
 
 
-async def accept_envelope(
-    session: AsyncSession,
-    publisher: EventPublisher,
-    raw: bytes,
-    caller: str,
-    freshness: Freshness,
-    inbox_cap: int,
-) -> Submission:
+@dataclass(frozen=True)
+class Intake:
+    """What admitting one submission needs, gathered per request."""
+
+    session: AsyncSession
+    directory: DirectoryView
+    publisher: EventPublisher
+    freshness: Freshness
+    room: InboxRoom
+
+
+async def accept_envelope(intake: Intake, raw: bytes, caller: str) -> Submission:
     """Admits an envelope sent by `caller` and returns only after Kafka holds it with acks=all."""
+    session = intake.session
     envelope: ParsedEnvelope | None = None
     try:
         envelope = parse_envelope(raw)
@@ -63,30 +71,29 @@ async def accept_envelope(
         again = await _same_again(session, envelope)
         if again is not None:
             return again
-        await _refuse_seen(session, str(envelope.routing.notice_id))
-        await admit(session, envelope, utcnow(), freshness)
-        await check_inbox_room(session, inbox_cap, envelope.routing.recipients)
+        await admit(session, intake.directory, envelope, utcnow(), intake.freshness)
+        await intake.room.check(session, envelope.routing.recipients)
     except EnvelopeError as exc:
         await session.rollback()
-        await _refuse(publisher, rejection(caller, exc.reason, exc.detail, raw, envelope))
+        await _refuse(intake.publisher, rejection(caller, exc.reason, exc.detail, raw, envelope))
         raise
-    return await _produce(session, publisher, envelope)
+    submission = await _produce(session, intake.publisher, envelope)
+    intake.room.accepted(envelope.routing.recipients)
+    return submission
 
 
 async def _same_again(session: AsyncSession, envelope: ParsedEnvelope) -> Submission | None:
-    """A client whose answer was lost may post the very same bytes again and get the same 202."""
-    earlier = await session.get(Submission, str(envelope.routing.notice_id))
-    if earlier is not None and earlier.envelope_sha256 == envelope.sha256:
-        return earlier
-    return None
-
-
-async def _refuse_seen(session: AsyncSession, notice_id: str) -> None:
-    if (
-        await session.get(Submission, notice_id) is not None
-        or await session.get(NoticeRow, notice_id) is not None
-    ):
+    """A client whose answer was lost may post the very same bytes again and get the same 202; any other
+    envelope reusing a notice id is refused. One query for both tables: this runs on every POST."""
+    notice_id = str(envelope.routing.notice_id)
+    earlier = select(Submission.envelope_sha256).where(Submission.notice_id == notice_id)
+    ingested = exists().where(NoticeRow.notice_id == notice_id)
+    submitted_sha, stored = (await session.execute(select(earlier.scalar_subquery(), ingested))).one()
+    if submitted_sha == envelope.sha256:
+        return await session.get(Submission, notice_id)
+    if submitted_sha is not None or stored:
         raise EnvelopeError("duplicate_notice", f"notice id {notice_id} was already used; choose a new id")
+    return None
 
 
 async def _produce(session: AsyncSession, publisher: EventPublisher, envelope: ParsedEnvelope) -> Submission:
@@ -120,18 +127,11 @@ async def _produce(session: AsyncSession, publisher: EventPublisher, envelope: P
     return submission
 
 
-async def seal_for_desk(
-    session: AsyncSession,
-    publisher: EventPublisher,
-    desk: AgencyKeys,
-    draft: NoticeDraft,
-    freshness: Freshness,
-    inbox_cap: int,
-) -> Submission:
+async def seal_for_desk(intake: Intake, desk: AgencyKeys, draft: NoticeDraft) -> Submission:
     """The desk's path: the gateway holds the desk's keys, seals, then admits like any other envelope."""
     if desk.agency in draft.recipients:
         raise DirectoryError(422, "the desk cannot address a notice to itself")
-    recipients = await encryption_keys(session, draft.recipients)
+    recipients = await encryption_keys(intake.session, draft.recipients)
     notice = Notice(**draft.model_dump(), sender=desk.agency, sent_at=utcnow())
     envelope = seal_notice(notice, desk.signer(), recipients)
-    return await accept_envelope(session, publisher, envelope, desk.agency, freshness, inbox_cap)
+    return await accept_envelope(intake, envelope, desk.agency)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from aiokafka import ConsumerRecord
@@ -14,11 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.events import Event
 from services.common.admission import Freshness, admit
-from services.common.consumer import TRANSIENT, Batch
-from services.common.delivery import RecordRef, materialise
-from services.common.envelope import EnvelopeError, parse_envelope
+from services.common.consumer import Batch
+from services.common.delivery import RecordRef, materialise, materialise_many
+from services.common.envelope import EnvelopeError, ParsedEnvelope, parse_envelope
 from services.common.kafka import EventPublisher, cloud_headers, header_value, record_time
+from services.common.keyring import DirectoryCache, DirectoryView
 from services.common.lifecycle import RECALL_TYPE, RecallRefused, RecallRequest, apply_recall
+from services.common.outage import TRANSIENT
 from services.common.sla import DEFAULT_SLA, Sla
 
 log = structlog.get_logger("ingest")
@@ -36,31 +38,92 @@ class NoticeHandler:
     freshness: Freshness
     sla: Sla = DEFAULT_SLA
     one_transaction_per_batch: bool = False  # PostgreSQL: savepoints per record, one commit per batch
+    directory: DirectoryCache = field(default_factory=DirectoryCache)
 
     async def __call__(self, records: Batch) -> None:
         # The batch's rows commit before its events go out, and both before the caller commits the
         # offsets: a crash in between redelivers, and the same rows and event ids are recognised.
+        # The directory is read as of the batch's start: a key revoked later refuses the next batch.
         events: list[Event] = []
         if self.one_transaction_per_batch:
             async with self.sessions() as session:
-                for record in records:
-                    events += await self.handle(record, session)
+                directory = await self.directory.view(session)
+                events = await self._batch(records, directory, session)
                 await session.commit()
         else:
+            async with self.sessions() as session:
+                directory = await self.directory.view(session)
             for record in records:
-                events += await self.handle(record)
+                events += await self.handle(record, directory)
         await self.publisher.publish_many(events, SOURCE)
 
+    async def _batch(self, records: Batch, directory: DirectoryView, session: AsyncSession) -> list[Event]:
+        """The batch in Kafka order. Plain notices (the bulk of traffic) are verified one by one and then
+        written together; a recall, reply or forward first writes the run before it, since it may refer
+        to a notice in that run, and then goes alone in a savepoint of its own."""
+        events: list[Event] = []
+        run: list[tuple[ConsumerRecord[bytes, bytes], ParsedEnvelope]] = []
+        for record in records:
+            if header_value(list(record.headers), "ce_type") != RECALL_TYPE:
+                try:
+                    envelope = _parsed(record)
+                    if envelope.routing.in_reply_to is None and envelope.routing.forwarded_from is None:
+                        await admit(session, directory, envelope, record_time(record), self.freshness)
+                        run.append((record, envelope))
+                        continue
+                except EnvelopeError as exc:
+                    await self.dead_letter(record, exc.reason, exc.detail)
+                    continue
+                except TRANSIENT:
+                    raise
+                except Exception as exc:  # a poison record must never stop the partition
+                    log.exception("unexpected failure on a record", topic=record.topic, offset=record.offset)
+                    await self.dead_letter(record, "internal_error", type(exc).__name__)
+                    continue
+            events += await self._write(run, directory, session)
+            run = []
+            events += await self.handle(record, directory, session)
+        return events + await self._write(run, directory, session)
+
+    async def _write(
+        self,
+        run: list[tuple[ConsumerRecord[bytes, bytes], ParsedEnvelope]],
+        directory: DirectoryView,
+        session: AsyncSession,
+    ) -> list[Event]:
+        if not run:
+            return []
+        admitted = [(envelope, _ref(record)) for record, envelope in run]
+        try:
+            async with session.begin_nested():
+                outcomes = await materialise_many(session, admitted, self.sla)
+        except IntegrityError:
+            # Another consumer stored one of these notice ids meanwhile: one at a time, which looks again.
+            events: list[Event] = []
+            for record, _ in run:
+                events += await self.handle(record, directory, session)
+            return events
+        events = []
+        for (record, _), outcome in zip(run, outcomes, strict=True):
+            if isinstance(outcome, EnvelopeError):
+                await self.dead_letter(record, outcome.reason, outcome.detail)
+            else:
+                events += outcome
+        return events
+
     async def handle(
-        self, record: ConsumerRecord[bytes, bytes], shared: AsyncSession | None = None
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        directory: DirectoryView,
+        shared: AsyncSession | None = None,
     ) -> list[Event]:
         """Routes one record; returns the events its delivery announces (none for a dead letter). With a
         `shared` session its writes go in a savepoint of the batch's transaction."""
-        ref = RecordRef(record.topic, record.partition, record.offset)
+        ref = _ref(record)
         try:
             if header_value(list(record.headers), "ce_type") == RECALL_TYPE:
                 return await self._recall(record, shared)
-            return await self._route(record, ref, shared)
+            return await self._route(record, ref, directory, shared)
         except RecallRefused as exc:
             await self.dead_letter(record, "recall_refused", str(exc))
         except EnvelopeError as exc:
@@ -84,15 +147,17 @@ class NoticeHandler:
             await session.commit()
 
     async def _route(
-        self, record: ConsumerRecord[bytes, bytes], ref: RecordRef, shared: AsyncSession | None
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        ref: RecordRef,
+        directory: DirectoryView,
+        shared: AsyncSession | None,
     ) -> list[Event]:
-        if not record.value:
-            raise EnvelopeError("malformed", "empty record")
-        envelope = parse_envelope(record.value)
+        envelope = _parsed(record)
         for attempt in range(2):
             try:
                 async with self._unit(shared) as session:
-                    await admit(session, envelope, record_time(record), self.freshness)
+                    await admit(session, directory, envelope, record_time(record), self.freshness)
                     return await materialise(session, envelope, ref, self.sla)
             except IntegrityError:
                 # Another consumer stored the same notice id between our read and write: look again.
@@ -128,3 +193,13 @@ class NoticeHandler:
         ]
         key = record.key.decode(errors="replace") if record.key else "unkeyed"
         await self.publisher.send(self.publisher.topics.dead_letters, key, record.value or b"", headers)
+
+
+def _ref(record: ConsumerRecord[bytes, bytes]) -> RecordRef:
+    return RecordRef(record.topic, record.partition, record.offset)
+
+
+def _parsed(record: ConsumerRecord[bytes, bytes]) -> ParsedEnvelope:
+    if not record.value:
+        raise EnvelopeError("malformed", "empty record")
+    return parse_envelope(record.value)

@@ -8,11 +8,12 @@ import contextlib
 import structlog
 
 from services.common.admission import Freshness
-from services.common.consumer import TRANSIENT, consume
+from services.common.consumer import consume
 from services.common.db import make_engine, make_sessionmaker
 from services.common.kafka import EventPublisher, Topics, create_topics
 from services.common.lifecycle import escalate_due, expire_due
 from services.common.logs import configure
+from services.common.outage import TRANSIENT
 from services.common.runtime import stop_on_signals
 from services.common.settings import Settings
 from services.ingest.handler import NoticeHandler

@@ -29,11 +29,11 @@ from joserfc.jwk import OKPKey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.common.consumer import TRANSIENT
 from services.common.db import Webhook, make_engine, make_sessionmaker, utcnow
 from services.common.delivery import inbox_item
 from services.common.kafka import EventPublisher, Topics
 from services.common.keys import KeyFileError
+from services.common.outage import TRANSIENT
 from services.common.settings import Settings
 from services.common.signed_directory import DIRECTORY_KEY_FILE, load_directory_key
 from services.common.webhooks import (
