@@ -154,6 +154,34 @@ async def test_stale_future_and_replayed_envelopes_are_refused_and_audited(stack
     assert await _count(stack, Submission) == 1
 
 
+async def test_a_repost_after_the_gateway_lost_its_record_gets_its_202_and_nothing_twice(
+    stack: Stack,
+) -> None:
+    """A gateway killed (or a database gone) between Kafka's ack and recording the submission leaves
+    the notice delivered but the client without its 202: the same bytes again must get it, not a 409."""
+    kh = _keys(stack, KH)
+    notice_id, envelope = _seal(stack, kh, [DESK])
+    first = await _post(stack, KH, envelope)
+    assert first.status_code == 202, first.text
+    await eventually(lambda: _delivered(stack, notice_id, 1))
+    async with stack.sessions() as session:  # what the kill left: ingest stored it, the gateway did not
+        await session.delete(await session.get_one(Submission, notice_id))
+        await session.commit()
+
+    again = await _post(stack, KH, envelope)
+    assert again.status_code == 202, again.text
+    assert again.json()["notice_id"] == notice_id
+    async with stack.sessions() as session:
+        restored = await session.get_one(Submission, notice_id)
+        stored = await session.get_one(NoticeRow, notice_id)
+    assert (restored.kafka_partition, restored.kafka_offset) == (stored.kafka_partition, stored.kafka_offset)
+    assert (await stack.client(KH).get(f"/v1/notices/{notice_id}")).status_code == 200
+    # Other bytes under that id are still a reuse of the id, with or without the gateway's record.
+    _, other = _seal(stack, kh, [DESK], notice_id=uuid.UUID(notice_id), summary="other content")
+    await _refused(stack, await _post(stack, KH, other), 409, "duplicate_notice")
+    assert await _count(stack, NoticeRow) == 1 and await _delivered(stack, notice_id, 1)
+
+
 async def test_broken_envelopes_are_refused_with_reasons_and_the_gateway_keeps_serving(
     stack: Stack,
 ) -> None:

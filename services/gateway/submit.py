@@ -7,7 +7,7 @@ import json
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import exists, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -87,13 +87,42 @@ async def _same_again(session: AsyncSession, envelope: ParsedEnvelope) -> Submis
     envelope reusing a notice id is refused. One query for both tables: this runs on every POST."""
     notice_id = str(envelope.routing.notice_id)
     earlier = select(Submission.envelope_sha256).where(Submission.notice_id == notice_id)
-    ingested = exists().where(NoticeRow.notice_id == notice_id)
-    submitted_sha, stored = (await session.execute(select(earlier.scalar_subquery(), ingested))).one()
+    ingested = select(NoticeRow.envelope_sha256).where(NoticeRow.notice_id == notice_id)
+    submitted_sha, stored_sha = (
+        await session.execute(select(earlier.scalar_subquery(), ingested.scalar_subquery()))
+    ).one()
     if submitted_sha == envelope.sha256:
         return await session.get(Submission, notice_id)
-    if submitted_sha is not None or stored:
+    if submitted_sha is None and stored_sha == envelope.sha256:
+        return await _record_lost_submission(session, envelope)
+    if submitted_sha is not None or stored_sha is not None:
         raise EnvelopeError("duplicate_notice", f"notice id {notice_id} was already used; choose a new id")
     return None
+
+
+async def _record_lost_submission(session: AsyncSession, envelope: ParsedEnvelope) -> Submission:
+    """Kafka acknowledged an earlier post of these very bytes and ingest stored them, but the gateway
+    died (or the database went away) before recording the submission, so that client never saw its 202.
+    The record is written now from where ingest found the envelope, and the client gets its 202."""
+    notice_id = str(envelope.routing.notice_id)
+    stored = await session.get_one(NoticeRow, notice_id)
+    submission = Submission(
+        notice_id=notice_id,
+        sender=envelope.routing.sender,
+        case_ref=envelope.routing.case_ref,
+        recipients=json.dumps(envelope.routing.recipients),
+        envelope_sha256=envelope.sha256,
+        kafka_partition=stored.kafka_partition,
+        kafka_offset=stored.kafka_offset,
+        submitted_at=stored.ingested_at,
+    )
+    session.add(submission)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()  # a concurrent re-post recorded it first: the same answer
+        return await session.get_one(Submission, notice_id)
+    return submission
 
 
 async def _produce(session: AsyncSession, publisher: EventPublisher, envelope: ParsedEnvelope) -> Submission:
