@@ -7,12 +7,13 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -25,7 +26,7 @@ from services.cli.profiles import Profile
 from services.cli.stack import prepare
 from services.common.db import make_engine, make_sessionmaker
 from services.common.kafka import EventPublisher, Topics
-from services.common.kafka_broker import KafkaBroker, ensure_jars, free_port
+from services.common.kafka_broker import KafkaBroker, KafkaCluster, ensure_jars, free_port
 from services.common.migrate import ROOT
 from services.common.settings import Settings
 from tests.support.postgres import PostgresCluster
@@ -65,21 +66,31 @@ def kafka_version() -> str:
 
 @dataclass
 class Infrastructure:
-    """Kafka and the database; `cpu_clocks` reads the CPU seconds of those the bench started itself."""
+    """Kafka and the database; `cpu_clocks` reads the CPU seconds of those the bench started itself, and
+    `kafka` and `database` are those processes (None when given), for `make faults` to kill."""
 
     bootstrap: str
     database_url: str
     cpu_clocks: dict[str, Callable[[], float]] = field(default_factory=dict)
+    kafka: list[KafkaBroker] = field(default_factory=list)
+    database: PostgresCluster | None = None
 
 
 @contextlib.contextmanager
-def infrastructure(work: Path, bootstrap: str | None, database_url: str | None) -> Iterator[Infrastructure]:
-    """The given broker and database, or a broker and a PostgreSQL cluster of our own."""
-    broker: KafkaBroker | None = None
+def infrastructure(
+    work: Path, bootstrap: str | None, database_url: str | None, brokers: int = 1
+) -> Iterator[Infrastructure]:
+    """The given broker and database, or a broker (a KRaft cluster of `brokers` nodes if more than one)
+    and a PostgreSQL cluster of our own."""
+    broker: KafkaBroker | KafkaCluster | None = None
     cluster: PostgresCluster | None = None
     clocks: dict[str, Callable[[], float]] = {}
     try:
-        if bootstrap is None:
+        if bootstrap is None and brokers > 1:
+            broker = KafkaCluster(jar_dir=ensure_jars(KAFKA_DIR), data_dir=work / "kafka", size=brokers)
+            broker.start(timeout=180)
+            bootstrap = broker.bootstrap
+        elif bootstrap is None:
             broker = KafkaBroker(
                 jar_dir=ensure_jars(KAFKA_DIR),
                 data_dir=work / "kafka",
@@ -96,7 +107,8 @@ def infrastructure(work: Path, bootstrap: str | None, database_url: str | None) 
             database_url = cluster.create_database("bench")
             postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
             clocks["PostgreSQL"] = partial(tree_cpu_seconds, postmaster)
-        yield Infrastructure(bootstrap, database_url, clocks)
+        nodes = broker.nodes if isinstance(broker, KafkaCluster) else [broker] if broker else []
+        yield Infrastructure(bootstrap, database_url, clocks, nodes, cluster)
     finally:
         if broker is not None:
             broker.stop()
@@ -136,9 +148,38 @@ class Stack:
     gateway_url: str
     audit_url: str
     services: dict[str, Service] = field(default_factory=dict)
+    work: Path = Path(".")  # where the services' logs go
+    env: dict[str, str] = field(default_factory=dict)  # what the service processes read
 
     def token(self, agency: str) -> str:
         return Profile(self.home, agency).credential()
+
+    def spawn(self, name: str) -> Service:
+        """Starts service `name` as a process of its own (again, after a kill), appending to its log."""
+        log = self.work / f"{name}.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                env={**os.environ, **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        self.services[name] = Service(name, process, log)
+        return self.services[name]
+
+    def wait_ready(self, name: str, timeout: float = 60) -> None:
+        """Until the service's HTTP API answers (ingest has none: it is ready once started)."""
+        urls = {"gateway": f"{self.gateway_url}/healthz", "audit": f"{self.audit_url}/v1/audit/events"}
+        if name in urls:
+            _wait_http(urls[name], self.services[name], timeout)
+
+    def kill(self, name: str) -> int:
+        """SIGKILL: no shutdown hook runs. Returns the exit status (-9)."""
+        process = self.services[name].process
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGKILL)
+        return process.wait()
 
     def check_alive(self) -> None:
         for service in self.services.values():
@@ -193,7 +234,9 @@ def _wait_http(url: str, service: Service, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(work: Path, bootstrap: str, database_url: str) -> Iterator[Stack]:
+def running_stack(
+    work: Path, bootstrap: str, database_url: str, extra_env: Mapping[str, str] | None = None
+) -> Iterator[Stack]:
     home = work / "demo"
     settings = Settings(
         database_url=database_url,
@@ -203,28 +246,20 @@ def running_stack(work: Path, bootstrap: str, database_url: str) -> Iterator[Sta
         audit_port=free_port(),
         desk_keys_dir=home / "kr-desk",
     )
-    env = environment(settings)
     asyncio.run(enrol_bench_agencies(settings, home))
     stack = Stack(
         settings,
         home,
         f"http://127.0.0.1:{settings.gateway_port}",
         f"http://127.0.0.1:{settings.audit_port}",
+        work=work,
+        env={**environment(settings), **(extra_env or {})},
     )
     try:
         for name in ("gateway", "ingest", "audit"):
-            log = work / f"{name}.log"
-            with log.open("wb") as out:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", f"services.{name}"],
-                    env={**os.environ, **env},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                )
-            stack.services[name] = Service(name, process, log)
-        _wait_http(f"{stack.gateway_url}/healthz", stack.services["gateway"])
-        _wait_http(f"{stack.audit_url}/v1/audit/events", stack.services["audit"])
+            stack.spawn(name)
+        for name in ("gateway", "audit"):
+            stack.wait_ready(name)
         yield stack
     finally:
         for service in stack.services.values():

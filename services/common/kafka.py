@@ -42,16 +42,18 @@ class Topics:
 
 
 async def create_topics(bootstrap: str, topics: Topics, partitions: int = 3) -> None:
-    """Idempotent: topics that exist already are left as they are."""
+    """Idempotent: topics that exist already are left as they are. Each partition gets three replicas,
+    or one per broker on a smaller cluster (aiokafka cannot ask for the broker's default)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        replicas = min(3, len((await admin.describe_cluster())["brokers"]))
         wanted = [
             NewTopic(
                 name,
                 num_partitions=partitions,
-                replication_factor=1,
+                replication_factor=replicas,
                 # The broker's clock stamps each record: ingest judges freshness against it, and no
                 # producer can backdate a record.
                 topic_configs={

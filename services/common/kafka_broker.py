@@ -1,8 +1,10 @@
-"""Run the real Apache Kafka broker (KRaft, single node) as a child process.
+"""Run the real Apache Kafka broker (KRaft) as child processes: one node, or a cluster of three.
 
 The broker jars come from Maven Central via ``deploy/kafka/pom.xml`` (see :func:`ensure_jars`), so
-development and the test-suite talk to genuine Kafka rather than a fake. One JVM plays both the
-broker and the controller role; there is no ZooKeeper (Kafka 4 removed it).
+development and the test-suite talk to genuine Kafka rather than a fake. Each JVM plays both the
+broker and the controller role; there is no ZooKeeper (Kafka 4 removed it). :class:`KafkaBroker` is
+one node on its own; :class:`KafkaCluster` is three such nodes in one controller quorum, every topic
+replicated three times and writable with two (``make faults`` kills one under load).
 
 Run in the foreground::
 
@@ -98,14 +100,15 @@ def _tail(path: Path, lines: int = 40) -> str:
     return head + "".join(last)
 
 
-async def _probe_async(bootstrap: str) -> bool:
+async def _probe_async(bootstrap: str, node_id: int) -> bool:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
     try:
         await admin.start()
         cluster = await admin.describe_cluster()
         # A broker still fenced by the controller answers metadata without listing itself;
         # only an unfenced broker (one that can host partitions) counts as ready.
-        return bool(cluster.get("brokers")) and cluster.get("controller_id", -1) >= 0
+        listed = {broker.get("node_id") for broker in cluster.get("brokers", [])}
+        return node_id in listed and cluster.get("controller_id", -1) >= 0
     finally:
         await admin.close()
 
@@ -118,7 +121,7 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def _probe(port: int) -> bool:
+def _probe(port: int, node_id: int = _NODE_ID) -> bool:
     """Synchronous readiness check: the listener accepts connections AND metadata shows the broker.
 
     The aiokafka probe runs in its own thread with its own event loop so ``start()`` works
@@ -129,14 +132,15 @@ def _probe(port: int) -> bool:
     bootstrap = f"127.0.0.1:{port}"
     with ThreadPoolExecutor(max_workers=1) as pool:
         try:
-            return pool.submit(asyncio.run, _probe_async(bootstrap)).result(timeout=15)
+            return pool.submit(asyncio.run, _probe_async(bootstrap, node_id)).result(timeout=15)
         except Exception:  # any connection/protocol error just means "not ready yet"
             return False
 
 
 @dataclass
 class KafkaBroker:
-    """A single-node KRaft Kafka broker whose state lives under ``data_dir``.
+    """A KRaft Kafka node (broker and controller) whose state lives under ``data_dir``: on its own by
+    default, or one voter of a :class:`KafkaCluster` when given ``quorum`` and ``cluster_id``.
 
     ``start()`` after ``stop()``/``kill()`` reuses the formatted storage, so records survive.
     """
@@ -147,6 +151,11 @@ class KafkaBroker:
     controller_port: int
     heap: str = "512m"
     log_file: Path | None = None
+    node_id: int = _NODE_ID
+    quorum: str | None = None  # controller.quorum.voters of a cluster; None: this node votes alone
+    cluster_id: str | None = None  # shared by a cluster's nodes; None: a fresh one when formatting
+    replicas: int = 1  # replication factor of every topic, the internal ones included
+    min_insync: int = 1  # replicas that must hold a record before an acks=all write returns
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log_fh: IO[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -193,24 +202,24 @@ class KafkaBroker:
     def _properties(self) -> str:
         props = {
             "process.roles": "broker,controller",
-            "node.id": str(_NODE_ID),
+            "node.id": str(self.node_id),
             # Static voter set: the controller endpoint comes from config on every start instead
             # of being frozen into the metadata log (as --standalone does), so it stays flexible.
-            "controller.quorum.voters": f"{_NODE_ID}@127.0.0.1:{self.controller_port}",
+            "controller.quorum.voters": self.quorum or f"{self.node_id}@127.0.0.1:{self.controller_port}",
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self._log_dir),
-            # Single node: every internal topic must make do with one replica.
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "min.insync.replicas": "1",
-            "default.replication.factor": "1",
+            # A single node: every internal topic must make do with one replica; a cluster: all of them.
+            "offsets.topic.replication.factor": str(self.replicas),
+            "transaction.state.log.replication.factor": str(self.replicas),
+            "transaction.state.log.min.isr": str(self.min_insync),
+            "share.coordinator.state.topic.replication.factor": str(self.replicas),
+            "share.coordinator.state.topic.min.isr": str(self.min_insync),
+            "min.insync.replicas": str(self.min_insync),
+            "default.replication.factor": str(self.replicas),
             # Fewer internal partitions make the first group/transaction coordinator load fast.
             "offsets.topic.num.partitions": "10",
             "transaction.state.log.num.partitions": "10",
@@ -241,7 +250,7 @@ class KafkaBroker:
             "--config",
             str(self._config_path),
             "--cluster-id",
-            _random_cluster_id(),
+            self.cluster_id or _random_cluster_id(),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
         if proc.returncode != 0:
@@ -255,6 +264,11 @@ class KafkaBroker:
         """Launch the broker and block until it serves metadata; raise RuntimeError otherwise."""
         if self.is_running():
             return
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the JVM without waiting: a cluster's nodes must all be launched before any is ready."""
         self._cleanup()  # forget a broker that died on its own since the last start
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._config_path.write_text(self._properties())
@@ -269,6 +283,10 @@ class KafkaBroker:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: Ctrl-C in a terminal doesn't hit the JVM first
         )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the launched broker serves metadata listing itself; raise RuntimeError otherwise."""
+        assert self._proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while True:
             if self._proc.poll() is not None:
@@ -278,7 +296,7 @@ class KafkaBroker:
                     f"Kafka broker exited with code {code} during startup; last log lines of "
                     f"{self._log_path}:\n{_tail(self._log_path)}"
                 )
-            if _probe(self.port):
+            if _probe(self.port, self.node_id):
                 return
             if time.monotonic() > deadline:
                 self.kill()
@@ -321,6 +339,75 @@ class KafkaBroker:
         if self._log_fh is not None:
             self._log_fh.close()
             self._log_fh = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@dataclass
+class KafkaCluster:
+    """``size`` KRaft nodes under ``data_dir``, each broker and controller, all voters of one quorum.
+
+    Every topic gets ``size`` replicas and ``min.insync.replicas`` of ``min_insync``, so an acks=all
+    write survives the loss of ``size - min_insync`` nodes. Kill or restart one with ``nodes[i]``.
+    """
+
+    jar_dir: Path
+    data_dir: Path
+    size: int = 3
+    min_insync: int = 2
+    heap: str = "512m"
+    nodes: list[KafkaBroker] = field(init=False)
+
+    def __post_init__(self) -> None:
+        ports = [(free_port(), free_port()) for _ in range(self.size)]
+        quorum = ",".join(f"{i}@127.0.0.1:{controller}" for i, (_, controller) in enumerate(ports, 1))
+        cluster_id = _random_cluster_id()
+        self.nodes = [
+            KafkaBroker(
+                jar_dir=self.jar_dir,
+                data_dir=Path(self.data_dir) / f"node-{i}",
+                port=port,
+                controller_port=controller,
+                heap=self.heap,
+                node_id=i,
+                quorum=quorum,
+                cluster_id=cluster_id,
+                replicas=self.size,
+                min_insync=self.min_insync,
+            )
+            for i, (port, controller) in enumerate(ports, 1)
+        ]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Launch every node, then wait for each: none is ready before a majority of voters is up."""
+        try:
+            for node in self.nodes:
+                if not node.is_running():
+                    node.launch()
+            deadline = time.monotonic() + timeout
+            for node in self.nodes:
+                node.wait_ready(max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for node in self.nodes:
+            node.stop(timeout)
 
     def __enter__(self) -> Self:
         self.start()
