@@ -49,7 +49,13 @@ clean:
 
 # Throughput and latency against the limits of deskbridge's own parts, into docs/performance.md and
 # docs/performance.png (about ten minutes). Not part of `make test`, which smoke-runs it with --quick.
-.PHONY: bench
+.PHONY: bench faults
 bench: $(INSTALLED) $(JARS) postgres-server
 	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python -m bench.run
+
+# A bounded load while the broker, the gateway, ingest, audit and the database are killed and restarted,
+# on one broker and on a 3-broker KRaft cluster, then schemathesis on both APIs; into docs/reliability.md
+# (about fifteen minutes). `make test` runs the short scenarios (tests/test_faults.py).
+faults: $(INSTALLED) $(JARS) postgres-server
+	$(BIN)/python -m faults.run
