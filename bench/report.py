@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.auditscale import AuditScale
 from bench.crypto import OUTER_CHECK
 from bench.load import Latency, Throughput
 from bench.parts import BATCHING_PRODUCE, CONSUME, PRODUCE
@@ -44,6 +45,7 @@ class Results:
     latency: list[Latency] = field(default_factory=list)
     flash: list[float] = field(default_factory=list)
     pull_ms: dict[int, Figure] = field(default_factory=dict)
+    audit_scale: dict[int, AuditScale] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     profiles: list[Profile] = field(default_factory=list)
     logged_errors: dict[str, Counter[str]] = field(default_factory=dict)
@@ -372,6 +374,27 @@ def _scaling(results: Results) -> str:
             for n, f in sorted(results.pull_ms.items())
         ],
     )
+    audit = table(
+        [
+            "audit entries stored",
+            "append median (entries/s)",
+            "append p99 (entries/s)",
+            "inclusion proof median (ms)",
+            "inclusion proof p99 (ms)",
+            "appends / proofs",
+        ],
+        [
+            [
+                f"{n:,}",
+                number(a.append_per_s.median),
+                number(a.append_per_s.p99),
+                number(a.proof_ms.median),
+                number(a.proof_ms.p99),
+                f"{a.append_per_s.runs} x {a.batch} / {a.proof_ms.runs}",
+            ]
+            for n, a in sorted(results.audit_scale.items())
+        ],
+    )
     rss = table(
         ["process", "peak RSS (MB)"], [[name, number(mb)] for name, mb in results.peak_rss_mb.items()]
     )
@@ -381,6 +404,12 @@ def _scaling(results: Results) -> str:
         "database (one inbox row each, every hundredth for the reader), with a placeholder envelope of real "
         "size.\n\n"
         + pulls
+        + "\nThe audit log as it grows (bench/auditscale.py): on a database of its own on the same server, "
+        "entries up to each size written straight into the tables, then the audit service's own append "
+        "(`auditlog.append`: the table lock, the chain head, the tree's right edge, entries and nodes in one "
+        "commit) and inclusion proofs of random leaves (`tlog.inclusion`, what `GET "
+        "/v1/audit/proof/inclusion` runs, without the HTTP). p99 of a rate is the slow tail.\n\n"
+        + audit
         + "\nPeak resident memory of each process over the whole run (`VmHWM`: one value per process, "
         "so no median):\n\n" + rss
     )

@@ -1,0 +1,149 @@
+"""The audit log as it grows: entries appended per second and inclusion-proof time at each log size.
+
+It runs on a database of its own on the same PostgreSQL server (made by Alembic, dropped afterwards), so
+the stack's log stays the stack's. Entries up to each size are written straight into the tables with
+SQL (placeholder hashes, one row per entry and one tlog node per complete subtree, as many as the real
+log holds); appends and proofs then run the audit service's own code on them: `auditlog.append` (the
+exclusive lock, the chain head, the frontier read, entries and nodes in one commit) and `tlog.inclusion`
+(the O(log n) node reads an auditor's proof request makes, without the HTTP around it)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from bench.stats import Figure
+from schemas.events import Event, EventType
+from services.common import auditlog, tlog
+from services.common.db import make_engine, make_sessionmaker
+from services.common.migrate import upgrade
+
+FILL_CHUNK = 200_000  # entries per INSERT ... SELECT generate_series
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@dataclass(frozen=True)
+class AuditScale:
+    append_per_s: Figure  # entries/s of each batch appended at this size
+    proof_ms: Figure  # one inclusion proof of a random leaf in the tree of this size
+    batch: int
+
+
+def _events(count: int) -> list[Event]:
+    now = datetime.now(UTC)
+    return [
+        Event(
+            event_id=f"bench-audit-{uuid.uuid4()}",
+            type=EventType.notice_delivered,
+            occurred_at=now,
+            actor="deskbridge/ingest",
+            agency="bench-01",
+            notice_id=uuid.uuid4(),
+            case_ref="KD-2025-0001",
+            envelope_sha256="ab" * 32,
+            details={"recipient": "bench-01", "kafka_partition": 0, "kafka_offset": i},
+        )
+        for i in range(count)
+    ]
+
+
+async def _fill(engine: AsyncEngine, start: int, end: int) -> None:
+    """Entries start+1..end (seq), leaves start..end-1, and every subtree those leaves complete."""
+    for low in range(start, end, FILL_CHUNK):
+        high = min(end, low + FILL_CHUNK)
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO audit_log (seq, event_id, event_type, occurred_at, recorded_at, actor, "
+                    "agency, notice_id, case_ref, envelope_sha256, details, prev_hash, entry_hash) "
+                    "SELECT s, 'bench-fill-' || s, 'notice.delivered', '2026-01-01T00:00:00+00:00', "
+                    "'2026-01-01T00:00:00+00:00', 'deskbridge/ingest', 'bench-01', NULL, 'KD-2025-0001', "
+                    "NULL, '{}', md5((s - 1)::text) || md5(s::text), md5(s::text) || md5((s + 1)::text) "
+                    "FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS s"
+                ),
+                {"first": low + 1, "last": high},
+            )
+            level = 0
+            while high >> level:
+                first, last = low >> level, (high >> level) - 1  # complete between sizes low and high
+                if first <= last:
+                    await connection.execute(
+                        text(
+                            "INSERT INTO tlog_nodes (level, idx, hash) SELECT CAST(:level AS integer), i, "
+                            "decode(md5(i::text) || md5(CAST(:level AS text) || i::text), 'hex') "
+                            "FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS i"
+                        ),
+                        {"level": level, "first": first, "last": last},
+                    )
+                level += 1
+    async with engine.begin() as connection:  # fresh statistics, as autovacuum would have by then
+        await connection.execute(text("ANALYZE audit_log"))
+        await connection.execute(text("ANALYZE tlog_nodes"))
+
+
+async def _append_rates(sessions: Sessions, batches: int, batch: int) -> list[float]:
+    rates = []
+    for _ in range(batches):
+        events = _events(batch)
+        async with sessions() as session:
+            began = time.perf_counter()
+            assert await auditlog.append(session, events) == batch
+            await session.commit()
+            rates.append(batch / (time.perf_counter() - began))
+    return rates
+
+
+async def _proof_times(sessions: Sessions, size: int, proofs: int, rng: random.Random) -> list[float]:
+    times = []
+    async with sessions() as session:
+        for _ in range(proofs):
+            index = rng.randrange(size)
+            began = time.perf_counter()
+            proof = await tlog.inclusion(session, index, size)
+            times.append((time.perf_counter() - began) * 1000)
+            assert len(proof) <= size.bit_length()
+            await session.rollback()  # each proof in a transaction of its own, as each request is
+    return times
+
+
+async def audit_scaling(
+    database_url: str, sizes: Sequence[int], batches: int, batch: int, proofs: int
+) -> dict[int, AuditScale]:
+    """For each log size (ascending): the log is filled up to it, `batches` appends of `batch` entries
+    are timed, then `proofs` inclusion proofs of random leaves in the tree of the size reached."""
+    url = make_url(database_url)
+    name = f"bench_audit_{uuid.uuid4().hex[:8]}"
+    server = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    async with server.connect() as connection:
+        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    own = url.set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(own)
+    try:
+        await asyncio.to_thread(upgrade, own)
+        sessions = make_sessionmaker(engine)
+        rng = random.Random(7)
+        results: dict[int, AuditScale] = {}
+        size = 0
+        for target in sorted(sizes):
+            if target > size:
+                await _fill(engine, size, target)
+                size = target
+            rates = await _append_rates(sessions, batches, batch)
+            size += batches * batch
+            times = await _proof_times(sessions, size, proofs, rng)
+            results[target] = AuditScale(Figure.of_rates(rates), Figure.of_durations(times), batch)
+        return results
+    finally:
+        await engine.dispose()
+        async with server.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await server.dispose()
