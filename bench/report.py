@@ -177,6 +177,7 @@ def markdown(results: Results) -> str:
     out.append(table(["phase", "size"], [[k, v] for k, v in results.sizes.items()]))
     out.append("\n## Targets\n\n")
     out.append(table(["target", "measured", "verdict"], targets(results)))
+    out.append(_why_missed(results))
     out.append(_crypto(results))
     out.append(_transport(results))
     out.append(_e2e(results))
@@ -190,6 +191,64 @@ def markdown(results: Results) -> str:
     else:
         out.append("Nothing: every figure the issue asks for is above.\n")
     return "".join(out)
+
+
+def _why_missed(results: Results) -> str:
+    """The missed targets explained from this run's own figures: the CPU budget per notice they imply
+    against what each part spent, and the queue a load above capacity builds."""
+    cpu = results.cpu_ms_per_notice
+    total = cpu.get("the whole machine")
+    e2e3 = results.e2e.get(3)
+    if not total or e2e3 is None:
+        return ""
+    cores = results.machine.cores
+    lines: list[str] = []
+    if e2e3.completed.median < E2E_TARGET:
+        budget = cores * 1000 / E2E_TARGET
+        ours = sum(v for k, v in cpu.items() if k in ("gateway", "ingest", "audit"))
+        parts = sum(v for k, v in cpu.items() if k in ("Kafka broker", "PostgreSQL"))
+        line = (
+            f"- **{E2E_TARGET:,} notices/s** on {cores} cores leaves {number(budget)} CPU ms per notice for "
+            f"everything: the gateway, ingest and audit took {number(ours)} ms between them, "
+            f"and the load generator {number(cpu.get('load generator (this process)', 0))} ms."
+        )
+        if parts:
+            line += (
+                f" Kafka and PostgreSQL alone took {number(parts)} ms per notice (one request, one produce, "
+                f"{FLOOR_RECIPIENTS} inbox rows and {FLOOR_RECIPIENTS + 1} audit entries with their tree "
+                "nodes, committed a batch at a time): by themselves they allow "
+                f"{number(cores * 1000 / parts)} notices/s on this machine."
+            )
+        lines.append(
+            line + " Each Python service is one event loop on one core; see *Where the time goes* for the "
+            "profiles. Running each service as several processes adds throughput only with more cores."
+        )
+    at_200 = next((lat for lat in results.latency if lat.offered == 200), None)
+    if at_200 is not None and _ms(at_200.inbox).p99 > 50:
+        capacity = e2e3.completed.median
+        if capacity < 200:
+            below = [lat for lat in results.latency if lat.offered < capacity]
+            tail = ""
+            if below:
+                best = max(below, key=lambda lat: lat.offered)
+                tail = (
+                    f" Below capacity, at {number(best.offered)}/s, the p99 POST-to-inbox is "
+                    f"{number(_ms(best.inbox).p99)} ms."
+                )
+            lines.append(
+                "- **p99 at 200/s**: 200 notices/s is more than this stack completes "
+                f"({number(capacity)}/s in the closed loop), so the queue grows for the whole phase and "
+                "its p99 is the wait in that queue, not the path of one notice." + tail
+            )
+        else:
+            lines.append(
+                f"- **p99 at 200/s**: the stack completes {number(capacity)}/s, so 200/s keeps its cores "
+                f"{100 * 200 / capacity:.0f} % busy; at that load a notice often waits behind others in "
+                "each service's event loop."
+            )
+    if not lines:
+        return ""
+    return "\nWhy the missed targets are missed, from this run's figures:\n\n" + "\n".join(lines) + "\n"
 
 
 def _figure_rows(figures: dict[str, Figure]) -> list[list[str]]:
