@@ -112,6 +112,14 @@ def markdown(outcomes: Sequence[Outcome], fuzz: str | None, machine: Machine, co
         "database and keeps it away for a while (asking both APIs all along), and writes poison records "
         "straight into the notices topic. Then it waits for the stack to settle and checks, from the "
         "database, from Kafka and through the auditor's own `deskbridge audit verify`.\n",
+        "Why nothing acknowledged can be lost or doubled: the gateway answers 2xx only once Kafka holds the "
+        "envelope (acks=all, idempotent producer), so a kill before that leaves the client without a 2xx "
+        "and it posts again; the same bytes again get the same 202, even when the gateway died before "
+        "recording the first. Ingest and audit commit their Kafka offsets only after their database "
+        "transaction, so a kill replays a batch, and every write is keyed (one inbox row per notice and "
+        "recipient, one audit entry per event id), so a replay adds nothing. An outage of the database or "
+        "of Kafka is answered 503 with `Retry-After` by the APIs and retried by the consumers; it never "
+        "sends a record to the dead-letter topic (services/common/outage.py).\n",
         table(
             ["scenario", "notices acknowledged", "lost", "duplicated", "audit verifies", "result"],
             [
