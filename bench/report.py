@@ -223,6 +223,18 @@ def _why_missed(results: Results) -> str:
             line + " Each Python service is one event loop on one core; see *Where the time goes* for the "
             "profiles. Running each service as several processes adds throughput only with more cores."
         )
+    if results.row_writes is not None and results.kafka:
+        the_floor = floor(results)
+        if e2e3.completed.median < 0.5 * the_floor.rate:
+            floor_cpu_ms = cores * 1000 / the_floor.rate  # the floor's rate is of all the cores
+            lines.append(
+                f"- **0.5 x the floor**: the floor is {number(floor_cpu_ms * 1000)} µs of CPU per notice "
+                "(the signature checks, bytes through Kafka at raw aiokafka's rate, rows written 100 to a "
+                f"transaction); the stack spent {number(total)} ms, {number(total / floor_cpu_ms)} times "
+                "as much. The difference is the per-notice work of three Python services around those parts "
+                "(HTTP, JSON and pydantic parsing, the ORM, a transaction and its round trips per request) "
+                "and the extra round trips Kafka and PostgreSQL serve for it."
+            )
     at_200 = next((lat for lat in results.latency if lat.offered == 200), None)
     if at_200 is not None and _ms(at_200.inbox).p99 > 50:
         capacity = e2e3.completed.median
