@@ -9,6 +9,7 @@ import uvicorn
 
 from services.audit.api import create_app
 from services.audit.handler import AuditHandler
+from services.common import eventloop
 from services.common.admission import Freshness
 from services.common.consumer import consume
 from services.common.db import make_engine, make_sessionmaker
@@ -57,7 +58,7 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     configure(settings.log_level, settings.log_json)
-    asyncio.run(serve(settings))
+    eventloop.run(serve(settings))
 
 
 if __name__ == "__main__":

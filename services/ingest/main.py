@@ -7,6 +7,7 @@ import contextlib
 
 import structlog
 
+from services.common import eventloop
 from services.common.admission import Freshness
 from services.common.consumer import consume
 from services.common.db import make_engine, make_sessionmaker
@@ -80,7 +81,7 @@ def main() -> None:
     async def serve() -> None:
         await run(settings, stop_on_signals())
 
-    asyncio.run(serve())
+    eventloop.run(serve())
 
 
 if __name__ == "__main__":
