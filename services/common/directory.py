@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from joserfc.jwk import OKPKey
 from sqlalchemy import select
@@ -203,6 +203,8 @@ class KeyLike(Protocol):
     @property
     def kid(self) -> str: ...
     @property
+    def use(self) -> str: ...
+    @property
     def status(self) -> str: ...
     @property
     def not_before(self) -> datetime: ...
@@ -237,20 +239,32 @@ def usable(key: KeyLike, at: datetime) -> tuple[str, str] | None:
     return None
 
 
-async def verification_key(session: AsyncSession, kid: str, signed_at: datetime | None = None) -> PublicKey:
-    """A signing key fit to verify something new signed at `signed_at` (default now), or an EnvelopeError.
+K = TypeVar("K", bound=KeyLike)
+
+
+def signing_key_at(key: K | None, kid: str, signed_at: datetime | None = None) -> K:
+    """`key` (found under `kid`) if it is a signing key fit to verify something new signed at `signed_at`
+    (default now), else an EnvelopeError.
 
     A revoked key is refused whatever the claimed time; the validity window is checked at the signing
     time, which the caller bounds by the freshness window, so envelopes sealed just before a rotation
     still pass while the old key is not usable for anything newer.
     """
-    key = await session.get(AgencyKey, kid)
     if key is None or key.use != "sig":
         raise EnvelopeError("unknown_key", f"no signing key {kid} in the directory")
     problem = usable(key, signed_at or utcnow())
     if problem is not None:
         raise EnvelopeError(*problem)
+    return key
+
+
+def public_key(key: AgencyKey) -> PublicKey:
     return PublicKey(key.agency_id, key.kid, OKPKey.import_key(json.loads(key.jwk)))
+
+
+async def verification_key(session: AsyncSession, kid: str, signed_at: datetime | None = None) -> PublicKey:
+    """The public key of signing key `kid`, checked by signing_key_at."""
+    return public_key(signing_key_at(await session.get(AgencyKey, kid), kid, signed_at))
 
 
 async def encryption_keys(session: AsyncSession, agencies: Sequence[str]) -> list[PublicKey]:
@@ -272,4 +286,4 @@ async def encryption_keys(session: AsyncSession, agencies: Sequence[str]) -> lis
     without = [a for a in agencies if a not in newest]
     if without:
         raise DirectoryError(422, f"no usable encryption key for: {', '.join(without)}")
-    return [PublicKey(a, newest[a].kid, OKPKey.import_key(json.loads(newest[a].jwk))) for a in agencies]
+    return [public_key(newest[a]) for a in agencies]

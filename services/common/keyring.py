@@ -1,4 +1,4 @@
-"""The directory held in memory: every agency, key and credential, re-read only when the database's
+"""The directory held in memory: every key and credential, re-read only when the database's
 directory generation moves (migration 0007 bumps it by trigger on any change). Checking a signature or
 a bearer credential then costs one tiny read instead of a lookup per key, and a revocation is still
 seen by the very next request, in every process, because that read is made each time."""
@@ -8,18 +8,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from joserfc.jwk import OKPKey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.db import Agency, AgencyKey, Credential, DirectoryGeneration, utcnow
-from services.common.directory import TOKEN_PREFIX, Principal, usable
-from services.common.envelope import EnvelopeError, PublicKey
+from services.common.db import AgencyKey, Credential, DirectoryGeneration, utcnow
+from services.common.directory import TOKEN_PREFIX, Principal, public_key, signing_key_at
+from services.common.envelope import PublicKey
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,6 @@ class KeyEntry:
 
     @classmethod
     def of(cls, row: AgencyKey) -> KeyEntry:
-        public = PublicKey(row.agency_id, row.kid, OKPKey.import_key(json.loads(row.jwk)))
         return cls(
             row.kid,
             row.agency_id,
@@ -48,7 +45,7 @@ class KeyEntry:
             row.not_after,
             row.created_at,
             row.revoked_at,
-            public,
+            public_key(row),
         )
 
 
@@ -66,20 +63,12 @@ class DirectoryView:
     """The directory as of `generation`: immutable, so a request sees one consistent directory."""
 
     generation: int
-    agencies: frozenset[str]
     keys: Mapping[str, KeyEntry]
     credentials: Mapping[str, CredentialEntry]
 
     def verification_key(self, kid: str, signed_at: datetime | None = None) -> PublicKey:
-        """As directory.verification_key: a revoked key is refused whatever the claimed time, and the
-        validity window is checked at the signing time."""
-        key = self.keys.get(kid)
-        if key is None or key.use != "sig":
-            raise EnvelopeError("unknown_key", f"no signing key {kid} in the directory")
-        problem = usable(key, signed_at or utcnow())
-        if problem is not None:
-            raise EnvelopeError(*problem)
-        return key.public
+        """As directory.verification_key, from memory."""
+        return signing_key_at(self.keys.get(kid), kid, signed_at).public
 
     def enc_key_owners(self, kids: Sequence[str]) -> dict[str, str]:
         """The agency owning each known X25519 key among `kids` (unknown kids are left out)."""
@@ -103,7 +92,7 @@ class DirectoryView:
 
 class DirectoryCache:
     """One per process. `view()` reads the generation (one row) and re-reads the directory only when
-    it moved; the directory is small (agencies, their few keys and credentials), so it is read whole."""
+    it moved; the directory is small (the agencies' few keys and the credentials), so it is read whole."""
 
     def __init__(self) -> None:
         self._view: DirectoryView | None = None
@@ -132,10 +121,9 @@ async def _generation(session: AsyncSession) -> int:
 
 
 async def _load(session: AsyncSession, generation: int) -> DirectoryView:
-    agencies = frozenset((await session.execute(select(Agency.id))).scalars())
     keys = {row.kid: KeyEntry.of(row) for row in (await session.execute(select(AgencyKey))).scalars()}
     credentials = {
         row.id: CredentialEntry(row.id, row.role, row.agency_id, row.secret_sha256, row.revoked_at)
         for row in (await session.execute(select(Credential))).scalars()
     }
-    return DirectoryView(generation, agencies, keys, credentials)
+    return DirectoryView(generation, keys, credentials)
