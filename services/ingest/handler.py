@@ -71,14 +71,10 @@ class NoticeHandler:
                         await admit(session, directory, envelope, record_time(record), self.freshness)
                         run.append((record, envelope))
                         continue
-                except EnvelopeError as exc:
-                    await self.dead_letter(record, exc.reason, exc.detail)
-                    continue
                 except TRANSIENT:
                     raise
                 except Exception as exc:  # a poison record must never stop the partition
-                    log.exception("unexpected failure on a record", topic=record.topic, offset=record.offset)
-                    await self.dead_letter(record, "internal_error", type(exc).__name__)
+                    await self._refuse(record, exc)
                     continue
             events += await self._write(run, directory, session)
             run = []
@@ -119,21 +115,25 @@ class NoticeHandler:
     ) -> list[Event]:
         """Routes one record; returns the events its delivery announces (none for a dead letter). With a
         `shared` session its writes go in a savepoint of the batch's transaction."""
-        ref = _ref(record)
         try:
             if header_value(list(record.headers), "ce_type") == RECALL_TYPE:
                 return await self._recall(record, shared)
-            return await self._route(record, ref, directory, shared)
-        except RecallRefused as exc:
-            await self.dead_letter(record, "recall_refused", str(exc))
-        except EnvelopeError as exc:
-            await self.dead_letter(record, exc.reason, exc.detail)
+            return await self._route(record, directory, shared)
         except TRANSIENT:
             raise
         except Exception as exc:  # a poison record must never stop the partition
-            log.exception("unexpected failure on a record", topic=ref.topic, offset=ref.offset)
-            await self.dead_letter(record, "internal_error", type(exc).__name__)
+            await self._refuse(record, exc)
         return []
+
+    async def _refuse(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+        """Dead-letters a record with the reason `exc` gives; called while `exc` is being handled."""
+        if isinstance(exc, RecallRefused):
+            await self.dead_letter(record, "recall_refused", str(exc))
+        elif isinstance(exc, EnvelopeError):
+            await self.dead_letter(record, exc.reason, exc.detail)
+        else:
+            log.exception("unexpected failure on a record", topic=record.topic, offset=record.offset)
+            await self.dead_letter(record, "internal_error", type(exc).__name__)
 
     @asynccontextmanager
     async def _unit(self, shared: AsyncSession | None) -> AsyncIterator[AsyncSession]:
@@ -149,7 +149,6 @@ class NoticeHandler:
     async def _route(
         self,
         record: ConsumerRecord[bytes, bytes],
-        ref: RecordRef,
         directory: DirectoryView,
         shared: AsyncSession | None,
     ) -> list[Event]:
@@ -158,7 +157,7 @@ class NoticeHandler:
             try:
                 async with self._unit(shared) as session:
                     await admit(session, directory, envelope, record_time(record), self.freshness)
-                    return await materialise(session, envelope, ref, self.sla)
+                    return await materialise(session, envelope, _ref(record), self.sla)
             except IntegrityError:
                 # Another consumer stored the same notice id between our read and write: look again.
                 if attempt == 1:
