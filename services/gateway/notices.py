@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from schemas.api import CaseThread, NoticeAccepted, NoticeStatus, Problem, RecallAccepted, RecallIn
 from schemas.envelopes import FlattenedJws
@@ -27,6 +28,16 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
+async def intake(
+    session: Session, directory: Directory, publisher: Publisher, freshness: Fresh, room: Room
+) -> Intake:
+    """What admitting a submission needs, for both ways in (async: a plain def would run in a thread)."""
+    return Intake(session, directory, publisher, freshness, room)
+
+
+Intakes = Annotated[Intake, Depends(intake)]
+
+
 @router.post(
     "",
     status_code=202,
@@ -35,19 +46,10 @@ ERRORS: dict[int | str, dict[str, object]] = {
     summary="Seal a notice with the desk's keys and make it durable in Kafka (desk credential).",
 )
 async def post_notice(
-    draft: NoticeDraft,
-    principal: LimitedAgency,
-    session: Session,
-    publisher: Publisher,
-    directory: Directory,
-    desk: DeskKeys,
-    freshness: Fresh,
-    room: Room,
-    response: Response,
+    draft: NoticeDraft, principal: LimitedAgency, intake: Intakes, desk: DeskKeys, response: Response
 ) -> NoticeAccepted:
     if principal.agency != desk.agency:
         raise HTTPException(403, "only the desk's credential may have the gateway seal notices")
-    intake = Intake(session, directory, publisher, freshness, room)
     submission = await seal_for_desk(intake, desk, draft)
     return _accepted(submission, response)
 
@@ -70,19 +72,11 @@ SEALED_BODY = {
     summary="Carry an envelope its sender sealed on its own machine (the sender's agency credential).",
 )
 async def post_envelope(
-    request: Request,
-    principal: LimitedAgency,
-    session: Session,
-    directory: Directory,
-    publisher: Publisher,
-    freshness: Fresh,
-    room: Room,
-    response: Response,
+    request: Request, principal: LimitedAgency, intake: Intakes, response: Response
 ) -> NoticeAccepted:
     assert principal.agency is not None
     # The bytes as sent are what was signed and what is hashed and carried: no re-serialising.
     raw = await request.body()
-    intake = Intake(session, directory, publisher, freshness, room)
     submission = await accept_envelope(intake, raw, principal.agency)
     return _accepted(submission, response)
 
