@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -106,16 +107,7 @@ async def _record_lost_submission(session: AsyncSession, envelope: ParsedEnvelop
     The record is written now from where ingest found the envelope, and the client gets its 202."""
     notice_id = str(envelope.routing.notice_id)
     stored = await session.get_one(NoticeRow, notice_id)
-    submission = Submission(
-        notice_id=notice_id,
-        sender=envelope.routing.sender,
-        case_ref=envelope.routing.case_ref,
-        recipients=json.dumps(envelope.routing.recipients),
-        envelope_sha256=envelope.sha256,
-        kafka_partition=stored.kafka_partition,
-        kafka_offset=stored.kafka_offset,
-        submitted_at=stored.ingested_at,
-    )
+    submission = _submission(envelope, stored.kafka_partition, stored.kafka_offset, stored.ingested_at)
     session.add(submission)
     try:
         await session.commit()
@@ -123,6 +115,21 @@ async def _record_lost_submission(session: AsyncSession, envelope: ParsedEnvelop
         await session.rollback()  # a concurrent re-post recorded it first: the same answer
         return await session.get_one(Submission, notice_id)
     return submission
+
+
+def _submission(envelope: ParsedEnvelope, partition: int, offset: int, at: datetime) -> Submission:
+    """The gateway's record of an envelope Kafka holds at (partition, offset)."""
+    routing = envelope.routing
+    return Submission(
+        notice_id=str(routing.notice_id),
+        sender=routing.sender,
+        case_ref=routing.case_ref,
+        recipients=json.dumps(routing.recipients),
+        envelope_sha256=envelope.sha256,
+        kafka_partition=partition,
+        kafka_offset=offset,
+        submitted_at=at,
+    )
 
 
 async def _produce(session: AsyncSession, publisher: EventPublisher, envelope: ParsedEnvelope) -> Submission:
@@ -134,16 +141,7 @@ async def _produce(session: AsyncSession, publisher: EventPublisher, envelope: P
         envelope.raw,
         cloud_headers("org.deskbridge.notice.submitted", notice_id, f"{SOURCE}/{routing.sender}"),
     )
-    submission = Submission(
-        notice_id=notice_id,
-        sender=routing.sender,
-        case_ref=routing.case_ref,
-        recipients=json.dumps(routing.recipients),
-        envelope_sha256=envelope.sha256,
-        kafka_partition=partition,
-        kafka_offset=offset,
-        submitted_at=utcnow(),
-    )
+    submission = _submission(envelope, partition, offset, utcnow())
     session.add(submission)
     try:
         await session.commit()
