@@ -203,45 +203,41 @@ async def inject_poison(stack: Stack, chaos: Chaos, traffic: Traffic, keyring: K
     return Fault("poison records", at, 0, traffic.now(), kinds)
 
 
-async def strike(
-    kind: str,
-    stack: Stack,
-    infra: Infrastructure,
-    chaos: Chaos,
-    traffic: Traffic,
-    keyring: Keyring,
-    rng: random.Random,
-    outage_s: tuple[float, float],
-) -> Fault:
+@dataclass(frozen=True)
+class Arena:
+    """Everything a fault strikes or records into."""
+
+    stack: Stack
+    infra: Infrastructure
+    chaos: Chaos
+    traffic: Traffic
+    keyring: Keyring
+    rng: random.Random
+    outage_s: tuple[float, float]  # how long the database stays away, drawn from this range
+
+
+async def strike(kind: str, at: Arena) -> Fault:
     if kind in SERVICES:
-        return await kill_service(stack, chaos, traffic, kind, rng)
+        return await kill_service(at.stack, at.chaos, at.traffic, kind, at.rng)
     if kind == BROKER:
-        return await kill_broker(infra, traffic, rng)
+        return await kill_broker(at.infra, at.traffic, at.rng)
     if kind == DATABASE:
-        return await database_outage(stack, infra, chaos, traffic, keyring, rng.uniform(*outage_s))
+        hold = at.rng.uniform(*at.outage_s)
+        return await database_outage(at.stack, at.infra, at.chaos, at.traffic, at.keyring, hold)
     if kind == POISON:
-        return await inject_poison(stack, chaos, traffic, keyring)
+        return await inject_poison(at.stack, at.chaos, at.traffic, at.keyring)
     raise ValueError(f"no such fault: {kind}")
 
 
 async def run_faults(
-    schedule: Sequence[tuple[float, str]],
-    total: int,
-    stack: Stack,
-    infra: Infrastructure,
-    chaos: Chaos,
-    traffic: Traffic,
-    keyring: Keyring,
-    rng: random.Random,
-    outage_s: tuple[float, float],
-    load_done: asyncio.Event,
+    schedule: Sequence[tuple[float, str]], total: int, at: Arena, load_done: asyncio.Event
 ) -> None:
     """Each fault once its share of the load is answered, one at a time, at least 3 s apart."""
     for share, kind in schedule:
-        while len(traffic.acked) + len(traffic.refused) < share * total and not load_done.is_set():
+        while len(at.traffic.acked) + len(at.traffic.refused) < share * total and not load_done.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(load_done.wait(), 0.1)
-        done = len(traffic.acked) + len(traffic.refused)
-        fault = await strike(kind, stack, infra, chaos, traffic, keyring, rng, outage_s)
-        chaos.faults.append(dataclasses.replace(fault, done_by_then=done))
+        done = len(at.traffic.acked) + len(at.traffic.refused)
+        fault = await strike(kind, at)
+        at.chaos.faults.append(dataclasses.replace(fault, done_by_then=done))
         await asyncio.sleep(3)

@@ -1,15 +1,7 @@
 """Schemathesis against the OpenAPI of the gateway and of the audit API, with valid credentials: no 5xx.
 
-    async def run_fuzz(
-        gateway_url: str,
-        audit_url: str,
-        credentials: Mapping[str, str],
-        max_examples: int = 50,
-        *,
-        seed: int | None = None,
-    ) -> FuzzReport
-
-Both services must be listening (real HTTP, e.g. `http://127.0.0.1:<port>`); each one's schema is read from
+`run_fuzz(gateway_url, audit_url, credentials, max_examples, seed=...)` returns a `FuzzReport`. Both
+services must be listening (real HTTP, e.g. `http://127.0.0.1:<port>`); each one's schema is read from
 its `/openapi.json`. `credentials` maps an identity to its bearer token: an agency id ("kr-desk", "kh-cnp",
 ...), "auditor" or "admin"; "admin" is required. `demo_credentials(home)` reads the desk, a partner, the
 auditor and the administrator from a `deskbridge up` home (`bench.stack.Stack.home`, the tests' `stack.home`).

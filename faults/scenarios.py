@@ -13,7 +13,17 @@ from pathlib import Path
 
 from bench.load import Keyring
 from bench.stack import Infrastructure, Stack, infrastructure, running_stack
-from faults.chaos import BROKER, DATABASE, POISON, SERVICES, Chaos, plan_faults, run_faults, supervise
+from faults.chaos import (
+    BROKER,
+    DATABASE,
+    POISON,
+    SERVICES,
+    Arena,
+    Chaos,
+    plan_faults,
+    run_faults,
+    supervise,
+)
 from faults.checks import Verdict, judge
 from faults.fuzz import FuzzReport, demo_credentials, run_fuzz
 from faults.traffic import Traffic, drive
@@ -70,7 +80,10 @@ async def under_faults(stack: Stack, infra: Infrastructure, plan: Plan, rng: ran
         await asyncio.gather(
             load(),
             run_faults(
-                schedule, plan.notices, stack, infra, chaos, traffic, keyring, rng, plan.outage_s, load_done
+                schedule,
+                plan.notices,
+                Arena(stack, infra, chaos, traffic, keyring, rng, plan.outage_s),
+                load_done,
             ),
         )
         load_s = traffic.now()
