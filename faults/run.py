@@ -49,14 +49,15 @@ FULL = (
     ),
 )
 # The short version `make test` runs (tests/test_faults.py): every fault once, on a load long enough
-# for all of them to strike while it runs.
+# for all of them to strike while it runs. The faults go one after another, each taking up to ~15 s
+# with its restart and the pause after it, so the load lasts 100 s.
 QUICK = (
     Plan(
         "One broker, every fault once (short)",
-        notices=1_200,
+        notices=1_500,
         recipients=3,
         connections=8,
-        rate=20,
+        rate=15,
         faults=EVERY_FAULT,
         rounds=1,
         outage_s=(2, 4),
