@@ -32,8 +32,8 @@ run: $(INSTALLED) $(JARS)
 	$(BIN)/deskbridge up
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check services schemas migrations tests bench faults
-	$(BIN)/ruff format --check services schemas migrations tests bench faults
+	$(BIN)/ruff check services schemas migrations tests bench faults devstack
+	$(BIN)/ruff format --check services schemas migrations tests bench faults devstack
 
 typecheck: $(INSTALLED)
 	$(BIN)/mypy

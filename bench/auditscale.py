@@ -3,8 +3,8 @@
 It runs on a database of its own on the same PostgreSQL server (made by Alembic, dropped afterwards), so
 the stack's log stays the stack's. Entries up to each size are written straight into the tables with
 SQL (placeholder hashes, one row per entry and one tlog node per complete subtree, as many as the real
-log holds); appends and proofs then run the audit service's own code on them: `auditlog.append` (the
-exclusive lock, the chain head, the frontier read, entries and nodes in one commit) and `tlog.inclusion`
+log holds); appends and proofs then run the audit service's own code on them: `audit_log.append` (the
+exclusive lock, the chain head, the frontier read, entries and nodes in one commit) and `storage.inclusion`
 (the O(log n) node reads an auditor's proof request makes, without the HTTP around it)."""
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bench.stats import Figure
 from schemas.events import Event, EventType
-from services.common import auditlog, tlog
-from services.common.db import make_engine, make_sessionmaker
-from services.common.migrate import upgrade
+from services.platform.database import make_engine, make_sessionmaker
+from services.platform.migrate import upgrade
+from services.transparency import service as audit_log
+from services.transparency import storage
 
 FILL_CHUNK = 200_000  # entries per INSERT ... SELECT generate_series
 Sessions = async_sessionmaker[AsyncSession]
@@ -96,7 +97,7 @@ async def _append_rates(sessions: Sessions, batches: int, batch: int) -> list[fl
         events = _events(batch)
         async with sessions() as session:
             began = time.perf_counter()
-            assert await auditlog.append(session, events) == batch
+            assert await audit_log.append(session, events) == batch
             await session.commit()
             rates.append(batch / (time.perf_counter() - began))
     return rates
@@ -108,7 +109,7 @@ async def _proof_times(sessions: Sessions, size: int, proofs: int, rng: random.R
         for _ in range(proofs):
             index = rng.randrange(size)
             began = time.perf_counter()
-            proof = await tlog.inclusion(session, index, size)
+            proof = await storage.inclusion(session, index, size)
             times.append((time.perf_counter() - began) * 1000)
             assert len(proof) <= size.bit_length()
             await session.rollback()  # each proof in a transaction of its own, as each request is

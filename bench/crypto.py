@@ -17,8 +17,8 @@ from joserfc.jwk import OKPKey
 
 from bench.stats import Figure
 from schemas.notices import Notice
-from services.common.envelope import PublicKey, open_envelope, parse_envelope, seal_notice, verify_outer
-from services.common.keys import AgencyKeys
+from services.envelope.keys import AgencyKeys, PublicKey
+from services.envelope.service import open_envelope, parse_envelope, seal_notice, verify_outer
 
 NOTICE_BYTES = 4096
 RECIPIENT_COUNTS = (1, 3, 10)

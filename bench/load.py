@@ -23,10 +23,11 @@ from bench.profile import CpuMeter
 from bench.stack import READERS, SENDERS, Stack
 from bench.stats import Figure
 from schemas.events import EventType
-from services.common.db import AuditEntry, Delivery
-from services.common.delivery import encode_cursor
-from services.common.envelope import PublicKey, seal_notice
-from services.common.keys import AgencyKeys
+from services.delivery.models import Delivery
+from services.delivery.service import encode_cursor
+from services.envelope.keys import AgencyKeys, PublicKey
+from services.envelope.service import seal_notice
+from services.transparency.models import AuditEntry
 
 COUNTED_EVENTS = (EventType.notice_submitted.value, EventType.notice_delivered.value)
 

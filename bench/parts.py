@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.stats import Figure
-from services.common.kafka import MAX_RECORD_BYTES, Topics, create_topics, make_producer
+from services.platform.kafka import MAX_RECORD_BYTES, Topics, create_topics, make_producer
 
 ROWS_PER_TRANSACTION = 100
 PARTITIONS = 3  # as the services' topics (Settings.topic_partitions)

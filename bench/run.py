@@ -39,8 +39,8 @@ from bench.stack import (
     kafka_version,
     running_stack,
 )
-from services.common.db import make_engine
-from services.common.migrate import ROOT
+from services.platform.database import make_engine
+from services.platform.migrate import ROOT
 
 
 @dataclass(frozen=True)

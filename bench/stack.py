@@ -21,14 +21,14 @@ from pathlib import Path
 import httpx
 
 from bench.profile import tree_cpu_seconds
+from devstack.kafka import KafkaBroker, KafkaCluster, ensure_jars, free_port
 from services.cli.demo import enrol
 from services.cli.profiles import Profile
 from services.cli.stack import prepare
-from services.common.db import make_engine, make_sessionmaker
-from services.common.kafka import EventPublisher, Topics
-from services.common.kafka_broker import KafkaBroker, KafkaCluster, ensure_jars, free_port
-from services.common.migrate import ROOT
-from services.common.settings import Settings
+from services.platform.database import make_engine, make_sessionmaker
+from services.platform.kafka import EventPublisher, Topics
+from services.platform.migrate import ROOT
+from services.platform.settings import Settings
 from tests.support.postgres import PostgresCluster
 
 KAFKA_DIR = ROOT / "deploy" / "kafka"

@@ -19,8 +19,8 @@ import httpx
 from bench.load import Keyring
 from bench.stack import READERS, SENDERS, Infrastructure, Stack
 from faults.traffic import Traffic, timed
-from services.common.envelope import MAX_ENVELOPE_BYTES
-from services.common.kafka import Topics, cloud_headers, make_producer
+from services.envelope.service import MAX_ENVELOPE_BYTES
+from services.platform.kafka import Topics, cloud_headers, make_producer
 
 SERVICES = ("gateway", "ingest", "audit")
 DATABASE = "database"

@@ -23,10 +23,13 @@ from bench.stack import Stack
 from faults.chaos import Chaos, Poison
 from faults.traffic import Traffic
 from schemas.events import EventType
-from services.common import auditlog
-from services.common.db import AuditEntry, Delivery, TlogCheckpoint, make_sessionmaker
-from services.common.kafka import Topics, header_value
-from services.common.migrate import ROOT
+from services.delivery.models import Delivery
+from services.platform.database import make_sessionmaker
+from services.platform.kafka import Topics, header_value
+from services.platform.migrate import ROOT
+from services.transparency.entries import verify_chain
+from services.transparency.models import AuditEntry, TlogCheckpoint
+from services.transparency.service import to_record
 
 SHOWN = 5  # ids named in a finding; the counts say how many there are
 
@@ -225,8 +228,8 @@ async def check_chain(engine: AsyncEngine, verdict: Verdict) -> None:
     """The hash chain, entry by entry, as stored."""
     async with make_sessionmaker(engine)() as session:
         rows = (await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars().all()
-    records = [auditlog.to_record(row) for row in rows]
-    verdict.chain_breaks = [f"{b.seq}: {b.reason}" for b in auditlog.verify_chain(records)]
+    records = [to_record(row) for row in rows]
+    verdict.chain_breaks = [f"{b.seq}: {b.reason}" for b in verify_chain(records)]
 
 
 def verify_as_auditor(stack: Stack, verdict: Verdict) -> None:

@@ -44,7 +44,7 @@ from schemathesis import Case, GenerationMode
 from schemathesis.core.result import Err
 
 from services.cli.profiles import Profile
-from services.common.keys import AgencyKeys
+from services.envelope.keys import AgencyKeys
 
 DEMO_IDENTITIES = ("kr-desk", "kh-cnp", "auditor", "admin")  # the desk, a partner, and the two other roles
 ROLES = ("auditor", "admin")  # any other identity is an agency

@@ -27,7 +27,7 @@ from faults.chaos import (
 from faults.checks import Verdict, judge
 from faults.fuzz import FuzzReport, demo_credentials, run_fuzz
 from faults.traffic import Traffic, drive
-from services.common.db import make_engine
+from services.platform.database import make_engine
 
 # Checkpoints every second, so the auditor's verification covers the whole log soon after the load.
 FAULTS_ENVIRONMENT = {"DESKBRIDGE_CHECKPOINT_INTERVAL_S": "1"}

@@ -8,8 +8,13 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from services.common.db import Base, make_engine
-from services.common.settings import Settings
+# Every domain's tables, so the metadata compared with the migrations is whole.
+from services.delivery import models as delivery_models  # noqa: F401
+from services.notices import models as notices_models  # noqa: F401
+from services.platform.database import Base, make_engine
+from services.platform.settings import Settings
+from services.transparency import models as transparency_models  # noqa: F401
+from services.trust import models as trust_models  # noqa: F401
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -51,3 +52,9 @@ class Event(BaseModel):
     case_ref: str | None = None
     envelope_sha256: Sha256Hex | None = None
     details: dict[str, DetailValue] = Field(default_factory=dict)
+
+
+def fact_id(kind: str, *parts: str) -> str:
+    """The id of one fact: the same kind of event about the same things always gets the same id, so an
+    event sent again (at-least-once, or after a crash) is recorded once."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, ":".join(("deskbridge", kind, *parts))))

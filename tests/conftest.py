@@ -13,23 +13,23 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import uvicorn
+from services.audit.app import create_app as create_audit_app
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.audit.api import create_app as create_audit_app
+from devstack.kafka import KafkaBroker, free_port
 from services.audit.main import run_consumer
 from services.cli.demo import bootstrap
 from services.cli.profiles import Profile
-from services.common.db import NoticeRow, make_engine, make_sessionmaker
-from services.common.envelope import PublicKey
-from services.common.kafka import EventPublisher, Topics, create_topics
-from services.common.kafka_broker import KafkaBroker, free_port
-from services.common.keys import AgencyKeys
-from services.common.logs import configure
-from services.common.migrate import upgrade
-from services.common.receipts import make_receipt
-from services.common.settings import Settings
+from services.delivery.models import NoticeRow
+from services.envelope.keys import AgencyKeys, PublicKey
+from services.envelope.receipts import make_receipt
 from services.gateway.app import create_app as create_gateway_app
 from services.ingest.main import run as run_ingest
+from services.platform.database import make_engine, make_sessionmaker
+from services.platform.kafka import EventPublisher, Topics, create_topics
+from services.platform.logs import configure
+from services.platform.migrate import upgrade
+from services.platform.settings import Settings
 from tests.support.fixtures import *  # noqa: F403
 from tests.support.postgres import PostgresCluster
 

@@ -20,9 +20,13 @@ from typer.testing import CliRunner, Result
 from schemas.audit import AuditRecord
 from schemas.events import Event, EventType
 from services.cli.main import app
-from services.common import auditlog, tlog
-from services.common.auditlog import GENESIS_HASH, ChainBreak, append, entry_hash, to_record, verify_chain
-from services.common.db import AuditEntry, NoticeRow, make_sessionmaker
+from services.delivery.models import NoticeRow
+from services.platform.database import make_sessionmaker
+from services.transparency import service as audit_log
+from services.transparency import storage
+from services.transparency.entries import GENESIS_HASH, ChainBreak, entry_hash, verify_chain
+from services.transparency.models import AuditEntry
+from services.transparency.service import append, to_record
 from tests.conftest import Stack, eventually, notice_body, receipt
 
 ALTERED = "content does not match its hash (altered entry)"
@@ -163,7 +167,7 @@ async def _append(engine: AsyncEngine, events: Sequence[Event]) -> int:
 
 async def test_append_links_contiguous_entries_once_per_event(engine: AsyncEngine) -> None:
     async with make_sessionmaker(engine)() as session:
-        assert await auditlog.head(session) == (0, GENESIS_HASH)
+        assert await audit_log.head(session) == (0, GENESIS_HASH)
     assert await _append(engine, [_event(1), _event(2), _event(3)]) == 3
     assert await _append(engine, [_event(1), _event(2), _event(3)]) == 0
     assert await _append(engine, []) == 0
@@ -177,8 +181,8 @@ async def test_append_links_contiguous_entries_once_per_event(engine: AsyncEngin
     assert all(b.prev_hash == a.entry_hash for a, b in zip(records, records[1:], strict=False))
     assert verify_chain(records) == []
     async with make_sessionmaker(engine)() as session:
-        assert await auditlog.head(session) == (5, records[-1].entry_hash)
-        assert await auditlog.count(session) == 5
+        assert await audit_log.head(session) == (5, records[-1].entry_hash)
+        assert await audit_log.count(session) == 5
     # What was hashed is what is stored: times in UTC as text, details as given.
     first = records[0]
     assert first.occurred_at == "2025-03-31T00:01:00+00:00"
@@ -412,7 +416,7 @@ async def test_cli_verify_is_not_fooled_by_an_append_during_the_request(
 ) -> None:
     await eventually(lambda: _enrolled(stack))
     await _checkpoint(stack)
-    real_size = tlog.tree_size
+    real_size = storage.tree_size
     concurrent = [_event(1, event_id="appended-before-size"), _event(2, event_id="appended-after-size")]
 
     appending = False
@@ -437,7 +441,7 @@ async def test_cli_verify_is_not_fooled_by_an_append_during_the_request(
             return size
         return await real_size(session)
 
-    monkeypatch.setattr(tlog, "tree_size", size_with_appends_around_it)
+    monkeypatch.setattr(storage, "tree_size", size_with_appends_around_it)
     result = await asyncio.to_thread(_verify, stack.home, stack.audit_url)
     if concurrent:
         pytest.fail("the concurrent append did not happen")

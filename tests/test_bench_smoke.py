@@ -10,7 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from services.common.kafka_broker import KafkaBroker
+from devstack.kafka import KafkaBroker
 from tests.support.postgres import PostgresCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

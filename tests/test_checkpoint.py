@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.checkpoint import (
+from services.transparency.merkle import EMPTY_ROOT
+from services.transparency.note import (
     MAX_SIGNATURES,
     SIG_COSIGNATURE_V1,
     Checkpoint,
@@ -37,7 +38,6 @@ from services.common.checkpoint import (
     signature_line,
     vkey,
 )
-from services.common.merkle import EMPTY_ROOT
 
 # --- golang.org/x/mod/sumdb/note -----------------------------------------------------------------------
 PETER_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
@@ -95,7 +95,7 @@ def test_go_verifier_key_manglings_are_refused() -> None:
             parse_vkey(text)
             accepted.append(text)
         except NoteError as exc:
-            assert exc.reason == "malformed-vkey"
+            assert exc.code == "vkey_malformed"
     assert accepted == []
 
 
@@ -112,22 +112,22 @@ def test_go_open() -> None:
     assert open_note(both, [peter, enoch]) == (TEXT, ("PeterNeumann", "EnochRoot"))
     with pytest.raises(NoteError) as unverified:
         open_note(both, [])
-    assert unverified.value.reason == "unverified"
+    assert unverified.value.code == "note_unverified"
 
     with pytest.raises(NoteError) as ambiguous:
         open_note(TEXT + "\n" + ENOCH_SIG, [enoch, peter, enoch])
-    assert ambiguous.value.reason == "ambiguous-key"
+    assert ambiguous.value.code == "note_ambiguous_key"
     assert open_note(TEXT + "\n" + PETER_SIG, [enoch, peter, enoch])[1] == ("PeterNeumann",)
 
     for verifiers in ([peter], []):
         with pytest.raises(NoteError) as too_many:
             open_note(TEXT + "\n" + PETER_SIG * (MAX_SIGNATURES + 1), verifiers)
-        assert too_many.value.reason == "malformed-note"
+        assert too_many.value.code == "note_malformed"
     assert open_note(TEXT + "\n" + PETER_SIG * MAX_SIGNATURES, [peter])[1] == ("PeterNeumann",)
 
     with pytest.raises(NoteError) as invalid:
         open_note(TEXT + "\n" + PETER_SIG[:60] + "ABCD" + PETER_SIG[60:], [peter])
-    assert invalid.value.reason == "bad-signature"
+    assert invalid.value.code == "note_bad_signature"
 
     # Repeated signatures, and unknown ones (even a corrupted unknown one), leave one verified name.
     repeated = PETER_SIG * 2 + ENOCH_SIG * 2 + ENOCH_SIG[:60] + "ABCD" + ENOCH_SIG[60:]
@@ -160,7 +160,7 @@ def test_go_open() -> None:
 def test_go_malformed_notes(note: str) -> None:
     with pytest.raises(NoteError) as refused:
         open_note(note, [parse_vkey(PETER_VKEY)])
-    assert refused.value.reason == "malformed-note"
+    assert refused.value.code == "note_malformed"
 
 
 # --- Checkpoints ---------------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def test_checkpoint_extensions_and_empty_tree() -> None:
 def test_malformed_checkpoints(text: str) -> None:
     with pytest.raises(NoteError) as refused:
         Checkpoint.parse(text)
-    assert refused.value.reason == "malformed-checkpoint"
+    assert refused.value.code == "checkpoint_malformed"
 
 
 LINE = st.text(st.characters(exclude_categories=["Cc", "Cs"]), min_size=1, max_size=40)
@@ -259,7 +259,7 @@ def refusal(
 ) -> str:
     with pytest.raises(NoteError) as refused:
         open_checkpoint(note, origin, log, cosigners)
-    return refused.value.reason
+    return refused.value.code
 
 
 def test_checkpoint_refusals() -> None:
@@ -268,24 +268,24 @@ def test_checkpoint_refusals() -> None:
     log = NoteVerifier(ORIGIN, log_key.public_key())
 
     # A wrong key under the right name has another key ID: it is not the log's signature at all.
-    assert refusal(note, ORIGIN, NoteVerifier(ORIGIN, other_key.public_key())) == "unverified"
-    assert refusal(signed_checkpoint(other_key)[1], ORIGIN, log) == "unverified"
+    assert refusal(note, ORIGIN, NoteVerifier(ORIGIN, other_key.public_key())) == "note_unverified"
+    assert refusal(signed_checkpoint(other_key)[1], ORIGIN, log) == "note_unverified"
     # An origin swapped after signing breaks the signature; a genuine checkpoint of another log is refused.
     swapped = note.replace(ORIGIN + "\n", "elsewhere.example/log\n", 1)
-    assert refusal(swapped, "elsewhere.example/log", log) == "bad-signature"
+    assert refusal(swapped, "elsewhere.example/log", log) == "note_bad_signature"
     other_log = NoteVerifier("elsewhere.example/log", log_key.public_key())
     _, elsewhere = signed_checkpoint(log_key, origin="elsewhere.example/log")
-    assert refusal(elsewhere, ORIGIN, other_log) == "wrong-origin"
+    assert refusal(elsewhere, ORIGIN, other_log) == "note_wrong_origin"
     # A note signed only by someone we do not know.
     stranger = sign_note(checkpoint.body(), [NoteSigner("stranger.example", other_key)])
-    assert refusal(stranger, ORIGIN, log) == "unverified"
+    assert refusal(stranger, ORIGIN, log) == "note_unverified"
     # Signed by a witness we know, but not by the log.
     witness = CosignatureSigner("witness.example/w1", other_key, 1_700_000_000)
     cosigned_only = sign_note(checkpoint.body(), [witness])
-    assert refusal(cosigned_only, ORIGIN, log, (witness.verifier(),)) == "unverified"
+    assert refusal(cosigned_only, ORIGIN, log, (witness.verifier(),)) == "note_unverified"
     # A well-signed note whose text is not a checkpoint.
     not_a_checkpoint = sign_note("hello\n", [NoteSigner(ORIGIN, log_key)])
-    assert refusal(not_a_checkpoint, ORIGIN, log) == "malformed-checkpoint"
+    assert refusal(not_a_checkpoint, ORIGIN, log) == "checkpoint_malformed"
 
 
 @settings(max_examples=300, deadline=None, database=None)
@@ -374,7 +374,7 @@ def test_cosignature_timestamps_beyond_int63_are_refused() -> None:
     note = body + "\n— w.example " + base64.b64encode(verifier.key_id + raw).decode() + "\n"
     with pytest.raises(NoteError) as refused:
         open_note(note, [verifier])
-    assert refused.value.reason == "bad-signature"
+    assert refused.value.code == "note_bad_signature"
 
 
 def test_signing_refuses_what_cannot_be_a_note() -> None:

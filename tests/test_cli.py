@@ -10,7 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner, Result
 
 from services.cli.main import app
-from services.common.signed_directory import DIRECTORY_KEY_FILE, load_directory_key
+from services.trust.signed_directory import DIRECTORY_KEY_FILE, load_directory_key
 from tests.conftest import Stack, eventually
 
 

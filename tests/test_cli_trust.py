@@ -9,10 +9,10 @@ import re
 import sys
 from pathlib import Path
 
-from services.common.db import NoticeRow
-from services.common.envelope import parse_envelope
-from services.common.keys import AgencyKeys
-from services.common.signed_directory import PIN_FILE, save_pin
+from services.delivery.models import NoticeRow
+from services.envelope.keys import AgencyKeys
+from services.envelope.service import parse_envelope
+from services.trust.signed_directory import PIN_FILE, save_pin
 from tests.conftest import Stack, eventually
 from tests.support.fixtures import REPO_ROOT
 from tests.test_cli import _notice_file, deskbridge

@@ -11,9 +11,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.notices import Notice
-from services.common.admission import Freshness, admit
-from services.common.db import Delivery, make_sessionmaker
-from services.common.delivery import (
+from services.delivery.errors import DeliveryError
+from services.delivery.models import Delivery
+from services.delivery.service import (
     RecordRef,
     decode_cursor,
     encode_cursor,
@@ -21,10 +21,13 @@ from services.common.delivery import (
     materialise,
     materialise_many,
 )
-from services.common.directory import register_agency, register_key
-from services.common.envelope import EnvelopeError, PublicKey, parse_envelope, seal_notice
-from services.common.keyring import DirectoryCache
-from services.common.keys import AgencyKeys
+from services.envelope.errors import EnvelopeError
+from services.envelope.keys import AgencyKeys, PublicKey
+from services.envelope.service import Freshness, parse_envelope, seal_notice
+from services.notices.admission import admit
+from services.platform.database import make_sessionmaker
+from services.trust.keyring import DirectoryCache
+from services.trust.service import register_agency, register_key
 
 REF = RecordRef("notices.v1", 0, 0)
 FRESH = Freshness.of(300, 30)
@@ -101,7 +104,7 @@ async def test_another_envelope_with_a_used_notice_id_is_a_replay(engine: AsyncE
         await session.commit()
         with pytest.raises(EnvelopeError) as refused:
             await materialise(session, replay, REF)
-    assert refused.value.reason == "duplicate_notice"
+    assert refused.value.code == "duplicate_notice"
     assert await _rows(engine) == 2
 
 
@@ -142,7 +145,7 @@ async def test_a_run_written_together_keeps_the_rules_of_one_at_a_time(engine: A
         await session.commit()
     assert [type(o).__name__ for o in outcomes] == ["list"] * 3 + ["EnvelopeError"] + ["list"] * 3
     refused = outcomes[3]
-    assert isinstance(refused, EnvelopeError) and refused.reason == "duplicate_notice"
+    assert isinstance(refused, EnvelopeError) and refused.code == "duplicate_notice"
     assert [e.event_id for e in outcomes[1]] == [e.event_id for e in stored_events]  # type: ignore[union-attr]
     assert [e.event_id for e in outcomes[5]] == [e.event_id for e in outcomes[2]]  # type: ignore[union-attr]
     async with sessions() as session:
@@ -164,9 +167,19 @@ async def test_a_run_takes_no_replies_or_forwards(engine: AsyncEngine) -> None:
 
 def test_cursors_are_opaque_and_checked() -> None:
     assert decode_cursor(encode_cursor(42)) == 42
-    for forged in ("42", "djI6NDI", "not base64 !"):
-        with pytest.raises(ValueError):
+    assert decode_cursor(encode_cursor(2**63 - 1)) == 2**63 - 1
+    # Forged, and well-formed but naming a place no inbox row can have (below 0, beyond a bigint).
+    for forged in (
+        "42",
+        "djI6NDI",
+        "not base64 !",
+        encode_cursor(-1),
+        encode_cursor(2**63),
+        encode_cursor(10**30),
+    ):
+        with pytest.raises(DeliveryError) as refused:
             decode_cursor(forged)
+        assert refused.value.code == "bad_cursor"
 
 
 async def test_a_reader_never_sees_a_later_place_before_an_earlier_one_commits(engine: AsyncEngine) -> None:

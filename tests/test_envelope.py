@@ -1,8 +1,8 @@
 """The envelope against an independent JOSE library.
 
-Our code (services.common.envelope, built on joserfc) must produce what jwcrypto — which knows nothing
+Our code (services.envelope, built on joserfc) must produce what jwcrypto — which knows nothing
 of deskbridge — verifies and decrypts, and must open what jwcrypto produces; every tampering must be
-refused with a stable `EnvelopeError.reason`. Pure unit tests: keys are generated in memory, the only
+refused with a stable `EnvelopeError.code`. Pure unit tests: keys are generated in memory, the only
 file system use is the key-file test, which writes to pytest's tmp_path.
 """
 
@@ -28,16 +28,15 @@ from jwcrypto import jws as jwc_jws
 from jwcrypto.common import json_encode
 
 from schemas.notices import Notice
-from services.common.envelope import (
+from services.envelope.errors import EnvelopeError
+from services.envelope.keys import KEYS_FILE, AgencyKeys, PublicKey, import_public
+from services.envelope.service import (
     MAX_ENVELOPE_BYTES,
-    EnvelopeError,
-    PublicKey,
     open_envelope,
     parse_envelope,
     seal_notice,
     verify_outer,
 )
-from services.common.keys import KEYS_FILE, AgencyKeys, import_public
 
 # Spelled out here rather than imported, so the tests pin the wire values (docs/envelope.md).
 ENVELOPE_TYP = "deskbridge-envelope+jws"
@@ -228,7 +227,7 @@ def flip_bit(value: str) -> str:
 def expect(reason: str, action: Callable[[], object]) -> EnvelopeError:
     with pytest.raises(EnvelopeError) as caught:
         action()
-    assert caught.value.reason == reason, f"{caught.value.reason}: {caught.value.detail}"
+    assert caught.value.code == reason, f"{caught.value.code}: {caught.value.detail}"
     return caught.value
 
 
@@ -636,7 +635,7 @@ def test_inner_alg_none_is_refused(world: World) -> None:
     sealed = jwc_seal(unsigned.encode(), routing_fields(notice), [world.keys[PARTNERS[0]]])
     with pytest.raises(EnvelopeError) as caught:
         world.open_as(PARTNERS[0], resealed(world, sealed))
-    assert caught.value.reason in {"bad_algorithm", "bad_signature"}
+    assert caught.value.code in {"bad_algorithm", "bad_signature"}
 
 
 @pytest.mark.parametrize(
@@ -650,7 +649,7 @@ def test_inner_that_is_not_a_jws(world: World, plaintext: bytes) -> None:
     sealed = jwc_seal(plaintext, routing_fields(notice), [world.keys[PARTNERS[0]]])
     with pytest.raises(EnvelopeError) as caught:
         world.open_as(PARTNERS[0], resealed(world, sealed))
-    assert caught.value.reason in {"malformed", "bad_signature", "unknown_key"}
+    assert caught.value.code in {"malformed", "bad_signature", "unknown_key"}
 
 
 def test_inner_signed_payload_that_is_not_a_notice(world: World) -> None:
@@ -778,7 +777,7 @@ def _open_flipped(world: World, envelope: bytes, index: int, mask: int) -> Notic
 def _judge_flip(notice: Notice, index: int, outcome: Notice | EnvelopeError) -> str:
     # Base64url is canonical and the JSON has no insignificant bytes, so no flip is harmless.
     assert isinstance(outcome, EnvelopeError), f"flip at {index} was accepted: {outcome!r}"
-    return f"refused: {outcome.reason}"
+    return f"refused: {outcome.code}"
 
 
 @settings(max_examples=25, deadline=None, database=None)
@@ -826,7 +825,7 @@ def _refused_or_same(world: World, notice: Notice, envelope: bytes | str, reason
     try:
         opened = world.open_as(PARTNERS[0], envelope)
     except EnvelopeError as error:
-        assert error.reason in reasons, error.reason
+        assert error.code in reasons, error.code
     else:
         assert opened == notice
 

@@ -10,13 +10,14 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
-from services.common.db import Delivery, NoticeRow, Submission
-from services.common.envelope import open_envelope, parse_envelope
-from services.common.kafka import Topics, create_topics
-from services.common.kafka_broker import KafkaBroker, free_port
-from services.common.keys import AgencyKeys
-from services.common.settings import Settings
+from devstack.kafka import KafkaBroker, free_port
+from services.delivery.models import Delivery, NoticeRow
+from services.envelope.keys import AgencyKeys
+from services.envelope.service import open_envelope, parse_envelope
 from services.gateway.app import create_app
+from services.notices.models import Submission
+from services.platform.kafka import Topics, create_topics
+from services.platform.settings import Settings
 from tests.conftest import ServiceTasks, Stack, eventually, notice_body, receipt
 from tests.support.fixtures import REPO_ROOT
 

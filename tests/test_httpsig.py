@@ -19,9 +19,10 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from services.cli.main import app as cli
-from services.common.db import utcnow
-from services.common.envelope import EnvelopeError, PublicKey, SigningKey
-from services.common.httpsig import (
+from services.envelope.errors import EnvelopeError
+from services.envelope.keys import AgencyKeys, PublicKey, SigningKey
+from services.platform.database import utcnow
+from services.trust.httpsig import (
     COVERED,
     LABEL,
     RequestSigner,
@@ -29,7 +30,6 @@ from services.common.httpsig import (
     SignaturePolicy,
     verify_request,
 )
-from services.common.keys import AgencyKeys
 from tests.conftest import Stack, eventually, notice_body, receipt
 
 # RFC 9421 Appendix B.1.4, the Ed25519 test key, and B.2.6, a request signed with it.

@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.common.kafka_broker import KafkaBroker, ensure_jars, free_port
+from devstack.kafka import KafkaBroker, ensure_jars, free_port
 from tests.support.fixtures import REPO_ROOT
 from tests.support.postgres import PostgresCluster
 

@@ -16,10 +16,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
 from schemas.notices import Notice
-from services.common.db import Delivery, NoticeRow, Submission
-from services.common.envelope import seal_notice
-from services.common.kafka import header_value
-from services.common.keys import AgencyKeys
+from services.delivery.models import Delivery, NoticeRow
+from services.envelope.keys import AgencyKeys
+from services.envelope.service import seal_notice
+from services.notices.models import Submission
+from services.platform.kafka import header_value
 from tests.conftest import Stack, encryption_keys_of, eventually, notice_body
 
 RECIPIENTS = ["kh-cnp", "aseanapol"]

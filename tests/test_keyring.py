@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.db import make_sessionmaker
-from services.common.directory import issue_credential, register_agency, register_key, revoke_key
-from services.common.envelope import EnvelopeError
-from services.common.keyring import DirectoryCache
-from services.common.keys import AgencyKeys
+from services.envelope.errors import EnvelopeError
+from services.envelope.keys import AgencyKeys
+from services.platform.database import make_sessionmaker
+from services.trust.keyring import DirectoryCache
+from services.trust.service import issue_credential, register_agency, register_key, revoke_key
 
 
 async def _enrol(engine: AsyncEngine) -> tuple[AgencyKeys, str]:
@@ -57,7 +57,7 @@ async def test_a_revocation_is_seen_by_the_next_read(engine: AsyncEngine) -> Non
     assert cache.loads == 2
     with pytest.raises(EnvelopeError) as refused:
         view.verification_key(keys.signing_kid, datetime.now(UTC))
-    assert refused.value.reason == "key_revoked"
+    assert refused.value.code == "key_revoked"
 
 
 async def test_a_change_made_outside_the_application_is_seen_too(engine: AsyncEngine) -> None:

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.merkle import (
+from services.transparency.merkle import (
     EMPTY_ROOT,
     MemoryTree,
     consistency_proof,

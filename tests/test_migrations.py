@@ -16,8 +16,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.export import FOLDER, rendered
-from services.common.db import Base
-from services.common.migrate import ROOT, upgrade
+from services.delivery import models as delivery_models  # noqa: F401  (every table in Base.metadata)
+from services.notices import models as notices_models  # noqa: F401
+from services.platform.database import Base
+from services.platform.migrate import ROOT, upgrade
+from services.transparency import models as transparency_models  # noqa: F401
+from services.trust import models as trust_models  # noqa: F401
 
 TABLES = {
     "agencies",

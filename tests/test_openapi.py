@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from services.audit.app import create_app as create_audit_app
 
-from services.audit.api import create_app as create_audit_app
-from services.common.settings import Settings
 from services.gateway.app import create_app as create_gateway_app
+from services.platform.settings import Settings
 
 
 @pytest.mark.parametrize("make", [create_gateway_app, create_audit_app], ids=["gateway", "audit"])

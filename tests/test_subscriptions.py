@@ -18,10 +18,10 @@ from jwcrypto import jws as jwc_jws
 from sqlalchemy import func, select
 
 from schemas.notices import Notice
-from services.common.db import Delivery
-from services.common.envelope import seal_notice
-from services.common.keys import AgencyKeys, public_jwk
-from services.common.receipts import make_receipt
+from services.delivery.models import Delivery
+from services.envelope.keys import AgencyKeys, public_jwk
+from services.envelope.receipts import make_receipt
+from services.envelope.service import seal_notice
 from tests.conftest import Stack, encryption_keys_of, eventually, notice_body, receipt
 
 DESK, KH, INTERPOL, ASEANAPOL = "kr-desk", "kh-cnp", "interpol-ncb-phnom-penh", "aseanapol"

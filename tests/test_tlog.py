@@ -20,13 +20,18 @@ from sqlalchemy import exc, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner, Result
 
+from devstack.kafka import free_port
 from schemas.audit import AuditLeaf
 from schemas.events import Event, EventType
 from services.cli.main import app
 from services.cli.profiles import Profile
-from services.common import merkle, tlog
-from services.common.auditlog import append, leaf_data, record_leaf_hash, to_record
-from services.common.checkpoint import (
+from services.envelope.keys import AgencyKeys
+from services.platform.database import make_sessionmaker
+from services.transparency import merkle, storage
+from services.transparency.checkpoints import check_tree, save_log_vkey, sign_checkpoint
+from services.transparency.entries import leaf_data, record_leaf_hash
+from services.transparency.models import AuditEntry, TlogNode
+from services.transparency.note import (
     Checkpoint,
     CosignatureVerifier,
     NoteSigner,
@@ -35,11 +40,8 @@ from services.common.checkpoint import (
     parse_vkey,
     sign_note,
 )
-from services.common.db import AuditEntry, TlogNode, make_sessionmaker
-from services.common.kafka_broker import free_port
-from services.common.keys import AgencyKeys
-from services.common.tlog import TreeError
-from services.common.treehead import check_tree, save_log_vkey, sign_checkpoint
+from services.transparency.service import append, to_record
+from services.transparency.storage import TreeError
 from tests.conftest import ServiceTasks, Stack, eventually, notice_body
 from tests.test_auditlog import _chain
 
@@ -87,23 +89,23 @@ async def test_appends_store_the_tree_and_proofs_read_from_it(engine: AsyncEngin
         }
         assert nodes == expected
         for size in (1, 2, 5, 16, 37):
-            root = await tlog.root_at(session, size)
+            root = await storage.root_at(session, size)
             assert (
                 root
                 == reference.root(size)
                 == merkle.root([record_leaf_hash(to_record(r)) for r in rows[:size]])
             )
             for index in {0, size // 2, size - 1}:
-                proof = await tlog.inclusion(session, index, size)
+                proof = await storage.inclusion(session, index, size)
                 leaf = record_leaf_hash(to_record(rows[index]))
                 assert merkle.verify_inclusion(leaf, index, size, proof, root)
             for old in (0, 1, size // 2, size):
-                proof = await tlog.consistency(session, old, size)
+                proof = await storage.consistency(session, old, size)
                 assert merkle.verify_consistency(old, size, reference.root(old), root, proof)
         with pytest.raises(TreeError, match="beyond the tree's 37 leaves"):
-            await tlog.inclusion(session, 0, 38)
+            await storage.inclusion(session, 0, 38)
         with pytest.raises(TreeError, match="not in a tree of size 5"):
-            await tlog.inclusion(session, 5, 5)
+            await storage.inclusion(session, 5, 5)
 
 
 async def test_the_database_refuses_to_rewrite_the_tree_or_a_checkpoint(engine: AsyncEngine) -> None:
@@ -325,7 +327,7 @@ async def test_verify_names_every_kind_of_tampering(stack: Stack) -> None:
 
 async def _size(stack: Stack, size: int) -> bool:
     async with stack.sessions() as session:
-        return await tlog.tree_size(session) >= size
+        return await storage.tree_size(session) >= size
 
 
 async def _expect_line(stack: Stack, *words: str) -> None:

@@ -24,17 +24,9 @@ from jwcrypto.common import json_encode
 
 from schemas.envelopes import RoutingHeader
 from schemas.notices import Notice
-from services.common.envelope import (
-    EnvelopeError,
-    PublicKey,
-    SigningKey,
-    canonical_json,
-    open_envelope,
-    parse_envelope,
-    seal_notice,
-    verify_outer,
-)
-from services.common.keys import import_public
+from services.envelope.errors import EnvelopeError
+from services.envelope.keys import PublicKey, SigningKey, import_public
+from services.envelope.service import canonical_json, open_envelope, parse_envelope, seal_notice, verify_outer
 from tests.vectors.generate import write_vectors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +139,7 @@ def our_seal(notice: Notice) -> bytes:
 def expect(reason: str, action: Callable[[], object]) -> None:
     with pytest.raises(EnvelopeError) as caught:
         action()
-    assert caught.value.reason == reason, f"{caught.value.reason}: {caught.value.detail}"
+    assert caught.value.code == reason, f"{caught.value.code}: {caught.value.detail}"
 
 
 # --------------------------------------------------------------------------- jwcrypto side, docs only

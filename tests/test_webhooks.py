@@ -27,17 +27,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from services.common.db import Delivery
-from services.common.delivery import decode_cursor
-from services.common.envelope import SigningKey, open_envelope, parse_envelope
-from services.common.httpsig import RequestSigner, SignatureError
-from services.common.kafka_broker import free_port
-from services.common.keys import AgencyKeys, import_public
-from services.common.settings import Settings
-from services.common.signed_directory import load_pin
-from services.common.webhooks import SIGNER, RetryPolicy, parked_alerts, verify_webhook
+from devstack.kafka import free_port
+from services.delivery.deadlines import parked_alerts
+from services.delivery.models import Delivery
+from services.delivery.service import decode_cursor
+from services.delivery.webhooks import SIGNER, RetryPolicy, verify_webhook
+from services.envelope.keys import AgencyKeys, SigningKey, import_public
+from services.envelope.service import open_envelope, parse_envelope
 from services.gateway.app import create_app as create_gateway_app
-from services.ingest.webhooks import run_webhooks
+from services.ingest.main import run_webhooks
+from services.platform.settings import Settings
+from services.trust.errors import SignatureError
+from services.trust.httpsig import RequestSigner
+from services.trust.signed_directory import load_pin
 from tests.conftest import ServiceTasks, Stack, eventually, notice_body
 
 DESK, KH, INTERPOL = "kr-desk", "kh-cnp", "interpol-ncb-phnom-penh"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from services.common.db import UtcDateTime
+from services.platform.database import UtcDateTime
 
 revision = "0006"
 down_revision = "0005"

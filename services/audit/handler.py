@@ -8,11 +8,11 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit.records import to_event
-from services.common import auditlog
-from services.common.admission import Freshness
-from services.common.consumer import Batch
-from services.common.kafka import Topics
-from services.common.keyring import DirectoryCache
+from services.envelope.service import Freshness
+from services.platform.consumer import Batch
+from services.platform.kafka import Topics
+from services.transparency import service as audit_log
+from services.trust.keyring import DirectoryCache
 
 log = structlog.get_logger("audit")
 
@@ -38,7 +38,7 @@ class AuditHandler:
                     continue
                 events.append(event)
             await session.rollback()  # end the read transaction before taking the append lock
-            added = await auditlog.append(session, events)
+            added = await audit_log.append(session, events)
             await session.commit()
         if added:
             log.debug("appended", entries=added)

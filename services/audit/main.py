@@ -7,16 +7,16 @@ import asyncio
 import structlog
 import uvicorn
 
-from services.audit.api import create_app
+from services.audit.app import create_app
 from services.audit.handler import AuditHandler
-from services.common import eventloop
-from services.common.admission import Freshness
-from services.common.consumer import consume
-from services.common.db import make_engine, make_sessionmaker
-from services.common.kafka import Topics, create_topics
-from services.common.logs import configure
-from services.common.runtime import stop_on_signals
-from services.common.settings import Settings
+from services.envelope.service import Freshness
+from services.platform import process
+from services.platform.consumer import consume
+from services.platform.database import make_engine, make_sessionmaker
+from services.platform.kafka import Topics, create_topics
+from services.platform.logs import configure
+from services.platform.process import stop_on_signals
+from services.platform.settings import Settings
 
 log = structlog.get_logger("audit")
 
@@ -58,7 +58,7 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     configure(settings.log_level, settings.log_json)
-    eventloop.run(serve(settings))
+    process.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import uuid
-
 from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schemas.events import Event, EventType
-from services.common.admission import Freshness, admit
-from services.common.envelope import EnvelopeError, parse_envelope, sha256_hex
-from services.common.kafka import Topics, header_value, record_time
-from services.common.keyring import DirectoryView
-from services.common.lifecycle import RECALL_TYPE, RecallRequest
+from schemas.events import Event, EventType, fact_id
+from services.envelope.errors import EnvelopeError
+from services.envelope.service import Freshness, parse_envelope, sha256_hex
+from services.notices.admission import admit
+from services.notices.service import RECALL_TYPE, RecallRequest
+from services.platform.kafka import Topics, header_value, record_time
+from services.trust.keyring import DirectoryView
 
 
 def _record_id(kind: EventType, coords: str) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"deskbridge:{kind.value}:{coords}"))
+    return fact_id(kind, coords)
 
 
 async def to_event(
@@ -77,14 +76,14 @@ async def _submitted(
         return Event(
             **base,
             actor="unknown",
-            details={"record": coords, "outer_signature": f"unreadable: {exc.reason}"},
+            details={"record": coords, "outer_signature": f"unreadable: {exc.code}"},
         )
     routing = envelope.routing
     try:
         await admit(session, directory, envelope, record_time(record), freshness)
         verdict = "valid"
     except EnvelopeError as exc:
-        verdict = f"invalid: {exc.reason}"
+        verdict = f"invalid: {exc.code}"
     return Event(
         **base,
         actor=routing.sender,

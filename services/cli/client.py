@@ -10,13 +10,17 @@ import httpx
 from joserfc.jwk import OKPKey
 
 from schemas.directory import DirectoryAgency, DirectoryDocument, SignedDirectory
-from services.common.envelope import EnvelopeError, PublicKey
-from services.common.keys import import_public
-from services.common.signed_directory import DirectoryTrustError, verify_directory
+from services.envelope.errors import EnvelopeError
+from services.envelope.keys import PublicKey, import_public
+from services.platform.errors import Error
+from services.trust.errors import DirectoryTrustError
+from services.trust.signed_directory import verify_directory
 
 
-class ClientError(Exception):
-    pass
+class ClientError(Error):
+    """What the CLI could not do; from a server's problem details it keeps the server's code."""
+
+    code = "client_error"
 
 
 class Api:
@@ -47,12 +51,14 @@ class Api:
         except httpx.HTTPError as exc:
             raise ClientError(f"cannot reach {self._client.base_url}: {exc}") from exc
         if response.status_code >= 400:
+            code = None
             try:
                 body = response.json()
                 detail = body.get("detail", body)
-            except ValueError:
+                code = body.get("code") if isinstance(body.get("code"), str) else None
+            except (ValueError, AttributeError):
                 detail = response.text[:200]
-            raise ClientError(f"{method} {path} failed with {response.status_code}: {detail}")
+            raise ClientError(f"{method} {path} failed with {response.status_code}: {detail}", code)
         return response
 
     def directory(self, pinned: OKPKey) -> TrustedDirectory:

@@ -8,11 +8,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.events import Event
 from services.cli.profiles import Profile
-from services.common.directory import issue_credential, list_agencies, register_agency, register_key
-from services.common.keys import AgencyKeys
-from services.common.settings import Settings
-from services.common.signed_directory import generate_directory_key, save_pin
-from services.common.treehead import LOG_KEY_FILE, generate_log_key, log_signer, save_log_vkey
+from services.envelope.keys import AgencyKeys
+from services.platform.settings import Settings
+from services.transparency.checkpoints import LOG_KEY_FILE, generate_log_key, log_signer, save_log_vkey
+from services.trust.service import issue_credential, list_agencies, register_agency, register_key
+from services.trust.signed_directory import generate_directory_key, save_pin
 
 DESK = ("kr-desk", "Korean National Police Agency - Korean Desk", "desk")
 PARTNERS = [

@@ -19,8 +19,14 @@ from schemas.audit import AuditBundle, LeafPage
 from schemas.notices import Notice, NoticeDraft
 from services.cli.client import Api, ClientError, TrustedDirectory
 from services.cli.profiles import Profile, ProfileError
-from services.common.auditproof import LeafCheck, check_bundle, compare_checkpoints, open_log_checkpoint
-from services.common.checkpoint import (
+from services.envelope.errors import EnvelopeError
+from services.envelope.keys import AgencyKeys, import_public
+from services.envelope.receipts import make_receipt
+from services.envelope.service import open_envelope, parse_envelope, seal_notice
+from services.platform.errors import Error
+from services.platform.problems import one_line
+from services.transparency.checkpoints import LOG_VKEY_FILE
+from services.transparency.note import (
     Checkpoint,
     CosignatureSigner,
     CosignatureVerifier,
@@ -30,12 +36,9 @@ from services.common.checkpoint import (
     parse_vkey,
     signature_line,
 )
-from services.common.envelope import EnvelopeError, open_envelope, parse_envelope, seal_notice
-from services.common.httpsig import RequestSigner
-from services.common.keys import AgencyKeys, KeyFileError, import_public
-from services.common.receipts import make_receipt
-from services.common.signed_directory import load_pin, save_pin
-from services.common.treehead import LOG_VKEY_FILE
+from services.transparency.verify import LeafCheck, check_bundle, compare_checkpoints, open_log_checkpoint
+from services.trust.httpsig import RequestSigner
+from services.trust.signed_directory import load_pin, save_pin
 
 app = typer.Typer(no_args_is_help=True, help="deskbridge: signed, encrypted case notices over Kafka.")
 notice_app = typer.Typer(no_args_is_help=True, help="Send notices and follow their delivery.")
@@ -81,16 +84,16 @@ def one_line_errors() -> Iterator[None]:
     """Every expected failure ends the command with one clear line and exit code 1."""
     try:
         yield
-    except (ClientError, ProfileError, KeyFileError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except Error as exc:
+        typer.echo(one_line(exc.code, exc.detail), err=True)
         raise typer.Exit(1) from exc
-    except EnvelopeError as exc:
-        typer.echo(f"error: envelope refused ({exc.reason}): {exc.detail}", err=True)
+    except OSError as exc:
+        typer.echo(one_line("client_error", str(exc)), err=True)
         raise typer.Exit(1) from exc
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "input"
-        typer.echo(f"error: {where}: {first['msg']}", err=True)
+        typer.echo(one_line("invalid_request", f"{where}: {first['msg']}"), err=True)
         raise typer.Exit(1) from exc
 
 
@@ -350,8 +353,10 @@ LogKey = Annotated[
 ]
 
 
-class AuditFindings(Exception):
+class AuditFindings(Error):
     """The log failed a check: each finding names what is wrong."""
+
+    code = "audit_findings"
 
     def __init__(self, findings: list[str]) -> None:
         self.findings = list(dict.fromkeys(findings))  # the same finding from two checks counts once
@@ -366,11 +371,7 @@ def audit_errors() -> Iterator[None]:
         except AuditFindings as exc:
             for finding in exc.findings:
                 typer.echo(finding, err=True)
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from exc
-        except NoteError as exc:
-            typer.echo(f"error: {exc.detail}", err=True)
-            raise typer.Exit(1) from exc
+            raise
 
 
 def _log_verifier(profile: Profile, path: Path | None) -> NoteVerifier:

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.keys import AgencyKeys, write_owner_only
+from services.envelope.keys import AgencyKeys, write_owner_only
+from services.platform.errors import Error
 
 CREDENTIAL_FILE = "credential"
 
 
-class ProfileError(Exception):
-    pass
+class ProfileError(Error):
+    """An identity's folder lacks what the command needs, or already holds what it would overwrite."""
+
+    code = "key_file"
 
 
 @dataclass(frozen=True)

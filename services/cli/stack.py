@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 
+from devstack.kafka import KafkaBroker, ensure_jars
 from services.cli.demo import bootstrap
-from services.common.db import make_engine, make_sessionmaker
-from services.common.kafka import EventPublisher, Topics, create_topics
-from services.common.kafka_broker import KafkaBroker, ensure_jars
-from services.common.migrate import ROOT, upgrade
-from services.common.settings import Settings
+from services.platform.database import make_engine, make_sessionmaker
+from services.platform.kafka import EventPublisher, Topics, create_topics
+from services.platform.migrate import ROOT, upgrade
+from services.platform.settings import Settings
 
 SERVICES = ("gateway", "ingest", "audit")
 

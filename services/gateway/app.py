@@ -1,4 +1,6 @@
-"""The gateway: the desk submits, partners pull and acknowledge, everyone reads the directory."""
+"""The gateway: the desk submits, partners pull and acknowledge, everyone reads the directory. This module
+builds the app: what lives as long as it (engine, Kafka producer, caches, the inbox notifier) and the
+routers of each domain (services/*/views.py)."""
 
 from __future__ import annotations
 
@@ -9,18 +11,20 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from services.common.db import make_engine, make_sessionmaker
-from services.common.envelope import MAX_ENVELOPE_BYTES
-from services.common.http import BodyLimit, install_error_handlers
-from services.common.kafka import EventPublisher, Topics
-from services.common.keyring import DirectoryCache
-from services.common.keys import KeyFileError
-from services.common.settings import Settings
-from services.common.signed_directory import DIRECTORY_KEY_FILE, load_directory_key
-from services.gateway import admin, alerts, credentials, directory, inbox, notices, webhooks
-from services.gateway.deps import DeskKeyFile
-from services.gateway.limits import InboxRoom, TokenBuckets
-from services.gateway.notify import InboxNotifier
+from services.delivery import views as delivery
+from services.delivery.notify import InboxNotifier
+from services.envelope.errors import KeyFileError
+from services.envelope.keys import DeskKeyFile
+from services.envelope.service import MAX_ENVELOPE_BYTES
+from services.notices import views as notices
+from services.notices.limits import InboxRoom, TokenBuckets
+from services.platform.database import make_engine, make_sessionmaker
+from services.platform.kafka import EventPublisher, Topics
+from services.platform.settings import Settings
+from services.platform.views import BodyLimit, install_error_handlers
+from services.trust import views as trust
+from services.trust.keyring import DirectoryCache
+from services.trust.signed_directory import DIRECTORY_KEY_FILE, load_directory_key
 
 log = structlog.get_logger("gateway")
 
@@ -65,15 +69,13 @@ def create_app(settings: Settings) -> FastAPI:
         "needs `Authorization: Bearer <credential>`; each route's summary names the role it admits. Where "
         "the agency role is admitted, an agency may instead sign the request with its directory key "
         '(RFC 9421 label sig1 covering "@method" "@target-uri" "content-digest", with created, keyid, '
-        'nonce and alg="ed25519"; Content-Digest per RFC 9530).',
+        'nonce and alg="ed25519"; Content-Digest per RFC 9530). Errors are RFC 9457 problem details '
+        "whose `code` docs/errors.md lists.",
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (notices, inbox, directory, admin, credentials, webhooks, alerts):
-        app.include_router(module.router)
-    app.include_router(notices.envelopes)
-    app.include_router(notices.cases)
-    app.include_router(directory.keys)
+    for router in (*notices.ROUTERS, *delivery.ROUTERS, *trust.ROUTERS):
+        app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -8,9 +8,9 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from services.common.logs import configure
-from services.common.settings import Settings
 from services.gateway.app import create_app
+from services.platform.logs import configure
+from services.platform.settings import Settings
 
 
 class DrainingServer(uvicorn.Server):

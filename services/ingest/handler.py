@@ -13,15 +13,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.events import Event
-from services.common.admission import Freshness, admit
-from services.common.consumer import Batch
-from services.common.delivery import RecordRef, materialise, materialise_many
-from services.common.envelope import EnvelopeError, ParsedEnvelope, parse_envelope
-from services.common.kafka import EventPublisher, cloud_headers, header_value, record_time
-from services.common.keyring import DirectoryCache, DirectoryView
-from services.common.lifecycle import RECALL_TYPE, RecallRefused, RecallRequest, apply_recall
-from services.common.outage import TRANSIENT
-from services.common.sla import DEFAULT_SLA, Sla
+from services.delivery.deadlines import DEFAULT_SLA, Sla
+from services.delivery.service import RecordRef, materialise, materialise_many
+from services.envelope.errors import EnvelopeError
+from services.envelope.service import Freshness, ParsedEnvelope, parse_envelope
+from services.notices.admission import admit
+from services.notices.errors import RecallRefused
+from services.notices.service import RECALL_TYPE, RecallRequest, apply_recall
+from services.platform.consumer import Batch
+from services.platform.errors import Error
+from services.platform.kafka import EventPublisher, cloud_headers, header_value, record_time
+from services.platform.outage import TRANSIENT
+from services.trust.keyring import DirectoryCache, DirectoryView
 
 log = structlog.get_logger("ingest")
 SOURCE = "deskbridge/ingest"
@@ -102,7 +105,7 @@ class NoticeHandler:
         events = []
         for (record, _), outcome in zip(run, outcomes, strict=True):
             if isinstance(outcome, EnvelopeError):
-                await self.dead_letter(record, outcome.reason, outcome.detail)
+                await self.dead_letter(record, outcome.code, outcome.detail)
             else:
                 events += outcome
         return events
@@ -127,10 +130,8 @@ class NoticeHandler:
 
     async def _refuse(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
         """Dead-letters a record with the reason `exc` gives; called while `exc` is being handled."""
-        if isinstance(exc, RecallRefused):
-            await self.dead_letter(record, "recall_refused", str(exc))
-        elif isinstance(exc, EnvelopeError):
-            await self.dead_letter(record, exc.reason, exc.detail)
+        if isinstance(exc, Error):
+            await self.dead_letter(record, exc.code, exc.detail)
         else:
             log.exception("unexpected failure on a record", topic=record.topic, offset=record.offset)
             await self.dead_letter(record, "internal_error", type(exc).__name__)

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 
 import structlog
 
-from services.common import eventloop
-from services.common.admission import Freshness
-from services.common.consumer import consume
-from services.common.db import make_engine, make_sessionmaker
-from services.common.kafka import EventPublisher, Topics, create_topics
-from services.common.lifecycle import escalate_due, expire_due
-from services.common.logs import configure
-from services.common.outage import TRANSIENT
-from services.common.runtime import stop_on_signals
-from services.common.settings import Settings
+from services.delivery.deadlines import Sla, escalate_due, expire_due
+from services.delivery.webhook_dispatch import Dispatcher
+from services.delivery.webhooks import RetryPolicy
+from services.envelope.errors import KeyFileError
+from services.envelope.service import Freshness
 from services.ingest.handler import NoticeHandler
-from services.ingest.webhooks import run_webhooks
+from services.platform import process
+from services.platform.consumer import consume
+from services.platform.database import make_engine, make_sessionmaker
+from services.platform.kafka import EventPublisher, Topics, create_topics
+from services.platform.logs import configure
+from services.platform.outage import TRANSIENT
+from services.platform.process import stop_on_signals
+from services.platform.settings import Settings
+from services.trust.signed_directory import DIRECTORY_KEY_FILE, load_directory_key
 
 log = structlog.get_logger("ingest")
 
@@ -34,7 +38,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         make_sessionmaker(engine),
         publisher,
         Freshness.of(settings.freshness_s, settings.clock_skew_s),
-        settings.sla(),
+        Sla.of(settings),
         one_transaction_per_batch=settings.database_url.startswith("postgresql"),
     )
     log.info("ingest consuming", topic=topics.notices)
@@ -74,6 +78,35 @@ async def sweep_expired(handler: NoticeHandler, every_s: float, stop: asyncio.Ev
             await asyncio.wait_for(stop.wait(), every_s)
 
 
+async def run_webhooks(settings: Settings, stop: asyncio.Event, rng: random.Random | None = None) -> None:
+    """Drives every active webhook until `stop`. `rng` draws the retry jitter (tests pin it)."""
+    key_file = settings.directory_key_file or settings.desk_keys_dir / DIRECTORY_KEY_FILE
+    try:
+        key = load_directory_key(key_file)
+    except KeyFileError as exc:
+        log.error("webhooks are not dispatched: no directory key to sign them with", reason=str(exc))
+        return
+    engine = make_engine(settings.database_url)
+    publisher = EventPublisher(
+        settings.kafka_bootstrap,
+        "deskbridge-webhooks",
+        Topics(settings.topic_prefix),
+        settings.kafka_send_timeout_s,
+    )
+    policy = RetryPolicy(
+        settings.webhook_max_attempts,
+        settings.webhook_backoff_base_s,
+        settings.webhook_backoff_cap_s,
+        rng or random.SystemRandom(),
+    )
+    dispatcher = Dispatcher(make_sessionmaker(engine), publisher, key, settings, policy)
+    try:
+        await dispatcher.run(stop)
+    finally:
+        await publisher.close()
+        await engine.dispose()
+
+
 def main() -> None:
     settings = Settings()
     configure(settings.log_level, settings.log_json)
@@ -81,7 +114,7 @@ def main() -> None:
     async def serve() -> None:
         await run(settings, stop_on_signals())
 
-    eventloop.run(serve())
+    process.run(serve())
 
 
 if __name__ == "__main__":

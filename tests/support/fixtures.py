@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.kafka_broker import KafkaBroker, ensure_jars, free_port
+from devstack.kafka import KafkaBroker, ensure_jars, free_port
 from tests.support.postgres import PostgresCluster
 
 __all__ = ["kafka_broker", "pg_cluster", "topic_prefix"]

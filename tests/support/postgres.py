@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from services.common.kafka_broker import free_port
+from devstack.kafka import free_port
 
 _PG_ROOT = Path("/usr/lib/postgresql")
 _OS_USER = "postgres"

@@ -22,16 +22,9 @@ from jwcrypto import jwe as jwc_jwe
 from jwcrypto import jwk as jwc_jwk
 
 from schemas.notices import Notice
-from services.common.envelope import (
-    EnvelopeError,
-    PublicKey,
-    SigningKey,
-    canonical_json,
-    open_envelope,
-    parse_envelope,
-    seal_notice,
-)
-from services.common.keys import import_public
+from services.envelope.errors import EnvelopeError
+from services.envelope.keys import PublicKey, SigningKey, import_public
+from services.envelope.service import canonical_json, open_envelope, parse_envelope, seal_notice
 
 VECTORS = Path(__file__).resolve().parent
 DESK, CNP, NCB = "kr-desk", "kh-cnp", "interpol-ncb-phnom-penh"

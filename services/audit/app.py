@@ -1,0 +1,70 @@
+"""The audit service's HTTP app: the auditors' API (services/transparency/views.py) with the checkpoint
+publisher that signs on an interval, built and stopped with the app."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import structlog
+from fastapi import FastAPI
+
+from services.envelope.errors import KeyFileError
+from services.platform.database import make_engine, make_sessionmaker
+from services.platform.settings import Settings
+from services.platform.views import BodyLimit, install_error_handlers
+from services.transparency import checkpoints
+from services.transparency import views as transparency
+from services.transparency.checkpoints import AuditorQueries, Publisher
+from services.transparency.note import NoteSigner
+from services.trust.keyring import DirectoryCache
+
+log = structlog.get_logger("audit")
+
+
+def _load_signer(settings: Settings) -> NoteSigner | None:
+    path = settings.audit_log_key_file or settings.desk_keys_dir / checkpoints.LOG_KEY_FILE
+    try:
+        return checkpoints.load_log_signer(path, settings.audit_log_origin)
+    except KeyFileError as exc:
+        log.error("audit log key unavailable", error=str(exc))
+        return None
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        app.state.settings = settings
+        app.state.sessions = make_sessionmaker(engine)
+        app.state.directory = DirectoryCache()
+        publisher = Publisher(
+            app.state.sessions,
+            _load_signer(settings),
+            AuditorQueries(timedelta(seconds=settings.audit_query_window_s)),
+        )
+        app.state.checkpoints = publisher
+        await publisher.start()
+        stop = asyncio.Event()
+        loop = asyncio.create_task(publisher.run(settings.checkpoint_interval_s, stop))
+        yield
+        stop.set()
+        await loop
+        await engine.dispose()
+
+    app = FastAPI(
+        title="deskbridge audit",
+        version="1",
+        description="The append-only audit log as a Merkle tree (RFC 9162) with signed checkpoints "
+        "(C2SP tlog-checkpoint). Entry and leaf routes need an auditor credential; checkpoints and proofs "
+        "also an agency's, and agencies cosign checkpoints as witnesses (`Authorization: Bearer "
+        "<credential>` or a request signed with the agency's key). Entries carry metadata and hashes, "
+        "never notice contents. Errors are RFC 9457 problem details whose `code` docs/errors.md lists.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(transparency.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

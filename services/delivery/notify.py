@@ -1,0 +1,100 @@
+"""Wakes waiting subscribers (long-poll, SSE) the moment ingest delivers to their agency.
+
+Each gateway reads the deliveries topic from its end, with no consumer group: every instance sees
+every event, and none of them owns an offset. The database stays the truth; a wake-up only says
+"look again", and waiters look again at least every `FALLBACK_S` even if no event comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import ValidationError
+
+from schemas.events import Event, EventType
+from services.platform.kafka import Topics
+
+log = structlog.get_logger("gateway.notify")
+FALLBACK_S = 1.0
+WAKING = {EventType.notice_delivered, EventType.notice_escalated}
+
+
+class InboxNotifier:
+    def __init__(self, recheck_s: float = FALLBACK_S) -> None:
+        self._versions: dict[str, int] = defaultdict(int)
+        self._changed = asyncio.Condition()
+        self.recheck_s = recheck_s
+        self.draining = False
+
+    async def drain(self) -> None:
+        """The server is stopping: every waiter returns now with what it has."""
+        async with self._changed:
+            self.draining = True
+            self._changed.notify_all()
+
+    def version(self, agency: str) -> int:
+        return self._versions[agency]
+
+    async def bump(self, agency: str) -> None:
+        async with self._changed:
+            self._versions[agency] += 1
+            self._changed.notify_all()
+
+    async def wait(self, agency: str, since: int, at_most: float) -> None:
+        """Returns once the agency's version moved past `since`, or after `at_most` s (at most recheck_s)."""
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._versions[agency] != since or self.draining),
+                    min(at_most, self.recheck_s),
+                )
+
+    async def run(self, bootstrap: str, topics: Topics, stop: asyncio.Event) -> None:
+        """Follows the deliveries topic until `stop`; reconnects after broker trouble."""
+        while not stop.is_set():
+            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+            try:
+                await consumer.start()
+                assigned = [
+                    TopicPartition(topics.deliveries, p) for p in await _partitions(bootstrap, topics)
+                ]
+                consumer.assign(assigned)
+                await consumer.seek_to_end(*assigned)
+                while not stop.is_set():
+                    batches = await consumer.getmany(timeout_ms=500)
+                    for records in batches.values():
+                        for record in records:
+                            await self._see(record.value or b"")
+            except Exception as exc:  # a notifier outage only slows waiters to FALLBACK_S polling
+                log.warning("notifier lost the broker; retrying", error=type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+
+    async def _see(self, value: bytes) -> None:
+        try:
+            event = Event.model_validate_json(value)
+        except ValidationError:
+            return
+        if event.type in WAKING and event.agency:
+            await self.bump(event.agency)
+
+
+async def _partitions(bootstrap: str, topics: Topics) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topics.deliveries])
+    finally:
+        await admin.close()
+    partitions = [int(p["partition"]) for p in described.get("partitions", [])]
+    if described.get("error_code") or not partitions:
+        raise LookupError(f"topic {topics.deliveries} is not there yet")
+    return partitions

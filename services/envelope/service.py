@@ -1,0 +1,291 @@
+"""Seal, verify and open notice envelopes: the one module that touches keys and JOSE.
+
+An envelope is three standard layers (docs/envelope.md):
+  inner  JWS compact, Ed25519, over the canonical JSON of the notice (non-repudiation);
+  middle JWE general JSON, A256GCM content, ECDH-ES+A256KW with X25519 per recipient; its protected
+         header carries the routing fields so nobody routes on plaintext;
+  outer  JWS flattened JSON, Ed25519, over the JWE bytes, so ingest and audit check origin without keys
+         to decrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from joserfc import jwe, jws
+from joserfc.errors import JoseError
+from joserfc.jwe import JWERegistry
+from joserfc.jwk import OKPKey
+from joserfc.jws import JWSRegistry
+from joserfc.registry import HeaderParameter
+from pydantic import ValidationError
+
+from schemas.envelopes import (
+    ENVELOPE_TYP,
+    SEALED_TYP,
+    SIGNED_TYP,
+    FlattenedJws,
+    GeneralJwe,
+    RoutingHeader,
+)
+from schemas.notices import Notice
+from services.envelope.errors import EnvelopeError
+from services.envelope.keys import PublicKey, SigningKey
+
+SIGNATURE_ALGS = ("Ed25519", "EdDSA")  # EdDSA: RFC 9864 deprecates it; accepted from older clients
+KEY_WRAP_ALG = "ECDH-ES+A256KW"
+CONTENT_ALG = "A256GCM"
+MAX_ENVELOPE_BYTES = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How old (`window`) or how far ahead (`skew`) of the receiving clock a `sent_at` may be."""
+
+    window: timedelta
+    skew: timedelta
+
+    @classmethod
+    def of(cls, freshness_s: float, clock_skew_s: float) -> Freshness:
+        return cls(timedelta(seconds=freshness_s), timedelta(seconds=clock_skew_s))
+
+    def check(self, sent_at: datetime, received_at: datetime) -> None:
+        age = received_at - sent_at
+        if age > self.window:
+            raise EnvelopeError(
+                "stale",
+                f"sent_at is {age.total_seconds():.0f} s before it was received; "
+                f"the freshness window is {self.window.total_seconds():.0f} s",
+            )
+        if -age > self.skew:
+            raise EnvelopeError(
+                "from_the_future",
+                f"sent_at is {-age.total_seconds():.0f} s ahead of the receiver's clock; "
+                f"the allowed skew is {self.skew.total_seconds():.0f} s",
+            )
+
+
+def _any(_: object) -> None:
+    """Typed by RoutingHeader after decoding; joserfc only needs to know the names are ours."""
+
+
+_ROUTING_PARAMS = {name: HeaderParameter(f"deskbridge {name}", _any) for name in RoutingHeader.model_fields}
+_JWS_REGISTRY = JWSRegistry(algorithms=list(SIGNATURE_ALGS))
+_JWE_REGISTRY = JWERegistry(
+    header_registry=_ROUTING_PARAMS,
+    algorithms=[KEY_WRAP_ALG, CONTENT_ALG],
+    max_recipients=50,
+)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no insignificant white space, UTF-8: the bytes the inner signature covers."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _b64url_decode(value: str) -> bytes:
+    """Strict: only the one canonical unpadded encoding of some bytes is accepted (RFC 7515 section 2),
+    so no two spellings of one envelope exist and the JOSE library never meets what we let through."""
+    try:
+        data = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise EnvelopeError("malformed", "a base64url field does not decode") from exc
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode() != value:
+        raise EnvelopeError("malformed", "a base64url field is not in canonical unpadded form")
+    return data
+
+
+def _check_b64url_fields(sealed: GeneralJwe, outer: FlattenedJws) -> None:
+    for value in (outer.signature, sealed.iv, sealed.ciphertext, sealed.tag):
+        _b64url_decode(value)
+    for entry in sealed.recipients:
+        _b64url_decode(entry.encrypted_key)
+
+
+# What the JOSE library and `cryptography` raise on input they cannot use, besides JoseError.
+_LIBRARY_ERRORS = (JoseError, ValueError, KeyError, TypeError)
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except RecursionError as exc:
+        raise EnvelopeError("malformed", f"{what} is nested too deeply") from exc
+    except ValueError as exc:  # also JSONDecodeError, UnicodeDecodeError, and over-long numbers
+        raise EnvelopeError("malformed", f"{what} is not JSON") from exc
+    if not isinstance(value, dict):
+        raise EnvelopeError("malformed", f"{what} is not a JSON object")
+    return value
+
+
+@dataclass(frozen=True)
+class ParsedEnvelope:
+    """An envelope read but not yet trusted: enough to look up the signer's key."""
+
+    raw: bytes
+    outer: FlattenedJws
+    kid: str
+    alg: str
+    jwe: GeneralJwe
+    routing: RoutingHeader
+
+    @property
+    def sha256(self) -> str:
+        return sha256_hex(self.raw)
+
+
+def parse_envelope(raw: bytes | str) -> ParsedEnvelope:
+    """Reads the outer JWS and the JWE's routing header; checks shape only, trusts nothing."""
+    try:
+        data = raw.encode() if isinstance(raw, str) else raw
+    except UnicodeEncodeError as exc:
+        raise EnvelopeError("malformed", "envelope is not valid UTF-8 text") from exc
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise EnvelopeError("oversize", f"envelope is {len(data)} bytes, the limit is {MAX_ENVELOPE_BYTES}")
+    try:
+        outer = FlattenedJws.model_validate(_json_object(data, "envelope"))
+        outer_header = _json_object(_b64url_decode(outer.protected), "outer protected header")
+        sealed = GeneralJwe.model_validate(_json_object(_b64url_decode(outer.payload), "JWE"))
+        jwe_header = _json_object(_b64url_decode(sealed.protected), "JWE protected header")
+        routing = RoutingHeader.model_validate(jwe_header)
+        _check_b64url_fields(sealed, outer)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "envelope"
+        raise EnvelopeError("malformed", f"{where}: {first['msg']}") from exc
+    alg, kid = outer_header.get("alg"), outer_header.get("kid")
+    if alg not in SIGNATURE_ALGS:
+        raise EnvelopeError("bad_algorithm", f"outer signature algorithm {alg!r} is not accepted")
+    if not isinstance(kid, str) or not kid:
+        raise EnvelopeError("malformed", "outer protected header has no kid")
+    if outer_header.get("typ") != ENVELOPE_TYP or jwe_header.get("typ") != SEALED_TYP:
+        raise EnvelopeError("malformed", "envelope typ headers are not deskbridge's")
+    if jwe_header.get("enc") != CONTENT_ALG:
+        raise EnvelopeError("bad_algorithm", f"content encryption must be {CONTENT_ALG}")
+    for entry in sealed.recipients:
+        if entry.header.get("alg") != KEY_WRAP_ALG:
+            raise EnvelopeError("bad_algorithm", f"key wrapping must be {KEY_WRAP_ALG}")
+    return ParsedEnvelope(data, outer, kid, alg, sealed, routing)
+
+
+def verify_outer(envelope: ParsedEnvelope, signer: PublicKey) -> None:
+    """Checks the outer signature and that its key belongs to the named sender; needs no decryption key."""
+    if signer.agency != envelope.routing.sender:
+        raise EnvelopeError("signer_mismatch", f"key {signer.kid} is not a key of {envelope.routing.sender}")
+    try:
+        jws.deserialize_json(cast(Any, envelope.outer.model_dump()), signer.key, registry=_JWS_REGISTRY)
+    except _LIBRARY_ERRORS as exc:
+        raise EnvelopeError("bad_signature", "outer signature does not verify") from exc
+
+
+def recipient_kids(envelope: ParsedEnvelope) -> list[str]:
+    return [str(entry.header.get("kid", "")) for entry in envelope.jwe.recipients]
+
+
+def seal_notice(notice: Notice, signer: SigningKey, recipients: Sequence[PublicKey]) -> bytes:
+    """Signs, encrypts once for every recipient, and signs the result; returns the envelope bytes."""
+    if notice.sender != signer.agency:
+        raise EnvelopeError("signer_mismatch", "the notice's sender is not the signing agency")
+    if sorted(r.agency for r in recipients) != sorted(notice.recipients):
+        raise EnvelopeError("recipient_mismatch", "a key is needed for exactly each addressed agency")
+    payload = canonical_json(notice.model_dump(mode="json", exclude_none=True))
+    inner = jws.serialize_compact(
+        {"alg": "Ed25519", "kid": signer.kid, "typ": SIGNED_TYP, "cty": "json"},
+        payload,
+        signer.key,
+        registry=_JWS_REGISTRY,
+    )
+    routing = routing_of(notice)
+    protected = {"enc": CONTENT_ALG, "typ": SEALED_TYP, "cty": "JOSE"}
+    protected.update(routing.model_dump(mode="json", exclude_none=True))
+    sealed = jwe.GeneralJSONEncryption(protected, inner.encode())
+    for recipient in recipients:
+        sealed.add_recipient({"alg": KEY_WRAP_ALG, "kid": recipient.kid}, recipient.key)
+    jwe_json = jwe.encrypt_json(sealed, None, registry=_JWE_REGISTRY)
+    outer = jws.serialize_json(
+        {"protected": {"alg": "Ed25519", "kid": signer.kid, "typ": ENVELOPE_TYP, "cty": SEALED_TYP}},
+        canonical_json(jwe_json),
+        signer.key,
+        registry=_JWS_REGISTRY,
+    )
+    return canonical_json(outer)
+
+
+def open_envelope(
+    envelope: ParsedEnvelope,
+    my_keys: Mapping[str, OKPKey],
+    signer_key: Callable[[str], PublicKey],
+) -> Notice:
+    """Decrypts with one of the reader's own X25519 keys and verifies the sender's inner signature.
+
+    `signer_key(kid)` returns that key from the directory (or raises EnvelopeError for an unknown kid).
+    """
+    verify_outer(envelope, signer_key(envelope.kid))
+    entry = next((e for e in envelope.jwe.recipients if str(e.header.get("kid")) in my_keys), None)
+    if entry is None:
+        raise EnvelopeError("not_a_recipient", "none of the envelope's recipient keys is ours")
+    # RFC 7516 7.2.2: a recipient hands the library the shared fields plus its own entry.
+    flattened = envelope.jwe.model_dump(exclude={"recipients"}, exclude_none=True)
+    flattened.update(entry.model_dump())
+    try:
+        opened = jwe.decrypt_json(
+            cast(Any, flattened), my_keys[str(entry.header["kid"])], registry=_JWE_REGISTRY
+        )
+    except _LIBRARY_ERRORS as exc:
+        raise EnvelopeError("undecryptable", "the envelope does not decrypt with our key") from exc
+    if opened.plaintext is None:
+        raise EnvelopeError("undecryptable", "the envelope has no content")
+    try:
+        inner_header = _json_object(_b64url_decode(opened.plaintext.split(b".")[0].decode()), "inner header")
+    except UnicodeDecodeError as exc:
+        raise EnvelopeError("malformed", "inner JWS is not text") from exc
+    inner_kid = inner_header.get("kid")
+    if not isinstance(inner_kid, str):
+        raise EnvelopeError("malformed", "inner JWS has no kid")
+    inner_signer = signer_key(inner_kid)
+    if inner_signer.agency != envelope.routing.sender:
+        raise EnvelopeError("signer_mismatch", "the inner signature is not the sender's")
+    try:
+        signed = jws.deserialize_compact(opened.plaintext, inner_signer.key, registry=_JWS_REGISTRY)
+    except _LIBRARY_ERRORS as exc:
+        raise EnvelopeError("bad_signature", "inner signature does not verify") from exc
+    try:
+        notice = Notice.model_validate_json(signed.payload)
+    except ValidationError as exc:
+        raise EnvelopeError("malformed", f"signed notice is not valid: {exc.errors()[0]['msg']}") from exc
+    _check_binding(envelope.routing, notice)
+    return notice
+
+
+def routing_of(notice: Notice) -> RoutingHeader:
+    """The routing header a notice is sealed under: its metadata, none of its contents."""
+    return RoutingHeader(
+        sender=notice.sender,
+        notice_id=notice.notice_id,
+        notice_type=notice.type,
+        priority=notice.priority,
+        tlp=notice.tlp,
+        case_ref=notice.case_ref,
+        recipients=notice.recipients,
+        sent_at=notice.sent_at,
+        expires_at=notice.expires_at,
+        in_reply_to=notice.in_reply_to,
+        forwarded_from=notice.forwarded_from,
+    )
+
+
+def _check_binding(routing: RoutingHeader, notice: Notice) -> None:
+    """The routing header must say exactly what the sender signed, so routing cannot lie."""
+    if routing_of(notice) != routing:
+        raise EnvelopeError("header_mismatch", "the routing header differs from the signed notice")

@@ -1,0 +1,303 @@
+"""A notice's life as its sender sees it: submission (an envelope sealed here for the desk, or by a partner
+on its own machine, is admitted, made durable in Kafka and recorded; a refusal is audited with its
+reason), its per-recipient status, recall and erasure."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.api import DeliveryState, NoticeStatus, RecipientStatus
+from schemas.events import Event, EventType, fact_id
+from schemas.notices import Notice, NoticeDraft
+from services.delivery.events import delivery_event
+from services.delivery.models import Delivery, NoticeRow
+from services.delivery.service import recipient_status
+from services.envelope.errors import EnvelopeError
+from services.envelope.keys import AgencyKeys
+from services.envelope.service import Freshness, ParsedEnvelope, parse_envelope, seal_notice, sha256_hex
+from services.notices.admission import admit
+from services.notices.errors import NoticeError, RecallRefused
+from services.notices.limits import InboxRoom
+from services.notices.models import Submission
+from services.platform.database import utcnow
+from services.platform.kafka import EventPublisher, cloud_headers
+from services.trust.keyring import DirectoryView
+from services.trust.service import encryption_keys
+
+SOURCE = "deskbridge/gateway"
+
+
+def rejection(actor: str, reason: str, detail: str, raw: bytes, envelope: ParsedEnvelope | None) -> Event:
+    """The audit record of a refused submission: who tried, why, and the hash of what they sent."""
+    routing = envelope.routing if envelope is not None else None
+    digest = sha256_hex(raw)
+    return Event(
+        event_id=fact_id("rejected", actor, digest, reason),
+        type=EventType.notice_rejected,
+        occurred_at=utcnow(),
+        actor=actor,
+        agency=actor,
+        notice_id=routing.notice_id if routing is not None else None,
+        case_ref=routing.case_ref if routing is not None else None,
+        envelope_sha256=digest,
+        details={"reason": reason, "detail": detail[:500], "stage": "gateway"},
+    )
+
+
+async def _refuse(publisher: EventPublisher, event: Event) -> None:
+    # The refusal is audited before it is answered; if Kafka is down the caller gets 503 instead.
+    await publisher.publish(event, SOURCE)
+
+
+@dataclass(frozen=True)
+class Intake:
+    """What admitting one submission needs, gathered per request."""
+
+    session: AsyncSession
+    directory: DirectoryView
+    publisher: EventPublisher
+    freshness: Freshness
+    room: InboxRoom
+
+
+async def accept_envelope(intake: Intake, raw: bytes, caller: str) -> Submission:
+    """Admits an envelope sent by `caller` and returns only after Kafka holds it with acks=all."""
+    session = intake.session
+    envelope: ParsedEnvelope | None = None
+    try:
+        envelope = parse_envelope(raw)
+        if envelope.routing.sender != caller:
+            raise EnvelopeError(
+                "not_the_sender", f"the envelope is sent as {envelope.routing.sender}, you are {caller}"
+            )
+        again = await _same_again(session, envelope)
+        if again is not None:
+            return again
+        await admit(session, intake.directory, envelope, utcnow(), intake.freshness)
+        await intake.room.check(session, envelope.routing.recipients)
+    except EnvelopeError as exc:
+        await session.rollback()
+        await _refuse(intake.publisher, rejection(caller, exc.code, exc.detail, raw, envelope))
+        raise
+    submission = await _produce(session, intake.publisher, envelope)
+    intake.room.accepted(envelope.routing.recipients)
+    return submission
+
+
+async def _same_again(session: AsyncSession, envelope: ParsedEnvelope) -> Submission | None:
+    """A client whose answer was lost may post the very same bytes again and get the same 202; any other
+    envelope reusing a notice id is refused. One query for both tables: this runs on every POST."""
+    notice_id = str(envelope.routing.notice_id)
+    earlier = select(Submission.envelope_sha256).where(Submission.notice_id == notice_id)
+    ingested = select(NoticeRow.envelope_sha256).where(NoticeRow.notice_id == notice_id)
+    submitted_sha, stored_sha = (
+        await session.execute(select(earlier.scalar_subquery(), ingested.scalar_subquery()))
+    ).one()
+    if submitted_sha == envelope.sha256:
+        return await session.get(Submission, notice_id)
+    if submitted_sha is None and stored_sha == envelope.sha256:
+        return await _record_lost_submission(session, envelope)
+    if submitted_sha is not None or stored_sha is not None:
+        raise EnvelopeError("duplicate_notice", f"notice id {notice_id} was already used; choose a new id")
+    return None
+
+
+async def _record_lost_submission(session: AsyncSession, envelope: ParsedEnvelope) -> Submission:
+    """Kafka acknowledged an earlier post of these very bytes and ingest stored them, but the gateway
+    died (or the database went away) before recording the submission, so that client never saw its 202.
+    The record is written now from where ingest found the envelope, and the client gets its 202."""
+    notice_id = str(envelope.routing.notice_id)
+    stored = await session.get_one(NoticeRow, notice_id)
+    submission = _submission(envelope, stored.kafka_partition, stored.kafka_offset, stored.ingested_at)
+    session.add(submission)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()  # a concurrent re-post recorded it first: the same answer
+        return await session.get_one(Submission, notice_id)
+    return submission
+
+
+def _submission(envelope: ParsedEnvelope, partition: int, offset: int, at: datetime) -> Submission:
+    """The gateway's record of an envelope Kafka holds at (partition, offset)."""
+    routing = envelope.routing
+    return Submission(
+        notice_id=str(routing.notice_id),
+        sender=routing.sender,
+        case_ref=routing.case_ref,
+        recipients=json.dumps(routing.recipients),
+        envelope_sha256=envelope.sha256,
+        kafka_partition=partition,
+        kafka_offset=offset,
+        submitted_at=at,
+    )
+
+
+async def _produce(session: AsyncSession, publisher: EventPublisher, envelope: ParsedEnvelope) -> Submission:
+    routing = envelope.routing
+    notice_id = str(routing.notice_id)
+    partition, offset = await publisher.send(
+        publisher.topics.notices,
+        routing.case_ref,
+        envelope.raw,
+        cloud_headers("org.deskbridge.notice.submitted", notice_id, f"{SOURCE}/{routing.sender}"),
+    )
+    submission = _submission(envelope, partition, offset, utcnow())
+    session.add(submission)
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        # A concurrent request with the same id won the race; ingest drops the second envelope as a replay.
+        await session.rollback()
+        raise EnvelopeError(
+            "duplicate_notice", f"notice id {notice_id} was already used; choose a new id"
+        ) from exc
+    return submission
+
+
+async def seal_for_desk(intake: Intake, desk: AgencyKeys, draft: NoticeDraft) -> Submission:
+    """The desk's path: the gateway holds the desk's keys, seals, then admits like any other envelope."""
+    if desk.agency in draft.recipients:
+        raise NoticeError("recipient_mismatch", "the desk cannot address a notice to itself")
+    recipients = await encryption_keys(intake.session, draft.recipients)
+    notice = Notice(**draft.model_dump(), sender=desk.agency, sent_at=utcnow())
+    envelope = seal_notice(notice, desk.signer(), recipients)
+    return await accept_envelope(intake, envelope, desk.agency)
+
+
+RECALL_TYPE = "org.deskbridge.notice.recall"
+
+
+class RecallRequest(BaseModel):
+    """A control record on the notices topic, keyed by case so it follows the notice it withdraws."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    notice_id: uuid.UUID
+    case_ref: str
+    sender: str
+    requested_by: str
+    requested_at: datetime
+    reason: str | None = None
+
+
+async def request_recall(
+    session: AsyncSession, publisher: EventPublisher, notice_id: uuid.UUID, caller: str, reason: str | None
+) -> None:
+    """Puts the sender's recall on the notices topic, keyed by case like the notice itself, so ingest
+    always meets the notice before its recall; ingest applies it (apply_recall)."""
+    submission = await session.get(Submission, str(notice_id))
+    if submission is None or submission.sender != caller:
+        raise NoticeError("notice_not_found", f"no notice {notice_id} sent by {caller}")
+    notice = await session.get(NoticeRow, str(notice_id))
+    if notice is not None and notice.recalled_at is not None:
+        raise NoticeError("already_recalled", f"notice {notice_id} was already recalled")
+    request = RecallRequest(
+        notice_id=notice_id,
+        case_ref=submission.case_ref,
+        sender=submission.sender,
+        requested_by=caller,
+        requested_at=utcnow(),
+        reason=reason,
+    )
+    await publisher.send(
+        publisher.topics.notices,
+        submission.case_ref,
+        request.model_dump_json().encode(),
+        cloud_headers(RECALL_TYPE, f"recall:{notice_id}", f"{SOURCE}/{caller}"),
+    )
+
+
+async def apply_recall(session: AsyncSession, request: RecallRequest) -> list[Event]:
+    """Marks the notice and every copy recalled (caller commits); idempotent on redelivery."""
+    notice = await session.get(NoticeRow, str(request.notice_id))
+    if notice is None:
+        raise RecallRefused(f"notice {request.notice_id} was never delivered")
+    if notice.sender != request.requested_by:
+        raise RecallRefused(f"{request.requested_by} did not send notice {request.notice_id}")
+    at = notice.recalled_at or request.requested_at
+    notice.recalled_at = at
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.notice_id == notice.notice_id, Delivery.recalled_at.is_(None))
+        .values(recalled_at=at)
+    )
+    deliveries = (
+        await session.execute(select(Delivery).where(Delivery.notice_id == notice.notice_id))
+    ).scalars()
+    return [
+        _with(delivery_event(EventType.notice_recalled, notice, d.recipient, request.requested_by), d)
+        for d in deliveries
+    ]
+
+
+def _with(event: Event, delivery: Delivery) -> Event:
+    # Whether the recipient had already read it: a recalled notice that was fetched is marked, not gone.
+    return event.model_copy(update={"details": {"was_fetched": delivery.fetched_at is not None}})
+
+
+async def erase_notice(session: AsyncSession, notice_id: str, actor: str, reason: str) -> Event:
+    """Destroys the stored envelope: the notice's content key, wrapped for each recipient, goes with it,
+    so no one can open it from deskbridge again. The audit leaves name the envelope only by its hash and
+    stay as they are, so every proof and checkpoint still verifies. Caller commits."""
+    notice = await session.get(NoticeRow, notice_id)
+    if notice is None:
+        raise NoticeError("erase_refused", f"no notice {notice_id}")
+    if notice.erased_at is not None:
+        raise NoticeError("erase_refused", f"notice {notice_id} was erased at {notice.erased_at.isoformat()}")
+    notice.envelope, notice.erased_at = b"", utcnow()
+    return Event(
+        event_id=fact_id(EventType.notice_erased, notice_id),
+        type=EventType.notice_erased,
+        occurred_at=notice.erased_at,
+        actor=actor,
+        agency=notice.sender,
+        notice_id=uuid.UUID(notice_id),
+        case_ref=notice.case_ref,
+        envelope_sha256=notice.envelope_sha256,
+        details={"reason": reason[:200]},
+    )
+
+
+async def notice_status(session: AsyncSession, sender: str, notice_id: str) -> NoticeStatus | None:
+    """Per-recipient state for the notice's sender; None for anyone else or an unknown id."""
+    submission = await session.get(Submission, notice_id)
+    notice = await session.get(NoticeRow, notice_id)
+    owner = notice.sender if notice is not None else submission.sender if submission is not None else None
+    if owner != sender:
+        return None
+    deliveries = {
+        d.recipient: d
+        for d in (await session.execute(select(Delivery).where(Delivery.notice_id == notice_id))).scalars()
+    }
+    if notice is not None:
+        recipients: list[str] = [d for d in deliveries]
+        case_ref, sha = notice.case_ref, notice.envelope_sha256
+    else:
+        assert submission is not None
+        recipients = json.loads(submission.recipients)
+        case_ref, sha = submission.case_ref, submission.envelope_sha256
+    if submission is not None:
+        recipients = json.loads(submission.recipients)
+    statuses = []
+    for agency in recipients:
+        d = deliveries.get(agency)
+        statuses.append(
+            RecipientStatus(agency=agency, state=DeliveryState.accepted) if d is None else recipient_status(d)
+        )
+    return NoticeStatus(
+        notice_id=uuid.UUID(notice_id),
+        sender=owner,
+        case_ref=case_ref,
+        submitted_at=submission.submitted_at if submission is not None else None,
+        envelope_sha256=sha,
+        recipients=statuses,
+    )

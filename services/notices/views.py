@@ -1,0 +1,173 @@
+"""Notice routes: the desk submits (sealed here) and any agency carries what it sealed itself, follows a
+notice's delivery, recalls it, and reads its cases as threads; the administrator erases one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from schemas.api import CaseThread, ErasureIn, NoticeAccepted, NoticeStatus, RecallAccepted, RecallIn
+from schemas.envelopes import FlattenedJws
+from schemas.notices import NoticeDraft
+from services.envelope.errors import KeyFileError
+from services.envelope.keys import AgencyKeys, DeskKeyFile
+from services.notices import service
+from services.notices.cases import case_thread
+from services.notices.errors import NoticeError
+from services.notices.limits import InboxRoom, TokenBuckets
+from services.notices.models import Submission
+from services.platform.errors import Unavailable
+from services.platform.kafka import commit_audited
+from services.platform.views import ERRORS, Publisher, Session
+from services.trust.service import Principal
+from services.trust.views import Admin, Agency, Directory, Fresh
+
+router = APIRouter(prefix="/v1/notices", tags=["notices"])
+envelopes = APIRouter(prefix="/v1/envelopes", tags=["notices"])
+cases = APIRouter(prefix="/v1/cases", tags=["notices"])
+admin = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+
+async def rate_limited(request: Request, principal: Agency) -> Principal:
+    """The caller, once its agency's token bucket admits one more submission."""
+    buckets: TokenBuckets = request.app.state.buckets
+    buckets.admit(principal.name)
+    return principal
+
+
+async def desk_keys(request: Request) -> AgencyKeys:
+    keys: DeskKeyFile = request.app.state.desk_keys
+    try:
+        return keys.current()
+    except KeyFileError as exc:
+        raise Unavailable(f"the desk's signing keys: {exc.detail}", "desk_keys_unavailable") from exc
+
+
+async def intake(
+    request: Request, session: Session, directory: Directory, publisher: Publisher, fresh: Fresh
+) -> service.Intake:
+    """What admitting a submission needs, for both ways in (async: a plain def would run in a thread)."""
+    room: InboxRoom = request.app.state.inbox_room
+    return service.Intake(session, directory, publisher, fresh, room)
+
+
+LimitedAgency = Annotated[Principal, Depends(rate_limited)]
+DeskKeys = Annotated[AgencyKeys, Depends(desk_keys)]
+Intakes = Annotated[service.Intake, Depends(intake)]
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=NoticeAccepted,
+    responses=ERRORS,
+    summary="Seal a notice with the desk's keys and make it durable in Kafka (desk credential).",
+)
+async def post_notice(
+    draft: NoticeDraft, principal: LimitedAgency, intake: Intakes, desk: DeskKeys, response: Response
+) -> NoticeAccepted:
+    if principal.agency != desk.agency:
+        raise NoticeError("not_the_desk", "only the desk's credential may have the gateway seal notices")
+    submission = await service.seal_for_desk(intake, desk, draft)
+    return _accepted(submission, response)
+
+
+SEALED_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The sealed envelope (docs/envelope.md): an outer JWS, flattened JSON serialization.",
+        "content": {"application/json": {"schema": FlattenedJws.model_json_schema()}},
+    }
+}
+
+
+@envelopes.post(
+    "",
+    status_code=202,
+    response_model=NoticeAccepted,
+    responses=ERRORS,
+    openapi_extra=SEALED_BODY,
+    summary="Carry an envelope its sender sealed on its own machine (the sender's agency credential).",
+)
+async def post_envelope(
+    request: Request, principal: LimitedAgency, intake: Intakes, response: Response
+) -> NoticeAccepted:
+    assert principal.agency is not None
+    # The bytes as sent are what was signed and what is hashed and carried: no re-serialising.
+    raw = await request.body()
+    submission = await service.accept_envelope(intake, raw, principal.agency)
+    return _accepted(submission, response)
+
+
+def _accepted(submission: Submission, response: Response) -> NoticeAccepted:
+    response.headers["Location"] = f"/v1/notices/{submission.notice_id}"
+    return NoticeAccepted(
+        notice_id=UUID(submission.notice_id),
+        envelope_sha256=submission.envelope_sha256,
+        status_url=f"/v1/notices/{submission.notice_id}",
+    )
+
+
+@router.get(
+    "/{notice_id}",
+    response_model=NoticeStatus,
+    responses=ERRORS,
+    summary="Per-recipient delivery state of a notice (its sender's credential).",
+)
+async def get_notice(notice_id: UUID, principal: Agency, session: Session) -> NoticeStatus:
+    assert principal.agency is not None
+    status = await service.notice_status(session, principal.agency, str(notice_id))
+    if status is None:
+        raise NoticeError("notice_not_found", f"no notice {notice_id} sent by {principal.agency}")
+    return status
+
+
+@router.post(
+    "/{notice_id}/recall",
+    status_code=202,
+    response_model=RecallAccepted,
+    responses=ERRORS,
+    summary="Withdraw a notice: unread copies vanish, read ones are marked (its sender's credential).",
+)
+async def post_recall(
+    notice_id: UUID, principal: Agency, session: Session, publisher: Publisher, body: RecallIn | None = None
+) -> RecallAccepted:
+    assert principal.agency is not None
+    reason = body.reason if body is not None else None
+    await service.request_recall(session, publisher, notice_id, principal.agency, reason)
+    return RecallAccepted(notice_id=notice_id)
+
+
+@cases.get(
+    "/{case_ref}",
+    response_model=CaseThread,
+    responses=ERRORS,
+    summary="A case's notices and replies as a thread, as far as the caller took part (agency credential).",
+)
+async def get_case(case_ref: str, principal: Agency, session: Session) -> CaseThread:
+    assert principal.agency is not None
+    thread = await case_thread(session, case_ref, principal.agency)
+    if thread is None:
+        raise NoticeError(
+            "case_not_found", f"no notice of case {case_ref} that {principal.agency} sent or received"
+        )
+    return thread
+
+
+@admin.post(
+    "/notices/{notice_id}/erase",
+    response_model=dict[str, str],
+    responses=ERRORS,
+    summary="Erase a notice's stored envelope (crypto-shredding); audit leaves stay (admin credential).",
+)
+async def post_erase(
+    notice_id: UUID, body: ErasureIn, principal: Admin, session: Session, publisher: Publisher
+) -> dict[str, str]:
+    event = await service.erase_notice(session, str(notice_id), principal.name, body.reason)
+    await commit_audited(session, publisher, [event], "deskbridge/gateway/admin")
+    return {"notice_id": str(notice_id), "status": "erased"}
+
+
+ROUTERS = (router, envelopes, cases, admin)

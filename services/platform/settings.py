@@ -1,0 +1,87 @@
+"""One settings class, read once at start from DESKBRIDGE_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DESKBRIDGE_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///var/deskbridge.db",
+        description="SQLAlchemy async URL; SQLite locally, PostgreSQL (postgresql+asyncpg://) in production.",
+    )
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = Field(default="", description="Prepended to every topic name; isolates tests.")
+    topic_partitions: int = 3
+    desk_agency: str = "kr-desk"
+    desk_keys_dir: Path = Field(
+        default=Path("var/keys/kr-desk"), description="The desk's private keys; the gateway seals with them."
+    )
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    audit_host: str = "127.0.0.1"
+    audit_port: int = 8081
+    max_body_bytes: int = 1_048_576
+    freshness_s: int = Field(
+        default=300, description="Envelopes and signed requests older than this are refused as stale."
+    )
+    inbox_recheck_s: float = Field(
+        default=1.0, description="A waiting long-poll or stream looks again this often, woken or not."
+    )
+    rate_limit_per_s: float = Field(default=500, description="Submissions per second per agency and gateway.")
+    rate_limit_burst: float = 1000
+    inbox_max_pending: int = Field(default=10_000, description="Unacknowledged notices one inbox may hold.")
+    inbox_count_s: float = Field(
+        default=1.0, description="How often a gateway re-counts an inbox's pending notices for the cap."
+    )
+    sla_flash_s: float = Field(default=900, description="A flash notice unacknowledged this long escalates.")
+    sla_immediate_s: float = 4 * 3600
+    sla_routine_s: float = 3 * 86400
+    expiry_sweep_s: float = Field(default=30, description="How often ingest marks expired notices.")
+    clock_skew_s: int = Field(default=30, description="How far in the future a sender's clock may be.")
+    directory_key_file: Path | None = Field(
+        default=None,
+        description="The directory signing key (private JWK); default: directory.jwk.json in desk_keys_dir.",
+    )
+    kafka_send_timeout_s: float = 10.0
+    log_level: str = "info"
+    log_json: bool = False
+    webhook_dispatch: bool = Field(default=True, description="Ingest drives the agencies' webhooks.")
+    webhook_poll_s: float = Field(default=0.5, description="How often each webhook looks for new deliveries.")
+    webhook_timeout_s: float = Field(
+        default=10, description="A webhook POST not answered in this is a failure."
+    )
+    webhook_backoff_base_s: float = Field(
+        default=2, description="First retry waits up to this; each further one up to twice the last."
+    )
+    webhook_backoff_cap_s: float = Field(default=300, description="No retry waits longer than this.")
+    webhook_max_attempts: int = Field(default=8, ge=1, description="Attempts before a delivery is parked.")
+    webhook_allow_http: bool = Field(
+        default=False, description="Accept http:// webhook URLs (loopback tests); https:// only otherwise."
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let webhooks reach loopback, private, link-local and other non-public addresses "
+        "(loopback tests); otherwise refused at registration and before every POST.",
+    )
+    audit_log_key_file: Path | None = Field(
+        default=None,
+        description="The audit log's checkpoint signing key (private JWK); default: audit-log.jwk.json in "
+        "desk_keys_dir.",
+    )
+    audit_log_origin: str = Field(
+        default="deskbridge.kr-desk/audit-log",
+        description="The checkpoints' origin line, also the log key's name in signed notes.",
+    )
+    checkpoint_interval_s: float = Field(
+        default=10, description="How often the audit service signs a checkpoint when the log has grown."
+    )
+    audit_query_window_s: float = Field(
+        default=60,
+        description="Auditor queries are logged as one auditor.query entry per caller per window of this.",
+    )

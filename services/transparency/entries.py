@@ -1,0 +1,52 @@
+"""What an audit entry is, pure (no I/O): its hash, chained to its predecessor's, and its Merkle leaf; and
+the check of a run of entries against that chain. The log's storage is service.py and storage.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from schemas.audit import AuditRecord
+from services.envelope.service import canonical_json, sha256_hex
+from services.transparency import merkle
+
+GENESIS_HASH = "0" * 64
+DERIVED_FIELDS = frozenset({"prev_hash", "entry_hash"})
+
+
+def entry_hash(record: AuditRecord) -> str:
+    """SHA-256 over the canonical JSON of every field but the hash itself, the previous hash included."""
+    return sha256_hex(canonical_json(record.model_dump(exclude={"entry_hash"})))
+
+
+def leaf_data(record: AuditRecord) -> bytes:
+    """The Merkle leaf: canonical JSON of the record without its derived chain hashes. It holds metadata
+    and envelope hashes only, so erasing a person (destroying a notice's keys) never changes a leaf."""
+    return canonical_json(record.model_dump(exclude=set(DERIVED_FIELDS)))
+
+
+def record_leaf_hash(record: AuditRecord) -> bytes:
+    return merkle.leaf_hash(leaf_data(record))
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    seq: int
+    reason: str
+
+
+def verify_chain(
+    records: Iterable[AuditRecord], start_hash: str = GENESIS_HASH, start_seq: int = 1
+) -> list[ChainBreak]:
+    """Every break in the chain, named: a gap or reorder in seq, a broken link, an altered entry."""
+    breaks: list[ChainBreak] = []
+    expected_seq, prev = start_seq, start_hash
+    for record in records:
+        if record.seq != expected_seq:
+            breaks.append(ChainBreak(record.seq, f"expected entry {expected_seq}, found {record.seq}"))
+        if record.prev_hash != prev:
+            breaks.append(ChainBreak(record.seq, "does not link to the previous entry's hash"))
+        if entry_hash(record) != record.entry_hash:
+            breaks.append(ChainBreak(record.seq, "content does not match its hash (altered entry)"))
+        expected_seq, prev = record.seq + 1, record.entry_hash
+    return breaks

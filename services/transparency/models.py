@@ -1,0 +1,64 @@
+"""The audit log's tables: entries (append-only), the Merkle tree's stored nodes, signed checkpoints and
+witnesses' cosignatures."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.platform.database import Base, UtcDateTime, utcnow
+
+
+class AuditEntry(Base):
+    """Append-only (database triggers refuse UPDATE and DELETE); each entry hashes its predecessor."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    event_type: Mapped[str] = mapped_column(String(32), index=True)
+    occurred_at: Mapped[str] = mapped_column(String(40))  # ISO text exactly as hashed
+    recorded_at: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(128))
+    agency: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    notice_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    case_ref: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    envelope_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    details: Mapped[str] = mapped_column(Text)  # canonical JSON
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class TlogNode(Base):
+    """Append-only: the hash of the complete subtree of 2**level leaves starting at leaf idx * 2**level
+    (level 0: the leaf hashes), written once when the subtree completes (services/common/merkle.py)."""
+
+    __tablename__ = "tlog_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class TlogCheckpoint(Base):
+    """Append-only: a checkpoint the audit service signed, as the signed note it published."""
+
+    __tablename__ = "tlog_checkpoints"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary)
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class TlogCosignature(Base):
+    """Append-only: a witness's cosignature line over the checkpoint of `size`, checked when posted."""
+
+    __tablename__ = "tlog_cosignatures"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    witness: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

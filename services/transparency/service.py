@@ -1,0 +1,181 @@
+"""The audit log: the one append path, which writes entries and the tree nodes they complete in one
+transaction, and the reads auditors make of it (entries, leaves, nodes, proofs, export)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.audit import AuditLeaf, AuditPage, AuditRecord, LeafPage, NodePage, TreeNode
+from schemas.events import Event
+from services.transparency import storage
+from services.transparency.entries import GENESIS_HASH, entry_hash, record_leaf_hash
+from services.transparency.models import AuditEntry, TlogNode
+from services.transparency.storage import TreeError
+
+
+def to_record(row: AuditEntry) -> AuditRecord:
+    return AuditRecord(
+        seq=row.seq,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        occurred_at=row.occurred_at,
+        recorded_at=row.recorded_at,
+        actor=row.actor,
+        agency=row.agency,
+        notice_id=row.notice_id,
+        case_ref=row.case_ref,
+        envelope_sha256=row.envelope_sha256,
+        details=json.loads(row.details),
+        prev_hash=row.prev_hash,
+        entry_hash=row.entry_hash,
+    )
+
+
+async def head(session: AsyncSession) -> tuple[int, str]:
+    row = (await session.execute(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1))).scalar()
+    return (row.seq, row.entry_hash) if row is not None else (0, GENESIS_HASH)
+
+
+async def append(session: AsyncSession, events: Sequence[Event]) -> int:
+    """Appends the events not yet in the log, in order, with the tree nodes they complete; returns how
+    many were new. Caller commits: entries and nodes land together or not at all."""
+    if session.get_bind().dialect.name == "postgresql":
+        # One writer at a time keeps seq contiguous, the chain linear and the tree's right edge ours;
+        # readers are not blocked. SQLite has a single writer anyway.
+        await session.execute(text("LOCK TABLE audit_log IN EXCLUSIVE MODE"))
+    ids = {e.event_id for e in events}
+    seen = set(
+        (await session.execute(select(AuditEntry.event_id).where(AuditEntry.event_id.in_(ids)))).scalars()
+    )
+    seq, prev = await head(session)
+    size = seq
+    leaves: list[bytes] = []
+    recorded_at = datetime.now(UTC).isoformat()
+    for event in events:
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        seq += 1
+        record = AuditRecord(
+            seq=seq,
+            event_id=event.event_id,
+            event_type=event.type.value,
+            occurred_at=event.occurred_at.astimezone(UTC).isoformat(),
+            recorded_at=recorded_at,
+            actor=event.actor,
+            agency=event.agency,
+            notice_id=str(event.notice_id) if event.notice_id else None,
+            case_ref=event.case_ref,
+            envelope_sha256=event.envelope_sha256,
+            details=event.details,
+            prev_hash=prev,
+            entry_hash=GENESIS_HASH,
+        )
+        record = record.model_copy(update={"entry_hash": entry_hash(record)})
+        session.add(
+            AuditEntry(**{**record.model_dump(exclude={"details"}), "details": json.dumps(record.details)})
+        )
+        prev = record.entry_hash
+        leaves.append(record_leaf_hash(record))
+    await storage.add_leaves(session, size, leaves)
+    await session.flush()
+    return len(leaves)
+
+
+async def count(session: AsyncSession) -> int:
+    return int((await session.execute(select(func.count()).select_from(AuditEntry))).scalar_one())
+
+
+# ---- what auditors read -------------------------------------------------------------------------------
+
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Narrows the entries served; None admits every value. `since` is inclusive, `until` exclusive."""
+
+    agency: str | None = None
+    notice_id: str | None = None
+    case_ref: str | None = None
+    event_type: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _utc_text(at: datetime) -> str:
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+
+
+async def events_page(session: AsyncSession, after: int, limit: int, only: EventFilter) -> AuditPage:
+    """Entries after `after`, filtered. The head is read first, then only entries up to it: appends are
+    serialised and seq is contiguous, so all of them are visible and the page never runs past its head."""
+    head_seq, head_hash = await head(session)
+    query = (
+        select(AuditEntry)
+        .where(AuditEntry.seq > after, AuditEntry.seq <= head_seq)
+        .order_by(AuditEntry.seq)
+        .limit(limit)
+    )
+    for column, value in (
+        (AuditEntry.agency, only.agency),
+        (AuditEntry.notice_id, only.notice_id),
+        (AuditEntry.case_ref, only.case_ref),
+        (AuditEntry.event_type, only.event_type),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    # occurred_at is stored as UTC ISO text, which sorts as time does.
+    if only.since is not None:
+        query = query.where(AuditEntry.occurred_at >= _utc_text(only.since))
+    if only.until is not None:
+        query = query.where(AuditEntry.occurred_at < _utc_text(only.until))
+    rows = list((await session.execute(query)).scalars())
+    return AuditPage(
+        entries=[to_record(r) for r in rows],
+        next_after=rows[-1].seq if len(rows) == limit else None,
+        head_seq=head_seq,
+        head_hash=head_hash,
+    )
+
+
+def leaf_range(start: int, end: int, size: int, limit: int = MAX_PAGE) -> int:
+    """The end of [start, end) cut to the tree's `size`; TreeError unless 0 <= start <= end <= start+limit."""
+    if not 0 <= start <= end or end - start > limit:
+        raise TreeError(f"a range is 0 <= start <= end with at most {limit} leaves")
+    return min(end, size)
+
+
+async def leaves(session: AsyncSession, start: int, end: int) -> list[AuditLeaf]:
+    """Leaves [start, end) with their stored leaf hashes (empty where none is stored)."""
+    rows = select(AuditEntry).where(AuditEntry.seq > start, AuditEntry.seq <= end).order_by(AuditEntry.seq)
+    nodes = select(TlogNode).where(TlogNode.level == 0, TlogNode.idx >= start, TlogNode.idx < end)
+    stored = {n.idx: n.hash for n in (await session.execute(nodes)).scalars()}
+    return [
+        AuditLeaf(index=r.seq - 1, leaf_hash=stored.get(r.seq - 1, b"").hex(), record=to_record(r))
+        for r in (await session.execute(rows)).scalars()
+    ]
+
+
+async def leaves_page(session: AsyncSession, start: int, end: int) -> LeafPage:
+    size = await storage.tree_size(session)
+    return LeafPage(size=size, leaves=await leaves(session, start, leaf_range(start, end, size)))
+
+
+async def nodes_page(session: AsyncSession, level: int, start: int, end: int) -> NodePage:
+    """Stored complete-subtree hashes of one level, by index range."""
+    size = await storage.tree_size(session)
+    end = leaf_range(start, end, size >> level)
+    query = (
+        select(TlogNode)
+        .where(TlogNode.level == level, TlogNode.idx >= start, TlogNode.idx < end)
+        .order_by(TlogNode.idx)
+    )
+    nodes = [TreeNode(index=n.idx, hash=n.hash.hex()) for n in (await session.execute(query)).scalars()]
+    return NodePage(level=level, size=size, nodes=nodes)

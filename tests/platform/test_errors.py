@@ -1,0 +1,107 @@
+"""One error family: every code raised anywhere is in the table of services/platform/problems.py, and
+docs/errors.md lists exactly that table; the HTTP mapping and the CLI line come from it."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import pkgutil
+import re
+from pathlib import Path
+
+import pytest
+from starlette.datastructures import URL
+
+import services
+from services.platform.errors import Error
+from services.platform.problems import PROBLEM_TYPES, one_line, problem_type
+from services.platform.views import problem
+
+ROOT = Path(__file__).resolve().parents[2]
+ROW = re.compile(
+    r"^\| `(?P<code>[a-z_]+)` \| (?P<status>\d{3}) \| (?P<title>[^|]+) \| [^|]+ \| (?P<dl>yes)? ?\|$"
+)
+
+
+def _error_classes() -> dict[str, type[Error]]:
+    for module in pkgutil.walk_packages(services.__path__, "services."):
+        if not module.name.endswith(".__main__"):  # importing one runs its service
+            importlib.import_module(module.name)
+    found: dict[str, type[Error]] = {}
+    pending: list[type[Error]] = [Error]
+    while pending:
+        cls = pending.pop()
+        found[cls.__name__] = cls
+        pending += cls.__subclasses__()
+    return found
+
+
+def _raised_codes() -> set[tuple[str, str]]:
+    """(where, code) for every string literal passed as the code of a named error, and every class's
+    own code, found by reading the source."""
+    classes = _error_classes()
+    codes = {(f"{cls.__module__}.{name}", cls.code) for name, cls in classes.items()}
+    for path in (ROOT / "services").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+                continue
+            name = node.func.id
+            if name in classes:
+                params = list(inspect.signature(classes[name].__init__).parameters)[1:]
+                if "code" not in params:
+                    continue
+                position = params.index("code")
+                args = {i: a for i, a in enumerate(node.args)}
+                arg = args.get(position) or next((k.value for k in node.keywords if k.arg == "code"), None)
+            elif name in ("problem", "one_line"):
+                arg = node.args[1] if name == "problem" and len(node.args) > 1 else node.args[0]
+            else:
+                continue
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                codes.add((f"{path.relative_to(ROOT)}:{node.lineno}", arg.value))
+    return codes
+
+
+def test_every_code_raised_is_in_the_table() -> None:
+    unknown = sorted((where, code) for where, code in _raised_codes() if code not in PROBLEM_TYPES)
+    assert not unknown, unknown
+
+
+def test_the_scan_finds_codes_at_their_raise_sites() -> None:
+    """The scan itself works: a sample of codes raised in different ways is found."""
+    found = {code for _, code in _raised_codes()}
+    assert {"duplicate_notice", "unknown_agency", "bad_cursor", "checkpoint_refused", "forbidden"} <= found
+    assert {"kafka_unavailable", "key_file", "recall_refused"} <= found
+
+
+def test_docs_list_exactly_the_table() -> None:
+    listed = {}
+    for line in (ROOT / "docs" / "errors.md").read_text().splitlines():
+        match = ROW.match(line)
+        if match:
+            listed[match["code"]] = (int(match["status"]), match["title"].strip(), bool(match["dl"]))
+    table = {k: (t.status, t.title, t.dead_letter) for k, t in PROBLEM_TYPES.items()}
+    assert listed == table
+
+
+def test_a_problem_document_names_its_type_and_code() -> None:
+    response = problem(URL("http://gw.example:8080/"), "duplicate_notice", "notice id x was already used")
+    assert response.status_code == 409
+    assert response.media_type == "application/problem+json"
+    body = response.body.decode()
+    assert '"type":"http://gw.example:8080/problems/duplicate_notice"' in body
+    assert '"code":"duplicate_notice"' in body and '"title":"Notice id already used"' in body
+
+
+@pytest.mark.parametrize("code", ["stale", "rate_limited", "no_such_code"])
+def test_each_code_has_one_status_and_an_unknown_code_is_internal(code: str) -> None:
+    kind = problem_type(code)
+    assert kind.code == (code if code in PROBLEM_TYPES else "internal_error")
+    assert 400 <= kind.status < 600
+
+
+def test_the_cli_line_carries_detail_and_code() -> None:
+    assert one_line("bad_cursor", "not a cursor this server issued") == (
+        "error: not a cursor this server issued [bad_cursor]"
+    )
