@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import exc, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from typer.testing import CliRunner, Result
@@ -129,6 +130,26 @@ def test_a_forged_entry_with_a_wrong_prev_hash_does_not_link() -> None:
 def test_a_truncated_tail_is_invisible_to_the_chain_alone() -> None:
     # Why `audit verify` also compares the last entry with the server's head (see the CLI tests below).
     assert verify_chain(_chain(5)[:3]) == []
+
+
+# ---- event details: values RFC 8785 canonical JSON can write ------------------------------------------
+
+SAFE = 2**53 - 1
+
+
+def test_event_details_are_values_rfc8785_can_write() -> None:
+    """No float ever reaches a record (1.0 is read as the integer 1, 1.5 refused), and an integer beyond
+    +-(2**53 - 1), which the RFC 8785 library refuses, is refused where the event is made or read."""
+    assert _event(1, details={"n": 1.0}).details == {"n": 1}
+    assert _event(1, details={"n": SAFE, "m": -SAFE}).details == {"n": SAFE, "m": -SAFE}
+    for value in (1.5, SAFE + 1, -SAFE - 1, 2**64):
+        with pytest.raises(ValidationError):
+            _event(1, details={"n": value})
+    read = _event(1).model_dump(mode="json")
+    with pytest.raises(ValidationError):
+        Event.model_validate_json(json.dumps({**read, "details": {"n": SAFE + 1}}))
+    with pytest.raises(ValidationError):
+        AuditRecord.model_validate({**_chain(1)[0].model_dump(), "details": {"n": SAFE + 1}})
 
 
 # ---- append and the append-only table, on SQLite and PostgreSQL -------------------------------------
