@@ -11,7 +11,10 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-DetailValue = str | int | bool | None
+# The integers an IEEE double holds exactly (I-JSON, RFC 7493 section 2.2). The audit log hashes records as
+# RFC 8785 canonical JSON, whose library refuses larger ones, so they are refused here, at the boundary.
+SafeInt = Annotated[int, Field(ge=-(2**53 - 1), le=2**53 - 1)]
+DetailValue = str | SafeInt | bool | None
 
 
 class EventType(StrEnum):

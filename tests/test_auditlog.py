@@ -4,6 +4,7 @@ and the log the running system keeps (real Kafka, PostgreSQL and HTTP)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -13,6 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 from sqlalchemy import exc, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from typer.testing import CliRunner, Result
@@ -133,6 +137,67 @@ def test_a_forged_entry_with_a_wrong_prev_hash_does_not_link() -> None:
 def test_a_truncated_tail_is_invisible_to_the_chain_alone() -> None:
     # Why `audit verify` also compares the last entry with the server's head (see the CLI tests below).
     assert verify_chain(_chain(5)[:3]) == []
+
+
+# ---- event details: values RFC 8785 canonical JSON can write ------------------------------------------
+
+SAFE = 2**53 - 1
+
+
+def test_event_details_are_values_rfc8785_can_write() -> None:
+    """No float ever reaches a record (1.0 is read as the integer 1, 1.5 refused), and an integer beyond
+    +-(2**53 - 1), which the RFC 8785 library refuses, is refused where the event is made or read."""
+    assert _event(1, details={"n": 1.0}).details == {"n": 1}
+    assert _event(1, details={"n": SAFE, "m": -SAFE}).details == {"n": SAFE, "m": -SAFE}
+    for value in (1.5, SAFE + 1, -SAFE - 1, 2**64):
+        with pytest.raises(ValidationError):
+            _event(1, details={"n": value})
+    read = _event(1).model_dump(mode="json")
+    with pytest.raises(ValidationError):
+        Event.model_validate_json(json.dumps({**read, "details": {"n": SAFE + 1}}))
+    with pytest.raises(ValidationError):
+        AuditRecord.model_validate({**_chain(1)[0].model_dump(), "details": {"n": SAFE + 1}})
+
+
+# ---- a record's canonical JSON: RFC 8785, and the very bytes it had before --------------------------
+
+TEXT = st.text(max_size=12)
+HEX = st.binary(min_size=32, max_size=32).map(bytes.hex)
+RECORDS = st.builds(
+    AuditRecord,
+    seq=st.integers(1, SAFE),
+    event_id=TEXT,
+    event_type=TEXT,
+    occurred_at=TEXT,
+    recorded_at=TEXT,
+    actor=TEXT,
+    agency=st.none() | TEXT,
+    notice_id=st.none() | TEXT,
+    case_ref=st.none() | TEXT,
+    envelope_sha256=st.none() | HEX,
+    details=st.dictionaries(TEXT, st.none() | st.booleans() | st.integers(-SAFE, SAFE) | TEXT, max_size=6),
+    prev_hash=HEX,
+    entry_hash=HEX,
+)
+
+
+def _old_form(value: dict[str, Any]) -> bytes:
+    """The canonical JSON the log hashed before it was RFC 8785."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(RECORDS)
+def test_records_hash_as_they_did_before_rfc8785(record: AuditRecord) -> None:
+    """Logs written before still verify: for everything a record holds (text, integers within
+    +-(2**53 - 1), booleans, null; never a float) RFC 8785 writes the bytes Python's sorted json.dumps
+    wrote. The one exception, detail names ordered differently by UTF-16 code unit than by code point
+    (U+E000..U+FFFF against U+10000 and up), never occurs: deskbridge's detail names are ASCII words."""
+    assume(sorted(record.details) == sorted(record.details, key=lambda name: name.encode("utf-16-be")))
+    assert auditlog.leaf_data(record) == _old_form(record.model_dump(exclude={"prev_hash", "entry_hash"}))
+    assert (
+        entry_hash(record) == hashlib.sha256(_old_form(record.model_dump(exclude={"entry_hash"}))).hexdigest()
+    )
 
 
 # ---- append and the append-only table, on SQLite and PostgreSQL -------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rfc8785
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from joserfc.jwk import OKPKey
@@ -110,9 +111,8 @@ def make_notice(recipients: list[str], sender: str = DESK, **overrides: Any) -> 
 
 
 def notice_bytes(notice: Notice) -> bytes:
-    """The canonical JSON the inner signature covers, computed without our helpers."""
-    value = notice.model_dump(mode="json", exclude_none=True)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The canonical JSON (RFC 8785) the inner signature covers, computed without our helpers."""
+    return rfc8785.dumps(notice.model_dump(mode="json", exclude_none=True))
 
 
 def routing_fields(notice: Notice) -> dict[str, Any]:
@@ -331,6 +331,20 @@ def test_jwcrypto_verifies_decrypts_and_verifies_ours(world: World, count: int) 
         assert Notice.model_validate_json(inner.payload) == notice
 
 
+def test_a_float_coordinate_is_signed_in_its_rfc8785_form(world: World) -> None:
+    """JCS writes the double 11.0 as 11 and 0.00001 as 0.00001, where Python's json writes 11.0 and 1e-05."""
+    location = {"country": "KH", "coordinates": {"lat": 11.0, "lon": 0.00001}}
+    notice = make_notice([PARTNERS[0]], locations=[location])
+    envelope = seal(world, notice)
+    sender_key = _jwc_public(world.keys[DESK], "sig")
+    inner = jwc_jws.JWS()
+    inner.deserialize(jwc_decrypt(world, PARTNERS[0], envelope).decode(), sender_key)  # verifies
+    assert b'"coordinates":{"lat":11,"lon":0.00001}' in inner.payload
+    assert b"11.0" not in inner.payload and b"1e-05" not in inner.payload
+    assert inner.payload == notice_bytes(notice)
+    assert world.open_as(PARTNERS[0], envelope) == notice
+
+
 def test_jwcrypto_rejects_ours_with_the_wrong_keys(world: World) -> None:
     envelope = seal(world, make_notice([PARTNERS[0]]))
     with pytest.raises(jwc_jws.InvalidJWSSignature):
@@ -374,6 +388,20 @@ def test_we_open_a_jwcrypto_reply_with_optional_routing_fields(world: World) -> 
 def test_we_open_a_single_recipient_general_jwe_from_jwcrypto(world: World) -> None:
     notice = make_notice([PARTNERS[0]])
     assert world.open_as(PARTNERS[0], jwc_envelope(world, notice)) == notice
+
+
+def test_an_envelope_signed_over_the_old_canonical_form_still_opens(world: World) -> None:
+    """Before RFC 8785 the notice was signed as Python's json.dumps wrote it ("lat":11.0). Receivers
+    verify the bytes as sent and never re-canonicalize, so such envelopes open as before."""
+    notice = make_notice(
+        [PARTNERS[0]], locations=[{"country": "KH", "coordinates": {"lat": 11.0, "lon": 1e-05}}]
+    )
+    value = notice.model_dump(mode="json", exclude_none=True)
+    old_form = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    assert b'"lat":11.0,"lon":1e-05' in old_form and old_form != notice_bytes(notice)
+    sender = world.keys[DESK]
+    sealed = jwc_seal(jwc_inner(old_form, sender).encode(), routing_fields(notice), [world.keys[PARTNERS[0]]])
+    assert world.open_as(PARTNERS[0], jwc_outer(sealed, sender)) == notice
 
 
 # =========================================================================== 4. tampering

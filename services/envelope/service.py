@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+import rfc8785
 from joserfc import jwe, jws
 from joserfc.errors import JoseError
 from joserfc.jwe import JWERegistry
@@ -86,8 +87,11 @@ _JWE_REGISTRY = JWERegistry(
 
 
 def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no insignificant white space, UTF-8: the bytes the inner signature covers."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """RFC 8785 (JCS): the bytes the inner signature covers and the audit log hashes, reproducible with any
+    JCS library. Raises ValueError (mostly rfc8785.CanonicalizationError) for NaN and infinities, which
+    JCS has no form for, for integers beyond +-(2**53 - 1), which a double cannot hold exactly, and for
+    lone surrogates, which are not Unicode text."""
+    return rfc8785.dumps(value)
 
 
 def sha256_hex(data: bytes) -> str:

@@ -3,7 +3,8 @@
 Keys come from fixed seeds and Ed25519 signatures are deterministic, so keys, notices, canonical JSON
 and inner JWS are rewritten byte for byte on every run. Envelopes are not deterministic (fresh content
 key, IV and ephemeral keys): an existing envelope file is kept while it still opens to the current
-notice, so the committed vectors stay fixed; `--force` seals new ones.
+notice and its inner JWS signs the current canonical JSON, so the committed vectors stay fixed; `--force`
+seals new ones.
 """
 
 from __future__ import annotations
@@ -170,6 +171,15 @@ def _inner_jws(envelope: bytes, recipient: dict[str, Any]) -> bytes:
     return plaintext
 
 
+def _current(envelope: bytes, notice: Notice, canonical: bytes, keys: dict[str, Any]) -> bool:
+    """The envelope opens to the notice and its inner JWS signs `canonical`: one sealed under an older
+    canonical form still opens, but would no longer match the canonical file."""
+    if not _opens_to(envelope, notice, keys):
+        return False
+    payload = _inner_jws(envelope, _by_use(keys[notice.recipients[0]], "enc")).split(b".")[1]
+    return base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)) == canonical
+
+
 def write_vectors(directory: Path = VECTORS, force: bool = False) -> list[Path]:
     """Writes every vector file into `directory`; returns the files written or kept."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -180,13 +190,15 @@ def write_vectors(directory: Path = VECTORS, force: bool = False) -> list[Path]:
     for name, body in (("notice", NOTICE), ("reply", REPLY)):
         notice = Notice.model_validate(body)
         value = notice.model_dump(mode="json", exclude_none=True)
+        canonical = canonical_json(value)
         envelope_path = directory / ENVELOPE_FILES[name]
-        if force or not envelope_path.exists() or not _opens_to(envelope_path.read_bytes(), notice, keys):
+        fresh = envelope_path.exists() and _current(envelope_path.read_bytes(), notice, canonical, keys)
+        if force or not fresh:
             envelope_path.write_bytes(_seal(notice, keys))
         envelope = envelope_path.read_bytes()
         written = {
             f"{name}.json": (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode(),
-            f"{name}.canonical.json": canonical_json(value),
+            f"{name}.canonical.json": canonical,
             f"{name}.jws": _inner_jws(envelope, _by_use(keys[notice.recipients[0]], "enc")),
         }
         for filename, data in written.items():
