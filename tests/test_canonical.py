@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.envelope import canonical_json
+from services.envelope.service import canonical_json
 
 SAFE = 2**53 - 1  # RFC 8785 section 3.2.2.3 and I-JSON: the integers an IEEE double holds exactly
 
