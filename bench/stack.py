@@ -24,6 +24,7 @@ from bench.profile import tree_cpu_seconds
 from services.cli.demo import enrol
 from services.cli.profiles import Profile
 from services.cli.stack import prepare
+from services.common.children import spawn_child
 from services.common.db import make_engine, make_sessionmaker
 from services.common.kafka import EventPublisher, Topics
 from services.common.kafka_broker import KafkaBroker, KafkaCluster, ensure_jars, free_port
@@ -158,7 +159,7 @@ class Stack:
         """Starts service `name` as a process of its own (again, after a kill), appending to its log."""
         log = self.work / f"{name}.log"
         with log.open("ab") as out:
-            process = subprocess.Popen(
+            process = spawn_child(
                 [sys.executable, "-m", f"services.{name}"],
                 env={**os.environ, **self.env},
                 stdout=out,

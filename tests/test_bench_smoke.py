@@ -10,6 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from services.common.children import spawn_child
 from services.common.kafka_broker import KafkaBroker
 from tests.support.postgres import PostgresCluster
 
@@ -50,7 +51,7 @@ def test_the_quick_bench_reports_every_section_with_positive_figures(
 ) -> None:
     database_url = pg_cluster.create_database(f"bench_{uuid.uuid4().hex[:8]}")
     out = tmp_path / "performance.md"
-    run = subprocess.run(
+    bench = spawn_child(
         [
             sys.executable,
             "-m",
@@ -64,12 +65,15 @@ def test_the_quick_bench_reports_every_section_with_positive_figures(
             database_url,
         ],
         cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    try:
+        stdout, stderr = bench.communicate(timeout=120)
+    finally:
+        bench.kill()  # after a timeout; nothing left to kill otherwise
+        bench.wait()
+    assert bench.returncode == 0, (stdout[-3000:] + stderr[-3000:]).decode(errors="replace")
     report = out.read_text()
     headings = re.findall(r"^## (.+)$", report, re.MULTILINE)
     assert [h for h in headings if h in SECTIONS] == SECTIONS

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
 from schemas.notices import Notice
+from services.common.children import spawn_child
 from services.common.db import Delivery, NoticeRow, Submission
 from services.common.envelope import seal_notice
 from services.common.kafka import header_value
@@ -147,7 +148,7 @@ def _start_ingest(stack: Stack) -> subprocess.Popen[bytes]:
         "DESKBRIDGE_TOPIC_PREFIX": stack.settings.topic_prefix,
         "DESKBRIDGE_LOG_LEVEL": "warning",
     }
-    return subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env)
+    return spawn_child([sys.executable, "-m", "services.ingest"], env=env)
 
 
 @pytest.mark.without_ingest
