@@ -22,6 +22,7 @@ import httpx
 
 from bench.profile import tree_cpu_seconds
 from devstack.kafka import KafkaBroker, KafkaCluster, ensure_jars, free_port
+from devstack.processes import spawn_child
 from services.cli.demo import enrol
 from services.cli.profiles import Profile
 from services.cli.stack import prepare
@@ -158,7 +159,7 @@ class Stack:
         """Starts service `name` as a process of its own (again, after a kill), appending to its log."""
         log = self.work / f"{name}.log"
         with log.open("ab") as out:
-            process = subprocess.Popen(
+            process = spawn_child(
                 [sys.executable, "-m", f"services.{name}"],
                 env={**os.environ, **self.env},
                 stdout=out,

@@ -35,6 +35,8 @@ from typing import IO, Self
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from devstack.processes import spawn_child
+
 # In kafka_2.13 4.1.1 the storage tool is still the Scala object (not org.apache.kafka.tools.*).
 _STORAGE_TOOL = "kafka.tools.StorageTool"
 _BROKER_MAIN = "kafka.Kafka"
@@ -260,6 +262,11 @@ class KafkaBroker:
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The JVM's process id, once launched."""
+        return None if self._proc is None else self._proc.pid
+
     def start(self, timeout: float = 60.0) -> None:
         """Launch the broker and block until it serves metadata; raise RuntimeError otherwise."""
         if self.is_running():
@@ -276,12 +283,12 @@ class KafkaBroker:
             self._format()
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_fh = self._log_path.open("ab")  # append: keep earlier runs' logs for post-mortems
-        self._proc = subprocess.Popen(
+        # Its own process group (Ctrl-C in a terminal doesn't hit the JVM first), killed if we die.
+        self._proc = spawn_child(
             [*self._java(), _BROKER_MAIN, str(self._config_path)],
             stdin=subprocess.DEVNULL,
             stdout=self._log_fh,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: Ctrl-C in a terminal doesn't hit the JVM first
         )
 
     def wait_ready(self, timeout: float = 60.0) -> None:

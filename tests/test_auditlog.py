@@ -28,7 +28,7 @@ from services.delivery.models import NoticeRow
 from services.platform.database import make_sessionmaker
 from services.transparency import service as audit_log
 from services.transparency import storage
-from services.transparency.entries import GENESIS_HASH, ChainBreak, entry_hash, verify_chain
+from services.transparency.entries import GENESIS_HASH, ChainBreak, entry_hash, leaf_data, verify_chain
 from services.transparency.models import AuditEntry
 from services.transparency.service import append, to_record
 from tests.conftest import Stack, eventually, notice_body, receipt
@@ -194,7 +194,7 @@ def test_records_hash_as_they_did_before_rfc8785(record: AuditRecord) -> None:
     wrote. The one exception, detail names ordered differently by UTF-16 code unit than by code point
     (U+E000..U+FFFF against U+10000 and up), never occurs: deskbridge's detail names are ASCII words."""
     assume(sorted(record.details) == sorted(record.details, key=lambda name: name.encode("utf-16-be")))
-    assert auditlog.leaf_data(record) == _old_form(record.model_dump(exclude={"prev_hash", "entry_hash"}))
+    assert leaf_data(record) == _old_form(record.model_dump(exclude={"prev_hash", "entry_hash"}))
     assert (
         entry_hash(record) == hashlib.sha256(_old_form(record.model_dump(exclude={"entry_hash"}))).hexdigest()
     )

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -12,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from devstack.kafka import KafkaBroker, ensure_jars, free_port
+from devstack.processes import spawn_child
 from tests.support.fixtures import REPO_ROOT
 from tests.support.postgres import PostgresCluster
 
@@ -124,3 +132,70 @@ async def test_postgres_survives_crash() -> None:
         finally:
             await conn.close()
     assert not cluster.base_dir.exists()
+
+
+# A test run in miniature: starts a broker and a database the way the session fixtures do, and waits.
+_RUN = """
+import sys, time
+from pathlib import Path
+from devstack.kafka import KafkaBroker, ensure_jars, free_port
+from tests.support.fixtures import REPO_ROOT
+from tests.support.postgres import PostgresCluster
+
+broker = KafkaBroker(
+    jar_dir=ensure_jars(REPO_ROOT / "deploy" / "kafka"),
+    data_dir=Path(sys.argv[1]),
+    port=free_port(),
+    controller_port=free_port(),
+    heap="256m",
+)
+broker.start(timeout=120)
+cluster = PostgresCluster()
+cluster.start()
+print(broker.pid, cluster.pid, cluster.base_dir, flush=True)
+time.sleep(600)
+"""
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of group `pgid` runs (a zombie no one has reaped yet does not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def test_a_killed_run_takes_its_broker_and_database_with_it(tmp_path: Path) -> None:
+    """SIGKILL runs no `finally` and no fixture teardown: the kernel must end the Kafka JVM and the
+    postmaster (with its backends, all in its process group) when the process that started them dies."""
+    run = spawn_child(
+        [sys.executable, "-c", _RUN, str(tmp_path / "kafka")], cwd=REPO_ROOT, stdout=subprocess.PIPE
+    )
+    groups: list[int] = []
+    pg_dir: str | None = None
+    try:
+        assert run.stdout is not None
+        line = run.stdout.readline().decode()
+        assert line, f"the run exited with {run.wait()} before its broker and database were up"
+        jvm, postmaster, pg_dir = line.split()
+        groups = [int(jvm), int(postmaster)]
+        assert all(_group_alive(pgid) for pgid in groups)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        deadline = time.monotonic() + 15
+        while any(_group_alive(pgid) for pgid in groups) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [pgid for pgid in groups if _group_alive(pgid)] == [], "left running after the run died"
+    finally:
+        run.kill()
+        run.wait()
+        for pgid in groups:  # whatever the kernel did not kill, lest a failure leave it running
+            if _group_alive(pgid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+        if pg_dir is not None:
+            shutil.rmtree(pg_dir, ignore_errors=True)

@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
+from devstack.processes import spawn_child
 from schemas.notices import Notice
 from services.delivery.models import Delivery, NoticeRow
 from services.envelope.keys import AgencyKeys
@@ -148,7 +149,7 @@ def _start_ingest(stack: Stack) -> subprocess.Popen[bytes]:
         "DESKBRIDGE_TOPIC_PREFIX": stack.settings.topic_prefix,
         "DESKBRIDGE_LOG_LEVEL": "warning",
     }
-    return subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env)
+    return spawn_child([sys.executable, "-m", "services.ingest"], env=env)
 
 
 @pytest.mark.without_ingest

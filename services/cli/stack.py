@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from devstack.kafka import KafkaBroker, ensure_jars
+from devstack.processes import spawn_child
 from services.cli.demo import bootstrap
 from services.platform.database import make_engine, make_sessionmaker
 from services.platform.kafka import EventPublisher, Topics, create_topics
@@ -80,7 +81,7 @@ def run_stack(var: Path, kafka_port: int, gateway_port: int, audit_port: int) ->
         broker.start()
         enrolled = asyncio.run(prepare(settings, home))
         for name in SERVICES:
-            children.append(subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=environment))
+            children.append(spawn_child([sys.executable, "-m", f"services.{name}"], env=environment))
         _wait_http(f"http://127.0.0.1:{gateway_port}/healthz", children[0])
         _wait_http(f"http://127.0.0.1:{audit_port}/v1/audit/events", children[2])
         print(

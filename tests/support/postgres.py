@@ -4,8 +4,12 @@ Why not pytest-postgresql's ``postgresql_proc``/``PostgreSQLExecutor``: it runs 
 ``pg_ctl start`` as the *current* user and has no hook to switch users, while ``initdb`` and
 ``postgres`` refuse to run as root -- and the tests (and CI) run as root. Wrapping ``pg_ctl`` in a
 shell script would work but hides the trick inside a fake executable. So this module runs the
-server tools itself: as root, through ``runuser -u postgres --`` (the Debian ``postgresql`` package
-creates that OS user) on a temp directory chowned to that user; as any other user, directly.
+server tools itself: as root, as the ``postgres`` OS user (the Debian ``postgresql`` package creates
+it) on a temp directory chowned to that user; as any other user, directly. ``initdb`` goes through
+``runuser -u postgres --``; the server is the ``postgres`` binary itself, a child of this process that
+:func:`spawn_child` switches to that user, so that it dies with this process even when that is killed
+with SIGKILL. Started by ``pg_ctl start`` (which daemonizes it) or by ``runuser`` (which forks it), the
+server would outlive a killed test run.
 
 Client-side tools (``createdb``, ``pg_isready``) and client connections are fine as root: the
 cluster uses ``trust`` auth on loopback TCP, so every test connects as the ``postgres`` role.
@@ -13,6 +17,7 @@ cluster uses ``trust`` auth on loopback TCP, so every test connects as the ``pos
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -26,6 +31,7 @@ from types import TracebackType
 from typing import Self
 
 from devstack.kafka import free_port
+from devstack.processes import spawn_child
 
 _PG_ROOT = Path("/usr/lib/postgresql")
 _OS_USER = "postgres"
@@ -56,7 +62,7 @@ def find_bin_dir(root: Path = _PG_ROOT) -> Path:
 
 
 class PostgresCluster:
-    """initdb + pg_ctl on a private temp directory and a free loopback port.
+    """initdb + the postgres server on a private temp directory and a free loopback port.
 
     ``start()`` initialises the cluster on first use; after ``kill()`` it restarts the existing data
     (with crash recovery). ``stop()`` shuts down and deletes everything.
@@ -66,6 +72,7 @@ class PostgresCluster:
         self.bin_dir = bin_dir or find_bin_dir()
         self.port = port or free_port()
         self._as_root = os.geteuid() == 0
+        self._proc: subprocess.Popen[bytes] | None = None
         if self._as_root:
             try:
                 pw = pwd.getpwnam(_OS_USER)
@@ -125,7 +132,7 @@ class PostgresCluster:
             ),
             "initdb",
         )
-        # Settings go into postgresql.conf (not `pg_ctl -o`) so a restart after kill() reuses them.
+        # Settings go into postgresql.conf (not the command line) so a restart after kill() reuses them.
         settings = {
             **_SERVER_SETTINGS,
             "port": str(self.port),
@@ -134,12 +141,6 @@ class PostgresCluster:
         with (self.data_dir / "postgresql.conf").open("a") as fh:
             fh.write("\n# deskbridge test cluster\n")
             fh.writelines(f"{k} = {v}\n" for k, v in settings.items())
-
-    def _postmaster_pid(self) -> int | None:
-        try:
-            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (FileNotFoundError, ValueError):
-            return None
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -151,6 +152,11 @@ class PostgresCluster:
         """Plain libpq-style DSN, for asyncpg.connect / psycopg."""
         return f"postgresql://{_SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id, once started."""
+        return None if self._proc is None else self._proc.pid
+
     def is_running(self) -> bool:
         return (
             subprocess.run(
@@ -161,27 +167,27 @@ class PostgresCluster:
         )
 
     def start(self, timeout: float = 60.0) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            return
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
-        self._run(
-            self._server_cmd(
-                "pg_ctl",
-                "start",
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self.log_file),
-                "-w",
-                "-t",
-                str(int(timeout)),
-            ),
-            "start",
-            timeout=timeout + 10,
-        )
-        # pg_ctl -w already waited for the postmaster; double-check TCP reachability ourselves.
+        with self.log_file.open("ab") as log:
+            self._proc = spawn_child(
+                [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)],
+                cwd=self.base_dir,  # the postgres user may not be allowed to enter the caller's cwd
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=self._uid if self._as_root else None,
+                group=self._gid if self._as_root else None,
+            )
         deadline = time.monotonic() + timeout
         while not self.is_running():
+            if self._proc.poll() is not None:
+                code, self._proc = self._proc.returncode, None
+                raise RuntimeError(f"PostgreSQL exited with {code} during startup:\n{self._log_tail()}")
             if time.monotonic() > deadline:
+                self.kill()
                 raise RuntimeError(f"PostgreSQL not ready on port {self.port}:\n{self._log_tail()}")
             time.sleep(0.1)
 
@@ -196,15 +202,15 @@ class PostgresCluster:
 
     def kill(self) -> None:
         """Crash the server (SIGKILL) for fault tests; ``start()`` brings it back with the same data."""
-        pid = self._postmaster_pid()
-        if pid is None:
+        if self._proc is None:
             return
-        try:
-            # pg_ctl setsid()s the postmaster, so its process group holds every backend too;
+        proc, self._proc = self._proc, None
+        pid = proc.pid
+        with contextlib.suppress(ProcessLookupError):
+            # The postmaster leads its own process group, which holds every backend too;
             # killing only the postmaster would leave backends pinning the shared memory.
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
+        proc.wait()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -214,17 +220,14 @@ class PostgresCluster:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        """Fast shutdown, then delete the cluster directory."""
-        if self._postmaster_pid() is not None:
-            proc = subprocess.run(
-                self._server_cmd("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w"),
-                cwd=self.base_dir,
-                capture_output=True,
-                check=False,
-                timeout=60,
-            )
-            if proc.returncode != 0:
+        """Fast shutdown (SIGINT), then delete the cluster directory."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
+            try:
+                self._proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
                 self.kill()
+        self._proc = None
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def __enter__(self) -> Self:
