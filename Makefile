@@ -34,6 +34,7 @@ run: $(INSTALLED) $(JARS)
 lint: $(INSTALLED)
 	$(BIN)/ruff check services schemas migrations tests bench faults devstack
 	$(BIN)/ruff format --check services schemas migrations tests bench faults devstack
+	$(BIN)/lint-imports
 
 typecheck: $(INSTALLED)
 	$(BIN)/mypy

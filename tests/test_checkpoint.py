@@ -14,10 +14,10 @@ from __future__ import annotations
 import base64
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.envelope.keys import SigningKey
 from services.transparency.merkle import EMPTY_ROOT
 from services.transparency.note import (
     MAX_SIGNATURES,
@@ -66,7 +66,7 @@ C2SP_NOTE = (
 
 def peter_signer() -> NoteSigner:
     seed = base64.b64decode(PETER_SKEY.split("+", 4)[4])[1:]  # type byte 0x01, then the Ed25519 seed
-    return NoteSigner("PeterNeumann", Ed25519PrivateKey.from_private_bytes(seed))
+    return NoteSigner("PeterNeumann", SigningKey.from_seed("test", seed))
 
 
 def test_go_verifier_keys_parse_and_reencode() -> None:
@@ -239,19 +239,19 @@ ORIGIN = "deskbridge.example/audit"
 
 
 def signed_checkpoint(
-    log_key: Ed25519PrivateKey, *cosigners: CosignatureSigner, origin: str = ORIGIN
+    log_key: SigningKey, *cosigners: CosignatureSigner, origin: str = ORIGIN
 ) -> tuple[Checkpoint, str]:
     checkpoint = Checkpoint(origin, 1234, b"\x42" * 32)
     return checkpoint, sign_note(checkpoint.body(), [NoteSigner(origin, log_key), *cosigners])
 
 
 def test_checkpoint_sign_and_open() -> None:
-    log_key = Ed25519PrivateKey.generate()
+    log_key = SigningKey.generate("test")
     checkpoint, note = signed_checkpoint(log_key)
-    log = NoteVerifier(ORIGIN, log_key.public_key())
+    log = NoteVerifier(ORIGIN, log_key.public())
     assert open_checkpoint(note, ORIGIN, log) == (checkpoint, ())
     assert open_note(note, [log]) == (checkpoint.body(), (ORIGIN,))
-    assert open_checkpoint(note, ORIGIN, parse_vkey(vkey(ORIGIN, log_key.public_key())))[0] == checkpoint
+    assert open_checkpoint(note, ORIGIN, parse_vkey(vkey(ORIGIN, log_key.public())))[0] == checkpoint
 
 
 def refusal(
@@ -263,17 +263,17 @@ def refusal(
 
 
 def test_checkpoint_refusals() -> None:
-    log_key, other_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    log_key, other_key = SigningKey.generate("test"), SigningKey.generate("test")
     checkpoint, note = signed_checkpoint(log_key)
-    log = NoteVerifier(ORIGIN, log_key.public_key())
+    log = NoteVerifier(ORIGIN, log_key.public())
 
     # A wrong key under the right name has another key ID: it is not the log's signature at all.
-    assert refusal(note, ORIGIN, NoteVerifier(ORIGIN, other_key.public_key())) == "note_unverified"
+    assert refusal(note, ORIGIN, NoteVerifier(ORIGIN, other_key.public())) == "note_unverified"
     assert refusal(signed_checkpoint(other_key)[1], ORIGIN, log) == "note_unverified"
     # An origin swapped after signing breaks the signature; a genuine checkpoint of another log is refused.
     swapped = note.replace(ORIGIN + "\n", "elsewhere.example/log\n", 1)
     assert refusal(swapped, "elsewhere.example/log", log) == "note_bad_signature"
-    other_log = NoteVerifier("elsewhere.example/log", log_key.public_key())
+    other_log = NoteVerifier("elsewhere.example/log", log_key.public())
     _, elsewhere = signed_checkpoint(log_key, origin="elsewhere.example/log")
     assert refusal(elsewhere, ORIGIN, other_log) == "note_wrong_origin"
     # A note signed only by someone we do not know.
@@ -293,10 +293,10 @@ def test_checkpoint_refusals() -> None:
 def test_any_changed_character_fails_some_signature(data: st.DataObject) -> None:
     """Replace one character anywhere in a note signed by a log and two witnesses: the note is refused,
     or at least one signer no longer verifies."""
-    keys = [Ed25519PrivateKey.from_private_bytes(bytes([i]) * 32) for i in range(3)]
+    keys = [SigningKey.from_seed("test", bytes([i]) * 32) for i in range(3)]
     witnesses = [CosignatureSigner(f"witness.example/w{i}", keys[i], 1_700_000_000 + i) for i in (1, 2)]
     checkpoint, note = signed_checkpoint(keys[0], *witnesses)
-    log = NoteVerifier(ORIGIN, keys[0].public_key())
+    log = NoteVerifier(ORIGIN, keys[0].public())
     cosigners = tuple(w.verifier() for w in witnesses)
     assert open_checkpoint(note, ORIGIN, log, cosigners) == (
         checkpoint,
@@ -320,16 +320,16 @@ def test_any_changed_character_fails_some_signature(data: st.DataObject) -> None
 def test_cosignature_signs_the_spec_message() -> None:
     """c2sp.org/tlog-cosignature: key ID with type 0x04; the line holds key ID, u64 time, signature; the
     signed message is "cosignature/v1", "time <t>", then the whole checkpoint text."""
-    key = Ed25519PrivateKey.generate()
+    key = SigningKey.generate("test")
     witness = CosignatureSigner("witness.example.com/w1", key, 1679315147)
     line = signature_line(C2SP_BODY, witness)
     name, b64 = line.removeprefix("— ").removesuffix("\n").split(" ")
     raw = base64.b64decode(b64)
     assert name == "witness.example.com/w1" and len(raw) == 4 + 8 + 64
-    raw_key = bytes(key.public_key().public_bytes_raw())
+    raw_key = key.public().raw()
     assert raw[:4] == witness.key_id == key_id("witness.example.com/w1", 0x04, raw_key)
     assert raw[4:12] == (1679315147).to_bytes(8, "big") and cosignature_timestamp(raw[4:]) == 1679315147
-    key.public_key().verify(raw[12:], b"cosignature/v1\ntime 1679315147\n" + C2SP_BODY.encode())
+    assert key.public().verify(raw[12:], b"cosignature/v1\ntime 1679315147\n" + C2SP_BODY.encode())
 
     cosigned = C2SP_NOTE.split("— witness")[0] + line  # the log's line (unverifiable here), then ours
     assert open_note(cosigned, [witness.verifier()]) == (C2SP_BODY, ("witness.example.com/w1",))
@@ -344,33 +344,33 @@ def test_cosignature_time_vector() -> None:
 
 
 def test_cosignature_and_note_signature_do_not_stand_in_for_each_other() -> None:
-    key = Ed25519PrivateKey.generate()
+    key = SigningKey.generate("test")
     body = Checkpoint(ORIGIN, 7, b"\x07" * 32).body()
     as_note = sign_note(body, [NoteSigner("w.example", key)])
     as_cosignature = sign_note(body, [CosignatureSigner("w.example", key, 1)])
     with pytest.raises(NoteError, match="no signature by a known key"):
-        open_note(as_note, [CosignatureVerifier("w.example", key.public_key())])
+        open_note(as_note, [CosignatureVerifier("w.example", key.public())])
     with pytest.raises(NoteError, match="no signature by a known key"):
-        open_note(as_cosignature, [NoteVerifier("w.example", key.public_key())])
+        open_note(as_cosignature, [NoteVerifier("w.example", key.public())])
 
 
 def test_cosignature_vkey_round_trip() -> None:
-    key = Ed25519PrivateKey.generate()
+    key = SigningKey.generate("test")
     witness = CosignatureSigner("witness.example/w1", key, 5)
-    text = vkey("witness.example/w1", key.public_key(), SIG_COSIGNATURE_V1)
+    text = vkey("witness.example/w1", key.public(), SIG_COSIGNATURE_V1)
     verifier = parse_vkey(text)
     assert isinstance(verifier, CosignatureVerifier) and verifier.key_id == witness.key_id
     assert open_note(sign_note("x\n", [witness]), [verifier])[1] == ("witness.example/w1",)
 
 
 def test_cosignature_timestamps_beyond_int63_are_refused() -> None:
-    key = Ed25519PrivateKey.generate()
+    key = SigningKey.generate("test")
     with pytest.raises(ValueError, match="timestamp"):
         CosignatureSigner("w.example", key, 2**63)
     body = "x\n"
     t = 2**63  # sign it by hand: a well-formed signature over a time the spec forbids
     raw = t.to_bytes(8, "big") + key.sign(b"cosignature/v1\ntime %d\n" % t + body.encode())
-    verifier = CosignatureVerifier("w.example", key.public_key())
+    verifier = CosignatureVerifier("w.example", key.public())
     note = body + "\n— w.example " + base64.b64encode(verifier.key_id + raw).decode() + "\n"
     with pytest.raises(NoteError) as refused:
         open_note(note, [verifier])
@@ -378,7 +378,7 @@ def test_cosignature_timestamps_beyond_int63_are_refused() -> None:
 
 
 def test_signing_refuses_what_cannot_be_a_note() -> None:
-    key = Ed25519PrivateKey.generate()
+    key = SigningKey.generate("test")
     signer = NoteSigner("log.example", key)
     for body in ["no final newline", "bell\x07\n"]:
         with pytest.raises(NoteError):
@@ -393,5 +393,5 @@ def test_signing_refuses_what_cannot_be_a_note() -> None:
             "x\n\n— a AAAAAAA=\n",
             "a",
             signer.verifier(),
-            [CosignatureVerifier("log.example", key.public_key())],
+            [CosignatureVerifier("log.example", key.public())],
         )

@@ -82,7 +82,7 @@ async def test_admin_enrols_a_new_agency_that_then_receives(stack: Stack, tmp_pa
     issued = await deskbridge(stack, "credential", "issue", "--role", "agency", "--agency", "europol")
     assert issued.exit_code == 0, issued.output
     # Europol pins the directory key after the desk reads its kid out to them by phone.
-    desk_said = load_directory_key(stack.home / "kr-desk" / DIRECTORY_KEY_FILE).thumbprint()
+    desk_said = load_directory_key(stack.home / "kr-desk" / DIRECTORY_KEY_FILE).kid
     wrong = await deskbridge(stack, "directory", "pin", "--as", "europol", "--kid", "A" * 43)
     assert wrong.exit_code == 1 and "not pinned" in wrong.output
     pinned = await deskbridge(stack, "directory", "pin", "--as", "europol", "--kid", desk_said)

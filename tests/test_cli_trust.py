@@ -112,7 +112,9 @@ async def test_a_revoked_key_cannot_send_and_the_desk_recalls(stack: Stack, tmp_
 
 
 async def test_a_directory_signed_by_another_key_is_refused(stack: Stack) -> None:
-    save_pin(stack.home / "kh-cnp", AgencyKeys.generate("x").signing)  # a pin the server cannot match
+    save_pin(
+        stack.home / "kh-cnp", AgencyKeys.generate("x").signer().public()
+    )  # a pin the server cannot match
     result = await deskbridge(stack, "inbox", "pull", "--as", "kh-cnp")
     assert result.exit_code == 1 and "directory refused" in result.output, result.output
     (stack.home / "kh-cnp" / PIN_FILE).unlink()

@@ -22,11 +22,11 @@ from services.cli.main import app as cli
 from services.envelope.errors import EnvelopeError
 from services.envelope.keys import AgencyKeys, PublicKey, SigningKey
 from services.platform.database import utcnow
+from services.trust.errors import SignatureError
 from services.trust.httpsig import (
     COVERED,
     LABEL,
     RequestSigner,
-    SignatureError,
     SignaturePolicy,
     verify_request,
 )

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import exc, select, text
@@ -25,7 +24,7 @@ from schemas.audit import AuditLeaf
 from schemas.events import Event, EventType
 from services.cli.main import app
 from services.cli.profiles import Profile
-from services.envelope.keys import AgencyKeys
+from services.envelope.keys import AgencyKeys, SigningKey
 from services.platform.database import make_sessionmaker
 from services.transparency import merkle, storage
 from services.transparency.checkpoints import check_tree, save_log_vkey, sign_checkpoint
@@ -110,7 +109,7 @@ async def test_appends_store_the_tree_and_proofs_read_from_it(engine: AsyncEngin
 
 async def test_the_database_refuses_to_rewrite_the_tree_or_a_checkpoint(engine: AsyncEngine) -> None:
     await _append(engine, 1, 4)
-    signer = NoteSigner(ORIGIN, Ed25519PrivateKey.generate())
+    signer = NoteSigner(ORIGIN, SigningKey.generate("test"))
     async with make_sessionmaker(engine)() as session:
         check = await check_tree(session, signer.verifier())
         assert await sign_checkpoint(session, signer, check) is not None
@@ -133,7 +132,7 @@ async def test_the_database_refuses_to_rewrite_the_tree_or_a_checkpoint(engine: 
 async def test_the_start_up_check_rebuilds_the_tree_and_refuses_to_sign_when_it_disagrees(
     engine: AsyncEngine,
 ) -> None:
-    signer = NoteSigner(ORIGIN, Ed25519PrivateKey.generate())
+    signer = NoteSigner(ORIGIN, SigningKey.generate("test"))
     sessions = make_sessionmaker(engine)
     await _append(engine, 1, 9)
     async with sessions() as session:
@@ -390,8 +389,7 @@ async def test_export_verifies_offline_and_a_partner_witnesses_checkpoints(
     assert "cosigned checkpoint 18 root" in result.output
     served = (await stack.client("kh-cnp", audit=True).get("/v1/audit/checkpoint")).text
     assert "\u2014 kh-cnp " in served
-    partner = AgencyKeys.load(stack.home / "kh-cnp").signing.public_key
-    assert isinstance(partner, Ed25519PublicKey)
+    partner = AgencyKeys.load(stack.home / "kh-cnp").signer().public()
     log = parse_vkey((stack.home / "kh-cnp" / "audit-log.vkey").read_text().strip())
     assert isinstance(log, NoteVerifier)
     _, cosigners = open_checkpoint(served, log.name, log, [CosignatureVerifier("kh-cnp", partner)])
@@ -516,7 +514,7 @@ class _View:
 
 
 async def test_verify_reports_a_fork_and_a_rollback_from_a_split_view(tmp_path: Path) -> None:
-    signer = NoteSigner(ORIGIN, Ed25519PrivateKey.generate())
+    signer = NoteSigner(ORIGIN, SigningKey.generate("test"))
     view = _View(signer)
     Profile(tmp_path, "auditor").save_credential("dbk_test_secret")
     save_log_vkey(tmp_path / "auditor", signer)
@@ -547,7 +545,7 @@ async def test_verify_reports_a_fork_and_a_rollback_from_a_split_view(tmp_path: 
         # A checkpoint signed by another key is refused outright.
         view.note = sign_note(
             Checkpoint(ORIGIN, 4, view.tree.root(4)).body(),
-            [NoteSigner(ORIGIN, Ed25519PrivateKey.generate())],
+            [NoteSigner(ORIGIN, SigningKey.generate("test"))],
         )
         result = await asyncio.to_thread(_cli, *args)
         assert result.exit_code == 1

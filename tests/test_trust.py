@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from schemas.directory import SignedDirectory
 from schemas.notices import Notice
 from services.delivery.models import Delivery, NoticeRow
-from services.envelope.keys import AgencyKeys, public_jwk
+from services.envelope.keys import AgencyKeys
 from services.envelope.service import open_envelope, parse_envelope, seal_notice
 from services.notices.models import Submission
 from services.platform.kafka import header_value
@@ -462,7 +462,7 @@ async def test_the_directory_is_signed_and_checks_out_against_the_pinned_key(sta
     # The independent JOSE library agrees, from the pinned key alone.
     checker = jwc_jws.JWS()
     checker.deserialize(signed.jws)
-    checker.verify(jwc_jwk.JWK(**public_jwk(pinned, use="sig", alg="Ed25519")), alg="Ed25519")
+    checker.verify(jwc_jwk.JWK(**pinned.jwk(use="sig", alg="Ed25519")), alg="Ed25519")
     assert json.loads(checker.payload)["agencies"][0]["id"] == document.agencies[0].id
 
     # A document changed in transit, signed by another key, or replayed late is refused.
@@ -472,7 +472,7 @@ async def test_the_directory_is_signed_and_checks_out_against_the_pinned_key(sta
     forged = SignedDirectory(jws=f"{head}.{_b64e(json.dumps(tampered).encode())}.{signature}", kid=signed.kid)
     with pytest.raises(DirectoryTrustError, match="does not verify"):
         verify_directory(forged, pinned, datetime.now(UTC), timedelta(minutes=5))
-    other = AgencyKeys.generate("x").signing
+    other = AgencyKeys.generate("x").signer().public()
     with pytest.raises(DirectoryTrustError, match="not by the pinned key"):
         verify_directory(signed, other, datetime.now(UTC), timedelta(minutes=5))
     with pytest.raises(DirectoryTrustError, match="replayed old copy"):

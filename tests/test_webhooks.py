@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-from joserfc.jwk import OKPKey
 from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,15 +30,15 @@ from devstack.kafka import free_port
 from services.delivery.deadlines import parked_alerts
 from services.delivery.models import Delivery
 from services.delivery.service import decode_cursor
-from services.delivery.webhooks import SIGNER, RetryPolicy, verify_webhook
-from services.envelope.keys import AgencyKeys, SigningKey, import_public
+from services.delivery.webhooks import RetryPolicy, verify_webhook
+from services.envelope.keys import AgencyKeys, PublicKey, SigningKey
 from services.envelope.service import open_envelope, parse_envelope
 from services.gateway.app import create_app as create_gateway_app
 from services.ingest.main import run_webhooks
 from services.platform.settings import Settings
 from services.trust.errors import SignatureError
 from services.trust.httpsig import RequestSigner
-from services.trust.signed_directory import load_pin
+from services.trust.signed_directory import DIRECTORY_SIGNER, load_pin
 from tests.conftest import ServiceTasks, Stack, eventually, notice_body
 
 DESK, KH, INTERPOL = "kr-desk", "kh-cnp", "interpol-ncb-phnom-penh"
@@ -66,7 +65,7 @@ class Endpoint:
 class Receiver:
     """Partners' webhook endpoints on loopback; each request is checked against the pinned directory key."""
 
-    def __init__(self, pinned: OKPKey) -> None:
+    def __init__(self, pinned: PublicKey) -> None:
         self.pinned = pinned
         self.base_url = ""
         self.endpoints: dict[str, Endpoint] = {}
@@ -458,39 +457,35 @@ async def test_an_escalated_notice_is_posted_once_more_as_an_escalation(
 
 
 async def test_verify_webhook_refuses_another_key_url_body_or_event() -> None:
-    key = OKPKey.generate_key("Ed25519")
+    key = SigningKey.generate(DIRECTORY_SIGNER)
     request = httpx.Request(
         "POST",
         "https://partner.example/hooks/a",
         content=b'{"notice_id": "x"}',
         headers={"Deskbridge-Event": "escalation"},
     )
-    signer = RequestSigner(SigningKey(SIGNER, key.thumbprint(), key), also_cover=("deskbridge-event",))
+    signer = RequestSigner(key, also_cover=("deskbridge-event",))
     next(signer.auth_flow(request))
     headers = list(request.headers.items())
     # The event header is covered: a relay cannot turn a reminder into a delivery.
     relabelled = [(k, "notice" if k.lower() == "deskbridge-event" else v) for k, v in headers]
     with pytest.raises(SignatureError):
-        await verify_webhook(
-            "POST", str(request.url), relabelled, request.content, import_public(key.as_dict())
-        )
+        await verify_webhook("POST", str(request.url), relabelled, request.content, key.public())
     # A signature that does not cover the event header is refused as such.
     bare = httpx.Request(
         "POST", str(request.url), content=request.content, headers={"Deskbridge-Event": "notice"}
     )
-    next(RequestSigner(SigningKey(SIGNER, key.thumbprint(), key)).auth_flow(bare))
+    next(RequestSigner(key).auth_flow(bare))
     with pytest.raises(SignatureError, match="deskbridge-event"):
-        await verify_webhook(
-            "POST", str(bare.url), list(bare.headers.items()), bare.content, import_public(key.as_dict())
-        )
-    pinned = import_public(key.as_dict(private=False))
+        await verify_webhook("POST", str(bare.url), list(bare.headers.items()), bare.content, key.public())
+    pinned = key.public()
     verified = await verify_webhook("POST", str(request.url), headers, request.content, pinned)
-    assert verified.agency == SIGNER and verified.kid == key.thumbprint()
+    assert verified.agency == DIRECTORY_SIGNER and verified.kid == key.kid
     for method, url, body, pin in (
         ("POST", str(request.url), b'{"notice_id": "y"}', pinned),
         ("POST", "https://partner.example/hooks/b", request.content, pinned),
         ("PUT", str(request.url), request.content, pinned),
-        ("POST", str(request.url), request.content, OKPKey.generate_key("Ed25519")),
+        ("POST", str(request.url), request.content, SigningKey.generate(DIRECTORY_SIGNER).public()),
     ):
         with pytest.raises(SignatureError):
             await verify_webhook(method, url, headers, body, pin)

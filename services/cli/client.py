@@ -7,11 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from joserfc.jwk import OKPKey
 
 from schemas.directory import DirectoryAgency, DirectoryDocument, SignedDirectory
 from services.envelope.errors import EnvelopeError
-from services.envelope.keys import PublicKey, import_public
+from services.envelope.keys import PublicKey
 from services.platform.errors import Error
 from services.trust.errors import DirectoryTrustError
 from services.trust.signed_directory import verify_directory
@@ -61,7 +60,7 @@ class Api:
             raise ClientError(f"{method} {path} failed with {response.status_code}: {detail}", code)
         return response
 
-    def directory(self, pinned: OKPKey) -> TrustedDirectory:
+    def directory(self, pinned: PublicKey) -> TrustedDirectory:
         """The signed directory, checked against the key this identity pinned: the server is not trusted."""
         signed = SignedDirectory.model_validate(self.call("GET", "/v1/directory"))
         try:
@@ -97,7 +96,7 @@ class TrustedDirectory:
             if not key.valid_at(at):
                 reason = "key_revoked" if key.revoked_at is not None else "key_not_valid"
                 raise EnvelopeError(reason, f"key {kid} of {agency} was not valid at {at.isoformat()}")
-            return PublicKey(agency, kid, import_public(key.public_jwk()))
+            return PublicKey.from_jwk(agency, key.public_jwk())
 
         return lookup
 
@@ -107,4 +106,4 @@ class TrustedDirectory:
         if not usable:
             raise ClientError(f"{agency} has no active encryption key in the directory")
         newest = usable[-1]  # the directory lists keys in the order they were registered
-        return PublicKey(agency, newest.kid, import_public(newest.public_jwk()))
+        return PublicKey.from_jwk(agency, newest.public_jwk())

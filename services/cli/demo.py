@@ -10,7 +10,7 @@ from schemas.events import Event
 from services.cli.profiles import Profile
 from services.envelope.keys import AgencyKeys
 from services.platform.settings import Settings
-from services.transparency.checkpoints import LOG_KEY_FILE, generate_log_key, log_signer, save_log_vkey
+from services.transparency.checkpoints import LOG_KEY_FILE, generate_log_key, save_log_vkey
 from services.trust.service import issue_credential, list_agencies, register_agency, register_key
 from services.trust.signed_directory import generate_directory_key, save_pin
 
@@ -56,8 +56,8 @@ async def bootstrap(
     # Likewise the audit log's checkpoint key: every identity pins its public half (a vkey) to verify
     # checkpoints with, offline if need be.
     desk = Profile(home, DESK[0]).folder
-    log_key = log_signer(generate_log_key(desk / LOG_KEY_FILE), log_origin)
+    log_key = generate_log_key(desk / LOG_KEY_FILE, log_origin)
     for identity in [DESK[0], *(p[0] for p in PARTNERS), "auditor", "admin"]:
-        save_pin(Profile(home, identity).folder, directory_key)
+        save_pin(Profile(home, identity).folder, directory_key.public())
         save_log_vkey(Profile(home, identity).folder, log_key)
     return events

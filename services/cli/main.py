@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
 from schemas.audit import AuditBundle, LeafPage
@@ -20,7 +19,7 @@ from schemas.notices import Notice, NoticeDraft
 from services.cli.client import Api, ClientError, TrustedDirectory
 from services.cli.profiles import Profile, ProfileError
 from services.envelope.errors import EnvelopeError
-from services.envelope.keys import AgencyKeys, import_public
+from services.envelope.keys import AgencyKeys, PublicKey
 from services.envelope.receipts import make_receipt
 from services.envelope.service import open_envelope, parse_envelope, seal_notice
 from services.platform.errors import Error
@@ -38,7 +37,7 @@ from services.transparency.note import (
 )
 from services.transparency.verify import LeafCheck, check_bundle, compare_checkpoints, open_log_checkpoint
 from services.trust.httpsig import RequestSigner
-from services.trust.signed_directory import load_pin, save_pin
+from services.trust.signed_directory import DIRECTORY_SIGNER, load_pin, save_pin
 
 app = typer.Typer(no_args_is_help=True, help="deskbridge: signed, encrypted case notices over Kafka.")
 notice_app = typer.Typer(no_args_is_help=True, help="Send notices and follow their delivery.")
@@ -422,10 +421,7 @@ def _cosigned(
         kids = [k.kid for k in agency.keys if k.use == "sig" and k.status == "active"] if agency else []
         if not kids:
             raise ClientError(f"witness {name} has no active signing key in the directory")
-        public = directory.signing_key(name, datetime.now(UTC))(kids[-1]).key.public_key
-        if not isinstance(public, Ed25519PublicKey):
-            raise ClientError(f"witness {name}'s key is not an Ed25519 key")
-        verifiers[name] = CosignatureVerifier(name, public)
+        verifiers[name] = CosignatureVerifier(name, directory.signing_key(name, datetime.now(UTC))(kids[-1]))
     for size in (s for s in sizes if s <= latest.size):
         if len(found) == len(verifiers):
             break
@@ -580,10 +576,7 @@ def audit_witness(as_: As, home: Home = DEFAULT_HOME, audit_server: AuditServer 
         note, latest, findings = _latest(api, log, _remembered(remembered_path, log))
         if findings:
             raise AuditFindings(findings)
-        private = profile.keys().signing.private_key
-        if not isinstance(private, Ed25519PrivateKey):
-            raise ProfileError(f"{as_}'s signing key is not Ed25519")
-        signer = CosignatureSigner(as_, private, int(datetime.now(UTC).timestamp()))
+        signer = CosignatureSigner(as_, profile.keys().signer(), int(datetime.now(UTC).timestamp()))
         line = signature_line(latest.body(), signer)
         api.call("POST", f"/v1/audit/checkpoints/{latest.size}/cosignatures", json={"line": line})
         remembered_path.write_text(note)
@@ -677,9 +670,9 @@ def directory_pin(
 ) -> None:
     """Pin the desk's directory key after checking its kid; every later directory must be signed by it."""
     with one_line_errors(), _api(home, as_, server) as api:
-        served = import_public(api.call("GET", "/v1/directory/key"))
-        if served.thumbprint() != kid:
-            raise ClientError(f"the server's directory key is {served.thumbprint()}, not {kid}: not pinned")
+        served = PublicKey.from_jwk(DIRECTORY_SIGNER, api.call("GET", "/v1/directory/key"))
+        if served.kid != kid:
+            raise ClientError(f"the server's directory key is {served.kid}, not {kid}: not pinned")
         path = save_pin(Profile(home, as_).folder, served)
         typer.echo(f"pinned directory key {kid} in {path}")
 

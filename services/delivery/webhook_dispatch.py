@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from joserfc.jwk import OKPKey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -42,6 +41,7 @@ from services.delivery.webhooks import (
     record_failure,
     release,
 )
+from services.envelope.keys import SigningKey
 from services.platform.database import utcnow
 from services.platform.kafka import EventPublisher
 from services.platform.outage import TRANSIENT
@@ -71,7 +71,7 @@ class Dispatcher:
         self,
         sessions: async_sessionmaker[AsyncSession],
         publisher: EventPublisher,
-        key: OKPKey,
+        key: SigningKey,
         settings: Settings,
         policy: RetryPolicy,
     ) -> None:

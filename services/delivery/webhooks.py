@@ -30,7 +30,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import structlog
-from joserfc.jwk import OKPKey
 from pydantic import AnyUrl, BaseModel, ConfigDict, Field, UrlConstraints
 from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -63,7 +62,6 @@ from services.trust.httpsig import (
 )
 
 log = structlog.get_logger("webhooks")
-SIGNER = "deskbridge-directory"  # the agency name a receiver sees on a verified webhook request
 MAX_WEBHOOKS = 10  # active webhooks per agency
 ERROR_CHARS = 500
 RESOLVE_TIMEOUT_S = 5.0  # registration's look-up of the endpoint's host
@@ -541,11 +539,9 @@ class WebhookSender:
     """POSTs inbox items signed by the directory key. One per webhook, so a slow endpoint ties up only its
     own connections; `timeout_s` bounds the whole exchange (look-up included), not each read."""
 
-    def __init__(self, directory_key: OKPKey, timeout_s: float, allow_private: bool) -> None:
+    def __init__(self, directory_key: SigningKey, timeout_s: float, allow_private: bool) -> None:
         # The event header is signed too: a relay cannot turn a reminder into a delivery or back.
-        signer = RequestSigner(
-            SigningKey(SIGNER, directory_key.thumbprint(), directory_key), also_cover=(EVENT_HEADER.lower(),)
-        )
+        signer = RequestSigner(directory_key, also_cover=(EVENT_HEADER.lower(),))
         self._timeout_s = timeout_s
         # httpx logs each request's URL at INFO, and a webhook URL's query may hold the partner's secret.
         logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -599,7 +595,7 @@ async def verify_webhook(
     url: str,
     headers: Headers,
     body: bytes,
-    pinned_key: OKPKey,
+    pinned: PublicKey,
     freshness_s: int = 300,
     skew_s: int = 30,
     now: datetime | None = None,
@@ -607,7 +603,6 @@ async def verify_webhook(
     """For a receiver: checks that deskbridge's directory key (the one pinned) signed this request for this
     URL and body, within the freshness window; raises httpsig.SignatureError otherwise. To refuse a replayed
     request, keep the returned nonce (or the notice_id) for the freshness window."""
-    pinned = PublicKey(SIGNER, pinned_key.thumbprint(), pinned_key)
 
     async def lookup(kid: str, _: datetime) -> PublicKey:
         if kid != pinned.kid:

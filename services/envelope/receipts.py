@@ -7,17 +7,14 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from joserfc import jws
-from joserfc.errors import JoseError
-from joserfc.jws import JWSRegistry
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from services.envelope.compact import ED25519_OR_LEGACY, read_compact, sign_compact, verify_compact
 from services.envelope.errors import EnvelopeError
 from services.envelope.keys import PublicKey, SigningKey
 from services.envelope.service import Freshness
 
 RECEIPT_TYP = "deskbridge-receipt+jws"
-_REGISTRY = JWSRegistry(algorithms=["Ed25519", "EdDSA"])
 
 
 class Receipt(BaseModel):
@@ -39,12 +36,7 @@ def make_receipt(signer: SigningKey, notice_id: str, envelope_sha256: str, at: d
         agency=signer.agency,
         iat=int((at or datetime.now(UTC)).timestamp()),
     )
-    return jws.serialize_compact(
-        {"alg": "Ed25519", "kid": signer.kid, "typ": RECEIPT_TYP},
-        payload.model_dump_json().encode(),
-        signer.key,
-        registry=_REGISTRY,
-    )
+    return sign_compact(payload.model_dump_json().encode(), signer, RECEIPT_TYP)
 
 
 def check_receipt(
@@ -59,12 +51,12 @@ def check_receipt(
     """Raises EnvelopeError("bad_receipt" or a freshness reason) unless `token` is the recipient's fresh
     signature over this copy. `key_of(kid, signed_at)` is the directory's signing key (or EnvelopeError)."""
     try:
-        extracted = jws.extract_compact(token.encode())
-        unverified = Receipt.model_validate_json(extracted.payload)
-    except (JoseError, ValidationError, ValueError) as exc:
+        header, payload = read_compact(token)
+        unverified = Receipt.model_validate_json(payload)
+    except (EnvelopeError, ValidationError) as exc:
         raise EnvelopeError("bad_receipt", "the receipt is not a compact JWS over a receipt") from exc
-    kid = extracted.protected.get("kid")
-    if not isinstance(kid, str) or extracted.protected.get("typ") != RECEIPT_TYP:
+    kid = header.get("kid")
+    if not isinstance(kid, str) or header.get("typ") != RECEIPT_TYP:
         raise EnvelopeError("bad_receipt", f"the receipt needs a kid and typ {RECEIPT_TYP}")
     signed_at = datetime.fromtimestamp(unverified.iat, UTC)
     freshness.check(signed_at, now)
@@ -74,8 +66,8 @@ def check_receipt(
     if key.agency != recipient:
         raise EnvelopeError("bad_receipt", f"the receipt is signed by {key.agency}, not by {recipient}")
     try:
-        jws.deserialize_compact(token, key.key, registry=_REGISTRY)
-    except Exception as exc:  # any JOSE failure: the signature is not the recipient's
+        verify_compact(token, key, RECEIPT_TYP, ED25519_OR_LEGACY)
+    except EnvelopeError as exc:
         raise EnvelopeError("bad_receipt", "the receipt's signature does not verify") from exc
     expected = (uuid.UUID(notice_id), envelope_sha256, recipient)
     if (unverified.notice_id, unverified.envelope_sha256, unverified.agency) != expected:

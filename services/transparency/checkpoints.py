@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from joserfc.jwk import OKPKey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.audit import AuditBundle, CheckpointItem, CheckpointPage, ConsistencyProof
 from schemas.events import Event, EventType
-from services.envelope.errors import KeyFileError
-from services.envelope.keys import write_owner_only
+from services.envelope.keys import generate_key_file, load_key_file
 from services.platform.errors import Error
 from services.transparency import merkle, storage
 from services.transparency.entries import record_leaf_hash
@@ -50,30 +46,13 @@ LOG_VKEY_FILE = "audit-log.vkey"
 # ---- the log key ---------------------------------------------------------------------------------
 
 
-def generate_log_key(path: Path) -> OKPKey:
-    """The audit log's Ed25519 checkpoint key (private JWK, owner-only)."""
-    key = OKPKey.generate_key("Ed25519")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_owner_only(path, json.dumps({**key.as_dict(private=True), "kid": key.thumbprint()}, indent=2))
-    return key
-
-
-def log_signer(key: OKPKey, origin: str) -> NoteSigner:
-    """The log's note signer; its key name is the origin, as C2SP logs conventionally do."""
-    private = key.private_key
-    if not isinstance(private, Ed25519PrivateKey):
-        raise KeyFileError("the audit log key is not an Ed25519 private key")
-    return NoteSigner(origin, private)
+def generate_log_key(path: Path, origin: str) -> NoteSigner:
+    """A new audit log key (private JWK, owner-only); its key name is the origin, as C2SP logs do."""
+    return NoteSigner(origin, generate_key_file(path, origin))
 
 
 def load_log_signer(path: Path, origin: str) -> NoteSigner:
-    try:
-        key = OKPKey.import_key(json.loads(path.read_text()))
-    except FileNotFoundError as exc:
-        raise KeyFileError(f"no audit log key at {path}") from exc
-    except (ValueError, KeyError, TypeError) as exc:
-        raise KeyFileError(f"{path} is not an audit log key") from exc
-    return log_signer(key, origin)
+    return NoteSigner(origin, load_key_file(path, origin, "an audit log key"))
 
 
 def save_log_vkey(folder: Path, signer: NoteSigner) -> Path:

@@ -20,10 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
+from services.envelope.keys import PublicKey, SigningKey
 from services.platform.errors import Error
 from services.transparency.merkle import HASH_SIZE
 
@@ -74,10 +71,6 @@ def _b64encode(data: bytes) -> str:
 def key_id(name: str, sig_type: int, public_key: bytes) -> bytes:
     """SHA-256(name || 0x0A || type || public key)[:4], as signed-note recommends."""
     return hashlib.sha256(name.encode() + b"\n" + bytes([sig_type]) + public_key).digest()[:4]
-
-
-def _raw(public_key: Ed25519PublicKey) -> bytes:
-    return public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 @dataclass(frozen=True)
@@ -135,11 +128,11 @@ class Verifier(Protocol):
 
 
 class _Named:
-    def __init__(self, name: str, sig_type: int, public_key: Ed25519PublicKey) -> None:
+    def __init__(self, name: str, sig_type: int, public_key: PublicKey) -> None:
         if not _valid_name(name):
             raise ValueError(f"key name {name!r} must be non-empty, without spaces or '+'")
         self._name = name
-        self._key_id = key_id(name, sig_type, _raw(public_key))
+        self._key_id = key_id(name, sig_type, public_key.raw())
         self.public_key = public_key
 
     @property
@@ -154,8 +147,8 @@ class _Named:
 class NoteSigner(_Named):
     """Ed25519 (type 0x01) over the note text: how a log signs its checkpoints."""
 
-    def __init__(self, name: str, key: Ed25519PrivateKey) -> None:
-        super().__init__(name, SIG_ED25519, key.public_key())
+    def __init__(self, name: str, key: SigningKey) -> None:
+        super().__init__(name, SIG_ED25519, key.public())
         self._key = key
 
     def sign(self, text: bytes) -> bytes:
@@ -166,15 +159,11 @@ class NoteSigner(_Named):
 
 
 class NoteVerifier(_Named):
-    def __init__(self, name: str, public_key: Ed25519PublicKey) -> None:
+    def __init__(self, name: str, public_key: PublicKey) -> None:
         super().__init__(name, SIG_ED25519, public_key)
 
     def verify(self, text: bytes, signature: bytes) -> bool:
-        try:
-            self.public_key.verify(signature, text)
-        except InvalidSignature:
-            return False
-        return True
+        return self.public_key.verify(signature, text)
 
 
 def _cosigned_message(timestamp: int, text: bytes) -> bytes:
@@ -185,8 +174,8 @@ class CosignatureSigner(_Named):
     """A witness's Ed25519 cosignature/v1 (type 0x04) at a given time (POSIX seconds): the caller reads
     the clock, so signing stays pure. One key per witness name: the signed message omits the name."""
 
-    def __init__(self, name: str, key: Ed25519PrivateKey, timestamp: int) -> None:
-        super().__init__(name, SIG_COSIGNATURE_V1, key.public_key())
+    def __init__(self, name: str, key: SigningKey, timestamp: int) -> None:
+        super().__init__(name, SIG_COSIGNATURE_V1, key.public())
         if not 0 <= timestamp <= MAX_TIMESTAMP:
             raise ValueError(f"timestamp {timestamp} is outside 0..2^63-1")
         self._key = key
@@ -200,7 +189,7 @@ class CosignatureSigner(_Named):
 
 
 class CosignatureVerifier(_Named):
-    def __init__(self, name: str, public_key: Ed25519PublicKey) -> None:
+    def __init__(self, name: str, public_key: PublicKey) -> None:
         super().__init__(name, SIG_COSIGNATURE_V1, public_key)
 
     def verify(self, text: bytes, signature: bytes) -> bool:
@@ -209,11 +198,7 @@ class CosignatureVerifier(_Named):
         timestamp = cosignature_timestamp(signature)
         if timestamp > MAX_TIMESTAMP:
             return False
-        try:
-            self.public_key.verify(signature[8:], _cosigned_message(timestamp, text))
-        except InvalidSignature:
-            return False
-        return True
+        return self.public_key.verify(signature[8:], _cosigned_message(timestamp, text))
 
 
 def cosignature_timestamp(signature: bytes) -> int:
@@ -221,13 +206,13 @@ def cosignature_timestamp(signature: bytes) -> int:
     return int.from_bytes(signature[:8], "big")
 
 
-def vkey(name: str, public_key: Ed25519PublicKey, sig_type: int = SIG_ED25519) -> str:
+def vkey(name: str, public_key: PublicKey, sig_type: int = SIG_ED25519) -> str:
     """The verifier key text "<name>+<hex key ID>+<base64(type || key)>", for type 0x01 or 0x04."""
     if sig_type not in (SIG_ED25519, SIG_COSIGNATURE_V1):
         raise ValueError(f"signature type {sig_type:#04x} is not Ed25519 (0x01) or cosignature/v1 (0x04)")
     if not _valid_name(name):
         raise ValueError(f"key name {name!r} must be non-empty, without spaces or '+'")
-    raw = _raw(public_key)
+    raw = public_key.raw()
     return f"{name}+{key_id(name, sig_type, raw).hex()}+{_b64encode(bytes([sig_type]) + raw)}"
 
 
@@ -246,7 +231,7 @@ def parse_vkey(text: str) -> NoteVerifier | CosignatureVerifier:
     if len(key) != 33 or key[0] not in (SIG_ED25519, SIG_COSIGNATURE_V1):
         raise NoteError("vkey_malformed", f"verifier key {name}+{hex_id}: not an Ed25519 or cosignature key")
     try:
-        public_key = Ed25519PublicKey.from_public_bytes(key[1:])
+        public_key = PublicKey.from_raw(name, key[1:])
     except ValueError as exc:
         raise NoteError("vkey_malformed", f"verifier key {name}+{hex_id}: {exc}") from exc
     if key[0] == SIG_ED25519:

@@ -17,7 +17,6 @@ from typing import Any
 
 import http_sf
 import httpx
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from http_message_signatures import (
     HTTPMessageSignaturesException,
     HTTPMessageSigner,
@@ -29,7 +28,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.envelope.errors import EnvelopeError
+from services.envelope.errors import EnvelopeError, KeyFileError
 from services.envelope.keys import PublicKey, SigningKey
 from services.platform.database import utcnow
 from services.trust.errors import SignatureError
@@ -83,9 +82,7 @@ class RequestSigner(httpx.Auth):
     ) -> None:
         """`also_cover` names extra header fields (lowercase) the signature covers."""
         self._also_cover = also_cover
-        private = key.key.private_key
-        if not isinstance(private, Ed25519PrivateKey):
-            raise ValueError(f"key {key.kid} is not an Ed25519 private key")
+        private = key.ed25519()
         self._kid = key.kid
         self._clock = clock
         self._signer = HTTPMessageSigner(
@@ -185,9 +182,10 @@ async def verify_request(
         public = await lookup(kid, created + timedelta(microseconds=999_999))
     except EnvelopeError as exc:
         raise SignatureError(exc.detail) from exc
-    key = public.key.public_key
-    if not isinstance(key, Ed25519PublicKey):
-        raise SignatureError(f"key {kid} is not an Ed25519 key")
+    try:
+        key = public.ed25519()
+    except KeyFileError as exc:
+        raise SignatureError(f"key {kid} is not an Ed25519 key") from exc
     verifier = HTTPMessageVerifier(
         signature_algorithm=algorithms.ED25519,
         key_resolver=MappingKeyResolver(public_keys={kid: key}, private_keys={}),

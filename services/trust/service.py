@@ -11,15 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from joserfc.jwk import OKPKey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.events import Event, EventType, fact_id
 from schemas.notices import is_agency_id
 from services.envelope.errors import EnvelopeError
-from services.envelope.keys import PublicKey, import_public
+from services.envelope.keys import PublicKey
 from services.platform.database import utcnow
 from services.trust.errors import AuthError, DirectoryError
 from services.trust.models import Agency, AgencyKey, Credential
@@ -92,10 +90,10 @@ async def register_key(
     if alg not in algs:
         raise DirectoryError("invalid_key", f"alg {alg!r} does not fit a '{use}' key")
     try:
-        key = import_public(jwk)
+        key = PublicKey.from_jwk(agency_id, jwk)
     except ValueError as exc:
         raise DirectoryError("invalid_key", f"not a usable public key: {exc}") from exc
-    kid = key.thumbprint()
+    kid = key.kid
     if jwk.get("kid", kid) != kid:
         raise DirectoryError("invalid_key", "kid must be the key's RFC 7638 thumbprint")
     if await session.get(AgencyKey, kid) is not None:
@@ -111,7 +109,7 @@ async def register_key(
             if key_state(old, now) == "active" and (old.not_after is None or old.not_after > until):
                 old.not_after = until
                 retired.append(old.kid)
-    public = {**key.as_dict(private=False), "kid": kid, "use": use, "alg": alg}
+    public = key.jwk(use, alg)
     session.add(
         AgencyKey(
             kid=kid,
@@ -258,7 +256,7 @@ def signing_key_at(key: K | None, kid: str, signed_at: datetime | None = None) -
 
 
 def public_key(key: AgencyKey) -> PublicKey:
-    return PublicKey(key.agency_id, key.kid, OKPKey.import_key(json.loads(key.jwk)))
+    return PublicKey.from_jwk(key.agency_id, json.loads(key.jwk))
 
 
 async def verification_key(session: AsyncSession, kid: str, signed_at: datetime | None = None) -> PublicKey:
@@ -340,13 +338,8 @@ async def rotate_credential(session: AsyncSession, credential_id: str, grace_s: 
     return Rotation(token, new_id, old.id, old.revoked_at, (issued, revoked))
 
 
-async def active_signing_keys(session: AsyncSession, agency: str) -> list[Ed25519PublicKey]:
-    """The agency's signing keys that are active now, as raw Ed25519 keys (a witness cosigns with one)."""
+async def active_signing_keys(session: AsyncSession, agency: str) -> list[PublicKey]:
+    """The agency's signing keys that are active now (a witness cosigns with one of them)."""
     now = utcnow()
     query = select(AgencyKey).where(AgencyKey.agency_id == agency, AgencyKey.use == "sig")
-    keys = [
-        public_key(k).key.public_key
-        for k in (await session.execute(query)).scalars()
-        if key_state(k, now) == "active"
-    ]
-    return [k for k in keys if isinstance(k, Ed25519PublicKey)]
+    return [public_key(k) for k in (await session.execute(query)).scalars() if key_state(k, now) == "active"]

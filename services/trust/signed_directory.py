@@ -8,9 +8,6 @@ import math
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from joserfc import jws
-from joserfc.jwk import OKPKey
-from joserfc.jws import JWSRegistry
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,15 +19,24 @@ from schemas.directory import (
     DirectoryKey,
     SignedDirectory,
 )
-from services.envelope.errors import KeyFileError
-from services.envelope.keys import import_public, public_jwk, write_owner_only
+from services.envelope.compact import sign_compact, verify_compact
+from services.envelope.errors import EnvelopeError
+from services.envelope.keys import (
+    PublicKey,
+    SigningKey,
+    generate_key_file,
+    load_key_file,
+    load_public_key,
+    save_public_key,
+)
 from services.trust.errors import DirectoryTrustError
 from services.trust.models import Agency, AgencyKey
 from services.trust.service import key_state
 
 DIRECTORY_KEY_FILE = "directory.jwk.json"
 PIN_FILE = "directory.pin.jwk.json"
-_REGISTRY = JWSRegistry(algorithms=["Ed25519"])
+# The name the directory key signs under: what a partner sees on the directory and on webhook requests.
+DIRECTORY_SIGNER = "deskbridge-directory"
 
 
 def _seconds(at: datetime | None) -> int | None:
@@ -71,31 +77,25 @@ async def directory_document(session: AsyncSession, now: datetime) -> DirectoryD
     )
 
 
-def sign_directory(document: DirectoryDocument, key: OKPKey) -> SignedDirectory:
-    kid = key.thumbprint()
-    token = jws.serialize_compact(
-        {"alg": "Ed25519", "kid": kid, "typ": DIRECTORY_TYP},
-        document.model_dump_json(exclude_none=True).encode(),
-        key,
-        registry=_REGISTRY,
-    )
-    return SignedDirectory(jws=token, kid=kid)
+def sign_directory(document: DirectoryDocument, key: SigningKey) -> SignedDirectory:
+    payload = document.model_dump_json(exclude_none=True).encode()
+    return SignedDirectory(jws=sign_compact(payload, key, DIRECTORY_TYP), kid=key.kid)
 
 
 def verify_directory(
-    signed: SignedDirectory, pinned: OKPKey, now: datetime, max_age: timedelta
+    signed: SignedDirectory, pinned: PublicKey, now: datetime, max_age: timedelta
 ) -> DirectoryDocument:
     """Checks the signature against the pinned key and that the document is recent, then parses it."""
-    if signed.kid != pinned.thumbprint():
+    if signed.kid != pinned.kid:
         raise DirectoryTrustError(f"the directory is signed by {signed.kid}, not by the pinned key")
     try:
-        verified = jws.deserialize_compact(signed.jws, pinned, registry=_REGISTRY)
-    except Exception as exc:  # any JOSE or decoding failure means: do not trust it
-        raise DirectoryTrustError("the directory signature does not verify with the pinned key") from exc
-    if verified.protected.get("typ") != DIRECTORY_TYP:
-        raise DirectoryTrustError("the signed document is not a deskbridge directory")
+        payload = verify_compact(signed.jws, pinned, DIRECTORY_TYP)
+    except EnvelopeError as exc:
+        if exc.code == "bad_signature":
+            raise DirectoryTrustError("the directory signature does not verify with the pinned key") from exc
+        raise DirectoryTrustError("the signed document is not a deskbridge directory") from exc
     try:
-        document = DirectoryDocument.model_validate_json(verified.payload)
+        document = DirectoryDocument.model_validate_json(payload)
     except ValidationError as exc:
         raise DirectoryTrustError("the signed directory is malformed") from exc
     age = now.timestamp() - document.iat
@@ -106,36 +106,20 @@ def verify_directory(
     return document
 
 
-def generate_directory_key(folder: Path) -> OKPKey:
+def generate_directory_key(folder: Path) -> SigningKey:
     """The directory signing key: kept by the gateway, its public half pinned by every partner."""
-    key = OKPKey.generate_key("Ed25519")
-    folder.mkdir(parents=True, exist_ok=True)
-    document = {**key.as_dict(private=True), "kid": key.thumbprint(), "use": "sig", "alg": "Ed25519"}
-    write_owner_only(folder / DIRECTORY_KEY_FILE, json.dumps(document, indent=2))
-    return key
+    return generate_key_file(folder / DIRECTORY_KEY_FILE, DIRECTORY_SIGNER)
 
 
-def load_directory_key(path: Path) -> OKPKey:
-    try:
-        return OKPKey.import_key(json.loads(path.read_text()))
-    except FileNotFoundError as exc:
-        raise KeyFileError(f"no directory key at {path}") from exc
-    except (ValueError, KeyError, TypeError) as exc:
-        raise KeyFileError(f"{path} is not a directory key") from exc
+def load_directory_key(path: Path) -> SigningKey:
+    return load_key_file(path, DIRECTORY_SIGNER, "a directory key")
 
 
-def save_pin(folder: Path, key: OKPKey) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / PIN_FILE
-    path.write_text(json.dumps(public_jwk(key, use="sig", alg="Ed25519"), indent=2))
-    return path
+def save_pin(folder: Path, key: PublicKey) -> Path:
+    return save_public_key(folder / PIN_FILE, key, use="sig", alg="Ed25519")
 
 
-def load_pin(folder: Path) -> OKPKey:
-    path = folder / PIN_FILE
-    try:
-        return import_public(json.loads(path.read_text()))
-    except FileNotFoundError as exc:
-        raise KeyFileError(f"no pinned directory key at {path}; pin the desk's directory key first") from exc
-    except (ValueError, KeyError, TypeError) as exc:
-        raise KeyFileError(f"{path} is not a public JWK") from exc
+def load_pin(folder: Path) -> PublicKey:
+    return load_public_key(
+        folder / PIN_FILE, DIRECTORY_SIGNER, "directory key", "pin the desk's directory key first"
+    )

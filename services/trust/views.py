@@ -10,7 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from joserfc.jwk import OKPKey
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,7 +25,7 @@ from schemas.api import (
 )
 from schemas.directory import SignedDirectory
 from schemas.notices import AgencyId
-from services.envelope.keys import public_jwk
+from services.envelope.keys import SigningKey
 from services.envelope.service import Freshness
 from services.platform.database import utcnow
 from services.platform.errors import Unavailable
@@ -146,15 +145,15 @@ BearerHolder = Annotated[Principal, Depends(require("agency", "auditor", "admin"
 Fresh = Annotated[Freshness, Depends(freshness)]
 
 
-async def directory_key(request: Request) -> OKPKey:
+async def directory_key(request: Request) -> SigningKey:
     """The directory signing key this gateway holds (it signs the directory and webhook requests)."""
-    key: OKPKey | None = request.app.state.directory_key
+    key: SigningKey | None = request.app.state.directory_key
     if key is None:
         raise Unavailable("this gateway has no directory signing key", "directory_key_unavailable")
     return key
 
 
-DirectoryKey = Annotated[OKPKey, Depends(directory_key)]
+DirectoryKey = Annotated[SigningKey, Depends(directory_key)]
 
 # ---- the directory -------------------------------------------------------------------------------------
 
@@ -178,7 +177,7 @@ async def get_directory(_: Anyone, session: Session, key: DirectoryKey) -> Signe
     summary="The directory key's public half, to pin after checking its kid out of band (any credential).",
 )
 async def get_directory_key(_: Anyone, key: DirectoryKey) -> dict[str, str]:
-    return {k: str(v) for k, v in public_jwk(key, use="sig", alg="Ed25519").items()}
+    return {k: str(v) for k, v in key.public().jwk(use="sig", alg="Ed25519").items()}
 
 
 @router.get(
