@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from services.transparency.merkle import (
     EMPTY_ROOT,
+    CompactRange,
     MemoryTree,
     consistency_proof,
     inclusion_proof,
@@ -393,6 +394,28 @@ def test_memory_tree_roots_every_size() -> None:
         assert root_from_nodes(n, nodes) == BIG_TREE.root(n) == BIG_ROOTS[n]
         assert nodes.reads <= n.bit_length()
     assert [rfc_mth(BIG_LEAVES[:n]) for n in range(70)] == BIG_ROOTS[:70]
+
+
+def test_a_compact_range_resumed_from_stored_nodes_completes_what_the_tree_stores() -> None:
+    """The one right-edge walk: resumed at any size from the nodes stored so far, it gives the RFC root
+    and completes exactly the nodes the full tree holds."""
+    for start in range(0, 70):
+        edge = CompactRange.from_nodes(start, BIG_TREE.get_node)
+        assert edge.root() == BIG_ROOTS[start]
+        assert CompactRange.frontier(start) == [
+            (level, (start >> level) - 1)
+            for level in reversed(range(start.bit_length()))
+            if start >> level & 1
+        ]
+        for index in range(start, min(start + 9, BIG)):
+            completed = edge.append(BIG_LEAVES[index])
+            assert completed[0] == (0, index, BIG_LEAVES[index])
+            assert all(BIG_TREE.get_node(level, idx) == value for level, idx, value in completed)
+            # a node completes when its last leaf arrives: (idx + 1) * 2**level - 1 == index
+            assert all((idx + 1 << level) - 1 == index for level, idx, _ in completed)
+            assert edge.root() == BIG_ROOTS[index + 1] and edge.size == index + 1
+    with pytest.raises(ValueError):
+        CompactRange(5, [bytes(32)])  # 5 leaves end with two perfect subtrees, not one
 
 
 def test_every_proof_up_to_64_leaves() -> None:

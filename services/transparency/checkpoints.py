@@ -169,13 +169,6 @@ async def export_bundle(session: AsyncSession, start: int, end: int, old: int | 
 # ---- checking the stored tree against the entries ------------------------------------------------
 
 
-def _fold(subtrees: list[tuple[int, bytes]]) -> bytes:
-    acc = subtrees[-1][1]
-    for _, left in reversed(subtrees[:-1]):
-        acc = merkle.node_hash(left, acc)
-    return acc
-
-
 async def _nodes_completed_in(session: AsyncSession, start: int, end: int) -> dict[tuple[int, int], bytes]:
     """The stored nodes leaves [start, end) complete: node (L, i) completes at leaf (i + 1) * 2**L - 1."""
     found: dict[tuple[int, int], bytes] = {}
@@ -195,28 +188,19 @@ class TreeCheck:
     signing; a checkpoint is signed only while nothing disagrees."""
 
     log: NoteVerifier
-    size: int = 0
     problems: list[str] = field(default_factory=list)
-    _range: list[tuple[int, bytes]] = field(default_factory=list)
+    _edge: merkle.CompactRange = field(default_factory=merkle.CompactRange)
+
+    @property
+    def size(self) -> int:
+        return self._edge.size
 
     @property
     def healthy(self) -> bool:
         return not self.problems
 
     def root(self) -> bytes:
-        return _fold(self._range) if self._range else merkle.EMPTY_ROOT
-
-    def _push(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
-        """Adds a leaf hash; returns the subtrees it completes as (level, index, hash), itself first."""
-        index, level, acc = self.size, 0, leaf
-        completed = [(0, index, leaf)]
-        while self._range and self._range[-1][0] == level:
-            acc = merkle.node_hash(self._range.pop()[1], acc)
-            level += 1
-            completed.append((level, index >> level, acc))
-        self._range.append((level, acc))
-        self.size += 1
-        return completed
+        return self._edge.root()
 
     async def extend(self, session: AsyncSession, to_size: int, page: int = 1000) -> None:
         """Reads the entries after the checked size up to `to_size`, page by page."""
@@ -237,7 +221,7 @@ class TreeCheck:
                 leaf = record_leaf_hash(to_record(row))
                 if stored.get((0, index)) != leaf:
                     self.problems.append(f"leaf {index}: its stored hash does not match entry {index + 1}")
-                for level, idx, value in self._push(leaf)[1:]:
+                for level, idx, value in self._edge.append(leaf)[1:]:
                     if stored.get((level, idx)) != value:
                         self.problems.append(f"node level {level} index {idx}: does not match the entries")
                 if self.size in checkpoints:

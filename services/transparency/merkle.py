@@ -39,18 +39,53 @@ def _fold(subtrees: Sequence[bytes]) -> bytes:
     return acc
 
 
-def root(leaf_hashes: Sequence[bytes]) -> bytes:
-    """MTH(D[n]) over leaf hashes, in O(n) with a stack of perfect subtrees (a binary counter)."""
-    if not leaf_hashes:
-        return EMPTY_ROOT
-    stack: list[tuple[int, bytes]] = []
-    for h in leaf_hashes:
-        level, acc = 0, h
-        while stack and stack[-1][0] == level:
-            acc = node_hash(stack.pop()[1], acc)
+class CompactRange:
+    """The right edge of a tree of `size` leaves: its perfect subtrees, largest first, one per set bit of
+    the size. All an append ever pairs with, so O(log n) memory for any size (transparency-dev/merkle's
+    compact.Range, for ranges that start at leaf 0). Every walk over a growing tree goes through here."""
+
+    def __init__(self, size: int = 0, subtrees: Sequence[bytes] = ()) -> None:
+        if len(subtrees) != size.bit_count():
+            raise ValueError(f"a tree of {size} leaves ends with {size.bit_count()} perfect subtrees")
+        self.size = size
+        self._edge = [(level, h) for level, h in zip(_levels(size), subtrees, strict=True)]
+
+    @staticmethod
+    def frontier(size: int) -> list[tuple[int, int]]:
+        """(level, index) of the perfect subtrees a tree of `size` ends with, largest first."""
+        return [(level, (size >> level) - 1) for level in _levels(size)]
+
+    @classmethod
+    def from_nodes(cls, size: int, get_node: GetNode) -> CompactRange:
+        return cls(size, [get_node(level, index) for level, index in cls.frontier(size)])
+
+    def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
+        """Adds a leaf hash; returns the subtrees it completes as (level, index, hash), itself first."""
+        index, level, acc = self.size, 0, leaf
+        completed = [(0, index, leaf)]
+        while self._edge and self._edge[-1][0] == level:
+            acc = node_hash(self._edge.pop()[1], acc)
             level += 1
-        stack.append((level, acc))
-    return _fold([h for _, h in stack])
+            completed.append((level, index >> level, acc))
+        self._edge.append((level, acc))
+        self.size += 1
+        return completed
+
+    def root(self) -> bytes:
+        return _fold([h for _, h in self._edge]) if self._edge else EMPTY_ROOT
+
+
+def _levels(size: int) -> list[int]:
+    """The levels of the set bits of `size`, highest first."""
+    return [level for level in reversed(range(size.bit_length())) if size >> level & 1]
+
+
+def root(leaf_hashes: Sequence[bytes]) -> bytes:
+    """MTH(D[n]) over leaf hashes, in O(n) time and O(log n) memory."""
+    edge = CompactRange()
+    for h in leaf_hashes:
+        edge.append(h)
+    return edge.root()
 
 
 def _range_hash(start: int, end: int, get_node: GetNode) -> bytes:
@@ -191,6 +226,7 @@ class MemoryTree:
 
     def __init__(self) -> None:
         self._levels: list[list[bytes]] = [[]]
+        self._edge = CompactRange()
 
     @property
     def size(self) -> int:
@@ -201,14 +237,10 @@ class MemoryTree:
         if not _are_hashes(leaf):
             raise ValueError(f"a leaf hash is {HASH_SIZE} bytes")
         index = self.size
-        self._levels[0].append(leaf)
-        level = 0
-        while len(self._levels[level]) % 2 == 0:
-            parent = node_hash(self._levels[level][-2], self._levels[level][-1])
-            if level + 1 == len(self._levels):
+        for level, _, value in self._edge.append(leaf):
+            if level == len(self._levels):
                 self._levels.append([])
-            self._levels[level + 1].append(parent)
-            level += 1
+            self._levels[level].append(value)
         return index
 
     def get_node(self, level: int, index: int) -> bytes:

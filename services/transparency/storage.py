@@ -39,29 +39,22 @@ async def read_nodes(session: AsyncSession, coords: set[tuple[int, int]]) -> dic
     return {(r.level, r.idx): r.hash for r in rows}
 
 
-def _frontier(size: int) -> set[tuple[int, int]]:
-    """The complete subtrees a tree of `size` leaves ends with: all a later append ever pairs with."""
-    return {(level, (size >> level) - 1) for level in range(size.bit_length()) if size >> level & 1}
-
-
 async def add_leaves(session: AsyncSession, size: int, leaf_hashes: Sequence[bytes]) -> None:
     """Stores the leaves appended to a tree of `size` and every subtree they complete, in the caller's
-    transaction: one read of the frontier, then writes only."""
+    transaction: one read of the right edge, then writes only."""
     if not leaf_hashes:
         return
-    known = await read_nodes(session, _frontier(size))
-    missing = _frontier(size) - known.keys()
+    frontier = merkle.CompactRange.frontier(size)
+    known = await read_nodes(session, set(frontier))
+    missing = [coords for coords in frontier if coords not in known]
     if missing:
         raise TreeError(f"the stored tree lacks node(s) {sorted(missing)} of its right edge at size {size}")
-    new: dict[tuple[int, int], bytes] = {}
-    for index, leaf in enumerate(leaf_hashes, start=size):
-        level, idx, value = 0, index, leaf
-        new[(level, idx)] = value
-        while idx & 1:
-            left = new.get((level, idx - 1)) or known[(level, idx - 1)]
-            level, idx, value = level + 1, idx >> 1, merkle.node_hash(left, value)
-            new[(level, idx)] = value
-    session.add_all(TlogNode(level=level, idx=idx, hash=value) for (level, idx), value in new.items())
+    edge = merkle.CompactRange.from_nodes(size, lambda level, idx: known[(level, idx)])
+    session.add_all(
+        TlogNode(level=level, idx=idx, hash=value)
+        for leaf in leaf_hashes
+        for level, idx, value in edge.append(leaf)
+    )
 
 
 async def with_nodes(session: AsyncSession, compute: Callable[[merkle.GetNode], T]) -> T:
