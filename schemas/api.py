@@ -161,12 +161,13 @@ class CredentialOut(BaseModel):
 
 
 class Problem(BaseModel):
-    """RFC 9457 problem details."""
+    """RFC 9457 problem details; `code` is the stable name of the failure (docs/errors.md)."""
 
-    type: str = "about:blank"
+    type: str = Field(description="This API's page on the code: <base URL>/problems/<code>.")
     title: str
     status: int
-    detail: str
+    detail: str = Field(description="What exactly failed, for a person.")
+    code: str = Field(description="Stable across deployments and versions; software switches on it.")
 
 
 class ErasureIn(BaseModel):

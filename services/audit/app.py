@@ -12,14 +12,13 @@ import structlog
 from fastapi import FastAPI
 
 from services.envelope.errors import KeyFileError
-from services.platform.database import make_engine, make_sessionmaker
 from services.platform.settings import Settings
 from services.platform.views import BodyLimit, install_error_handlers
 from services.transparency import checkpoints
 from services.transparency import views as transparency
 from services.transparency.checkpoints import AuditorQueries, Publisher
 from services.transparency.note import NoteSigner
-from services.trust.keyring import DirectoryCache
+from services.trust.views import open_app_state
 
 log = structlog.get_logger("audit")
 
@@ -36,10 +35,7 @@ def _load_signer(settings: Settings) -> NoteSigner | None:
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
-        app.state.settings = settings
-        app.state.sessions = make_sessionmaker(engine)
-        app.state.directory = DirectoryCache()
+        engine = open_app_state(app, settings)
         publisher = Publisher(
             app.state.sessions,
             _load_signer(settings),

@@ -89,6 +89,18 @@ async def escalate_due(session: AsyncSession, now: datetime | None = None, limit
     ]
 
 
+def _alert(kind: str, agency: str, notice: NoticeRow, since: datetime, detail: str) -> Alert:
+    return Alert(
+        kind=kind,
+        agency=agency,
+        notice_id=uuid.UUID(notice.notice_id),
+        case_ref=notice.case_ref,
+        priority=notice.priority,
+        since=since,
+        detail=detail,
+    )
+
+
 async def escalated_since(session: AsyncSession, agency: str, since: datetime) -> list[Alert]:
     """The agency's copies that escalated after `since` and still wait for its acknowledgement."""
     query = (
@@ -99,14 +111,12 @@ async def escalated_since(session: AsyncSession, agency: str, since: datetime) -
         .order_by(Delivery.escalated_at)
     )
     return [
-        Alert(
-            kind="sla_escalation",
-            agency=agency,
-            notice_id=uuid.UUID(n.notice_id),
-            case_ref=n.case_ref,
-            priority=n.priority,
-            since=d.escalated_at,
-            detail=f"{n.priority} notice awaits your acknowledgement since {d.delivered_at.isoformat()}",
+        _alert(
+            "sla_escalation",
+            agency,
+            n,
+            d.escalated_at,
+            f"{n.priority} notice awaits your acknowledgement since {d.delivered_at.isoformat()}",
         )
         for d, n in (await session.execute(query)).all()
         if d.escalated_at is not None
@@ -125,14 +135,12 @@ async def overdue_alerts(session: AsyncSession, limit: int = 1000) -> list[Alert
         .limit(limit)
     )
     return [
-        Alert(
-            kind="sla_escalation",
-            agency=d.recipient,
-            notice_id=uuid.UUID(n.notice_id),
-            case_ref=n.case_ref,
-            priority=n.priority,
-            since=d.escalated_at,
-            detail=f"{n.priority} notice {d.state}, not acknowledged; was due {d.ack_due_at.isoformat()}",
+        _alert(
+            "sla_escalation",
+            d.recipient,
+            n,
+            d.escalated_at,
+            f"{n.priority} notice {d.state}, not acknowledged; was due {d.ack_due_at.isoformat()}",
         )
         for d, n in (await session.execute(query)).all()
         if d.escalated_at is not None and d.ack_due_at is not None
@@ -150,14 +158,12 @@ async def parked_alerts(session: AsyncSession) -> list[Alert]:
         .limit(1000)
     )
     return [
-        Alert(
-            kind="webhook_parked",
-            agency=hook.agency_id,
-            notice_id=uuid.UUID(notice.notice_id),
-            case_ref=notice.case_ref,
-            priority=notice.priority,
-            since=parked.parked_at,
-            detail=f"webhook {hook.id} to {urlsplit(hook.url).netloc} gave up after {parked.attempts} "
+        _alert(
+            "webhook_parked",
+            hook.agency_id,
+            notice,
+            parked.parked_at,
+            f"webhook {hook.id} to {urlsplit(hook.url).netloc} gave up after {parked.attempts} "
             f"attempts ({parked.last_error}); the notice waits in the inbox, or the agency replays it",
         )
         for parked, hook, notice in (await session.execute(query)).all()

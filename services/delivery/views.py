@@ -51,13 +51,11 @@ Notifier = Annotated[InboxNotifier, Depends(notifier)]
 
 # ---- the inbox -----------------------------------------------------------------------------------------
 
-router = APIRouter(prefix="/v1/inbox", tags=["inbox"])
+router = APIRouter(prefix="/v1/inbox", tags=["inbox"], responses=ERRORS)
 
 
 @router.get(
     "",
-    response_model=InboxPage,
-    responses=ERRORS,
     summary="The caller's notices in delivery order; `wait` long-polls (agency credential).",
 )
 async def get_inbox(
@@ -88,7 +86,6 @@ async def get_inbox(
 
 @router.get(
     "/stream",
-    responses=ERRORS,
     response_class=EventSourceResponse,
     summary="Server-Sent Events as notices are delivered; resumes from Last-Event-ID (agency credential).",
 )
@@ -132,8 +129,6 @@ async def stream_inbox(
 
 @router.post(
     "/{notice_id}/ack",
-    response_model=Acknowledgement,
-    responses=ERRORS,
     summary="Acknowledge a notice with a receipt signed by the caller's key (agency credential).",
 )
 async def post_ack(
@@ -155,13 +150,11 @@ async def post_ack(
 
 # ---- the desk's alerts ---------------------------------------------------------------------------------
 
-alerts = APIRouter(prefix="/v1/alerts", tags=["notices"])
+alerts = APIRouter(prefix="/v1/alerts", tags=["notices"], responses=ERRORS)
 
 
 @alerts.get(
     "",
-    response_model=list[Alert],
-    responses=ERRORS,
     summary="Overdue notices and parked webhook deliveries (the desk's credential).",
 )
 async def get_alerts(principal: Agency, session: Session) -> list[Alert]:
@@ -171,13 +164,9 @@ async def get_alerts(principal: Agency, session: Session) -> list[Alert]:
 
 # ---- webhooks ------------------------------------------------------------------------------------------
 
-hooks = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+hooks = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=ERRORS)
 SOURCE = "deskbridge/gateway"
-REPLAY_ERRORS: dict[int | str, dict[str, object]] = {
-    **ERRORS,
-    410: {"model": Problem},
-    502: {"model": Problem},
-}
+REPLAY_ERRORS: dict[int | str, dict[str, object]] = {410: {"model": Problem}, 502: {"model": Problem}}
 # Webhooks and parked deliveries are named by uuid4().hex; anything else names none of them.
 RowId = Annotated[str, Path(pattern="^[0-9a-f]{32}$")]
 
@@ -185,8 +174,6 @@ RowId = Annotated[str, Path(pattern="^[0-9a-f]{32}$")]
 @hooks.post(
     "",
     status_code=201,
-    response_model=WebhookOut,
-    responses=ERRORS,
     summary="Register an endpoint that receives the caller's deliveries as signed POSTs (agency credential).",
     description="The URL must be https:// and its host public: an IP literal or a name that resolves to a "
     "loopback, private, link-local or other non-public address is refused with 422 saying which kind.",
@@ -202,8 +189,6 @@ async def post_webhook(spec: WebhookIn, principal: Agency, session: Session, con
 
 @hooks.get(
     "",
-    response_model=list[WebhookOut],
-    responses=ERRORS,
     summary="The caller's webhooks with their position and retry state (agency credential).",
 )
 async def get_webhooks(principal: Agency, session: Session) -> list[WebhookOut]:
@@ -213,8 +198,6 @@ async def get_webhooks(principal: Agency, session: Session) -> list[WebhookOut]:
 
 @hooks.get(
     "/parked",
-    response_model=list[ParkedDelivery],
-    responses=ERRORS,
     summary="Deliveries the caller's webhooks gave up on, oldest first (agency credential).",
 )
 async def get_parked(principal: Agency, session: Session) -> list[ParkedDelivery]:
@@ -224,7 +207,6 @@ async def get_parked(principal: Agency, session: Session) -> list[ParkedDelivery
 
 @hooks.post(
     "/parked/{parked_id}/replay",
-    response_model=ParkedDelivery,
     responses=REPLAY_ERRORS,
     summary="POST a parked delivery to its webhook again now; 502 if the endpoint fails (agency credential).",
 )
@@ -250,7 +232,6 @@ async def post_replay(
     "/{webhook_id}",
     status_code=204,
     response_class=Response,
-    responses=ERRORS,
     summary="Stop a webhook; deliveries stay in the inbox (agency credential).",
 )
 async def delete_webhook(webhook_id: RowId, principal: Agency, session: Session) -> Response:

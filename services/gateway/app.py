@@ -18,13 +18,12 @@ from services.envelope.keys import DeskKeyFile
 from services.envelope.service import MAX_ENVELOPE_BYTES
 from services.notices import views as notices
 from services.notices.limits import InboxRoom, TokenBuckets
-from services.platform.database import make_engine, make_sessionmaker
 from services.platform.kafka import EventPublisher, Topics
 from services.platform.settings import Settings
 from services.platform.views import BodyLimit, install_error_handlers
 from services.trust import views as trust
-from services.trust.keyring import DirectoryCache
 from services.trust.signed_directory import DIRECTORY_KEY_FILE, load_directory_key
+from services.trust.views import open_app_state
 
 log = structlog.get_logger("gateway")
 
@@ -32,10 +31,7 @@ log = structlog.get_logger("gateway")
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
-        app.state.settings = settings
-        app.state.sessions = make_sessionmaker(engine)
-        app.state.directory = DirectoryCache()
+        engine = open_app_state(app, settings)
         app.state.publisher = EventPublisher(
             settings.kafka_bootstrap,
             "deskbridge-gateway",

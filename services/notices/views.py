@@ -24,10 +24,10 @@ from services.platform.views import ERRORS, Publisher, Session
 from services.trust.service import Principal
 from services.trust.views import Admin, Agency, Directory, Fresh
 
-router = APIRouter(prefix="/v1/notices", tags=["notices"])
-envelopes = APIRouter(prefix="/v1/envelopes", tags=["notices"])
-cases = APIRouter(prefix="/v1/cases", tags=["notices"])
-admin = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/notices", tags=["notices"], responses=ERRORS)
+envelopes = APIRouter(prefix="/v1/envelopes", tags=["notices"], responses=ERRORS)
+cases = APIRouter(prefix="/v1/cases", tags=["notices"], responses=ERRORS)
+admin = APIRouter(prefix="/v1/admin", tags=["admin"], responses=ERRORS)
 
 
 async def rate_limited(request: Request, principal: Agency) -> Principal:
@@ -61,8 +61,6 @@ Intakes = Annotated[service.Intake, Depends(intake)]
 @router.post(
     "",
     status_code=202,
-    response_model=NoticeAccepted,
-    responses=ERRORS,
     summary="Seal a notice with the desk's keys and make it durable in Kafka (desk credential).",
 )
 async def post_notice(
@@ -86,8 +84,6 @@ SEALED_BODY = {
 @envelopes.post(
     "",
     status_code=202,
-    response_model=NoticeAccepted,
-    responses=ERRORS,
     openapi_extra=SEALED_BODY,
     summary="Carry an envelope its sender sealed on its own machine (the sender's agency credential).",
 )
@@ -112,8 +108,6 @@ def _accepted(submission: Submission, response: Response) -> NoticeAccepted:
 
 @router.get(
     "/{notice_id}",
-    response_model=NoticeStatus,
-    responses=ERRORS,
     summary="Per-recipient delivery state of a notice (its sender's credential).",
 )
 async def get_notice(notice_id: UUID, principal: Agency, session: Session) -> NoticeStatus:
@@ -127,8 +121,6 @@ async def get_notice(notice_id: UUID, principal: Agency, session: Session) -> No
 @router.post(
     "/{notice_id}/recall",
     status_code=202,
-    response_model=RecallAccepted,
-    responses=ERRORS,
     summary="Withdraw a notice: unread copies vanish, read ones are marked (its sender's credential).",
 )
 async def post_recall(
@@ -142,8 +134,6 @@ async def post_recall(
 
 @cases.get(
     "/{case_ref}",
-    response_model=CaseThread,
-    responses=ERRORS,
     summary="A case's notices and replies as a thread, as far as the caller took part (agency credential).",
 )
 async def get_case(case_ref: str, principal: Agency, session: Session) -> CaseThread:
@@ -158,8 +148,6 @@ async def get_case(case_ref: str, principal: Agency, session: Session) -> CaseTh
 
 @admin.post(
     "/notices/{notice_id}/erase",
-    response_model=dict[str, str],
-    responses=ERRORS,
     summary="Erase a notice's stored envelope (crypto-shredding); audit leaves stay (admin credential).",
 )
 async def post_erase(

@@ -11,7 +11,7 @@ import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 
-from schemas.api import BIGINT_MAX, NO_NUL, Problem
+from schemas.api import BIGINT_MAX, NO_NUL
 from schemas.audit import (
     AuditBundle,
     AuditPage,
@@ -22,7 +22,7 @@ from schemas.audit import (
     LeafPage,
     NodePage,
 )
-from services.platform.views import Session
+from services.platform.views import ERRORS, Session
 from services.transparency import checkpoints, service, storage
 from services.transparency.checkpoints import Publisher
 from services.transparency.service import MAX_PAGE, EventFilter
@@ -30,8 +30,7 @@ from services.trust.service import Principal
 from services.trust.views import require
 
 log = structlog.get_logger("audit")
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
-PROBLEMS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (400, 401, 403, 404, 422)}
+router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=ERRORS)
 NOTE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/plain": {}}, "description": "A signed note (C2SP tlog-checkpoint)."}
 }
@@ -69,9 +68,7 @@ def _note(text: str) -> PlainTextResponse:
     return PlainTextResponse(text, media_type="text/plain; charset=utf-8")
 
 
-@router.get(
-    "/events", response_model=AuditPage, responses=PROBLEMS, summary="Entries, filtered (auditor credential)."
-)
+@router.get("/events", summary="Entries, filtered (auditor credential).")
 async def get_events(
     _: Auditor,
     session: Session,
@@ -91,7 +88,7 @@ async def get_events(
 @router.get(
     "/checkpoint",
     response_class=PlainTextResponse,
-    responses={**NOTE, **PROBLEMS},
+    responses=NOTE,
     summary="The latest signed checkpoint with its cosignatures (auditor or agency credential).",
 )
 async def get_latest_checkpoint(_: Reader, session: Session) -> PlainTextResponse:
@@ -101,7 +98,7 @@ async def get_latest_checkpoint(_: Reader, session: Session) -> PlainTextRespons
 @router.get(
     "/checkpoints/{size}",
     response_class=PlainTextResponse,
-    responses={**NOTE, **PROBLEMS},
+    responses=NOTE,
     summary="The signed checkpoint of this tree size with its cosignatures (auditor or agency credential).",
 )
 async def get_checkpoint(_: Reader, session: Session, size: Size) -> PlainTextResponse:
@@ -110,8 +107,6 @@ async def get_checkpoint(_: Reader, session: Session, size: Size) -> PlainTextRe
 
 @router.get(
     "/checkpoints",
-    response_model=CheckpointPage,
-    responses=PROBLEMS,
     summary="Every checkpoint published, oldest first (auditor credential).",
 )
 async def list_checkpoints(
@@ -126,7 +121,7 @@ async def list_checkpoints(
 @router.post(
     "/checkpoints",
     response_class=PlainTextResponse,
-    responses={**NOTE, **PROBLEMS, 503: {"model": Problem}},
+    responses=NOTE,
     summary="Sign a checkpoint now if the log grew; returns the latest (auditor credential).",
 )
 async def post_checkpoint(_: Auditor, publisher: Checkpoints) -> PlainTextResponse:
@@ -138,7 +133,6 @@ async def post_checkpoint(_: Auditor, publisher: Checkpoints) -> PlainTextRespon
 @router.post(
     "/checkpoints/{size}/cosignatures",
     status_code=201,
-    responses=PROBLEMS,
     summary="A witness agency cosigns a checkpoint it checked (agency credential or signature).",
 )
 async def post_cosignature(
@@ -153,8 +147,6 @@ async def post_cosignature(
 
 @router.get(
     "/leaves",
-    response_model=LeafPage,
-    responses=PROBLEMS,
     summary="Leaves [start, end) with their stored leaf hashes (auditor credential).",
 )
 async def get_leaves(_: Auditor, session: Session, start: Count, end: Count) -> LeafPage:
@@ -163,8 +155,6 @@ async def get_leaves(_: Auditor, session: Session, start: Count, end: Count) -> 
 
 @router.get(
     "/nodes",
-    response_model=NodePage,
-    responses=PROBLEMS,
     summary="Stored complete-subtree hashes of one level, by index range (auditor credential).",
 )
 async def get_nodes(
@@ -179,8 +169,6 @@ async def get_nodes(
 
 @router.get(
     "/proof/inclusion",
-    response_model=InclusionProof,
-    responses=PROBLEMS,
     summary="The inclusion proof of leaf `index` in the tree of `size` (auditor or agency credential).",
 )
 async def get_inclusion(
@@ -192,8 +180,6 @@ async def get_inclusion(
 
 @router.get(
     "/proof/consistency",
-    response_model=ConsistencyProof,
-    responses=PROBLEMS,
     summary="The consistency proof between two tree sizes (auditor or agency credential).",
 )
 async def get_consistency(
@@ -208,8 +194,6 @@ async def get_consistency(
 
 @router.get(
     "/export",
-    response_model=AuditBundle,
-    responses=PROBLEMS,
     summary="Leaves [start, end) with a checkpoint and every proof, for offline checks (auditor credential).",
 )
 async def export(

@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from schemas.api import (
     AgencyIn,
@@ -27,7 +27,7 @@ from schemas.directory import SignedDirectory
 from schemas.notices import AgencyId
 from services.envelope.keys import SigningKey
 from services.envelope.service import Freshness
-from services.platform.database import utcnow
+from services.platform.database import make_engine, make_sessionmaker, utcnow
 from services.platform.errors import Unavailable
 from services.platform.kafka import commit_audited
 from services.platform.settings import Settings
@@ -42,6 +42,16 @@ from services.trust.signed_directory import directory_document, directory_key_en
 SOURCE = "deskbridge/gateway/directory"
 
 # ---- who is calling ------------------------------------------------------------------------------------
+
+
+def open_app_state(app: FastAPI, settings: Settings) -> AsyncEngine:
+    """What every app's routes read from its state: the settings, database sessions and the directory
+    cache authentication reads; the caller disposes of the engine when the app stops."""
+    engine = make_engine(settings.database_url)
+    app.state.settings = settings
+    app.state.sessions = make_sessionmaker(engine)
+    app.state.directory = DirectoryCache()
+    return engine
 
 
 async def directory_view(request: Request, session: Session) -> DirectoryView:
@@ -157,13 +167,11 @@ DirectoryKey = Annotated[SigningKey, Depends(directory_key)]
 
 # ---- the directory -------------------------------------------------------------------------------------
 
-router = APIRouter(prefix="/v1/directory", tags=["directory"])
+router = APIRouter(prefix="/v1/directory", tags=["directory"], responses=ERRORS)
 
 
 @router.get(
     "",
-    response_model=SignedDirectory,
-    responses=ERRORS,
     summary="Every agency and its keys as one JWS signed by the directory key (any credential).",
 )
 async def get_directory(_: Anyone, session: Session, key: DirectoryKey) -> SignedDirectory:
@@ -172,8 +180,6 @@ async def get_directory(_: Anyone, session: Session, key: DirectoryKey) -> Signe
 
 @router.get(
     "/key",
-    response_model=dict[str, str],
-    responses=ERRORS,
     summary="The directory key's public half, to pin after checking its kid out of band (any credential).",
 )
 async def get_directory_key(_: Anyone, key: DirectoryKey) -> dict[str, str]:
@@ -182,8 +188,6 @@ async def get_directory_key(_: Anyone, key: DirectoryKey) -> dict[str, str]:
 
 @router.get(
     "/agencies",
-    response_model=list[AgencyOut],
-    responses=ERRORS,
     summary="Registered agencies (any credential).",
 )
 async def get_agencies(_: Anyone, session: Session) -> list[AgencyOut]:
@@ -192,8 +196,6 @@ async def get_agencies(_: Anyone, session: Session) -> list[AgencyOut]:
 
 @router.get(
     "/agencies/{agency_id}/jwks",
-    response_model=Jwks,
-    responses=ERRORS,
     summary="An agency's public keys as a JWKS, with status and validity window (any credential).",
 )
 async def get_jwks(agency_id: AgencyId, _: Anyone, session: Session) -> Jwks:
@@ -204,14 +206,12 @@ async def get_jwks(agency_id: AgencyId, _: Anyone, session: Session) -> Jwks:
 
 # ---- an agency's own keys ------------------------------------------------------------------------------
 
-keys = APIRouter(prefix="/v1/keys", tags=["directory"])
+keys = APIRouter(prefix="/v1/keys", tags=["directory"], responses=ERRORS)
 
 
 @keys.post(
     "",
     status_code=201,
-    response_model=dict[str, str],
-    responses=ERRORS,
     summary="Add a key to the caller's agency, retiring its current ones if asked (agency signature only).",
     description="Only a request signed with one of the agency's current keys (RFC 9421) is accepted, so a "
     "stolen bearer credential cannot add keys. After a compromise of every key, the administrator "
@@ -230,8 +230,6 @@ async def post_own_key(
 
 @keys.post(
     "/{kid}/revoke",
-    response_model=dict[str, str],
-    responses=ERRORS,
     summary="Revoke one of the caller's own keys at once, e.g. after a compromise (agency credential).",
 )
 async def post_revoke_own_key(
@@ -244,7 +242,7 @@ async def post_revoke_own_key(
 
 # ---- credentials ---------------------------------------------------------------------------------------
 
-credentials = APIRouter(prefix="/v1/credentials", tags=["credentials"])
+credentials = APIRouter(prefix="/v1/credentials", tags=["credentials"], responses=ERRORS)
 
 
 class RotationIn(BaseModel):
@@ -263,8 +261,6 @@ class RotationOut(CredentialOut):
 @credentials.post(
     "/rotate",
     status_code=201,
-    response_model=RotationOut,
-    responses=ERRORS,
     summary="Replace the calling credential by a new token, shown once; the old one is revoked after "
     "grace_s (any bearer credential).",
 )
@@ -286,15 +282,13 @@ async def post_rotation(
 
 # ---- the administrator's registrations -----------------------------------------------------------------
 
-admin = APIRouter(prefix="/v1/admin", tags=["admin"])
+admin = APIRouter(prefix="/v1/admin", tags=["admin"], responses=ERRORS)
 ADMIN_SOURCE = "deskbridge/gateway/admin"
 
 
 @admin.post(
     "/agencies",
     status_code=201,
-    response_model=AgencyOut,
-    responses=ERRORS,
     summary="Register an agency (admin credential).",
 )
 async def post_agency(body: AgencyIn, principal: Admin, session: Session, publisher: Publisher) -> AgencyOut:
@@ -306,8 +300,6 @@ async def post_agency(body: AgencyIn, principal: Admin, session: Session, publis
 @admin.post(
     "/agencies/{agency_id}/keys",
     status_code=201,
-    response_model=dict[str, str],
-    responses=ERRORS,
     summary="Register an agency's public key, given as a JWK (admin credential).",
 )
 async def post_key(
@@ -322,8 +314,6 @@ async def post_key(
 
 @admin.post(
     "/keys/{kid}/revoke",
-    response_model=dict[str, str],
-    responses=ERRORS,
     summary="Revoke any agency's key at once (admin credential).",
 )
 async def post_revoke_key(
@@ -337,8 +327,6 @@ async def post_revoke_key(
 @admin.post(
     "/credentials",
     status_code=201,
-    response_model=CredentialOut,
-    responses=ERRORS,
     summary="Issue an API credential; the token is shown once (admin credential).",
 )
 async def post_credential(
