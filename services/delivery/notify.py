@@ -15,12 +15,15 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
+from tenacity import wait_fixed
 
 from schemas.events import Event, EventType
 from services.platform.kafka import Topics
+from services.platform.retrying import until_stopped
 
 log = structlog.get_logger("gateway.notify")
 FALLBACK_S = 1.0
+RECONNECT = wait_fixed(2)
 WAKING = {EventType.notice_delivered, EventType.notice_escalated}
 
 
@@ -56,27 +59,29 @@ class InboxNotifier:
 
     async def run(self, bootstrap: str, topics: Topics, stop: asyncio.Event) -> None:
         """Follows the deliveries topic until `stop`; reconnects after broker trouble."""
-        while not stop.is_set():
-            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-            try:
-                await consumer.start()
-                assigned = [
-                    TopicPartition(topics.deliveries, p) for p in await _partitions(bootstrap, topics)
-                ]
-                consumer.assign(assigned)
-                await consumer.seek_to_end(*assigned)
-                while not stop.is_set():
-                    batches = await consumer.getmany(timeout_ms=500)
-                    for records in batches.values():
-                        for record in records:
-                            await self._see(record.value or b"")
-            except Exception as exc:  # a notifier outage only slows waiters to FALLBACK_S polling
-                log.warning("notifier lost the broker; retrying", error=type(exc).__name__)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 2.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
+        # Any failure is retried: a notifier outage only slows waiters to FALLBACK_S polling.
+        reconnecting = until_stopped(stop, Exception, RECONNECT, log, "notifier lost the broker; retrying")
+        async for attempt in reconnecting:
+            if stop.is_set():
+                return
+            with attempt:
+                await self._follow(bootstrap, topics, stop)
+
+    async def _follow(self, bootstrap: str, topics: Topics, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        try:
+            await consumer.start()
+            assigned = [TopicPartition(topics.deliveries, p) for p in await _partitions(bootstrap, topics)]
+            consumer.assign(assigned)
+            await consumer.seek_to_end(*assigned)
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    for record in records:
+                        await self._see(record.value or b"")
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
 
     async def _see(self, value: bytes) -> None:
         try:

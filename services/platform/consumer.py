@@ -7,11 +7,18 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from tenacity import wait_exponential
 
 from services.platform.outage import TRANSIENT
+from services.platform.retrying import Sleep, until_stopped
 
 log = structlog.get_logger("consumer")
+# Doubling waits, at most 10 s apart: 0.5, 1, 2, 4, 8, 10, 10, ... s to start; 0.2, 0.4, ... s for a batch.
+START_BACKOFF = wait_exponential(multiplier=0.5, max=10)
+BATCH_BACKOFF = wait_exponential(multiplier=0.2, max=10)
+START_RETRY = "kafka not reachable, retrying"  # operators and tests look for these two
+BATCH_RETRY = "batch not durable yet, retrying"
 
 
 Batch = Sequence[ConsumerRecord[bytes, bytes]]
@@ -55,28 +62,25 @@ async def consume(
 
 
 async def _start(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
-    delay = 0.5
-    while True:
-        try:
+    """Starts the consumer, retrying while Kafka is out of reach. The first attempt is always made; once
+    `stop` is set no further one is, and it gives up with a KafkaError: nothing was consumed."""
+    async for attempt in until_stopped(stop, KafkaError, START_BACKOFF, log, START_RETRY, describe=str):
+        if stop.is_set() and attempt.retry_state.attempt_number > 1:
+            raise KafkaConnectionError("stopped before Kafka was reachable")
+        with attempt:
             await consumer.start()
-            return
-        except KafkaError as exc:
-            log.warning("kafka not reachable, retrying", error=str(exc), retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10)
-            if stop.is_set():
-                raise
 
 
 async def _until_done(
-    handle_batch: Callable[[Batch], Awaitable[None]], records: Batch, stop: asyncio.Event
+    handle_batch: Callable[[Batch], Awaitable[None]],
+    records: Batch,
+    stop: asyncio.Event,
+    sleep: Sleep | None = None,
 ) -> None:
-    delay = 0.2
-    while not stop.is_set():
-        try:
-            await handle_batch(records)
+    """Runs the batch until it is durable, retrying an outage (never skipping the batch), or until `stop`
+    is set: then no further attempt is made, and the batch stays uncommitted. `sleep`: see until_stopped."""
+    async for attempt in until_stopped(stop, TRANSIENT, BATCH_BACKOFF, log, BATCH_RETRY, sleep=sleep):
+        if stop.is_set():
             return
-        except TRANSIENT as exc:
-            log.warning("batch not durable yet, retrying", error=type(exc).__name__, retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10)
+        with attempt:
+            await handle_batch(records)
