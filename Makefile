@@ -57,6 +57,6 @@ bench: $(INSTALLED) $(JARS) postgres-server
 
 # A bounded load while the broker, the gateway, ingest, audit and the database are killed and restarted,
 # on one broker and on a 3-broker KRaft cluster, then schemathesis on both APIs; into docs/reliability.md
-# (about eight minutes). `make test` runs the short scenarios (tests/test_faults.py).
+# (about eight minutes). `make test` runs the short scenarios (tests/faults/test_scenarios.py).
 faults: $(INSTALLED) $(JARS) postgres-server
 	$(BIN)/python -m faults.run

@@ -48,7 +48,7 @@ FULL = (
         brokers=3,
     ),
 )
-# The short version `make test` runs (tests/test_faults.py): every fault once, on a load long enough
+# The short version `make test` runs (tests/faults/test_scenarios.py): every fault once, on a load long enough
 # for all of them to strike while it runs. The faults go one after another, each taking up to ~15 s
 # with its restart and the pause after it, so the load lasts 100 s.
 QUICK = (
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="the short scenarios tests/test_faults.py runs")
+    parser.add_argument("--quick", action="store_true", help="the short scenarios tests/faults/test_scenarios.py runs")
     parser.add_argument("--seed", type=int, default=int(time.time()), help="draws the faults' points")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.md")
     parser.add_argument("--no-fuzz", action="store_true", help="skip schemathesis")

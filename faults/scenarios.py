@@ -1,5 +1,5 @@
 """A scenario: the stack on Kafka and PostgreSQL of its own, a bounded load, faults at random points of
-it, then the checks. `run_scenario` is what `python -m faults.run` and tests/test_faults.py call."""
+it, then the checks. `run_scenario` is what `python -m faults.run` and tests/faults/test_scenarios.py call."""
 
 from __future__ import annotations
 

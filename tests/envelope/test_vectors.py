@@ -30,7 +30,7 @@ from services.envelope.keys import PublicKey, SigningKey, import_public
 from services.envelope.service import canonical_json, open_envelope, parse_envelope, seal_notice, verify_outer
 from tests.vectors.generate import write_vectors
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors"
 DOCS = ROOT / "docs" / "envelope.md"
 

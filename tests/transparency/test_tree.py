@@ -42,7 +42,7 @@ from services.transparency.note import (
 from services.transparency.service import append, to_record
 from services.transparency.storage import TreeError
 from tests.conftest import ServiceTasks, Stack, eventually, notice_body
-from tests.test_auditlog import _chain
+from tests.transparency.test_log import _chain
 
 ORIGIN = "deskbridge.test/audit-log"
 QUIET = {"checkpoint_interval_s": 0.3, "audit_query_window_s": 3600}

@@ -14,7 +14,7 @@ from devstack.kafka import KafkaBroker
 from devstack.processes import spawn_child
 from tests.support.postgres import PostgresCluster
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = [
     "Machine",
     "How it was run",

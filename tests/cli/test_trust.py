@@ -13,9 +13,9 @@ from services.delivery.models import NoticeRow
 from services.envelope.keys import AgencyKeys
 from services.envelope.service import parse_envelope
 from services.trust.signed_directory import PIN_FILE, save_pin
+from tests.cli.test_main import _notice_file, deskbridge
 from tests.conftest import Stack, eventually
 from tests.support.fixtures import REPO_ROOT
-from tests.test_cli import _notice_file, deskbridge
 
 CASE = "KD-2025-0512"
 
