@@ -119,7 +119,7 @@ def markdown(outcomes: Sequence[Outcome], fuzz: str | None, machine: Machine, co
         "transaction, so a kill replays a batch, and every write is keyed (one inbox row per notice and "
         "recipient, one audit entry per event id), so a replay adds nothing. An outage of the database or "
         "of Kafka is answered 503 with `Retry-After` by the APIs and retried by the consumers; it never "
-        "sends a record to the dead-letter topic (services/common/outage.py).\n",
+        "sends a record to the dead-letter topic (services/platform/outage.py).\n",
         table(
             ["scenario", "notices acknowledged", "lost", "duplicated", "audit verifies", "result"],
             [

@@ -37,7 +37,7 @@ HexHash = Sha256Hex  # a Merkle hash (leaf, node or root), lowercase hex
 
 class AuditLeaf(BaseModel):
     """Leaf `index` of the Merkle tree: the entry with seq index + 1. `leaf_hash` is the hash the log
-    stored; recompute it from `record` (services/common/auditlog.leaf_data) rather than trust it."""
+    stored; recompute it from `record` (services/transparency/entries.leaf_data) rather than trust it."""
 
     index: int
     leaf_hash: str

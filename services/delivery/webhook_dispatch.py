@@ -5,7 +5,7 @@ restart resumes the schedule, and with several ingest instances one at a time dr
 Delivery is at least once: a crash between the endpoint's 2xx and the commit sends that item again, and
 receivers drop repeats by notice_id.
 
-When one of the agency's copies escalates (ingest's sweep, services/common/lifecycle.py), each of its
+When one of the agency's copies escalates (ingest's sweep, services/delivery/deadlines.py), each of its
 webhooks whose filters admit it gets the item once more, marked `Deskbridge-Event: escalation`: one
 attempt, never retried, never holding up the webhook's own position. Which escalations were sent is kept
 in memory from the dispatcher's start, so those that happen while no dispatcher runs are not sent (the

@@ -1,7 +1,7 @@
 """Webhook subscriptions: each delivery to an agency is POSTed to the agency's endpoint, in delivery order,
 retried with backoff, and parked (for the agency to replay, and for the desk to see) once the budget is spent.
 
-The POST is signed with RFC 9421 (services/common/httpsig.py) by the desk's directory key, the key every
+The POST is signed with RFC 9421 (services/trust/httpsig.py) by the desk's directory key, the key every
 partner pins already: a receiver checks a request with `verify_webhook` and trusts nothing else. Position
 and retry state live in the database (`webhooks`), so a restart resumes where the last attempt left off.
 

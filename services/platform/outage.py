@@ -1,7 +1,7 @@
 """Which failures mean "a part is out of reach, try again later", never "this request or record is bad".
 
-The APIs answer them with 503 and `Retry-After` (services/common/http.py); the consumers retry the batch
-rather than dead-letter its records (services/common/consumer.py). One list for both, so a new kind of
+The APIs answer them with 503 and `Retry-After` (services/platform/views.py); the consumers retry the batch
+rather than dead-letter its records (services/platform/consumer.py). One list for both, so a new kind of
 outage cannot be a 503 at the edge and a dead letter behind it."""
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ class AuditEntry(Base):
 
 class TlogNode(Base):
     """Append-only: the hash of the complete subtree of 2**level leaves starting at leaf idx * 2**level
-    (level 0: the leaf hashes), written once when the subtree completes (services/common/merkle.py)."""
+    (level 0: the leaf hashes), written once when the subtree completes (services/transparency/merkle.py)."""
 
     __tablename__ = "tlog_nodes"
 

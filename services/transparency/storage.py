@@ -1,8 +1,8 @@
 """The audit log's RFC 9162 Merkle tree in the database: the complete-subtree hashes written with each
 append (table tlog_nodes, append-only), and roots and proofs read from them in O(log n) rows.
 
-The maths is services/common/merkle.py (pure); this module is its storage and nothing else. What a leaf
-is belongs to the log (services/common/auditlog.py), the signed checkpoints to treehead.py.
+The maths is merkle.py (pure); this module is its storage and nothing else. What a leaf
+is belongs to the log (entries.py), the signed checkpoints to checkpoints.py.
 """
 
 from __future__ import annotations

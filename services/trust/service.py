@@ -195,7 +195,7 @@ async def agency_keys(session: AsyncSession, agency_id: str) -> list[AgencyKey]:
 
 
 class KeyLike(Protocol):
-    """What validity needs of a key: a database row or its in-memory copy (services/common/keyring.py)."""
+    """What validity needs of a key: a database row or its in-memory copy (services/trust/keyring.py)."""
 
     @property
     def kid(self) -> str: ...

@@ -1,4 +1,4 @@
-"""The directory in memory (services/common/keyring.py), on both databases: read whole once, re-read
+"""The directory in memory (services/trust/keyring.py), on both databases: read whole once, re-read
 whenever anything in it changes, by any path, so a revocation is seen by the very next read."""
 
 from __future__ import annotations
