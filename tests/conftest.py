@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import uvicorn
-from services.audit.app import create_app as create_audit_app
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from devstack.kafka import KafkaBroker, free_port
+from services.audit.app import create_app as create_audit_app
 from services.audit.main import run_consumer
 from services.cli.demo import bootstrap
 from services.cli.profiles import Profile
