@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from schemas.audit import AuditBundle, LeafPage
-from schemas.notices import Notice, NoticeDraft
+from schemas.notices import CASE_REF_PATTERN, Notice, NoticeDraft
 from services.cli.client import Api, ClientError, TrustedDirectory
 from services.cli.profiles import Profile, ProfileError
 from services.envelope.errors import EnvelopeError
@@ -94,6 +95,19 @@ def one_line_errors() -> Iterator[None]:
         where = ".".join(str(p) for p in first["loc"]) or "input"
         typer.echo(one_line("invalid_request", f"{where}: {first['msg']}"), err=True)
         raise typer.Exit(1) from exc
+
+
+def _notice_id(value: str, option: str = "") -> str:
+    """Ids go into URLs such as /v1/notices/{id}; a shortened one (6f1c...) is refused here, in words,
+    rather than by the server. No prefix is resolved: a recall must name exactly one notice."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ClientError(
+            f"{option}{value!r} is not a notice id: ids are full UUIDs (36 characters, as `notice send` "
+            "prints them)",
+            "invalid_request",
+        ) from None
 
 
 def _api(home: Path, name: str, server: str, sign: bool = False) -> Api:
@@ -229,8 +243,8 @@ def notice_send(
                 "tlp": tlp,
                 "case_ref": case_ref,
                 "recipients": [r.strip() for r in to.split(",") if r.strip()],
-                "in_reply_to": in_reply_to,
-                "forwarded_from": forwarded_from,
+                "in_reply_to": in_reply_to and _notice_id(in_reply_to, "--in-reply-to "),
+                "forwarded_from": forwarded_from and _notice_id(forwarded_from, "--forwarded-from "),
             }
         )
         profile = Profile(home, as_)
@@ -259,16 +273,10 @@ def notice_status(
 ) -> None:
     """Per-recipient delivery state of a notice you sent."""
     with one_line_errors(), _api(home, as_, server, sign) as api:
-        body = api.call("GET", f"/v1/notices/{notice_id}")
+        body = api.call("GET", f"/v1/notices/{_notice_id(notice_id)}")
         typer.echo(f"notice {body['notice_id']}  case {body['case_ref']}  from {body['sender']}")
         for r in body["recipients"]:
-            when = (
-                r.get("replied_at")
-                or r.get("acknowledged_at")
-                or r.get("fetched_at")
-                or r.get("delivered_at")
-                or ""
-            )
+            when = r.get(f"{r['state']}_at") or ""  # since when it is in the state shown
             marks = [
                 "signed receipt" if r.get("receipt") else "",
                 f"ESCALATED {r['escalated_at']}"
@@ -594,6 +602,7 @@ def notice_recall(
 ) -> None:
     """Withdraw a notice you sent: unread copies leave the inboxes, read ones are marked recalled."""
     with one_line_errors(), _api(home, as_, server, sign) as api:
+        notice_id = _notice_id(notice_id)
         api.call("POST", f"/v1/notices/{notice_id}/recall", json={"reason": reason})
         typer.echo(f"recall of {notice_id} accepted; `deskbridge notice status` shows it applied")
 
@@ -604,6 +613,8 @@ def case_show(
 ) -> None:
     """A case's notices with their replies indented beneath them, and each recipient's state."""
     with one_line_errors(), _api(home, as_, server, sign) as api:
+        if not re.fullmatch(CASE_REF_PATTERN, case_ref):
+            raise ClientError(f"{case_ref!r} is not a case ref such as KD-2025-0331", "invalid_request")
         thread = api.call("GET", f"/v1/cases/{case_ref}")
         typer.echo(f"case {thread['case_ref']}: {len(thread['notices'])} notice(s)")
         for n in thread["notices"]:
@@ -681,8 +692,10 @@ def directory_pin(
 def directory_show(as_: As, home: Home = DEFAULT_HOME, server: Server = DEFAULT_SERVER) -> None:
     """The agencies and their keys, from the directory as signed by the pinned key."""
     with one_line_errors(), _api(home, as_, server) as api:
-        directory = api.directory(load_pin(Profile(home, as_).folder))
-        typer.echo(f"directory signed at {datetime.fromtimestamp(directory.document.iat, UTC).isoformat()}")
+        pinned = load_pin(Profile(home, as_).folder)
+        directory = api.directory(pinned)
+        signed_at = datetime.fromtimestamp(directory.document.iat, UTC).isoformat()
+        typer.echo(f"directory signed at {signed_at} by the pinned key {pinned.thumbprint()}")
         for agency in directory.document.agencies:
             typer.echo(f"{agency.id:<28} {agency.kind:<8} {agency.name}")
             for key in agency.keys:

@@ -84,6 +84,7 @@ def run_stack(var: Path, kafka_port: int, gateway_port: int, audit_port: int) ->
             children.append(spawn_child([sys.executable, "-m", f"services.{name}"], env=environment))
         _wait_http(f"http://127.0.0.1:{gateway_port}/healthz", children[0])
         _wait_http(f"http://127.0.0.1:{audit_port}/v1/audit/events", children[2])
+        server = f" --server http://127.0.0.1:{gateway_port}" if gateway_port != 8080 else ""
         print(
             f"\ndeskbridge is up.\n"
             f"  gateway   http://127.0.0.1:{gateway_port}  (OpenAPI: /docs)\n"
@@ -92,7 +93,7 @@ def run_stack(var: Path, kafka_port: int, gateway_port: int, audit_port: int) ->
             f"  demo agencies' keys and credentials: {home}/<agency>/ "
             f"({'just created' if enrolled else 'kept from an earlier run'})\n"
             f"  auditor and admin credentials: {home}/auditor/, {home}/admin/\n"
-            f"Try: deskbridge inbox pull --as kh-cnp --home {home}\nCtrl-C stops everything.",
+            f"Try: deskbridge inbox pull --as kh-cnp --home {home}{server}\nCtrl-C stops everything.",
             flush=True,
         )
         # SIGINT too: a shell that starts us in the background hands us SIGINT ignored.

@@ -87,6 +87,8 @@ async def test_admin_enrols_a_new_agency_that_then_receives(stack: Stack, tmp_pa
     assert wrong.exit_code == 1 and "not pinned" in wrong.output
     pinned = await deskbridge(stack, "directory", "pin", "--as", "europol", "--kid", desk_said)
     assert pinned.exit_code == 0, pinned.output
+    shown = await deskbridge(stack, "directory", "show", "--as", "europol")
+    assert shown.exit_code == 0 and f"by the pinned key {desk_said}" in shown.output, shown.output
     sent = await deskbridge(
         stack,
         "notice", "send", "--as", "kr-desk", "--to", "europol", "--type", "intel_report",
@@ -127,6 +129,13 @@ async def test_failures_are_one_clear_line_and_a_nonzero_exit(stack: Stack, tmp_
         (["inbox", "pull", "--as", "no-such-profile"], "no key file"),
         (["notice", "status", "00000000-0000-0000-0000-000000000000", "--as", "nobody"], "no credential"),
         (["notice", "status", "00000000-0000-0000-0000-000000000000", "--as", "kr-desk"], "404"),
+        # A shortened id is refused in words before any request, with the code the server would give.
+        (["notice", "status", "6f1c...", "--as", "kr-desk"],
+         "'6f1c...' is not a notice id: ids are full UUIDs"),
+        (["notice", "recall", "6f1c2d3e", "--as", "kr-desk"], "prints them) [invalid_request]"),
+        (["notice", "send", "--as", "kh-cnp", "--to", "kr-desk", *common, "--in-reply-to", "6f1c...",
+          "--file", notice], "--in-reply-to '6f1c...' is not a notice id"),
+        (["case", "show", "KD/../x", "--as", "kr-desk"], "'KD/../x' is not a case ref"),
         (["audit", "verify", "--as", "kh-cnp"], "403"),
         (["keys", "generate", "kh-cnp"], "already holds keys"),
     ]  # fmt: skip

@@ -102,11 +102,15 @@ async def test_a_revoked_key_cannot_send_and_the_desk_recalls(stack: Stack, tmp_
     )
     assert recalled.exit_code == 0, recalled.output
 
-    async def applied() -> bool:
+    async def applied() -> str | None:
         status = await deskbridge(stack, "notice", "status", notice_id, "--as", "kr-desk")
-        return "recalled" in status.output
+        return status.output if "recalled" in status.output else None
 
-    await eventually(applied)
+    shown = await eventually(applied)
+    # The time beside a state is when the copy got there: the recall's, not the delivery's.
+    [copy] = (await stack.client("kr-desk").get(f"/v1/notices/{notice_id}")).json()["recipients"]
+    assert copy["recalled_at"] != copy["delivered_at"]
+    assert f"recalled      {copy['recalled_at']}" in shown, shown
     pulled = await deskbridge(stack, "inbox", "pull", "--as", "interpol-ncb-phnom-penh")
     assert pulled.exit_code == 0 and "0 notice(s) opened" in pulled.output
 
