@@ -695,7 +695,7 @@ def directory_show(as_: As, home: Home = DEFAULT_HOME, server: Server = DEFAULT_
         pinned = load_pin(Profile(home, as_).folder)
         directory = api.directory(pinned)
         signed_at = datetime.fromtimestamp(directory.document.iat, UTC).isoformat()
-        typer.echo(f"directory signed at {signed_at} by the pinned key {pinned.thumbprint()}")
+        typer.echo(f"directory signed at {signed_at} by the pinned key {pinned.kid}")
         for agency in directory.document.agencies:
             typer.echo(f"{agency.id:<28} {agency.kind:<8} {agency.name}")
             for key in agency.keys:
