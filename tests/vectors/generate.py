@@ -69,7 +69,14 @@ NOTICE: dict[str, Any] = {
             "province": "Preah Sihanouk",
             "text": "Sihanoukville, gated compound off Ochheuteal Road, building with blue roof (fictional)",
             "coordinates": {"lat": 10.6093, "lon": 103.5296},
-        }
+        },
+        {
+            "country": "KH",
+            "province": "Svay Rieng",
+            "text": "Bavet, casino strip near the border crossing (fictional)",
+            # Whole-number coordinates: RFC 8785 writes 11.0 as 11, where json.dumps would write 11.0.
+            "coordinates": {"lat": 11.0, "lon": 106.1},
+        },
     ],
     "attachments": [
         {
