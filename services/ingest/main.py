@@ -15,7 +15,7 @@ from services.envelope.errors import KeyFileError
 from services.envelope.service import Freshness
 from services.ingest.handler import NoticeHandler
 from services.platform import process
-from services.platform.consumer import consume
+from services.platform.consumer import consume, until_reachable
 from services.platform.database import make_engine, make_sessionmaker
 from services.platform.kafka import EventPublisher, Topics, create_topics
 from services.platform.logs import configure
@@ -29,7 +29,9 @@ log = structlog.get_logger("ingest")
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     topics = Topics(settings.topic_prefix)
-    await create_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)
+    await until_reachable(
+        lambda: create_topics(settings.kafka_bootstrap, topics, settings.topic_partitions), stop
+    )
     engine = make_engine(settings.database_url)
     publisher = EventPublisher(
         settings.kafka_bootstrap, "deskbridge-ingest", topics, settings.kafka_send_timeout_s

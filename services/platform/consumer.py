@@ -44,7 +44,7 @@ async def consume(
         max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_bytes=16 * 1024 * 1024,
     )
-    await _start(consumer, stop)
+    await until_reachable(consumer.start, stop)
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
@@ -61,14 +61,15 @@ async def consume(
         await consumer.stop()
 
 
-async def _start(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
-    """Starts the consumer, retrying while Kafka is out of reach. The first attempt is always made; once
-    `stop` is set no further one is, and it gives up with a KafkaError: nothing was consumed."""
+async def until_reachable(connect: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:
+    """Runs `connect` (start a consumer, create the topics), retrying while Kafka is out of reach, so a
+    service started before its broker waits for it. The first attempt is always made; once `stop` is set
+    no further one is, and it gives up with a KafkaError: nothing was done."""
     async for attempt in until_stopped(stop, KafkaError, START_BACKOFF, log, START_RETRY, describe=str):
         if stop.is_set() and attempt.retry_state.attempt_number > 1:
             raise KafkaConnectionError("stopped before Kafka was reachable")
         with attempt:
-            await consumer.start()
+            await connect()
 
 
 async def _until_done(

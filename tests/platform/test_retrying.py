@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import cast
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError
 from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 
 from services.delivery.notify import InboxNotifier
-from services.platform.consumer import BATCH_RETRY, START_RETRY, Batch, _start, _until_done
+from services.platform.consumer import BATCH_RETRY, START_RETRY, Batch, _until_done, until_reachable
 from services.platform.kafka import Topics
 from services.platform.retrying import sleep_until
 
@@ -117,10 +115,10 @@ class FlakyStart:
             raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9)]")
 
 
-async def test_the_consumer_start_is_retried_while_kafka_is_out_of_reach() -> None:
+async def test_starting_against_kafka_is_retried_while_it_is_out_of_reach() -> None:
     fake = FlakyStart(failures=1)
     with capture_logs() as logs:
-        await _start(cast(AIOKafkaConsumer, fake), asyncio.Event())
+        await until_reachable(fake.start, asyncio.Event())
     assert fake.calls == 2
     assert START_RETRY == "kafka not reachable, retrying"
     [retry] = [entry for entry in logs if entry["event"] == START_RETRY]
@@ -129,7 +127,7 @@ async def test_the_consumer_start_is_retried_while_kafka_is_out_of_reach() -> No
 
 async def test_stop_ends_the_start_backoff_at_once_with_a_kafka_error() -> None:
     fake, stop = FlakyStart(failures=1000), asyncio.Event()
-    starting = asyncio.create_task(_start(cast(AIOKafkaConsumer, fake), stop))
+    starting = asyncio.create_task(until_reachable(fake.start, stop))
     await asyncio.sleep(0.1)  # into the first wait, of 0.5 s
     stopped_at = time.monotonic()
     stop.set()
