@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from services.audit.app import create_app as create_audit_app
 
+from services.audit.app import create_app as create_audit_app
 from services.gateway.app import create_app as create_gateway_app
 from services.platform.settings import Settings
 
