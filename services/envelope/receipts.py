@@ -10,13 +10,15 @@ from datetime import UTC, datetime, timedelta
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jws import JWSRegistry
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.envelope.errors import EnvelopeError
 from services.envelope.keys import PublicKey, SigningKey
 from services.envelope.service import Freshness
 
 RECEIPT_TYP = "deskbridge-receipt+jws"
+# The last second of year 9999 (UTC): every iat up to it is a time datetime can hold on every platform.
+LAST_UNIX_SECOND = 253_402_300_799
 _REGISTRY = JWSRegistry(algorithms=["Ed25519", "EdDSA"])
 
 
@@ -28,7 +30,7 @@ class Receipt(BaseModel):
     notice_id: uuid.UUID
     envelope_sha256: str
     agency: str
-    iat: int  # Unix seconds
+    iat: int = Field(ge=0, le=LAST_UNIX_SECOND)  # Unix seconds
 
 
 def make_receipt(signer: SigningKey, notice_id: str, envelope_sha256: str, at: datetime | None = None) -> str:
@@ -61,7 +63,13 @@ def check_receipt(
     try:
         extracted = jws.extract_compact(token.encode())
         unverified = Receipt.model_validate_json(extracted.payload)
-    except (JoseError, ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        raise EnvelopeError(
+            "bad_receipt", f"the receipt's {where} is not acceptable: {first['msg']}"
+        ) from exc
+    except (JoseError, ValueError) as exc:
         raise EnvelopeError("bad_receipt", "the receipt is not a compact JWS over a receipt") from exc
     kid = extracted.protected.get("kid")
     if not isinstance(kid, str) or extracted.protected.get("typ") != RECEIPT_TYP:
