@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +157,43 @@ async def test_bad_notices_get_clear_4xx_and_store_nothing(stack: Stack) -> None
     assert await _count(stack, Submission) == 0
     # Still serving after all of that.
     await _send(stack)
+
+
+async def _chunks(total: int, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    sent = 0
+    while sent < total:
+        yield b" " * min(size, total - sent)
+        sent += size
+
+
+async def test_bodies_streamed_past_the_limit_in_chunks_get_413_and_store_nothing(stack: Stack) -> None:
+    """No Content-Length to refuse up front: the body is counted as it arrives, on a JSON route and on the
+    envelope route (whose limit is larger)."""
+    for path, caller, limit in (
+        ("/v1/notices", "kr-desk", stack.settings.max_body_bytes),
+        ("/v1/envelopes", "kh-cnp", 4 * 1024 * 1024),
+    ):
+        response = await stack.client(caller).post(
+            path, content=_chunks(limit + 1024 * 1024), headers={"Content-Type": "application/json"}
+        )
+        assert "content-length" not in response.request.headers
+        assert response.request.headers["transfer-encoding"] == "chunked"
+        assert response.status_code == 413, (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "too_large" and "exceeds" in response.json()["detail"]
+    assert await _count(stack, Submission) == 0
+    # Under the limit, a streamed body is read whole as usual.
+    body = notice_body(PARTNERS)
+    raw = json.dumps(body).encode()
+
+    async def whole() -> AsyncIterator[bytes]:
+        yield raw[:100]
+        yield raw[100:]
+
+    response = await stack.client("kr-desk").post(
+        "/v1/notices", content=whole(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 202, response.text
 
 
 async def test_a_replayed_notice_id_is_refused(stack: Stack) -> None:
