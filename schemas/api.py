@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from schemas.notices import AgencyId
+from schemas.notices import AgencyId, AwareDatetime
 
 # PostgreSQL holds no U+0000 in text and no integer past bigint: such input is refused here with 422,
 # never passed on for the database to refuse with a 5xx.
@@ -121,7 +121,7 @@ class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     jwk: dict[str, Any]
-    not_after: datetime | None = None
+    not_after: AwareDatetime | None = None
     retire_previous_after_s: int | None = Field(
         default=None,
         ge=0,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from schemas.notices import AgencyId, CaseRef, NoticeType, Priority, Recipients, Tlp
+from schemas.notices import AgencyId, AwareDatetime, CaseRef, NoticeType, Priority, Recipients, Tlp
 
 B64Url = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]*$")]
 
@@ -29,8 +28,8 @@ class RoutingHeader(BaseModel):
     tlp: Tlp
     case_ref: CaseRef
     recipients: Recipients
-    sent_at: datetime
-    expires_at: datetime | None = None
+    sent_at: AwareDatetime
+    expires_at: AwareDatetime | None = None
     in_reply_to: UUID | None = None
     forwarded_from: UUID | None = None
 

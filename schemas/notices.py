@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated
 from uuid import UUID
@@ -56,13 +56,30 @@ class InterpolColour(StrEnum):
     purple = "purple"
 
 
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("timestamp is outside the years 1 to 9999 once converted to UTC") from None
+
+
 def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("timestamp must carry a timezone, e.g. 2025-03-31T09:00:00Z")
+    if value.utcoffset() is None:
+        raise ValueError("timestamp must carry a UTC offset (timezone), e.g. 2025-03-31T09:00:00Z")
+    _in_utc(value)
     return value
 
 
+def _read_as_utc(value: datetime) -> datetime:
+    return _in_utc(value if value.utcoffset() is not None else value.replace(tzinfo=UTC))
+
+
+# A time every stage can compare and store: with an offset, and within datetime's years in UTC too (year
+# 9999 at -14:00 is year 10000 in UTC). Every boundary refuses the same values, so the gateway never takes
+# what ingest, the database or the audit log would then fail on.
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+# A time to compare with (a query's bounds): one without an offset is read as UTC; converted to UTC.
+UtcDatetime = Annotated[datetime, AfterValidator(_read_as_utc)]
 
 
 class Person(BaseModel):

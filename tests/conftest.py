@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import uvicorn
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from devstack.kafka import KafkaBroker, free_port
@@ -26,7 +27,7 @@ from services.envelope.receipts import make_receipt
 from services.gateway.app import create_app as create_gateway_app
 from services.ingest.main import run as run_ingest
 from services.platform.database import make_engine, make_sessionmaker
-from services.platform.kafka import EventPublisher, Topics, create_topics
+from services.platform.kafka import EventPublisher, Topics, create_topics, header_value
 from services.platform.logs import configure
 from services.platform.migrate import upgrade
 from services.platform.settings import Settings
@@ -216,6 +217,46 @@ async def receipt(stack: Stack, agency: str, notice_id: str) -> dict[str, str]:
     digest = notice.envelope_sha256 if notice is not None else "0" * 64
     signer = AgencyKeys.load(stack.home / agency).signer()
     return {"receipt": make_receipt(signer, notice_id, digest)}
+
+
+async def dead_letters(stack: Stack, count: int) -> list[dict[str, str | None]]:
+    """The first `count` records of the dead-letter topic: each one's reason, detail and size."""
+    consumer = AIOKafkaConsumer(
+        stack.topics.dead_letters,
+        bootstrap_servers=stack.settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    found: list[dict[str, str | None]] = []
+    try:
+        async with asyncio.timeout(60):
+            while len(found) < count:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for r in records:
+                        headers = list(r.headers)
+                        found.append(
+                            {
+                                "reason": header_value(headers, "dlq_reason"),
+                                "detail": header_value(headers, "dlq_detail"),
+                                "size": str(len(r.value or b"")),
+                            }
+                        )
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def records_on(stack: Stack, topic: str) -> int:
+    """Records ever written to `topic`: the sum of its partitions' end offsets."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(stack.settings.topic_partitions)]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
 
 
 def notice_body(recipients: list[str], **overrides: Any) -> dict[str, Any]:

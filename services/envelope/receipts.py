@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.envelope.compact import ED25519_OR_LEGACY, read_compact, sign_compact, verify_compact
 from services.envelope.errors import EnvelopeError
@@ -15,6 +15,8 @@ from services.envelope.keys import PublicKey, SigningKey
 from services.envelope.service import Freshness
 
 RECEIPT_TYP = "deskbridge-receipt+jws"
+# The last second of year 9999 (UTC): every iat up to it is a time datetime can hold on every platform.
+LAST_UNIX_SECOND = 253_402_300_799
 
 
 class Receipt(BaseModel):
@@ -25,7 +27,7 @@ class Receipt(BaseModel):
     notice_id: uuid.UUID
     envelope_sha256: str
     agency: str
-    iat: int  # Unix seconds
+    iat: int = Field(ge=0, le=LAST_UNIX_SECOND)  # Unix seconds
 
 
 def make_receipt(signer: SigningKey, notice_id: str, envelope_sha256: str, at: datetime | None = None) -> str:
@@ -52,9 +54,16 @@ def check_receipt(
     signature over this copy. `key_of(kid, signed_at)` is the directory's signing key (or EnvelopeError)."""
     try:
         header, payload = read_compact(token)
-        unverified = Receipt.model_validate_json(payload)
-    except (EnvelopeError, ValidationError) as exc:
+    except EnvelopeError as exc:
         raise EnvelopeError("bad_receipt", "the receipt is not a compact JWS over a receipt") from exc
+    try:
+        unverified = Receipt.model_validate_json(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        raise EnvelopeError(
+            "bad_receipt", f"the receipt's {where} is not acceptable: {first['msg']}"
+        ) from exc
     kid = header.get("kid")
     if not isinstance(kid, str) or header.get("typ") != RECEIPT_TYP:
         raise EnvelopeError("bad_receipt", f"the receipt needs a kid and typ {RECEIPT_TYP}")

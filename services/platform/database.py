@@ -4,13 +4,17 @@ aware UTC times. The schema itself is made by Alembic (migrations/), never creat
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+import asyncpg
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
+
+from services.platform.errors import DatabaseUnavailable
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -47,6 +51,15 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -
     cursor.close()
 
 
+async def _connect(*args: Any, **kwargs: Any) -> Any:
+    """asyncpg's connect with the URL's arguments, as SQLAlchemy calls it. An OSError here is the database
+    out of reach, and only here: SQLAlchemy lets it through unwrapped, where it would look like any other."""
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except OSError as exc:  # also TimeoutError and socket.gaierror
+        raise DatabaseUnavailable(f"connecting failed with {type(exc).__name__}") from exc
+
+
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url)
@@ -54,7 +67,9 @@ def make_engine(url: str) -> AsyncEngine:
         return engine
     # No pre-ping: it costs a round trip per checkout. A connection broken by a database restart fails
     # once (503, or a retried batch) and SQLAlchemy then discards the whole pool.
-    return create_async_engine(url, pool_size=10, max_overflow=10)
+    return create_async_engine(
+        url, pool_size=10, max_overflow=10, connect_args={"async_creator_fn": _connect}
+    )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -31,3 +31,9 @@ class BrokerUnavailable(Unavailable):
     """Kafka did not acknowledge in time: the caller must not report success."""
 
     code = "kafka_unavailable"
+
+
+class DatabaseUnavailable(Unavailable):
+    """Connecting to the database failed at the network level (refused, reset, unresolvable, timed out)."""
+
+    code = "database_unavailable"

@@ -16,9 +16,18 @@ def configure(level: str = "info", json: bool = False) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False),
+            *_renderers(json),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),  # stdout is for the program's output
         cache_logger_on_first_use=True,
     )
+
+
+def _renderers(json: bool) -> list[structlog.typing.Processor]:
+    """Tracebacks name the frames and lines, never the values of their local variables, which hold SQL
+    parameters, envelope bytes and keys (structlog's defaults show them: rich's and the dict form's)."""
+    if json:
+        no_locals = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        return [structlog.processors.ExceptionRenderer(no_locals), structlog.processors.JSONRenderer()]
+    return [structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)]

@@ -11,19 +11,25 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from services.platform.errors import BrokerUnavailable
+from services.platform.errors import BrokerUnavailable, DatabaseUnavailable
 
-# DBAPIError covers OperationalError and InterfaceError (a dropped connection); asyncpg's own errors
-# escape SQLAlchemy while a connection is being opened, e.g. "the database system is starting up".
-# OSError covers a refused or reset connection and TimeoutError (one of its subclasses since 3.10).
+# What a lost database raises, as found by stopping and killing PostgreSQL under a running engine:
+# - a connection that breaks mid-use: DBAPIError (asyncpg's ConnectionDoesNotExistError inside, with
+#   AdminShutdownError or ConnectionResetError under it), and SQLAlchemy then discards the pool;
+# - every connect while it is down: ConnectionRefusedError from asyncpg, which SQLAlchemy does not wrap,
+#   so database.make_engine names it (and any OSError of connecting) DatabaseUnavailable right there;
+# - while it starts up or recovers: asyncpg's CannotConnectNowError (an OperatorInterventionError), which
+#   SQLAlchemy 2.1 wraps in DBAPIError (earlier versions let it through);
+# - no connection free in time: the pool's TimeoutError.
+# Never OSError as such: a receipt's iat beyond time_t raises one too, and that is a bad request.
 DATABASE_UNREACHABLE: tuple[type[Exception], ...] = (
     DBAPIError,
     PoolTimeout,
+    DatabaseUnavailable,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.InterfaceError,
-    OSError,
 )
 KAFKA_UNREACHABLE: tuple[type[Exception], ...] = (BrokerUnavailable, KafkaError)
 TRANSIENT: tuple[type[Exception], ...] = DATABASE_UNREACHABLE + KAFKA_UNREACHABLE

@@ -96,8 +96,9 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def database_unreachable(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("database unreachable", path=request.url.path, error=type(exc).__name__)
-        detail = f"the database is unreachable: {type(exc).__name__}; nothing was done, retry after "
+        what = exc.detail if isinstance(exc, Error) else type(exc).__name__
+        log.warning("database unreachable", path=request.url.path, error=what)
+        detail = f"the database is unreachable: {what}; nothing was done, retry after "
         return problem(
             request.base_url, "database_unavailable", f"{detail}{RETRY_AFTER_S} s", None, RETRY_AFTER_S
         )

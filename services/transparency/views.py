@@ -4,7 +4,6 @@ auditors and partner agencies (who also cosign checkpoints as witnesses). Never 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Annotated, Any
 
 import structlog
@@ -22,6 +21,7 @@ from schemas.audit import (
     LeafPage,
     NodePage,
 )
+from schemas.notices import UtcDatetime
 from services.platform.views import ERRORS, Session
 from services.transparency import checkpoints, service, storage
 from services.transparency.checkpoints import Publisher
@@ -78,8 +78,8 @@ async def get_events(
     notice_id: Filter = None,
     case_ref: Filter = None,
     event_type: Annotated[Filter, Query(alias="type")] = None,
-    since: Annotated[datetime | None, Query(description="Events that occurred at or after this.")] = None,
-    until: Annotated[datetime | None, Query(description="Events that occurred before this.")] = None,
+    since: Annotated[UtcDatetime | None, Query(description="Events that occurred at or after this.")] = None,
+    until: Annotated[UtcDatetime | None, Query(description="Events that occurred before this.")] = None,
 ) -> AuditPage:
     only = EventFilter(agency, notice_id, case_ref, event_type, since, until)
     return await service.events_page(session, after, limit, only)

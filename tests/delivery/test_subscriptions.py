@@ -13,14 +13,17 @@ from typing import Any
 
 import httpx
 import pytest
+from joserfc import jws
+from joserfc.jws import JWSRegistry
 from jwcrypto import jwk as jwc_jwk
 from jwcrypto import jws as jwc_jws
 from sqlalchemy import func, select
 
 from schemas.notices import Notice
 from services.delivery.models import Delivery
+from services.delivery.service import encode_cursor
 from services.envelope.keys import AgencyKeys, public_jwk
-from services.envelope.receipts import make_receipt
+from services.envelope.receipts import RECEIPT_TYP, make_receipt
 from services.envelope.service import seal_notice
 from tests.conftest import Stack, encryption_keys_of, eventually, notice_body, receipt
 
@@ -187,6 +190,58 @@ async def test_acknowledging_takes_a_receipt_signed_by_the_recipient(stack: Stac
     checker.verify(jwc_jwk.JWK(**public_jwk(kh_keys.signing, use="sig", alg="Ed25519")), alg="Ed25519")
     claims = json.loads(checker.payload)
     assert (claims["notice_id"], claims["envelope_sha256"], claims["agency"]) == (notice_id, digest, KH)
+
+
+def _receipt_at(keys: AgencyKeys, notice_id: str, digest: str, iat: int) -> str:
+    """A receipt signed by the agency's real key with any iat, even one no clock can hold."""
+    payload = {"notice_id": notice_id, "envelope_sha256": digest, "agency": keys.agency, "iat": iat}
+    signer = keys.signer()
+    return jws.serialize_compact(
+        {"alg": "Ed25519", "kid": signer.kid, "typ": RECEIPT_TYP},
+        json.dumps(payload).encode(),
+        signer.key,
+        registry=JWSRegistry(algorithms=["Ed25519"]),
+    )
+
+
+async def test_a_receipt_whose_iat_is_no_time_is_refused_and_changes_nothing(stack: Stack) -> None:
+    notice_id = await _send(stack, [KH])
+    [item] = await eventually(lambda: _items(stack, KH))
+    digest = hashlib.sha256(item["envelope"].encode()).hexdigest()
+    kh_keys = AgencyKeys.load(stack.home / KH)
+    kh = stack.client(KH)
+    # Beyond what datetime holds (OverflowError, ValueError), and beyond the platform's time_t (OSError,
+    # which must not pass for the database being out of reach).
+    for iat in (10**30, -(10**30), 2**62, 2**40, -(2**40), -1):
+        response = await kh.post(
+            f"/v1/inbox/{notice_id}/ack", json={"receipt": _receipt_at(kh_keys, notice_id, digest, iat)}
+        )
+        assert response.status_code == 422, (iat, response.text)
+        assert response.json()["code"] == "bad_receipt", (iat, response.text)
+        assert "retry-after" not in response.headers
+    assert (await _states(stack, notice_id))[KH] == "fetched"
+    good = _receipt_at(kh_keys, notice_id, digest, int(time.time()))
+    assert (await kh.post(f"/v1/inbox/{notice_id}/ack", json={"receipt": good})).status_code == 200
+
+
+async def test_cursors_beyond_a_bigint_or_below_zero_are_refused_on_every_way_in(stack: Stack) -> None:
+    kh = stack.client(KH)
+    for place in (2**64, 2**63, -1):
+        cursor = encode_cursor(place)
+        page = await kh.get("/v1/inbox", params={"after": cursor})
+        assert page.status_code == 400 and page.json()["code"] == "bad_cursor", (place, page.text)
+        # The stream refuses before it answers 200, so a client sees why instead of a dropped connection.
+        for way_in in ({"headers": {"Last-Event-ID": cursor}}, {"params": {"after": cursor}}):
+            async with asyncio.timeout(30):
+                async with kh.stream("GET", "/v1/inbox/stream", **way_in) as stream:  # type: ignore[arg-type]
+                    assert stream.status_code == 400, (place, way_in)
+                    assert stream.headers["content-type"] == "application/problem+json"
+                    assert json.loads(await stream.aread())["code"] == "bad_cursor"
+        hook = await kh.post("/v1/webhooks", json={"url": "https://partner.example/hook", "after": cursor})
+        assert hook.status_code == 400 and hook.json()["code"] == "bad_cursor", (place, hook.text)
+    assert (await kh.get("/v1/webhooks")).json() == []
+    # A cursor this server issued still works.
+    assert (await kh.get("/v1/inbox", params={"after": encode_cursor(0)})).status_code == 200
 
 
 async def _items(stack: Stack, agency: str, **params: Any) -> list[dict[str, Any]]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +14,30 @@ import httpx
 from sqlalchemy import func, select
 
 from devstack.kafka import KafkaBroker, free_port
+from schemas.notices import Notice
 from services.delivery.models import Delivery, NoticeRow
 from services.envelope.keys import AgencyKeys
-from services.envelope.service import open_envelope, parse_envelope
+from services.envelope.service import open_envelope, parse_envelope, seal_notice
 from services.gateway.app import create_app
+from services.ingest.main import run as run_ingest
 from services.notices.models import Submission
-from services.platform.kafka import Topics, create_topics
+from services.platform.database import make_engine, make_sessionmaker
+from services.platform.kafka import EventPublisher, Topics, create_topics
+from services.platform.migrate import upgrade
 from services.platform.settings import Settings
-from tests.conftest import ServiceTasks, Stack, eventually, notice_body, receipt
+from tests.conftest import (
+    ServiceTasks,
+    Stack,
+    encryption_keys_of,
+    enrol_demo,
+    eventually,
+    notice_body,
+    receipt,
+    records_on,
+    stack_settings,
+)
 from tests.support.fixtures import REPO_ROOT
+from tests.support.postgres import PostgresCluster
 
 PARTNERS = ["kh-cnp", "interpol-ncb-phnom-penh"]
 
@@ -157,6 +175,43 @@ async def test_bad_notices_get_clear_4xx_and_store_nothing(stack: Stack) -> None
     await _send(stack)
 
 
+async def _chunks(total: int, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    sent = 0
+    while sent < total:
+        yield b" " * min(size, total - sent)
+        sent += size
+
+
+async def test_bodies_streamed_past_the_limit_in_chunks_get_413_and_store_nothing(stack: Stack) -> None:
+    """No Content-Length to refuse up front: the body is counted as it arrives, on a JSON route and on the
+    envelope route (whose limit is larger)."""
+    for path, caller, limit in (
+        ("/v1/notices", "kr-desk", stack.settings.max_body_bytes),
+        ("/v1/envelopes", "kh-cnp", 4 * 1024 * 1024),
+    ):
+        response = await stack.client(caller).post(
+            path, content=_chunks(limit + 1024 * 1024), headers={"Content-Type": "application/json"}
+        )
+        assert "content-length" not in response.request.headers
+        assert response.request.headers["transfer-encoding"] == "chunked"
+        assert response.status_code == 413, (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "too_large" and "exceeds" in response.json()["detail"]
+    assert await _count(stack, Submission) == 0
+    # Under the limit, a streamed body is read whole as usual.
+    body = notice_body(PARTNERS)
+    raw = json.dumps(body).encode()
+
+    async def whole() -> AsyncIterator[bytes]:
+        yield raw[:100]
+        yield raw[100:]
+
+    response = await stack.client("kr-desk").post(
+        "/v1/notices", content=whole(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 202, response.text
+
+
 async def test_a_replayed_notice_id_is_refused(stack: Stack) -> None:
     body = notice_body(PARTNERS)
     desk = stack.client("kr-desk")
@@ -191,6 +246,64 @@ async def test_kafka_down_answers_503_never_202(stack: Stack) -> None:
     finally:
         await services.close()
     assert await _count(stack, Submission) == 0
+
+
+async def test_the_database_killed_under_gateway_and_ingest_is_an_outage_at_both_ends(
+    kafka_broker: KafkaBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A lost PostgreSQL raises a broken connection first, then refused ones: the gateway answers 503 with
+    Retry-After and does nothing, ingest holds its batch and retries it; nothing is dead-lettered, and all
+    goes through once the database is back. (On a cluster of its own: the session's is not killed.)"""
+    database = PostgresCluster()
+    await asyncio.to_thread(database.start)
+    services = ServiceTasks()
+    engine = None
+    down: Stack | None = None
+    try:
+        url = database.create_database("deskbridge")
+        await asyncio.to_thread(upgrade, url)
+        home = tmp_path / "demo"
+        settings = stack_settings(kafka_broker, url, topic_prefix, home)
+        topics = Topics(topic_prefix)
+        await create_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)
+        publisher = EventPublisher(settings.kafka_bootstrap, "tests", topics, 10)
+        await enrol_demo(settings, home, publisher)
+        gateway = await services.serve(create_app(settings), free_port())
+        services.run(run_ingest(settings, services.stop))
+        engine = make_engine(url)
+        down = Stack(settings, home, gateway, "", make_sessionmaker(engine), publisher, topics)
+        desk = down.client("kr-desk")
+        assert (await desk.post("/v1/notices", json=notice_body(PARTNERS))).status_code == 202
+
+        await asyncio.to_thread(database.kill)
+        for _ in range(2):  # the pool's broken connection, then a refused one
+            response = await desk.post("/v1/notices", json=notice_body(PARTNERS))
+            assert response.status_code == 503, response.text
+            assert response.json()["code"] == "database_unavailable"
+            assert response.headers["retry-after"].isdigit()
+        kh = AgencyKeys.load(home / "kh-cnp")
+        notice = Notice(**notice_body(["kr-desk"]), sender="kh-cnp", sent_at=datetime.now(UTC))
+        envelope = seal_notice(notice, kh.signer(), encryption_keys_of(down, ["kr-desk"]))
+        await publisher.send(topics.notices, notice.case_ref, envelope, [])
+        await asyncio.sleep(3)  # ingest meets the outage and retries
+        await asyncio.to_thread(database.start)
+
+        await eventually(lambda: _accepted(desk, notice_body(PARTNERS)), within=60, every=1.0)
+        await eventually(lambda: _rows(down, 5), within=60)  # 2 + 2 notices to the partners, 1 to the desk
+        assert await records_on(down, topics.dead_letters) == 0
+    finally:
+        if down is not None:
+            for client in down._clients:
+                await client.aclose()
+            await down.publisher.close()
+        await services.close()
+        if engine is not None:
+            await engine.dispose()
+        await asyncio.to_thread(database.stop)
+
+
+async def _rows(stack: Stack, expected: int) -> bool:
+    return await _count(stack, Delivery) == expected
 
 
 async def test_directory_lists_agencies_and_public_keys_only(stack: Stack) -> None:

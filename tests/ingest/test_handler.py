@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
 from devstack.processes import spawn_child
@@ -21,8 +20,7 @@ from services.delivery.models import Delivery, NoticeRow
 from services.envelope.keys import AgencyKeys
 from services.envelope.service import seal_notice
 from services.notices.models import Submission
-from services.platform.kafka import header_value
-from tests.conftest import Stack, encryption_keys_of, eventually, notice_body
+from tests.conftest import Stack, dead_letters, encryption_keys_of, eventually, notice_body, records_on
 
 RECIPIENTS = ["kh-cnp", "aseanapol"]
 
@@ -41,34 +39,6 @@ def _sealed(
 
 async def _produce(stack: Stack, value: bytes, key: str = "KD-2025-0331") -> None:
     await stack.publisher.send(stack.topics.notices, key, value, [])
-
-
-async def _dead_letters(stack: Stack, count: int) -> list[dict[str, str | None]]:
-    consumer = AIOKafkaConsumer(
-        stack.topics.dead_letters,
-        bootstrap_servers=stack.settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    await consumer.start()
-    found: list[dict[str, str | None]] = []
-    try:
-        async with asyncio.timeout(60):
-            while len(found) < count:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for r in records:
-                        headers = list(r.headers)
-                        found.append(
-                            {
-                                "reason": header_value(headers, "dlq_reason"),
-                                "detail": header_value(headers, "dlq_detail"),
-                                "size": str(len(r.value or b"")),
-                            }
-                        )
-    finally:
-        await consumer.stop()
-    return found
 
 
 async def _inbox_rows(stack: Stack, notice_id: str | None = None) -> int:
@@ -110,7 +80,7 @@ async def test_poison_records_are_dead_lettered_with_reasons_and_good_ones_flow(
     await _produce(stack, partner_ok)
     await _produce(stack, good_after)
 
-    letters = await _dead_letters(stack, len(poison))
+    letters = await dead_letters(stack, len(poison))
     assert sorted(str(letter["reason"]) for letter in letters) == sorted(r for _, r in poison)
     assert all(letter["detail"] for letter in letters)
     # The huge record is kept whole in the DLQ: nothing is lost, only set aside.
@@ -129,7 +99,7 @@ async def test_redelivery_is_absorbed_and_a_replayed_notice_id_is_refused(stack:
     await _produce(stack, envelope)
     await _produce(stack, envelope)  # what a producer retry or a consumer restart looks like
     await _produce(stack, replay)
-    [letter] = await _dead_letters(stack, 1)
+    [letter] = await dead_letters(stack, 1)
     assert letter["reason"] == "duplicate_notice"
     await eventually(lambda: _rows_for(stack, notice_id, len(RECIPIENTS)))
     async with stack.sessions() as session:
@@ -199,7 +169,7 @@ async def test_ingest_killed_mid_stream_loses_and_duplicates_nothing(stack: Stac
     assert set(per_notice.values()) == {len(RECIPIENTS)}
     assert partial < expected
     # The redelivered records were recognised as the same envelopes, not refused as replays.
-    assert await _dead_letter_count(stack) == 0
+    assert await records_on(stack, stack.topics.dead_letters) == 0
     # Each case reached each recipient in the order Kafka accepted its notices, across the kill.
     async with stack.sessions() as session:
         accepted = (await session.execute(select(Submission).order_by(Submission.kafka_offset))).scalars()
@@ -217,15 +187,3 @@ async def test_ingest_killed_mid_stream_loses_and_duplicates_nothing(stack: Stac
             for notice_id, case_ref in rows.all():
                 delivered.setdefault(case_ref, []).append(notice_id)
             assert delivered == by_case, recipient
-
-
-async def _dead_letter_count(stack: Stack) -> int:
-    """Records ever written to the DLQ: the sum of its partitions' end offsets."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        topic = stack.topics.dead_letters
-        partitions = [TopicPartition(topic, p) for p in range(stack.settings.topic_partitions)]
-        return sum((await consumer.end_offsets(partitions)).values())
-    finally:
-        await consumer.stop()

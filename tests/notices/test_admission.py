@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
@@ -23,14 +24,22 @@ from schemas.directory import SignedDirectory
 from schemas.notices import Notice
 from services.delivery.models import Delivery, NoticeRow
 from services.envelope.keys import AgencyKeys
-from services.envelope.service import open_envelope, parse_envelope, seal_notice
+from services.envelope.service import open_envelope, parse_envelope, routing_of, seal_notice
 from services.notices.models import Submission
 from services.platform.kafka import header_value
 from services.trust.errors import DirectoryTrustError
 from services.trust.httpsig import RequestSigner
 from services.trust.models import AgencyKey
 from services.trust.signed_directory import load_pin, verify_directory
-from tests.conftest import Stack, encryption_keys_of, eventually, notice_body, receipt
+from tests.conftest import (
+    Stack,
+    dead_letters,
+    encryption_keys_of,
+    eventually,
+    notice_body,
+    receipt,
+    records_on,
+)
 
 DESK, KH, INTERPOL, ASEANAPOL = "kr-desk", "kh-cnp", "interpol-ncb-phnom-penh", "aseanapol"
 
@@ -255,6 +264,54 @@ async def test_broken_envelopes_are_refused_with_reasons_and_the_gateway_keeps_s
     assert (await _post(stack, KH, good)).status_code == 202
 
 
+def _seal_unchecked(stack: Stack, sender: AgencyKeys, recipients: list[str], **times: datetime) -> bytes:
+    """Seals a notice whose sent_at or expires_at our models would refuse, into both the signed notice and
+    the routing header: what a client that does not use deskbridge's models could send."""
+    notice = Notice(**notice_body(recipients), sender=sender.agency, sent_at=datetime.now(UTC))
+    routing = routing_of(notice).model_copy(update=times)
+    with mock.patch("services.envelope.service.routing_of", return_value=routing):
+        return seal_notice(
+            notice.model_copy(update=times), sender.signer(), encryption_keys_of(stack, recipients)
+        )
+
+
+# Each gets past a check that compares times (freshness, expiry) and then fails whoever converts it to UTC
+# or compares it with an aware time: ingest dead-lettered them as internal errors after a 202.
+UNTIMELY = [
+    {"expires_at": datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14)))},
+    {"expires_at": datetime(9999, 12, 31, 12, tzinfo=timezone(-timedelta(hours=23, minutes=59)))},
+    {"expires_at": datetime(2030, 1, 1)},
+    {"sent_at": datetime.now(UTC).replace(tzinfo=None)},
+]
+
+
+async def test_times_no_stage_can_hold_are_refused_at_the_gateway_and_named_alike_by_ingest(
+    stack: Stack,
+) -> None:
+    kh = _keys(stack, KH)
+    for times in UNTIMELY:
+        response = await _post(stack, KH, _seal_unchecked(stack, kh, [DESK], **times))
+        assert response.status_code == 422, (times, response.text)
+        assert response.json()["code"] == "malformed", (times, response.text)
+        assert next(iter(times)) in response.json()["detail"], (times, response.text)
+    # The desk's own drafts: refused as requests, before anything is sealed.
+    for expires_at in ("9999-12-31T23:59:59-14:00", "9999-12-31T12:00:00-23:59"):
+        draft = await stack.client(DESK).post("/v1/notices", json=notice_body([KH], expires_at=expires_at))
+        assert draft.status_code == 422 and "expires_at" in draft.json()["detail"], draft.text
+    assert await records_on(stack, stack.topics.notices) == 0
+    assert await _count(stack, Submission) == 0
+    await eventually(lambda: _at_least(stack, "notice.rejected", len(UNTIMELY)))
+
+    # Were one in Kafka all the same, ingest sets it aside for the same reason, not as its own fault.
+    for times in UNTIMELY:
+        await stack.publisher.send(
+            stack.topics.notices, "KD-2025-0331", _seal_unchecked(stack, kh, [DESK], **times), []
+        )
+    letters = await dead_letters(stack, len(UNTIMELY))
+    assert [letter["reason"] for letter in letters] == ["malformed"] * len(UNTIMELY), letters
+    assert await _count(stack, NoticeRow) == 0
+
+
 async def _at_least(stack: Stack, event_type: str, count: int) -> list[dict[str, Any]]:
     found = await _audited(stack, event_type)
     return found if len(found) >= count else []
@@ -318,6 +375,42 @@ async def test_rotation_keeps_old_notices_verifiable_and_moves_new_ones_to_the_n
     states = {k["kid"]: k["status"] for k in jwks}
     assert states[kh.signing_kid] == "expired" and states[rotated.signing_kid] == "active"
     assert await eventually(lambda: _audited(stack, "key.registered", kid=rotated.signing_kid))
+
+
+async def test_a_key_validity_needs_an_offset_and_a_time_within_the_calendar(stack: Stack) -> None:
+    """On both ways a key comes in: the administrator's route and the agency's signed one."""
+    kh = _keys(stack, KH)
+    before = await _count(stack, AgencyKey)
+    offset_needed = "UTC offset"
+    out_of_range = "outside the years 1 to 9999"
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"not_after": "2030-01-01T00:00:00"}, offset_needed),
+        ({"not_after": "9999-12-31T23:59:59-14:00"}, out_of_range),
+        ({"not_after": "0001-01-01T00:00:00+14:00"}, out_of_range),
+        ({"not_after": "0001-01-01T00:00:00-14:00"}, "in the future"),
+        ({"retire_previous_after_s": -1}, "retire_previous_after_s"),
+        ({"retire_previous_after_s": 30 * 86400 + 1}, "retire_previous_after_s"),
+        ({"retire_previous_after_s": 2**64}, "retire_previous_after_s"),
+        ({"not_after": "9999-12-31T23:59:59+14:00", "retire_previous_after_s": 30 * 86400}, ""),
+    ]
+    admin = stack.client("admin")
+    async with httpx.AsyncClient(
+        base_url=stack.gateway_url, auth=RequestSigner(kh.signer()), timeout=30
+    ) as signed:
+        for way_in, client in ((f"/v1/admin/agencies/{KH}/keys", admin), ("/v1/keys", signed)):
+            for fields, reason in cases:
+                jwk = AgencyKeys.generate(KH).public_jwks()[0]
+                response = await client.post(way_in, json={"jwk": jwk, **fields})
+                if not reason:  # the far end of the calendar, yet a time every stage can hold
+                    assert response.status_code == 201, (way_in, fields, response.text)
+                    continue
+                assert response.status_code == 422, (way_in, fields, response.text)
+                assert reason in response.json()["detail"], (way_in, fields, response.text)
+    assert await _count(stack, AgencyKey) == before + 2
+    jwks = (await stack.client(KH).get(f"/v1/directory/agencies/{KH}/jwks")).json()["keys"]
+    # The second retired the first (a rotation); the last stays valid until 9999-12-31T09:59:59Z.
+    assert [k.get("exp") for k in jwks].count(253402250399) == 1, jwks
+    assert (await stack.client(INTERPOL).get("/v1/directory")).status_code == 200
 
 
 async def test_a_revoked_key_is_refused_at_once_by_the_gateway_and_by_ingest(stack: Stack) -> None:

@@ -10,13 +10,20 @@ import pkgutil
 import re
 from pathlib import Path
 
+import asyncpg
+import httpx
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
 from starlette.datastructures import URL
 
 import services
-from services.platform.errors import Error
+from devstack.kafka import free_port
+from services.platform.database import make_engine
+from services.platform.errors import DatabaseUnavailable, Error
+from services.platform.outage import TRANSIENT
 from services.platform.problems import PROBLEM_TYPES, one_line, problem_type
-from services.platform.views import problem
+from services.platform.views import install_error_handlers, problem
 
 ROOT = Path(__file__).resolve().parents[2]
 ROW = re.compile(
@@ -105,3 +112,45 @@ def test_the_cli_line_carries_detail_and_code() -> None:
     assert one_line("bad_cursor", "not a cursor this server issued") == (
         "error: not a cursor this server issued [bad_cursor]"
     )
+
+
+# What routes raise, as the HTTP answer says it: only what the database driver or Kafka raised is an outage.
+RAISED: dict[str, tuple[Exception, int, str]] = {
+    # datetime.fromtimestamp beyond the platform's time_t: a bad value, not the database going away
+    "time_t": (OSError(75, "Value too large for defined data type"), 500, "internal_error"),
+    "refused_elsewhere": (ConnectionRefusedError(111, "Connection refused"), 500, "internal_error"),
+    "timed_out_elsewhere": (TimeoutError(), 500, "internal_error"),
+    "database": (DatabaseUnavailable("connecting failed"), 503, "database_unavailable"),
+    "starting_up": (asyncpg.CannotConnectNowError("starting up"), 503, "database_unavailable"),
+}
+
+
+async def test_only_the_database_or_kafka_out_of_reach_is_an_outage() -> None:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/raise/{name}")
+    async def raising(name: str) -> None:
+        raise RAISED[name][0]
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        for name, (exc, status, code) in RAISED.items():
+            response = await client.get(f"/raise/{name}")
+            assert response.status_code == status, (name, response.text)
+            assert isinstance(exc, TRANSIENT) == (status == 503), name  # the consumers retry the same
+            if status == 503:
+                assert response.json()["code"] == code and response.headers["retry-after"].isdigit()
+            else:
+                assert "retry-after" not in response.headers
+
+
+async def test_connecting_to_a_database_that_is_not_there_is_named_an_outage() -> None:
+    engine = make_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/deskbridge")
+    try:
+        with pytest.raises(DatabaseUnavailable, match="ConnectionRefusedError") as raised:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        assert isinstance(raised.value.__cause__, ConnectionRefusedError)
+    finally:
+        await engine.dispose()

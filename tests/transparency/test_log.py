@@ -442,6 +442,28 @@ async def test_the_audit_api_is_for_auditors_and_filters_and_pages(stack: Stack)
         assert (await auditor.get(url, params=bad)).status_code == 422, bad
 
 
+async def test_time_filters_hold_to_the_ends_of_the_calendar_and_refuse_beyond(stack: Stack) -> None:
+    await eventually(lambda: _enrolled(stack))
+    everything = [e["seq"] for e in await _entries(stack) if e["event_type"] != "auditor.query"]
+    auditor = stack.client("auditor", audit=True)
+    # No UTC form: year 0 and year 10000 once converted, so there is nothing to compare them with.
+    for beyond in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "9999-12-31T12:00:00-23:59"):
+        for name in ("since", "until"):
+            response = await auditor.get("/v1/audit/events", params={name: beyond})
+            assert response.status_code == 422, (name, beyond, response.text)
+            assert response.json()["code"] == "invalid_request", response.text
+            assert name in response.json()["detail"] and "years 1 to 9999" in response.json()["detail"]
+    # The far ends that have one, with an offset or without (read as UTC), admit everything or nothing.
+    for since, until in (
+        ("0001-01-01T00:00:00-14:00", "9999-12-31T23:59:59+14:00"),
+        ("0001-01-01T00:00:00", "9999-12-31T23:59:59"),
+    ):
+        admitted = await _entries(stack, since=since, until=until)
+        assert [e["seq"] for e in admitted if e["event_type"] != "auditor.query"] == everything
+        assert await _entries(stack, since=until) == []
+        assert await _entries(stack, until=since) == []
+
+
 def _verify(home: Path, audit_url: str) -> Result:
     return CliRunner().invoke(app, ["audit", "verify", "--home", str(home), "--audit-server", audit_url])
 
