@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="the short scenarios tests/faults/test_scenarios.py runs")
+    parser.add_argument("--quick", action="store_true", help="the short scenarios make test runs")
     parser.add_argument("--seed", type=int, default=int(time.time()), help="draws the faults' points")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.md")
     parser.add_argument("--no-fuzz", action="store_true", help="skip schemathesis")
