@@ -22,7 +22,7 @@ from services.audit.main import run_consumer
 from services.cli.demo import bootstrap
 from services.cli.profiles import Profile
 from services.delivery.models import NoticeRow
-from services.envelope.keys import AgencyKeys, PublicKey
+from services.envelope.keys import AgencyKeys
 from services.envelope.receipts import make_receipt
 from services.gateway.app import create_app as create_gateway_app
 from services.ingest.main import run as run_ingest
@@ -201,15 +201,6 @@ async def stack(
         await engine.dispose()
 
 
-def encryption_keys_of(stack: Stack, agencies: list[str]) -> list[PublicKey]:
-    """The current X25519 public key of each agency, from its demo profile: what a sender seals to."""
-    out = []
-    for agency in agencies:
-        own = AgencyKeys.load(stack.home / agency)
-        out += [k for k in own.public_keys() if k.kid == own.encryption_kid]
-    return out
-
-
 async def receipt(stack: Stack, agency: str, notice_id: str) -> dict[str, str]:
     """An ack body: the agency's signed receipt over the notice's envelope hash (as a client makes it)."""
     async with stack.sessions() as session:
@@ -257,19 +248,3 @@ async def records_on(stack: Stack, topic: str) -> int:
         return sum((await consumer.end_offsets(partitions)).values())
     finally:
         await consumer.stop()
-
-
-def notice_body(recipients: list[str], **overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "notice_id": str(uuid.uuid4()),
-        "type": "kidnapping_confinement",
-        "priority": "flash",
-        "tlp": "amber",
-        "case_ref": "KD-2025-0331",
-        "recipients": recipients,
-        "summary": "Korean national confined at a compound in Sihanoukville; ransom demanded.",
-        "subjects": [{"name_latin": "KIM Min-jun", "name_hangul": "김민준", "nationality": "KOR"}],
-        "locations": [{"country": "KH", "province": "Preah Sihanouk"}],
-    }
-    body.update(overrides)
-    return body

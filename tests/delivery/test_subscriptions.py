@@ -19,13 +19,12 @@ from jwcrypto import jwk as jwc_jwk
 from jwcrypto import jws as jwc_jws
 from sqlalchemy import func, select
 
-from schemas.notices import Notice
 from services.delivery.models import Delivery
 from services.delivery.service import encode_cursor
 from services.envelope.keys import AgencyKeys, public_jwk
 from services.envelope.receipts import RECEIPT_TYP, make_receipt
-from services.envelope.service import seal_notice
-from tests.conftest import Stack, encryption_keys_of, eventually, notice_body, receipt
+from tests.conftest import Stack, eventually, receipt
+from tests.support.sealing import notice_body, seal
 
 DESK, KH, INTERPOL, ASEANAPOL = "kr-desk", "kh-cnp", "interpol-ncb-phnom-penh", "aseanapol"
 
@@ -251,12 +250,7 @@ async def _items(stack: Stack, agency: str, **params: Any) -> list[dict[str, Any
 async def test_a_reply_marks_the_original_replied_for_its_author(stack: Stack) -> None:
     original = await _send(stack, [KH, INTERPOL])
     await eventually(lambda: _items(stack, KH))
-    kh = AgencyKeys.load(stack.home / KH)
-    body = notice_body([DESK], type="reply", in_reply_to=original)
-    notice = Notice(**body, sender=KH, sent_at=datetime.now(UTC))
-    desk_keys = AgencyKeys.load(stack.home / DESK)
-    recipients = [k for k in desk_keys.public_keys() if k.kid == desk_keys.encryption_kid]
-    envelope = seal_notice(notice, kh.signer(), recipients)
+    _, envelope = seal(stack, AgencyKeys.load(stack.home / KH), [DESK], type="reply", in_reply_to=original)
     posted = await stack.client(KH).post(
         "/v1/envelopes", content=envelope, headers={"Content-Type": "application/json"}
     )
@@ -385,9 +379,7 @@ async def _pending(stack: Stack, agency: str) -> int:
 
 
 async def _post_partner(stack: Stack, sender: str, recipients: list[str]) -> httpx.Response:
-    keys = AgencyKeys.load(stack.home / sender)
-    notice = Notice(**notice_body(recipients), sender=sender, sent_at=datetime.now(UTC))
-    envelope = seal_notice(notice, keys.signer(), encryption_keys_of(stack, recipients))
+    _, envelope = seal(stack, AgencyKeys.load(stack.home / sender), recipients)
     return await stack.client(sender).post(
         "/v1/envelopes", content=envelope, headers={"Content-Type": "application/json"}
     )

@@ -39,7 +39,8 @@ from services.platform.settings import Settings
 from services.trust.errors import SignatureError
 from services.trust.httpsig import RequestSigner
 from services.trust.signed_directory import DIRECTORY_SIGNER, load_pin
-from tests.conftest import ServiceTasks, Stack, eventually, notice_body
+from tests.conftest import ServiceTasks, Stack, eventually
+from tests.support.sealing import notice_body
 
 DESK, KH, INTERPOL = "kr-desk", "kh-cnp", "interpol-ncb-phnom-penh"
 # The receivers listen on loopback, which a webhook may reach only when private addresses are allowed.

@@ -28,16 +28,15 @@ from services.platform.settings import Settings
 from tests.conftest import (
     ServiceTasks,
     Stack,
-    encryption_keys_of,
     enrol_demo,
     eventually,
-    notice_body,
     receipt,
     records_on,
     stack_settings,
 )
 from tests.support.fixtures import REPO_ROOT
 from tests.support.postgres import PostgresCluster
+from tests.support.sealing import encryption_keys_of, notice_body
 
 PARTNERS = ["kh-cnp", "interpol-ncb-phnom-penh"]
 

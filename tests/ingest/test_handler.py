@@ -9,32 +9,22 @@ import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from devstack.processes import spawn_child
-from schemas.notices import Notice
 from services.delivery.models import Delivery, NoticeRow
 from services.envelope.keys import AgencyKeys
-from services.envelope.service import seal_notice
 from services.notices.models import Submission
-from tests.conftest import Stack, dead_letters, encryption_keys_of, eventually, notice_body, records_on
+from tests.conftest import Stack, dead_letters, eventually, records_on
+from tests.support.sealing import notice_body, seal
 
 RECIPIENTS = ["kh-cnp", "aseanapol"]
 
 
 def _keys(stack: Stack, agency: str) -> AgencyKeys:
     return AgencyKeys.load(stack.home / agency)
-
-
-def _sealed(
-    stack: Stack, sender: AgencyKeys, recipients: list[str] = RECIPIENTS, **overrides: Any
-) -> tuple[str, bytes]:
-    body = notice_body(recipients, **overrides)
-    notice = Notice(**body, sender=sender.agency, sent_at=datetime.now(UTC))
-    return body["notice_id"], seal_notice(notice, sender.signer(), encryption_keys_of(stack, recipients))
 
 
 async def _produce(stack: Stack, value: bytes, key: str = "KD-2025-0331") -> None:
@@ -54,15 +44,17 @@ async def test_poison_records_are_dead_lettered_with_reasons_and_good_ones_flow(
     impostor = AgencyKeys.generate("kr-desk")  # same name, key not in the directory
     partner = _keys(stack, "kh-cnp")
 
-    _, good_before = _sealed(stack, desk)
-    _, unknown_signer = _sealed(stack, impostor)
-    _, forged = _sealed(stack, desk)
+    _, good_before = seal(stack, desk, RECIPIENTS)
+    _, unknown_signer = seal(stack, impostor, RECIPIENTS)
+    _, forged = seal(stack, desk, RECIPIENTS)
     forged = forged.replace(b'"signature":"', b'"signature":"AAAA', 1)
-    _, expired = _sealed(stack, desk, expires_at=(datetime.now(UTC) - timedelta(minutes=1)).isoformat())
+    _, expired = seal(
+        stack, desk, RECIPIENTS, expires_at=(datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    )
     # A partner's envelope is fine if it names itself as sender; naming the desk with its own key is not.
-    _, partner_ok = _sealed(stack, partner, ["kr-desk", "interpol-ncb-phnom-penh"])
-    _, to_itself = _sealed(stack, partner)  # kh-cnp is among RECIPIENTS
-    _, good_after = _sealed(stack, desk)
+    _, partner_ok = seal(stack, partner, ["kr-desk", "interpol-ncb-phnom-penh"])
+    _, to_itself = seal(stack, partner, RECIPIENTS)  # kh-cnp is among RECIPIENTS
+    _, good_after = seal(stack, desk, RECIPIENTS)
 
     poison: list[tuple[bytes, str]] = [
         (b"\x00\xff garbage \x13", "malformed"),
@@ -94,8 +86,8 @@ async def _count_is(stack: Stack, expected: int) -> bool:
 
 async def test_redelivery_is_absorbed_and_a_replayed_notice_id_is_refused(stack: Stack) -> None:
     desk = _keys(stack, "kr-desk")
-    notice_id, envelope = _sealed(stack, desk)
-    _, replay = _sealed(stack, desk, notice_id=notice_id, summary="same id, other content")
+    notice_id, envelope = seal(stack, desk, RECIPIENTS)
+    _, replay = seal(stack, desk, RECIPIENTS, notice_id=notice_id, summary="same id, other content")
     await _produce(stack, envelope)
     await _produce(stack, envelope)  # what a producer retry or a consumer restart looks like
     await _produce(stack, replay)

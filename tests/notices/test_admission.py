@@ -34,30 +34,17 @@ from services.trust.signed_directory import load_pin, verify_directory
 from tests.conftest import (
     Stack,
     dead_letters,
-    encryption_keys_of,
     eventually,
-    notice_body,
     receipt,
     records_on,
 )
+from tests.support.sealing import encryption_keys_of, notice_body, seal
 
 DESK, KH, INTERPOL, ASEANAPOL = "kr-desk", "kh-cnp", "interpol-ncb-phnom-penh", "aseanapol"
 
 
 def _keys(stack: Stack, agency: str) -> AgencyKeys:
     return AgencyKeys.load(stack.home / agency)
-
-
-def _seal(
-    stack: Stack,
-    sender: AgencyKeys,
-    recipients: list[str],
-    sent_at: datetime | None = None,
-    **overrides: Any,
-) -> tuple[str, bytes]:
-    body = notice_body(recipients, **overrides)
-    notice = Notice(**body, sender=sender.agency, sent_at=sent_at or datetime.now(UTC))
-    return body["notice_id"], seal_notice(notice, sender.signer(), encryption_keys_of(stack, recipients))
 
 
 async def _post(stack: Stack, caller: str, envelope: bytes) -> Any:
@@ -105,7 +92,7 @@ async def test_a_partner_seals_a_reply_on_its_own_machine_and_the_desk_sees_the_
 ) -> None:
     original = await _desk_sends(stack, [KH, INTERPOL], case_ref="KD-2025-0404")
     kh = _keys(stack, KH)
-    reply_id, envelope = _seal(
+    reply_id, envelope = seal(
         stack,
         kh,
         [DESK],
@@ -142,7 +129,7 @@ async def test_a_partner_seals_a_reply_on_its_own_machine_and_the_desk_sees_the_
 
 
 async def test_an_envelope_signed_by_another_agency_than_the_caller_is_refused(stack: Stack) -> None:
-    _, sealed_by_aseanapol = _seal(stack, _keys(stack, ASEANAPOL), [DESK])
+    _, sealed_by_aseanapol = seal(stack, _keys(stack, ASEANAPOL), [DESK])
     response = await _post(stack, KH, sealed_by_aseanapol)
     await _refused(stack, response, 403, "not_the_sender")
     assert await _count(stack, Submission) == 0
@@ -150,14 +137,14 @@ async def test_an_envelope_signed_by_another_agency_than_the_caller_is_refused(s
 
 async def test_stale_future_and_replayed_envelopes_are_refused_and_audited(stack: Stack) -> None:
     kh = _keys(stack, KH)
-    _, stale = _seal(stack, kh, [DESK], sent_at=datetime.now(UTC) - timedelta(minutes=10))
+    _, stale = seal(stack, kh, [DESK], sent_at=datetime.now(UTC) - timedelta(minutes=10))
     await _refused(stack, await _post(stack, KH, stale), 422, "stale")
-    _, future = _seal(stack, kh, [DESK], sent_at=datetime.now(UTC) + timedelta(minutes=5))
+    _, future = seal(stack, kh, [DESK], sent_at=datetime.now(UTC) + timedelta(minutes=5))
     await _refused(stack, await _post(stack, KH, future), 422, "from_the_future")
 
-    notice_id, first = _seal(stack, kh, [DESK])
+    notice_id, first = seal(stack, kh, [DESK])
     assert (await _post(stack, KH, first)).status_code == 202
-    _, replay = _seal(stack, kh, [DESK], notice_id=uuid.UUID(notice_id), summary="other content")
+    _, replay = seal(stack, kh, [DESK], notice_id=uuid.UUID(notice_id), summary="other content")
     await _refused(stack, await _post(stack, KH, replay), 409, "duplicate_notice")
     assert await _count(stack, Submission) == 1
 
@@ -168,7 +155,7 @@ async def test_a_repost_after_the_gateway_lost_its_record_gets_its_202_and_nothi
     """A gateway killed (or a database gone) between Kafka's ack and recording the submission leaves
     the notice delivered but the client without its 202: the same bytes again must get it, not a 409."""
     kh = _keys(stack, KH)
-    notice_id, envelope = _seal(stack, kh, [DESK])
+    notice_id, envelope = seal(stack, kh, [DESK])
     first = await _post(stack, KH, envelope)
     assert first.status_code == 202, first.text
     await eventually(lambda: _delivered(stack, notice_id, 1))
@@ -185,7 +172,7 @@ async def test_a_repost_after_the_gateway_lost_its_record_gets_its_202_and_nothi
     assert (restored.kafka_partition, restored.kafka_offset) == (stored.kafka_partition, stored.kafka_offset)
     assert (await stack.client(KH).get(f"/v1/notices/{notice_id}")).status_code == 200
     # Other bytes under that id are still a reuse of the id, with or without the gateway's record.
-    _, other = _seal(stack, kh, [DESK], notice_id=uuid.UUID(notice_id), summary="other content")
+    _, other = seal(stack, kh, [DESK], notice_id=uuid.UUID(notice_id), summary="other content")
     await _refused(stack, await _post(stack, KH, other), 409, "duplicate_notice")
     assert await _count(stack, NoticeRow) == 1 and await _delivered(stack, notice_id, 1)
 
@@ -194,7 +181,7 @@ async def test_broken_envelopes_are_refused_with_reasons_and_the_gateway_keeps_s
     stack: Stack,
 ) -> None:
     kh = _keys(stack, KH)
-    _, good = _seal(stack, kh, [DESK])
+    _, good = seal(stack, kh, [DESK])
     outer = json.loads(good)
     sealed = json.loads(_b64d(outer["payload"]))
 
@@ -202,7 +189,7 @@ async def test_broken_envelopes_are_refused_with_reasons_and_the_gateway_keeps_s
         return json.dumps({**outer, "payload": _b64e(json.dumps({**sealed, **changes}).encode())}).encode()
 
     impostor = AgencyKeys.generate(KH)
-    _, unknown_kid = _seal(stack, impostor, [DESK])
+    _, unknown_kid = seal(stack, impostor, [DESK])
     ghost = AgencyKeys.generate("ghost-agency")
     ghost_body = notice_body([DESK, "ghost-agency"])
     ghost_notice = Notice(**ghost_body, sender=KH, sent_at=datetime.now(UTC))
@@ -341,7 +328,7 @@ async def test_rotation_keeps_old_notices_verifiable_and_moves_new_ones_to_the_n
     kh = _keys(stack, KH)
     old_notice_id = await _desk_sends(stack, [KH])
     # Sealed just before the rotation: still in flight, still accepted after it.
-    _, in_flight = _seal(stack, kh, [DESK])
+    _, in_flight = seal(stack, kh, [DESK])
 
     rotated = kh.rotated()
     client = stack.client(KH)
@@ -356,9 +343,9 @@ async def test_rotation_keeps_old_notices_verifiable_and_moves_new_ones_to_the_n
     rotated.save(stack.home / KH)
 
     assert (await _post(stack, KH, in_flight)).status_code == 202
-    _, after_with_old = _seal(stack, kh, [DESK])
+    _, after_with_old = seal(stack, kh, [DESK])
     await _refused(stack, await _post(stack, KH, after_with_old), 422, "key_not_valid")
-    _, after_with_new = _seal(stack, rotated, [DESK])
+    _, after_with_new = seal(stack, rotated, [DESK])
     assert (await _post(stack, KH, after_with_new)).status_code == 202
 
     # The desk's next notice is sealed to kh-cnp's new encryption key; the old one still opens.
@@ -415,7 +402,7 @@ async def test_a_key_validity_needs_an_offset_and_a_time_within_the_calendar(sta
 
 async def test_a_revoked_key_is_refused_at_once_by_the_gateway_and_by_ingest(stack: Stack) -> None:
     kh = _keys(stack, KH)
-    _, sealed_before = _seal(stack, kh, [DESK])
+    _, sealed_before = seal(stack, kh, [DESK])
     # Another agency cannot revoke kh-cnp's key.
     foreign = await stack.client(ASEANAPOL).post(f"/v1/keys/{kh.signing_kid}/revoke", json={"reason": "x"})
     assert foreign.status_code == 404
@@ -456,7 +443,7 @@ async def _first_dead_letter(stack: Stack) -> dict[str, str | None]:
 
 
 async def test_ingest_judges_freshness_by_the_brokers_clock(stack: Stack) -> None:
-    _, stale = _seal(stack, _keys(stack, KH), [DESK], sent_at=datetime.now(UTC) - timedelta(minutes=10))
+    _, stale = seal(stack, _keys(stack, KH), [DESK], sent_at=datetime.now(UTC) - timedelta(minutes=10))
     await stack.publisher.send(stack.topics.notices, "KD-2025-0331", stale, [])
     letter = await _first_dead_letter(stack)
     assert letter["reason"] == "stale" and "freshness window" in str(letter["dlq_detail"])
@@ -466,30 +453,30 @@ async def test_ingest_judges_freshness_by_the_brokers_clock(stack: Stack) -> Non
 async def test_a_closed_tlp_notice_cannot_be_forwarded_beyond_its_recipients(stack: Stack, tlp: str) -> None:
     original = await _desk_sends(stack, [KH, INTERPOL], tlp=tlp)
     kh = _keys(stack, KH)
-    _, forward = _seal(stack, kh, [ASEANAPOL], forwarded_from=original, tlp="red")
+    _, forward = seal(stack, kh, [ASEANAPOL], forwarded_from=original, tlp="red")
     await _refused(stack, await _post(stack, KH, forward), 422, "tlp_violation")
-    _, reply_wide = _seal(stack, kh, [DESK, ASEANAPOL], type="reply", in_reply_to=original, tlp=tlp)
+    _, reply_wide = seal(stack, kh, [DESK, ASEANAPOL], type="reply", in_reply_to=original, tlp=tlp)
     await _refused(stack, await _post(stack, KH, reply_wide), 422, "tlp_violation")
     # Within the audience it may go.
-    _, reply = _seal(stack, kh, [DESK, INTERPOL], type="reply", in_reply_to=original, tlp=tlp)
+    _, reply = seal(stack, kh, [DESK, INTERPOL], type="reply", in_reply_to=original, tlp=tlp)
     assert (await _post(stack, KH, reply)).status_code == 202
     # An agency that was never shared the notice cannot thread onto it at all.
-    _, outsider = _seal(stack, _keys(stack, ASEANAPOL), [DESK], type="reply", in_reply_to=original)
+    _, outsider = seal(stack, _keys(stack, ASEANAPOL), [DESK], type="reply", in_reply_to=original)
     await _refused(stack, await _post(stack, ASEANAPOL, outsider), 422, "tlp_violation")
 
 
 async def test_an_amber_notice_may_be_forwarded_but_its_label_not_loosened(stack: Stack) -> None:
     original = await _desk_sends(stack, [KH], tlp="amber")
     kh = _keys(stack, KH)
-    _, loosened = _seal(stack, kh, [ASEANAPOL], forwarded_from=original, tlp="green")
+    _, loosened = seal(stack, kh, [ASEANAPOL], forwarded_from=original, tlp="green")
     await _refused(stack, await _post(stack, KH, loosened), 422, "tlp_violation")
-    _, unknown = _seal(stack, kh, [ASEANAPOL], forwarded_from=str(uuid.uuid4()), tlp="amber")
+    _, unknown = seal(stack, kh, [ASEANAPOL], forwarded_from=str(uuid.uuid4()), tlp="amber")
     await _refused(stack, await _post(stack, KH, unknown), 422, "unknown_reference")
-    _, other_case = _seal(
+    _, other_case = seal(
         stack, kh, [ASEANAPOL], forwarded_from=original, tlp="amber", case_ref="KD-2025-0999"
     )
     await _refused(stack, await _post(stack, KH, other_case), 422, "unknown_reference")
-    forward_id, forward = _seal(stack, kh, [ASEANAPOL], forwarded_from=original, tlp="amber")
+    forward_id, forward = seal(stack, kh, [ASEANAPOL], forwarded_from=original, tlp="amber")
     assert (await _post(stack, KH, forward)).status_code == 202
     await eventually(lambda: _delivered(stack, forward_id, 1))
 
@@ -575,7 +562,7 @@ async def test_the_directory_is_signed_and_checks_out_against_the_pinned_key(sta
 async def test_a_notice_is_stored_only_once_everything_checks_out(stack: Stack) -> None:
     """Nothing half-way: refused envelopes leave no submission, notice or inbox row behind."""
     kh = _keys(stack, KH)
-    _, stale = _seal(stack, kh, [DESK], sent_at=datetime.now(UTC) - timedelta(hours=1))
+    _, stale = seal(stack, kh, [DESK], sent_at=datetime.now(UTC) - timedelta(hours=1))
     assert (await _post(stack, KH, stale)).status_code == 422
     await asyncio.sleep(1)  # ingest would have had time to store something, were anything produced
     assert (

@@ -31,7 +31,8 @@ from services.transparency import storage
 from services.transparency.entries import GENESIS_HASH, ChainBreak, entry_hash, leaf_data, verify_chain
 from services.transparency.models import AuditEntry
 from services.transparency.service import append, to_record
-from tests.conftest import Stack, eventually, notice_body, receipt
+from tests.conftest import Stack, eventually, receipt
+from tests.support.sealing import notice_body
 
 ALTERED = "content does not match its hash (altered entry)"
 UNLINKED = "does not link to the previous entry's hash"

@@ -41,7 +41,8 @@ from services.transparency.note import (
 )
 from services.transparency.service import append, to_record
 from services.transparency.storage import TreeError
-from tests.conftest import ServiceTasks, Stack, eventually, notice_body
+from tests.conftest import ServiceTasks, Stack, eventually
+from tests.support.sealing import notice_body
 from tests.transparency.test_log import _chain
 
 ORIGIN = "deskbridge.test/audit-log"

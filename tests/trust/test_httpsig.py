@@ -30,7 +30,8 @@ from services.trust.httpsig import (
     SignaturePolicy,
     verify_request,
 )
-from tests.conftest import Stack, eventually, notice_body, receipt
+from tests.conftest import Stack, eventually, receipt
+from tests.support.sealing import notice_body
 
 # RFC 9421 Appendix B.1.4, the Ed25519 test key, and B.2.6, a request signed with it.
 RFC_KEY = {
