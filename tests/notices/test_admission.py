@@ -16,21 +16,16 @@ from unittest import mock
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
-from jwcrypto import jwk as jwc_jwk
-from jwcrypto import jws as jwc_jws
 from sqlalchemy import func, select
 
-from schemas.directory import SignedDirectory
 from schemas.notices import Notice
 from services.delivery.models import Delivery, NoticeRow
 from services.envelope.keys import AgencyKeys
 from services.envelope.service import open_envelope, parse_envelope, routing_of, seal_notice
 from services.notices.models import Submission
 from services.platform.kafka import header_value
-from services.trust.errors import DirectoryTrustError
 from services.trust.httpsig import RequestSigner
 from services.trust.models import AgencyKey
-from services.trust.signed_directory import load_pin, verify_directory
 from tests.conftest import (
     Stack,
     dead_letters,
@@ -524,39 +519,6 @@ async def test_an_expired_notice_is_no_longer_served_and_is_marked_expired(stack
     ack = await kh.post(f"/v1/inbox/{notice_id}/ack", json=await receipt(stack, KH, notice_id))
     assert ack.status_code == 410 and "expired" in ack.json()["detail"]
     assert await eventually(lambda: _audited(stack, "notice.expired", agency=KH))
-
-
-async def test_the_directory_is_signed_and_checks_out_against_the_pinned_key(stack: Stack) -> None:
-    kh = _keys(stack, KH)
-    await stack.client(KH).post(f"/v1/keys/{kh.signing_kid}/revoke", json={"reason": "drill"})
-    response = await stack.client(INTERPOL).get("/v1/directory")
-    assert response.status_code == 200, response.text
-    signed = SignedDirectory.model_validate(response.json())
-    pinned = load_pin(stack.home / INTERPOL)
-    document = verify_directory(signed, pinned, datetime.now(UTC), timedelta(minutes=5))
-    entry = document.agency(KH)
-    assert entry is not None
-    states = {k.kid: k.status for k in entry.keys}
-    assert states == {kh.signing_kid: "revoked", kh.encryption_kid: "active"}
-
-    # The independent JOSE library agrees, from the pinned key alone.
-    checker = jwc_jws.JWS()
-    checker.deserialize(signed.jws)
-    checker.verify(jwc_jwk.JWK(**pinned.jwk(use="sig", alg="Ed25519")), alg="Ed25519")
-    assert json.loads(checker.payload)["agencies"][0]["id"] == document.agencies[0].id
-
-    # A document changed in transit, signed by another key, or replayed late is refused.
-    head, payload, signature = signed.jws.split(".")
-    tampered = json.loads(_b64d(payload))
-    tampered["agencies"][0]["keys"] = []
-    forged = SignedDirectory(jws=f"{head}.{_b64e(json.dumps(tampered).encode())}.{signature}", kid=signed.kid)
-    with pytest.raises(DirectoryTrustError, match="does not verify"):
-        verify_directory(forged, pinned, datetime.now(UTC), timedelta(minutes=5))
-    other = AgencyKeys.generate("x").signer().public()
-    with pytest.raises(DirectoryTrustError, match="not by the pinned key"):
-        verify_directory(signed, other, datetime.now(UTC), timedelta(minutes=5))
-    with pytest.raises(DirectoryTrustError, match="replayed old copy"):
-        verify_directory(signed, pinned, datetime.now(UTC) + timedelta(hours=1), timedelta(minutes=5))
 
 
 async def test_a_notice_is_stored_only_once_everything_checks_out(stack: Stack) -> None:
