@@ -11,9 +11,8 @@ from services.audit.app import create_app
 from services.audit.handler import AuditHandler
 from services.envelope.service import Freshness
 from services.platform import process
-from services.platform.consumer import consume, until_reachable
+from services.platform.consumer import consume, ready_topics
 from services.platform.database import make_engine, make_sessionmaker
-from services.platform.kafka import Topics, create_topics
 from services.platform.logs import configure
 from services.platform.process import stop_on_signals
 from services.platform.settings import Settings
@@ -22,10 +21,7 @@ log = structlog.get_logger("audit")
 
 
 async def run_consumer(settings: Settings, stop: asyncio.Event) -> None:
-    topics = Topics(settings.topic_prefix)
-    await until_reachable(
-        lambda: create_topics(settings.kafka_bootstrap, topics, settings.topic_partitions), stop
-    )
+    topics = await ready_topics(settings, stop)
     engine = make_engine(settings.database_url)
     handler = AuditHandler(
         make_sessionmaker(engine), topics, Freshness.of(settings.freshness_s, settings.clock_skew_s)

@@ -15,9 +15,9 @@ from services.envelope.errors import KeyFileError
 from services.envelope.service import Freshness
 from services.ingest.handler import NoticeHandler
 from services.platform import process
-from services.platform.consumer import consume, until_reachable
+from services.platform.consumer import consume, ready_topics
 from services.platform.database import make_engine, make_sessionmaker
-from services.platform.kafka import EventPublisher, Topics, create_topics
+from services.platform.kafka import EventPublisher, Topics
 from services.platform.logs import configure
 from services.platform.outage import TRANSIENT
 from services.platform.process import stop_on_signals
@@ -28,10 +28,7 @@ log = structlog.get_logger("ingest")
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    topics = Topics(settings.topic_prefix)
-    await until_reachable(
-        lambda: create_topics(settings.kafka_bootstrap, topics, settings.topic_partitions), stop
-    )
+    topics = await ready_topics(settings, stop)
     engine = make_engine(settings.database_url)
     publisher = EventPublisher(
         settings.kafka_bootstrap, "deskbridge-ingest", topics, settings.kafka_send_timeout_s

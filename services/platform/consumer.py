@@ -10,8 +10,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from tenacity import wait_exponential
 
+from services.platform.kafka import Topics, create_topics
 from services.platform.outage import TRANSIENT
 from services.platform.retrying import Sleep, until_stopped
+from services.platform.settings import Settings
 
 log = structlog.get_logger("consumer")
 # Doubling waits, at most 10 s apart: 0.5, 1, 2, 4, 8, 10, 10, ... s to start; 0.2, 0.4, ... s for a batch.
@@ -85,3 +87,11 @@ async def _until_done(
             return
         with attempt:
             await handle_batch(records)
+
+
+async def ready_topics(settings: Settings, stop: asyncio.Event) -> Topics:
+    """The service's topics, created where missing once Kafka is reachable (a consumer's first step)."""
+    topics = Topics(settings.topic_prefix)
+    bootstrap, partitions = settings.kafka_bootstrap, settings.topic_partitions
+    await until_reachable(lambda: create_topics(bootstrap, topics, partitions), stop)
+    return topics
