@@ -477,9 +477,9 @@ def _scaling(results: Results) -> str:
         + pulls
         + "\nThe audit log as it grows (bench/auditscale.py): on a database of its own on the same server, "
         "entries up to each size written straight into the tables, then the audit service's own append "
-        "(`auditlog.append`: the table lock, the chain head, the tree's right edge, entries and nodes in one "
-        "commit) and inclusion proofs of random leaves (`tlog.inclusion`, what `GET "
-        "/v1/audit/proof/inclusion` runs, without the HTTP). p99 of a rate is the slow tail.\n\n"
+        "(`transparency.service.append`: the table lock, the chain head, the tree's right edge, entries and "
+        "nodes in one commit) and inclusion proofs of random leaves (`transparency.storage.inclusion`, "
+        "what `GET /v1/audit/proof/inclusion` runs, without the HTTP). p99 of a rate is the slow tail.\n\n"
         + audit
         + "\nPeak resident memory of each process over the whole run (`VmHWM`: one value per process, "
         "so no median):\n\n" + rss
