@@ -8,7 +8,9 @@ import importlib
 import inspect
 import pkgutil
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -19,10 +21,13 @@ from starlette.datastructures import URL
 
 import services
 from devstack.kafka import free_port
+from services.audit.app import create_app as create_audit_app
+from services.gateway.app import create_app as create_gateway_app
 from services.platform.database import make_engine
 from services.platform.errors import DatabaseUnavailable, Error
 from services.platform.outage import TRANSIENT
 from services.platform.problems import PROBLEM_TYPES, one_line, problem_type
+from services.platform.settings import Settings
 from services.platform.views import install_error_handlers, problem
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,3 +159,22 @@ async def test_connecting_to_a_database_that_is_not_there_is_named_an_outage() -
         assert isinstance(raised.value.__cause__, ConnectionRefusedError)
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("make_app", [create_gateway_app, create_audit_app])
+async def test_each_api_serves_the_page_its_problem_types_name(make_app: Callable[[Settings], Any]) -> None:
+    """A problem's `type` is `<API>/problems/<code>`: both APIs answer it with the code's page, and a path
+    no route has with a problem document of its own."""
+    transport = httpx.ASGITransport(app=make_app(Settings()))  # no lifespan: these routes need no state
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.example") as client:
+        page = await client.get("/problems/duplicate_notice")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "Notice id already used" in page.text and "409" in page.text
+        missing = await client.get("/v1/no-such-route")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"] == "application/problem+json"
+        body = missing.json()
+        assert body["code"] == "not_found" and body["type"] == "http://api.example/problems/not_found"
+        assert (await client.get(body["type"].removeprefix("http://api.example"))).status_code == 200
+        unknown = await client.get("/problems/no_such_code")
+        assert unknown.status_code == 404 and unknown.json()["code"] == "not_found"
