@@ -171,5 +171,18 @@ class Notice(NoticeDraft):
     sent_at: AwareDatetime
 
 
+class RecallRequest(BaseModel):
+    """A control record on the notices topic, keyed by case so it follows the notice it withdraws."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    notice_id: UUID
+    case_ref: str
+    sender: str
+    requested_by: str
+    requested_at: datetime
+    reason: str | None = None
+
+
 def is_agency_id(value: str) -> bool:
     return re.fullmatch(AGENCY_ID_PATTERN, value) is not None

@@ -7,10 +7,11 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.events import Event, EventType, fact_id
+from schemas.notices import RecallRequest
 from services.envelope.errors import EnvelopeError
 from services.envelope.service import Freshness, parse_envelope, sha256_hex
 from services.notices.admission import admit
-from services.notices.service import RECALL_TYPE, RecallRequest
+from services.notices.service import RECALL_TYPE
 from services.platform.kafka import Topics, header_value, record_time
 from services.trust.keyring import DirectoryView
 

@@ -13,13 +13,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.events import Event
+from schemas.notices import RecallRequest
 from services.delivery.deadlines import DEFAULT_SLA, Sla
 from services.delivery.service import RecordRef, materialise, materialise_many
 from services.envelope.errors import EnvelopeError
 from services.envelope.service import Freshness, ParsedEnvelope, parse_envelope
 from services.notices.admission import admit
 from services.notices.errors import RecallRefused
-from services.notices.service import RECALL_TYPE, RecallRequest, apply_recall
+from services.notices.service import RECALL_TYPE, apply_recall
 from services.platform.consumer import Batch
 from services.platform.errors import Error
 from services.platform.kafka import EventPublisher, cloud_headers, header_value, record_time

@@ -9,14 +9,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.api import DeliveryState, NoticeStatus, RecipientStatus
 from schemas.events import Event, EventType, fact_id
-from schemas.notices import Notice, NoticeDraft
+from schemas.notices import Notice, NoticeDraft, RecallRequest
 from services.delivery.events import delivery_event
 from services.delivery.models import Delivery, NoticeRow
 from services.delivery.service import recipient_status
@@ -40,7 +39,7 @@ def rejection(actor: str, reason: str, detail: str, raw: bytes, envelope: Parsed
     routing = envelope.routing if envelope is not None else None
     digest = sha256_hex(raw)
     return Event(
-        event_id=fact_id("rejected", actor, digest, reason),
+        event_id=fact_id("rejected", actor, digest, reason),  # the id this fact has always had
         type=EventType.notice_rejected,
         occurred_at=utcnow(),
         actor=actor,
@@ -174,19 +173,6 @@ async def seal_for_desk(intake: Intake, desk: AgencyKeys, draft: NoticeDraft) ->
 
 
 RECALL_TYPE = "org.deskbridge.notice.recall"
-
-
-class RecallRequest(BaseModel):
-    """A control record on the notices topic, keyed by case so it follows the notice it withdraws."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    notice_id: uuid.UUID
-    case_ref: str
-    sender: str
-    requested_by: str
-    requested_at: datetime
-    reason: str | None = None
 
 
 async def request_recall(
