@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 # The integers an IEEE double holds exactly (I-JSON, RFC 7493 section 2.2). The audit log hashes records as
 # RFC 8785 canonical JSON, whose library refuses larger ones, so they are refused here, at the boundary.
-SafeInt = Annotated[int, Field(ge=-(2**53 - 1), le=2**53 - 1)]
+SAFE_INTEGER = 2**53 - 1
+SafeInt = Annotated[int, Field(ge=-SAFE_INTEGER, le=SAFE_INTEGER)]
 DetailValue = str | SafeInt | bool | None
 
 

@@ -86,11 +86,18 @@ _JWE_REGISTRY = JWERegistry(
 )
 
 
-def canonical_json(value: Any) -> bytes:
+def canonical_json(value: Any, plain: bool = False) -> bytes:
     """RFC 8785 (JCS): the bytes the inner signature covers and the audit log hashes, reproducible with any
     JCS library. Raises ValueError (mostly rfc8785.CanonicalizationError) for NaN and infinities, which
     JCS has no form for, for integers beyond +-(2**53 - 1), which a double cannot hold exactly, and for
-    lone surrogates, which are not Unicode text."""
+    lone surrogates, which are not Unicode text.
+
+    `plain`: the caller knows from its schema that `value` holds no floats, only integers within
+    +-(2**53 - 1) and member names inside the Basic Multilingual Plane (where code point and UTF-16 order
+    agree). JCS then writes exactly what Python's sorted compact JSON writes, which its C encoder does
+    several times faster (the audit log hashes every entry twice)."""
+    if plain:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return rfc8785.dumps(value)
 
 

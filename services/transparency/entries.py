@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from schemas.audit import AuditRecord
+from schemas.events import SAFE_INTEGER
 from services.envelope.service import canonical_json, sha256_hex
 from services.transparency import merkle
 
@@ -16,13 +18,22 @@ DERIVED_FIELDS = frozenset({"prev_hash", "entry_hash"})
 
 def entry_hash(record: AuditRecord) -> str:
     """SHA-256 over the canonical JSON of every field but the hash itself, the previous hash included."""
-    return sha256_hex(canonical_json(record.model_dump(exclude={"entry_hash"})))
+    return sha256_hex(_canonical(record.model_dump(exclude={"entry_hash"})))
 
 
 def leaf_data(record: AuditRecord) -> bytes:
     """The Merkle leaf: canonical JSON of the record without its derived chain hashes. It holds metadata
     and envelope hashes only, so erasing a person (destroying a notice's keys) never changes a leaf."""
-    return canonical_json(record.model_dump(exclude=set(DERIVED_FIELDS)))
+    return _canonical(record.model_dump(exclude=set(DERIVED_FIELDS)))
+
+
+def _canonical(fields: dict[str, Any]) -> bytes:
+    # A record holds no floats and its details only safe integers (its schema), so it is plain JSON for
+    # canonical_json unless its seq passed 2**53 or a detail's name reaches beyond the BMP.
+    plain = fields["seq"] <= SAFE_INTEGER and all(
+        max(name, default="") < "\U00010000" for name in fields["details"]
+    )
+    return canonical_json(fields, plain=plain)
 
 
 def record_leaf_hash(record: AuditRecord) -> bytes:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import rfc8785
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -199,6 +200,33 @@ def test_records_hash_as_they_did_before_rfc8785(record: AuditRecord) -> None:
     assert (
         entry_hash(record) == hashlib.sha256(_old_form(record.model_dump(exclude={"entry_hash"}))).hexdigest()
     )
+
+
+# Detail names from an alphabet that straddles U+FFFF, where code point and UTF-16 order part ways.
+STRADDLING = st.text(alphabet="a\ue000\uffff\U00010000\U0010ffff", max_size=3)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(
+    RECORDS
+    | RECORDS.map(lambda r: r.model_copy(update={"details": {}})).flatmap(
+        lambda r: st.dictionaries(STRADDLING, st.integers(-9, 9), max_size=4).map(
+            lambda names: r.model_copy(update={"details": names})
+        )
+    )
+)
+def test_a_records_bytes_are_what_rfc8785_writes(record: AuditRecord) -> None:
+    """The log writes records through Python's C encoder where RFC 8785 writes the same bytes: never
+    anything else, detail names beyond the BMP included (those take the rfc8785 package's path)."""
+    assert leaf_data(record) == rfc8785.dumps(record.model_dump(exclude={"prev_hash", "entry_hash"}))
+    jcs_entry = rfc8785.dumps(record.model_dump(exclude={"entry_hash"}))
+    assert entry_hash(record) == hashlib.sha256(jcs_entry).hexdigest()
+
+
+def test_a_record_past_what_rfc8785_can_write_is_refused_not_written_otherwise() -> None:
+    [record] = _chain(1)
+    with pytest.raises(ValueError):
+        leaf_data(record.model_copy(update={"seq": 2**53}))
 
 
 # ---- append and the append-only table, on SQLite and PostgreSQL -------------------------------------
