@@ -103,6 +103,12 @@ def install_error_handlers(app: FastAPI) -> None:
             request.base_url, "database_unavailable", f"{detail}{RETRY_AFTER_S} s", None, RETRY_AFTER_S
         )
 
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette raises it on after answering, so the server logs the traceback (without locals).
+        detail = "deskbridge could not answer this request; its operator's logs say why"
+        return problem(request.base_url, "internal_error", detail)
+
+    app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(Error, named_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

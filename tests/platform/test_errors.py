@@ -178,3 +178,19 @@ async def test_each_api_serves_the_page_its_problem_types_name(make_app: Callabl
         assert (await client.get(body["type"].removeprefix("http://api.example"))).status_code == 200
         unknown = await client.get("/problems/no_such_code")
         assert unknown.status_code == 404 and unknown.json()["code"] == "not_found"
+
+
+async def test_an_unexpected_failure_is_a_problem_document_that_tells_nothing_of_its_cause() -> None:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("SELECT secret FROM somewhere")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.example") as client:
+        response = await client.get("/boom")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "internal_error" and "secret" not in response.text
