@@ -23,8 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bench.stats import Figure
 from schemas.events import Event, EventType
-from services.platform.database import make_engine, make_sessionmaker
-from services.platform.migrate import upgrade
+from services.platform.database import make_engine, make_sessionmaker, upgrade
 from services.transparency import service as audit_log
 from services.transparency import storage
 

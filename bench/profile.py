@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.platform.migrate import ROOT
+from services.platform.database import ROOT
 
 
 def _stat(pid: str) -> list[str]:

@@ -39,8 +39,7 @@ from bench.stack import (
     kafka_version,
     running_stack,
 )
-from services.platform.database import make_engine
-from services.platform.migrate import ROOT
+from services.platform.database import ROOT, make_engine
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,8 @@ from devstack.processes import spawn_child
 from services.cli.demo import enrol
 from services.cli.profiles import Profile
 from services.cli.stack import prepare
-from services.platform.database import make_engine, make_sessionmaker
+from services.platform.database import ROOT, make_engine, make_sessionmaker
 from services.platform.kafka import EventPublisher, Topics
-from services.platform.migrate import ROOT
 from services.platform.settings import Settings
 from tests.support.postgres import PostgresCluster
 

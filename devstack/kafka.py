@@ -30,12 +30,11 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from devstack.processes import spawn_child
+from devstack.processes import Started, spawn_child
 
 # In kafka_2.13 4.1.1 the storage tool is still the Scala object (not org.apache.kafka.tools.*).
 _STORAGE_TOOL = "kafka.tools.StorageTool"
@@ -140,7 +139,7 @@ def _probe(port: int, node_id: int = _NODE_ID) -> bool:
 
 
 @dataclass
-class KafkaBroker:
+class KafkaBroker(Started):
     """A KRaft Kafka node (broker and controller) whose state lives under ``data_dir``: on its own by
     default, or one voter of a :class:`KafkaCluster` when given ``quorum`` and ``cluster_id``.
 
@@ -347,21 +346,9 @@ class KafkaBroker:
             self._log_fh.close()
             self._log_fh = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 @dataclass
-class KafkaCluster:
+class KafkaCluster(Started):
     """``size`` KRaft nodes under ``data_dir``, each broker and controller, all voters of one quorum.
 
     Every topic gets ``size`` replicas and ``min.insync.replicas`` of ``min_insync``, so an acks=all
@@ -415,18 +402,6 @@ class KafkaCluster:
     def stop(self, timeout: float = 20.0) -> None:
         for node in self.nodes:
             node.stop(timeout)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,8 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from queue import SimpleQueue
-from typing import IO, Any
+from types import TracebackType
+from typing import IO, Any, Self
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # Loaded here, not in the child: between fork and exec the child should do as little as it can.
@@ -121,3 +122,25 @@ def spawn_child(
         )
 
     return _on_lasting_thread(start)
+
+
+class Started:
+    """Something `with` starts and stops however the block ends (a broker, a cluster, a database)."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -24,9 +24,8 @@ from faults.chaos import Chaos, Poison
 from faults.traffic import Traffic
 from schemas.events import EventType
 from services.delivery.models import Delivery
-from services.platform.database import make_sessionmaker
+from services.platform.database import ROOT, make_sessionmaker
 from services.platform.kafka import Topics, header_value
-from services.platform.migrate import ROOT
 from services.transparency.entries import verify_chain
 from services.transparency.models import AuditEntry, TlogCheckpoint
 from services.transparency.service import to_record

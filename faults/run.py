@@ -22,7 +22,7 @@ from faults.chaos import BROKER
 from faults.fuzz import FuzzReport
 from faults.report import headline, markdown
 from faults.scenarios import EVERY_FAULT, Outcome, Plan, run_scenario
-from services.platform.migrate import ROOT
+from services.platform.database import ROOT
 from tests.support.postgres import find_bin_dir
 
 FULL = (

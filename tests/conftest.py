@@ -26,10 +26,9 @@ from services.envelope.keys import AgencyKeys
 from services.envelope.receipts import make_receipt
 from services.gateway.app import create_app as create_gateway_app
 from services.ingest.main import run as run_ingest
-from services.platform.database import make_engine, make_sessionmaker
+from services.platform.database import make_engine, make_sessionmaker, upgrade
 from services.platform.kafka import EventPublisher, Topics, create_topics, header_value
 from services.platform.logs import configure
-from services.platform.migrate import upgrade
 from services.platform.settings import Settings
 from tests.support.fixtures import *  # noqa: F403
 from tests.support.postgres import PostgresCluster

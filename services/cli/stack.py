@@ -15,9 +15,8 @@ import httpx
 from devstack.kafka import KafkaBroker, ensure_jars
 from devstack.processes import spawn_child
 from services.cli.demo import bootstrap
-from services.platform.database import make_engine, make_sessionmaker
+from services.platform.database import ROOT, make_engine, make_sessionmaker, upgrade
 from services.platform.kafka import EventPublisher, Topics, create_topics
-from services.platform.migrate import ROOT, upgrade
 from services.platform.settings import Settings
 
 SERVICES = ("gateway", "ingest", "audit")

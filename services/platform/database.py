@@ -1,12 +1,16 @@
-"""The database: the async engine, the declarative base every domain's models.py builds its tables on, and
-aware UTC times. The schema itself is made by Alembic (migrations/), never create_all."""
+"""The database: the async engine, the declarative base every domain's models.py builds its tables on,
+aware UTC times, and the migration to the newest schema: the schema is made by Alembic (migrations/)
+only, never create_all."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -74,3 +78,15 @@ def make_engine(url: str) -> AsyncEngine:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: alembic.ini and migrations/ live there
+
+
+def upgrade(database_url: str) -> None:
+    """Brings the database to the newest schema. Synchronous (Alembic runs its own event loop); call it
+    from a thread inside async code."""
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = database_url
+    config.attributes["configure_logging"] = False
+    command.upgrade(config, "head")

@@ -38,6 +38,7 @@ from services.envelope.service import (
     seal_notice,
     verify_outer,
 )
+from tests.support.sealing import notice_body
 
 # Spelled out here rather than imported, so the tests pin the wire values (docs/envelope.md).
 ENVELOPE_TYP = "deskbridge-envelope+jws"
@@ -93,20 +94,7 @@ def _jwc_public(agency: AgencyKeys, use: str) -> jwc_jwk.JWK:
 
 
 def make_notice(recipients: list[str], sender: str = DESK, **overrides: Any) -> Notice:
-    body: dict[str, Any] = {
-        "notice_id": str(uuid.uuid4()),
-        "type": "kidnapping_confinement",
-        "priority": "flash",
-        "tlp": "amber",
-        "case_ref": "KD-2025-0331",
-        "recipients": recipients,
-        "summary": "Korean national confined at a compound in Sihanoukville; ransom demanded.",
-        "subjects": [{"name_latin": "KIM Min-jun", "name_hangul": "김민준", "nationality": "KOR"}],
-        "locations": [{"country": "KH", "province": "Preah Sihanouk"}],
-        "sender": sender,
-        "sent_at": "2025-03-31T09:00:00Z",
-    }
-    body.update(overrides)
+    body = notice_body(recipients, sender=sender, sent_at="2025-03-31T09:00:00Z", **overrides)
     return Notice.model_validate(body)
 
 

@@ -21,9 +21,8 @@ from services.envelope.service import open_envelope, parse_envelope, seal_notice
 from services.gateway.app import create_app
 from services.ingest.main import run as run_ingest
 from services.notices.models import Submission
-from services.platform.database import make_engine, make_sessionmaker
+from services.platform.database import make_engine, make_sessionmaker, upgrade
 from services.platform.kafka import EventPublisher, Topics, create_topics
-from services.platform.migrate import upgrade
 from services.platform.settings import Settings
 from tests.conftest import (
     ServiceTasks,

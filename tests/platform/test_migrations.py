@@ -18,8 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from schemas.export import FOLDER, rendered
 from services.delivery import models as delivery_models  # noqa: F401  (every table in Base.metadata)
 from services.notices import models as notices_models  # noqa: F401
-from services.platform.database import Base
-from services.platform.migrate import ROOT, upgrade
+from services.platform.database import ROOT, Base, upgrade
 from services.transparency import models as transparency_models  # noqa: F401
 from services.trust import models as trust_models  # noqa: F401
 

@@ -27,11 +27,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from devstack.kafka import free_port
-from devstack.processes import spawn_child
+from devstack.processes import Started, spawn_child
 
 _PG_ROOT = Path("/usr/lib/postgresql")
 _OS_USER = "postgres"
@@ -61,7 +59,7 @@ def find_bin_dir(root: Path = _PG_ROOT) -> Path:
     return max(candidates, key=lambda d: int(d.name)) / "bin"
 
 
-class PostgresCluster:
+class PostgresCluster(Started):
     """initdb + the postgres server on a private temp directory and a free loopback port.
 
     ``start()`` initialises the cluster on first use; after ``kill()`` it restarts the existing data
@@ -229,15 +227,3 @@ class PostgresCluster:
                 self.kill()
         self._proc = None
         shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
