@@ -200,6 +200,16 @@ async def stack(
         await engine.dispose()
 
 
+async def audited(stack: Stack, event_type: str, **match: Any) -> list[dict[str, Any]]:
+    """The audit log's entries of a type (the first 1000), as an auditor reads them; `match` keeps those
+    whose fields or details have the given values."""
+    auditor = stack.client("auditor", audit=True)
+    response = await auditor.get("/v1/audit/events", params={"type": event_type, "limit": 1000})
+    assert response.status_code == 200, response.text
+    entries = response.json()["entries"]
+    return [e for e in entries if all(e.get(k) == v or e["details"].get(k) == v for k, v in match.items())]
+
+
 async def receipt(stack: Stack, agency: str, notice_id: str) -> dict[str, str]:
     """An ack body: the agency's signed receipt over the notice's envelope hash (as a client makes it)."""
     async with stack.sessions() as session:

@@ -39,7 +39,7 @@ from services.platform.settings import Settings
 from services.trust.errors import SignatureError
 from services.trust.httpsig import RequestSigner
 from services.trust.signed_directory import DIRECTORY_SIGNER, load_pin
-from tests.conftest import ServiceTasks, Stack, eventually
+from tests.conftest import ServiceTasks, Stack, audited, eventually
 from tests.support.sealing import notice_body
 
 DESK, KH, INTERPOL = "kr-desk", "kh-cnp", "interpol-ncb-phnom-penh"
@@ -162,14 +162,6 @@ async def _webhooks(stack: Stack, agency: str) -> list[dict[str, Any]]:
     return list(response.json())
 
 
-async def _audited(stack: Stack, event_type: str, **match: Any) -> list[dict[str, Any]]:
-    auditor = stack.client("auditor", audit=True)
-    response = await auditor.get("/v1/audit/events", params={"type": event_type, "limit": 1000})
-    assert response.status_code == 200, response.text
-    entries = response.json()["entries"]
-    return [e for e in entries if all(e.get(k) == v or e["details"].get(k) == v for k, v in match.items())]
-
-
 async def test_deliveries_reach_the_agency_webhook_in_order_signed_and_sealed_to_it(
     stack: Stack, receiver: Receiver
 ) -> None:
@@ -195,7 +187,7 @@ async def test_deliveries_reach_the_agency_webhook_in_order_signed_and_sealed_to
     [hook] = await _webhooks(stack, KH)
     assert hook["id"] == hook_id and hook["cursor"] == items[-1]["cursor"] and hook["attempts"] == 0
     for notice_id in sent:
-        assert await eventually(lambda n=notice_id: _audited(stack, "notice.fetched", notice_id=n, agency=KH))
+        assert await eventually(lambda n=notice_id: audited(stack, "notice.fetched", notice_id=n, agency=KH))
 
 
 async def test_a_failing_endpoint_gets_the_delivery_after_retries_with_growing_gaps(
@@ -284,11 +276,11 @@ async def test_an_endpoint_that_keeps_failing_parks_the_delivery_and_the_agency_
     assert [p["replayed_at"] is not None for p in await _parked(stack, KH)] == [True]
     async with stack.sessions() as session:
         assert await parked_alerts(session) == []
-    [parked_event] = await eventually(lambda: _audited(stack, "webhook.parked", notice_id=first))
+    [parked_event] = await eventually(lambda: audited(stack, "webhook.parked", notice_id=first))
     assert parked_event["agency"] == KH and parked_event["details"]["webhook_id"] == hook_id
-    [replayed_event] = await eventually(lambda: _audited(stack, "webhook.replayed", notice_id=first))
+    [replayed_event] = await eventually(lambda: audited(stack, "webhook.replayed", notice_id=first))
     assert replayed_event["actor"] == KH
-    assert await eventually(lambda: _audited(stack, "notice.fetched", notice_id=first, agency=KH))
+    assert await eventually(lambda: audited(stack, "notice.fetched", notice_id=first, agency=KH))
 
 
 async def test_a_slow_endpoint_does_not_delay_another_agency(stack: Stack, receiver: Receiver) -> None:

@@ -28,6 +28,7 @@ from services.trust.httpsig import RequestSigner
 from services.trust.models import AgencyKey
 from tests.conftest import (
     Stack,
+    audited,
     dead_letters,
     eventually,
     receipt,
@@ -67,19 +68,11 @@ async def _count(stack: Stack, model: Any) -> int:
         return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
 
 
-async def _audited(stack: Stack, event_type: str, **match: Any) -> list[dict[str, Any]]:
-    auditor = stack.client("auditor", audit=True)
-    response = await auditor.get("/v1/audit/events", params={"type": event_type, "limit": 1000})
-    assert response.status_code == 200, response.text
-    entries = response.json()["entries"]
-    return [e for e in entries if all(e.get(k) == v or e["details"].get(k) == v for k, v in match.items())]
-
-
 async def _refused(stack: Stack, response: Any, status: int, reason: str) -> None:
     """The answer names the reason, the refusal reaches the audit log, and nothing was stored."""
     assert response.status_code == status, response.text
     assert response.json()["code"] == reason, response.text
-    await eventually(lambda: _audited(stack, "notice.rejected", reason=reason))
+    await eventually(lambda: audited(stack, "notice.rejected", reason=reason))
 
 
 async def test_a_partner_seals_a_reply_on_its_own_machine_and_the_desk_sees_the_thread(
@@ -229,7 +222,7 @@ async def test_broken_envelopes_are_refused_with_reasons_and_the_gateway_keeps_s
     # Over the envelope limit: refused with the reason (and audited); far over it, cut off unread.
     oversize = await _post(stack, KH, b"{" + b" " * (2 * 1024 * 1024) + b"}")
     assert oversize.status_code == 413 and oversize.json()["code"] == "oversize"
-    await eventually(lambda: _audited(stack, "notice.rejected", reason="oversize"))
+    await eventually(lambda: audited(stack, "notice.rejected", reason="oversize"))
     cut_off = await _post(stack, KH, b"{" + b" " * (5 * 1024 * 1024) + b"}")
     assert cut_off.status_code == 413 and "exceeds" in cut_off.json()["detail"]
     # Deeply nested JSON at the gateway's own JSON parsing is a clear 4xx too.
@@ -295,7 +288,7 @@ async def test_times_no_stage_can_hold_are_refused_at_the_gateway_and_named_alik
 
 
 async def _at_least(stack: Stack, event_type: str, count: int) -> list[dict[str, Any]]:
-    found = await _audited(stack, event_type)
+    found = await audited(stack, event_type)
     return found if len(found) >= count else []
 
 
@@ -356,7 +349,7 @@ async def test_rotation_keeps_old_notices_verifiable_and_moves_new_ones_to_the_n
     jwks = (await client.get(f"/v1/directory/agencies/{KH}/jwks")).json()["keys"]
     states = {k["kid"]: k["status"] for k in jwks}
     assert states[kh.signing_kid] == "expired" and states[rotated.signing_kid] == "active"
-    assert await eventually(lambda: _audited(stack, "key.registered", kid=rotated.signing_kid))
+    assert await eventually(lambda: audited(stack, "key.registered", kid=rotated.signing_kid))
 
 
 async def test_a_key_validity_needs_an_offset_and_a_time_within_the_calendar(stack: Stack) -> None:
@@ -411,7 +404,7 @@ async def test_a_revoked_key_is_refused_at_once_by_the_gateway_and_by_ingest(sta
     await stack.publisher.send(stack.topics.notices, "KD-2025-0331", sealed_before, [])
     letter = await _first_dead_letter(stack)
     assert letter["reason"] == "key_revoked"
-    [revoked] = await eventually(lambda: _audited(stack, "key.revoked", kid=kh.signing_kid))
+    [revoked] = await eventually(lambda: audited(stack, "key.revoked", kid=kh.signing_kid))
     assert revoked["details"]["reason"] == "laptop seized at border"
     async with stack.sessions() as session:
         key = await session.get(AgencyKey, kh.signing_kid)
@@ -501,7 +494,7 @@ async def test_recall_removes_unread_copies_and_marks_read_ones(stack: Stack) ->
     assert again.status_code == 409
     events = await eventually(lambda: _at_least(stack, "notice.recalled", 2))
     assert {e["agency"]: e["details"]["was_fetched"] for e in events} == {KH: True, INTERPOL: False}
-    assert await eventually(lambda: _audited(stack, "notice.recall_requested", reason="wrong case"))
+    assert await eventually(lambda: audited(stack, "notice.recall_requested", reason="wrong case"))
 
 
 async def test_an_expired_notice_is_no_longer_served_and_is_marked_expired(stack: Stack) -> None:
@@ -518,7 +511,7 @@ async def test_an_expired_notice_is_no_longer_served_and_is_marked_expired(stack
     assert (await kh.get("/v1/inbox")).json()["items"] == []
     ack = await kh.post(f"/v1/inbox/{notice_id}/ack", json=await receipt(stack, KH, notice_id))
     assert ack.status_code == 410 and "expired" in ack.json()["detail"]
-    assert await eventually(lambda: _audited(stack, "notice.expired", agency=KH))
+    assert await eventually(lambda: audited(stack, "notice.expired", agency=KH))
 
 
 async def test_a_notice_is_stored_only_once_everything_checks_out(stack: Stack) -> None:

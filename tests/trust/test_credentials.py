@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from services.cli.main import app as cli
-from tests.conftest import Stack, eventually
+from tests.conftest import Stack, audited, eventually
 
 PARTNER = "kh-cnp"
 
@@ -76,12 +76,6 @@ async def test_the_old_token_works_until_the_grace_ends(stack: Stack) -> None:
     assert (await _bearer(stack, new).get("/v1/inbox")).status_code == 200
 
 
-async def _audited(stack: Stack, event_type: str) -> list[dict[str, Any]]:
-    response = await stack.client("auditor", audit=True).get("/v1/audit/events", params={"type": event_type})
-    assert response.status_code == 200, response.text
-    return list(response.json()["entries"])
-
-
 async def test_cli_rotation_saves_the_token_audits_it_and_logs_it_nowhere(
     stack: Stack, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -96,8 +90,8 @@ async def test_cli_rotation_saves_the_token_audits_it_and_logs_it_nowhere(
     assert (await _bearer(stack, old).get("/v1/inbox")).status_code == 401
 
     async def recorded() -> list[dict[str, Any]]:
-        issued = [e for e in await _audited(stack, "credential.issued") if e["details"].get("rotated_from")]
-        revoked = await _audited(stack, "credential.revoked")
+        issued = [e for e in await audited(stack, "credential.issued") if e["details"].get("rotated_from")]
+        revoked = await audited(stack, "credential.revoked")
         return [*issued, *revoked] if issued and revoked else []
 
     issued, revoked = await eventually(recorded)
