@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.api import NO_NUL, Problem
-from services.platform.errors import Error
+from services.platform.errors import Error, Unavailable
 from services.platform.kafka import EventPublisher
 from services.platform.outage import DATABASE_UNREACHABLE, KAFKA_UNREACHABLE
 from services.platform.problems import PROBLEM_TYPES, problem_type
@@ -26,13 +26,14 @@ log = structlog.get_logger("http")
 
 PROBLEM = "application/problem+json"
 PROBLEMS_PATH = "/problems/"
-RETRY_AFTER_S = 5
+RETRY_AFTER_S = Unavailable.retry_after_s
 # What an OpenAPI route documents it may answer besides success: problem details, whatever the code.
 ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": Problem} for status in (400, 401, 403, 404, 409, 413, 422, 503)
 }
 # Starlette's own answers (unknown route, wrong method) by status; everything of ours is an Error.
-_STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 400: "invalid_request"}
+# FastAPI's own 400 is a body it could not read: invalid_json keeps that status.
+_STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 400: "invalid_json"}
 
 
 def problem(
@@ -88,20 +89,17 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return problem(request.base_url, *_validation_detail(exc))
 
+    def unavailable(request: Request, code: str, part: str, what: str) -> JSONResponse:
+        log.warning(f"{code.removesuffix('_unavailable')} unreachable", path=request.url.path, error=what)
+        detail = f"{part} is unreachable: {what}; nothing was done, retry after {RETRY_AFTER_S} s"
+        return problem(request.base_url, code, detail, None, RETRY_AFTER_S)
+
     async def kafka_unreachable(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("kafka unreachable", path=request.url.path, error=type(exc).__name__)
-        detail = f"Kafka is unreachable: {exc or type(exc).__name__}; nothing was done, retry after "
-        return problem(
-            request.base_url, "kafka_unavailable", f"{detail}{RETRY_AFTER_S} s", None, RETRY_AFTER_S
-        )
+        return unavailable(request, "kafka_unavailable", "Kafka", str(exc) or type(exc).__name__)
 
     async def database_unreachable(request: Request, exc: Exception) -> JSONResponse:
         what = exc.detail if isinstance(exc, Error) else type(exc).__name__
-        log.warning("database unreachable", path=request.url.path, error=what)
-        detail = f"the database is unreachable: {what}; nothing was done, retry after "
-        return problem(
-            request.base_url, "database_unavailable", f"{detail}{RETRY_AFTER_S} s", None, RETRY_AFTER_S
-        )
+        return unavailable(request, "database_unavailable", "the database", what)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Starlette raises it on after answering, so the server logs the traceback (without locals).
