@@ -258,6 +258,20 @@ class RotationOut(CredentialOut):
     replaced_until: datetime = Field(description="When the rotated credential stops working.")
 
 
+class CallerOut(BaseModel):
+    role: str = Field(description="agency, auditor or admin")
+    agency: str | None = Field(description="The caller's agency; none for auditors and the administrator.")
+    credential_id: str = Field(description="The bearer credential's id, or key:<kid> for a signed request.")
+
+
+@credentials.get(
+    "/current",
+    summary="Who the calling credential or signature is: role and agency, nothing secret (any credential).",
+)
+async def get_current(principal: Anyone) -> CallerOut:
+    return CallerOut(role=principal.role, agency=principal.agency, credential_id=principal.credential_id)
+
+
 @credentials.post(
     "/rotate",
     status_code=201,

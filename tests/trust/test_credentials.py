@@ -107,3 +107,17 @@ async def test_cli_rotation_saves_the_token_audits_it_and_logs_it_nowhere(
     out, err = capfd.readouterr()
     for place, text in (("audit", everything), ("cli", result.output), ("logs", caplog.text + out + err)):
         assert not any(secret in text for secret in secrets), place
+
+
+async def test_current_names_the_caller_and_nothing_secret(stack: Stack) -> None:
+    partner = await _bearer(stack, stack.token(PARTNER)).get("/v1/credentials/current")
+    assert partner.status_code == 200, partner.text
+    assert partner.json() == {
+        "role": "agency",
+        "agency": PARTNER,
+        "credential_id": _credential_id(stack.token(PARTNER)),
+    }
+    auditor = (await _bearer(stack, stack.token("auditor")).get("/v1/credentials/current")).json()
+    assert (auditor["role"], auditor["agency"]) == ("auditor", None)
+    assert stack.token("auditor") not in str(auditor)
+    assert (await _bearer(stack, "dbk_nope_nope").get("/v1/credentials/current")).status_code == 401
