@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         description="The built browser console the gateway serves at /console (`make setup` builds it); "
         "default: console/dist in the checkout.",
     )
+    console_origins: list[str] | None = Field(
+        default=None,
+        description="Origins whose pages (the console) may call the audit API from a browser (CORS); "
+        "a JSON list in the environment; default: http://{gateway_host}:{gateway_port} and "
+        "http://localhost:{gateway_port}.",
+    )
     max_body_bytes: int = 1_048_576
     freshness_s: int = Field(
         default=300, description="Envelopes and signed requests older than this are refused as stale."

@@ -1,5 +1,5 @@
-"""The browser console as the gateway serves it (the build `make setup` made of console/), over real
-HTTP."""
+"""The browser console as the gateway serves it (the build `make setup` made of console/) and the audit
+API's CORS for it, over real HTTP."""
 
 from __future__ import annotations
 
@@ -76,3 +76,26 @@ async def test_the_console_config_names_the_apis_and_nothing_secret(stack: Stack
         "log_origin": stack.settings.audit_log_origin,
     }
     _assert_guarded(response, stack)
+
+
+async def test_the_audit_api_lets_only_the_console_read_it_from_a_browser(stack: Stack) -> None:
+    port = stack.settings.gateway_port
+    preflight = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}
+    auditor = stack.client("auditor", audit=True)
+    for origin in (stack.gateway_url, f"http://localhost:{port}"):
+        allowed = await auditor.options("/v1/audit/events", headers={"Origin": origin, **preflight})
+        assert allowed.status_code == 200, allowed.text
+        assert allowed.headers["access-control-allow-origin"] == origin
+        assert {"GET", "POST"} <= set(allowed.headers["access-control-allow-methods"].split(", "))
+        assert "Authorization" in allowed.headers["access-control-allow-headers"]
+        assert "access-control-allow-credentials" not in allowed.headers  # bearer tokens, never cookies
+        answer = await auditor.get("/v1/audit/events", headers={"Origin": origin})
+        assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == origin
+
+    for origin in ("http://evil.example", f"http://127.0.0.1:{port + 1}", "null"):
+        refused = await auditor.options("/v1/audit/events", headers={"Origin": origin, **preflight})
+        assert refused.status_code == 400
+        assert "access-control-allow-origin" not in refused.headers
+        # A simple request is answered (the bearer credential guards it) but the browser is not let read it.
+        answer = await auditor.get("/v1/audit/events", headers={"Origin": origin})
+        assert "access-control-allow-origin" not in answer.headers
