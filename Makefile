@@ -5,10 +5,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 JARS := deploy/kafka/target/dependency/.fetched
+# The browser console (console/): its npm packages exactly as the lock file pins them, and its build,
+# redone only when a source, the config or the lock changed.
+NODE_MODULES := console/node_modules/.installed
+CONSOLE := console/dist/index.html
+CONSOLE_SOURCES := $(shell find console/src console/public -type f 2>/dev/null) \
+  console/index.html console/vite.config.ts console/tsconfig.json
 
-.PHONY: setup run test lint typecheck unit schemas postgres-server clean
+.PHONY: setup run test lint typecheck unit schemas postgres-server chromium clean
 
-setup: $(INSTALLED) $(JARS) postgres-server
+setup: $(INSTALLED) $(JARS) $(CONSOLE) postgres-server chromium
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +27,14 @@ $(JARS): deploy/kafka/pom.xml
 	cd deploy/kafka && mvn -q -B dependency:copy-dependencies
 	touch $@
 
+$(NODE_MODULES): console/package.json console/package-lock.json
+	cd console && npm ci --no-audit --no-fund
+	touch $@
+
+$(CONSOLE): $(NODE_MODULES) $(CONSOLE_SOURCES)
+	cd console && npx vite build
+	touch $@
+
 # Debian's PostgreSQL server binaries for the tests' throwaway cluster (installed once if missing).
 postgres-server:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
@@ -28,18 +42,27 @@ postgres-server:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql; }
 
-run: $(INSTALLED) $(JARS)
+# Debian's Chromium for the console's end-to-end tests (Playwright drives it; no browser is downloaded).
+chromium:
+	@[ -x /usr/bin/chromium ] || { \
+	  echo "installing Debian's chromium ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
+
+run: $(INSTALLED) $(JARS) $(CONSOLE)
 	$(BIN)/deskbridge up
 
-lint: $(INSTALLED)
+lint: $(INSTALLED) $(NODE_MODULES)
 	$(BIN)/ruff check services schemas migrations tests bench faults devstack
 	$(BIN)/ruff format --check services schemas migrations tests bench faults devstack
 	$(BIN)/lint-imports
+	cd console && npx tsc --noEmit
 
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
 test: setup lint typecheck
+	cd console && npx vitest run
 	$(BIN)/pytest -q
 
 schemas: $(INSTALLED)

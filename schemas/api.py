@@ -61,6 +61,22 @@ class NoticeStatus(BaseModel):
     recipients: list[RecipientStatus]
 
 
+class SentNotice(NoticeStatus):
+    """A notice in its sender's list: its status as `GET /v1/notices/{id}` gives it, with the routing
+    header's type, priority and TLP once ingest has stored the envelope (null before)."""
+
+    notice_type: str | None = None
+    priority: str | None = None
+    tlp: str | None = None
+
+
+class SentPage(BaseModel):
+    items: list[SentNotice] = Field(description="Newest first.")
+    next_cursor: str | None = Field(
+        description="Pass as `after` for the next, older page; null when this page is the last."
+    )
+
+
 class InboxItem(BaseModel):
     notice_id: UUID
     sender: str

@@ -175,6 +175,8 @@ async def stack(
     """`@pytest.mark.without_ingest` leaves ingest out, for tests that run it as a process of its own."""
     home = tmp_path / "demo"
     settings = stack_settings(kafka_broker, stack_db, topic_prefix, home)
+    # The ports the services really listen on: the console's config.json and CORS origins name them.
+    settings = settings.model_copy(update={"gateway_port": free_port(), "audit_port": free_port()})
     changed = request.node.get_closest_marker("settings")
     if changed is not None:
         settings = settings.model_copy(update=changed.kwargs)
@@ -183,8 +185,8 @@ async def stack(
     publisher = EventPublisher(settings.kafka_bootstrap, "tests", topics, 10)
     await enrol_demo(settings, home, publisher)
     services = ServiceTasks()
-    gateway_url = await services.serve(create_gateway_app(settings), free_port())
-    audit_url = await services.serve(create_audit_app(settings), free_port())
+    gateway_url = await services.serve(create_gateway_app(settings), settings.gateway_port)
+    audit_url = await services.serve(create_audit_app(settings), settings.audit_port)
     if request.node.get_closest_marker("without_ingest") is None:
         services.run(run_ingest(settings, services.stop))
     services.run(run_consumer(settings, services.stop))

@@ -1,5 +1,6 @@
 """The audit service's HTTP app: the auditors' API (services/transparency/views.py) with the checkpoint
-publisher that signs on an interval, built and stopped with the app."""
+publisher that signs on an interval, built and stopped with the app, open to the browser console that the
+gateway serves (CORS for its origins only)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from services.envelope.errors import KeyFileError
 from services.platform.settings import Settings
@@ -30,6 +32,14 @@ def _load_signer(settings: Settings) -> NoteSigner | None:
     except KeyFileError as exc:
         log.error("audit log key unavailable", error=str(exc))
         return None
+
+
+def console_origins(settings: Settings) -> list[str]:
+    """Where the console's pages come from: the gateway that serves it, unless set otherwise."""
+    if settings.console_origins is not None:
+        return settings.console_origins
+    port = settings.gateway_port
+    return list(dict.fromkeys([f"http://{settings.gateway_host}:{port}", f"http://localhost:{port}"]))
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -63,4 +73,15 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(transparency.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # Outermost, so refusals carry it too. Bearer credentials go in the Authorization header, never in
+    # cookies: no credentials mode, and no origin but the console's is let read an answer.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=console_origins(settings),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+        expose_headers=["Retry-After"],
+        allow_credentials=False,
+        max_age=600,
+    )
     return app

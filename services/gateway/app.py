@@ -1,6 +1,6 @@
-"""The gateway: the desk submits, partners pull and acknowledge, everyone reads the directory. This module
-builds the app: what lives as long as it (engine, Kafka producer, caches, the inbox notifier) and the
-routers of each domain (services/*/views.py)."""
+"""The gateway: the desk submits, partners pull and acknowledge, everyone reads the directory, and browsers
+load the console (console.py). This module builds the app: what lives as long as it (engine, Kafka
+producer, caches, the inbox notifier) and the routers of each domain (services/*/views.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from services.delivery.notify import InboxNotifier
 from services.envelope.errors import KeyFileError
 from services.envelope.keys import DeskKeyFile
 from services.envelope.service import MAX_ENVELOPE_BYTES
+from services.gateway.console import install_console
 from services.notices import views as notices
 from services.notices.limits import InboxRoom, TokenBuckets
 from services.platform.kafka import EventPublisher, Topics
@@ -76,6 +77,8 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    install_console(app, settings)
 
     # A sealed envelope may be as large as ingest accepts; anything up to twice that reaches the envelope
     # check, which refuses it with a reason the audit log records.

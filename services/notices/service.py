@@ -1,19 +1,23 @@
 """A notice's life as its sender sees it: submission (an envelope sealed here for the desk, or by a partner
 on its own machine, is admitted, made durable in Kafka and recorded; a refusal is audited with its
-reason), its per-recipient status, recall and erasure."""
+reason), its per-recipient status, the sender's list of them, recall and erasure."""
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
-from schemas.api import DeliveryState, NoticeStatus, RecipientStatus
+from schemas.api import DeliveryState, NoticeStatus, RecipientStatus, SentNotice, SentPage
 from schemas.events import Event, EventType, fact_id
 from schemas.notices import Notice, NoticeDraft, RecallRequest
 from services.delivery.events import delivery_event
@@ -257,33 +261,77 @@ async def notice_status(session: AsyncSession, sender: str, notice_id: str) -> N
     """Per-recipient state for the notice's sender; None for anyone else or an unknown id."""
     submission = await session.get(Submission, notice_id)
     notice = await session.get(NoticeRow, notice_id)
-    owner = notice.sender if notice is not None else submission.sender if submission is not None else None
-    if owner != sender:
+    known = notice if notice is not None else submission
+    if known is None or known.sender != sender:
         return None
-    deliveries = {
-        d.recipient: d
-        for d in (await session.execute(select(Delivery).where(Delivery.notice_id == notice_id))).scalars()
-    }
-    if notice is not None:
-        recipients: list[str] = [d for d in deliveries]
-        case_ref, sha = notice.case_ref, notice.envelope_sha256
-    else:
-        assert submission is not None
-        recipients = json.loads(submission.recipients)
-        case_ref, sha = submission.case_ref, submission.envelope_sha256
-    if submission is not None:
-        recipients = json.loads(submission.recipients)
-    statuses = []
-    for agency in recipients:
-        d = deliveries.get(agency)
-        statuses.append(
-            RecipientStatus(agency=agency, state=DeliveryState.accepted) if d is None else recipient_status(d)
-        )
+    deliveries = (await session.execute(select(Delivery).where(Delivery.notice_id == notice_id))).scalars()
+    return _status(submission, notice, deliveries)
+
+
+def _status(
+    submission: Submission | None, notice: NoticeRow | None, deliveries: Iterable[Delivery]
+) -> NoticeStatus:
+    """A notice's status from the gateway's record of it and ingest's, whichever exist (one at least):
+    every recipient it was sent to, `accepted` until ingest put it in that recipient's inbox."""
+    known = notice if notice is not None else submission
+    assert known is not None
+    rows = {d.recipient: d for d in deliveries}
+    recipients: list[str] = json.loads(submission.recipients) if submission is not None else list(rows)
     return NoticeStatus(
-        notice_id=uuid.UUID(notice_id),
-        sender=owner,
-        case_ref=case_ref,
+        notice_id=uuid.UUID(known.notice_id),
+        sender=known.sender,
+        case_ref=known.case_ref,
         submitted_at=submission.submitted_at if submission is not None else None,
-        envelope_sha256=sha,
-        recipients=statuses,
+        envelope_sha256=known.envelope_sha256,
+        recipients=[
+            recipient_status(rows[agency])
+            if agency in rows
+            else RecipientStatus(agency=agency, state=DeliveryState.accepted)
+            for agency in recipients
+        ],
     )
+
+
+async def sent_notices(session: AsyncSession, sender: str, after: str | None, limit: int) -> SentPage:
+    """The notices `sender` submitted through the gateway, newest first, `limit` of them after the cursor
+    `after`, each with its status as notice_status gives it. Three indexed reads, whatever the history."""
+    query = select(Submission).where(Submission.sender == sender)
+    if after is not None:
+        query = query.where(tuple_(Submission.submitted_at, Submission.notice_id) < _decode_cursor(after))
+    newest = query.order_by(Submission.submitted_at.desc(), Submission.notice_id.desc()).limit(limit + 1)
+    submissions = list((await session.execute(newest)).scalars())
+    page = submissions[:limit]
+    ids = [s.notice_id for s in page]
+    stored = select(NoticeRow).options(defer(NoticeRow.envelope)).where(NoticeRow.notice_id.in_(ids))
+    notices = {n.notice_id: n for n in (await session.execute(stored)).scalars()}
+    deliveries: dict[str, list[Delivery]] = defaultdict(list)
+    for delivery in (await session.execute(select(Delivery).where(Delivery.notice_id.in_(ids)))).scalars():
+        deliveries[delivery.notice_id].append(delivery)
+    items = []
+    for submission in page:
+        notice = notices.get(submission.notice_id)
+        item = SentNotice(**dict(_status(submission, notice, deliveries[submission.notice_id])))
+        if notice is not None:
+            item.notice_type, item.priority, item.tlp = notice.notice_type, notice.priority, notice.tlp
+        items.append(item)
+    more = len(submissions) > limit
+    return SentPage(items=items, next_cursor=_encode_cursor(page[-1]) if more else None)
+
+
+def _encode_cursor(submission: Submission) -> str:
+    place = f"v1|{submission.submitted_at.isoformat()}|{submission.notice_id}"
+    return base64.urlsafe_b64encode(place.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """(submitted_at, notice_id) of the last notice of the page before; NoticeError(bad_cursor) for
+    anything this server never issued."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, at, notice_id = text.split("|")
+        place = (datetime.fromisoformat(at), str(uuid.UUID(notice_id)))
+    except ValueError as exc:  # UnicodeDecodeError and binascii.Error are ValueErrors too
+        raise NoticeError("bad_cursor", "not a cursor this server issued") from exc
+    if version != "v1" or place[0].tzinfo is None:
+        raise NoticeError("bad_cursor", "not a cursor this server issued")
+    return place

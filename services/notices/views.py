@@ -1,14 +1,23 @@
-"""Notice routes: the desk submits (sealed here) and any agency carries what it sealed itself, follows a
-notice's delivery, recalls it, and reads its cases as threads; the administrator erases one."""
+"""Notice routes: the desk submits (sealed here) and any agency carries what it sealed itself, follows its
+notices' delivery (one or the list of them), recalls one, and reads its cases as threads; the
+administrator erases one."""
 
 from __future__ import annotations
 
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
-from schemas.api import CaseThread, ErasureIn, NoticeAccepted, NoticeStatus, RecallAccepted, RecallIn
+from schemas.api import (
+    CaseThread,
+    ErasureIn,
+    NoticeAccepted,
+    NoticeStatus,
+    RecallAccepted,
+    RecallIn,
+    SentPage,
+)
 from schemas.envelopes import FlattenedJws
 from schemas.notices import NoticeDraft
 from services.envelope.errors import KeyFileError
@@ -20,7 +29,7 @@ from services.notices.limits import InboxRoom, TokenBuckets
 from services.notices.models import Submission
 from services.platform.errors import Unavailable
 from services.platform.kafka import commit_audited
-from services.platform.views import ERRORS, Publisher, Session
+from services.platform.views import ERRORS, Publisher, Session, etagged
 from services.trust.service import Principal
 from services.trust.views import Admin, Agency, Directory, Fresh
 
@@ -104,6 +113,26 @@ def _accepted(submission: Submission, response: Response) -> NoticeAccepted:
         envelope_sha256=submission.envelope_sha256,
         status_url=f"/v1/notices/{submission.notice_id}",
     )
+
+
+@router.get(
+    "",
+    response_model=SentPage,
+    responses={304: {"description": "Unchanged since the ETag sent in If-None-Match."}},
+    summary="The caller's sent notices, newest first, each with its per-recipient state; poll with "
+    "If-None-Match for a bodiless 304 while nothing changed (agency credential).",
+)
+async def list_notices(
+    principal: Agency,
+    session: Session,
+    after: Annotated[str | None, Query(description="next_cursor of the page before: older notices.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    if_none_match: Annotated[
+        str | None, Header(description="The ETag of the page last seen: 304 if it is still the same.")
+    ] = None,
+) -> Response:
+    assert principal.agency is not None
+    return etagged(await service.sent_notices(session, principal.agency, after, limit), if_none_match)
 
 
 @router.get(

@@ -39,6 +39,8 @@ _TYPES = [
                 "The database is out of reach; nothing was done, retry after Retry-After."),
     ProblemType("kafka_unavailable", 503, "Kafka unavailable",
                 "Kafka did not acknowledge; nothing was done, retry after Retry-After."),
+    ProblemType("console_unavailable", 503, "Console not built",
+                "The gateway has no built browser console to serve; its operator must run `make setup`."),
     # Who is calling
     ProblemType("unauthenticated", 401, "Not authenticated",
                 "No valid bearer credential (or request signature where the route takes one); the detail "

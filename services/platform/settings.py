@@ -26,6 +26,22 @@ class Settings(BaseSettings):
     gateway_port: int = 8080
     audit_host: str = "127.0.0.1"
     audit_port: int = 8081
+    audit_public_url: str | None = Field(
+        default=None,
+        description="The audit service's base URL as browsers reach it (the console's config.json and its "
+        "Content-Security-Policy); default: http://{audit_host}:{audit_port}.",
+    )
+    console_dir: Path | None = Field(
+        default=None,
+        description="The built browser console the gateway serves at /console (`make setup` builds it); "
+        "default: console/dist in the checkout.",
+    )
+    console_origins: list[str] | None = Field(
+        default=None,
+        description="Origins whose pages (the console) may call the audit API from a browser (CORS); "
+        "a JSON list in the environment; default: http://{gateway_host}:{gateway_port} and "
+        "http://localhost:{gateway_port}.",
+    )
     max_body_bytes: int = 1_048_576
     freshness_s: int = Field(
         default=300, description="Envelopes and signed requests older than this are refused as stale."

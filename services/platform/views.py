@@ -1,15 +1,18 @@
 """What both HTTP apps share: every error answered as RFC 9457 problem details from the one table in
-problems.py, a body-size cap, the database session and what the app's lifespan built, per request."""
+problems.py, a body-size cap, answers that a poller revalidates by ETag, the database session and what the
+app's lifespan built, per request."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import URL
 from starlette.exceptions import HTTPException
@@ -179,6 +182,18 @@ class BodyLimit:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = problem(Request(scope).base_url, "too_large", f"the body exceeds {limit} bytes")
         await response(scope, receive, send)
+
+
+def etagged(body: BaseModel, if_none_match: str | None) -> Response:
+    """`body` as JSON with a strong ETag of its bytes, or a bodiless 304 when the request's If-None-Match
+    already names that ETag: a client polling every second is sent nothing while nothing changed."""
+    content = body.model_dump_json().encode()
+    etag = f'"{hashlib.sha256(content).hexdigest()[:32]}"'
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    held = [tag.strip().removeprefix("W/") for tag in (if_none_match or "").split(",")]
+    if etag in held or held == ["*"]:
+        return Response(status_code=304, headers=headers)
+    return Response(content, media_type="application/json", headers=headers)
 
 
 async def session_dependency(request: Request) -> AsyncIterator[AsyncSession]:

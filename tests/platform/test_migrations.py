@@ -38,7 +38,7 @@ TABLES = {
     "directory_generation",
     "tlog_cosignatures",
 }
-HEAD = "0007"
+HEAD = "0008"
 
 
 def _diffs(connection: Connection, metadata: MetaData = Base.metadata) -> list[Any]:
