@@ -1,5 +1,6 @@
 """The audit service's HTTP app: the auditors' API (services/transparency/views.py) with the checkpoint
-publisher that signs on an interval, built and stopped with the app."""
+publisher that signs on an interval, built and stopped with the app, and delivery's stored receipts for
+evidence bundles."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import timedelta
 import structlog
 from fastapi import FastAPI
 
+from services.delivery.service import acknowledgements
 from services.envelope.errors import KeyFileError
 from services.platform.settings import Settings
 from services.platform.views import BodyLimit, install_error_handlers
@@ -61,6 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Evidence bundles carry the receipts delivery stored, which sits above the log in the layers.
+    app.state.acknowledgements = acknowledgements
     app.include_router(transparency.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
