@@ -18,7 +18,7 @@ from schemas.events import EventType
 from services.envelope.compact import ED25519_OR_LEGACY, read_compact, verify_compact
 from services.envelope.errors import EnvelopeError
 from services.envelope.keys import PublicKey
-from services.envelope.receipts import RECEIPT_TYP, Receipt
+from services.envelope.receipts import LAST_UNIX_SECOND, RECEIPT_TYP, Receipt
 from services.transparency import merkle
 from services.transparency.entries import record_leaf_hash
 from services.transparency.note import (
@@ -43,7 +43,9 @@ def failures(checks: Iterable[Check]) -> list[str]:
     return [c.detail for c in checks if not c.ok]
 
 
-def _time(t: float) -> str:
+def _time(t: int) -> str:
+    if not 0 <= t <= LAST_UNIX_SECOND:  # a time no date of years 1970 to 9999 can show
+        return f"{t} s"
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -145,7 +147,7 @@ def _keys(entries: Sequence[EvidenceKey], checks: list[Check]) -> dict[str, _Key
         checks.append(
             Check(what, True, f"key {entry.kid} of {entry.agency} is an Ed25519 key named by its thumbprint")
         )
-        keys[entry.kid] = _Key(entry, public)
+        keys.setdefault(entry.kid, _Key(entry, public))
     return keys
 
 
