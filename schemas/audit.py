@@ -119,7 +119,7 @@ class EvidenceEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     index: int
-    leaf_hash: HexHash
+    leaf_hash: str = Field(description="Lowercase hex; empty if the log stored none (a verifier says so).")
     record: AuditRecord
     inclusion_proof: list[HexHash]
 
