@@ -10,6 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 DIRECTORY_TYP = "deskbridge-directory+jws"
 
 
+def valid_at(nbf: int, exp: int | None, revoked_at: int | None, t: float) -> bool:
+    """A key is usable for something signed or sealed at Unix time `t` inside its window [nbf, exp]
+    and before it was revoked."""
+    if revoked_at is not None and revoked_at <= t:
+        return False
+    return nbf <= t and (exp is None or t <= exp)
+
+
 class DirectoryKey(BaseModel):
     """A public JWK (RFC 7517) with the directory's own members: status and validity window."""
 
@@ -32,11 +40,7 @@ class DirectoryKey(BaseModel):
         return {"kty": self.kty, "crv": self.crv, "x": self.x}
 
     def valid_at(self, at: datetime) -> bool:
-        """Usable for something signed or sealed at `at`: inside the window and not revoked by then."""
-        t = at.timestamp()
-        if self.revoked_at is not None and self.revoked_at <= t:
-            return False
-        return self.nbf <= t and (self.exp is None or t <= self.exp)
+        return valid_at(self.nbf, self.exp, self.revoked_at, at.timestamp())
 
 
 class DirectoryAgency(BaseModel):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas.audit import AuditRecord
+from schemas.audit import AuditRecord, EvidenceBundle
 from schemas.directory import DirectoryDocument
 from schemas.envelopes import FlattenedJws, GeneralJwe, RoutingHeader
 from schemas.events import Event
@@ -21,6 +21,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "envelope-jwe": GeneralJwe,
     "event": Event,
     "audit-record": AuditRecord,
+    "evidence-bundle": EvidenceBundle,
     "directory": DirectoryDocument,
 }
 FOLDER = Path(__file__).parent / "json"

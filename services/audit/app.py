@@ -1,6 +1,6 @@
 """The audit service's HTTP app: the auditors' API (services/transparency/views.py) with the checkpoint
-publisher that signs on an interval, built and stopped with the app, open to the browser console that the
-gateway serves (CORS for its origins only)."""
+publisher that signs on an interval, built and stopped with the app, delivery's stored receipts for
+evidence bundles, open to the browser console that the gateway serves (CORS for its origins only)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from services.delivery.service import acknowledgements
 from services.envelope.errors import KeyFileError
 from services.platform.settings import Settings
 from services.platform.views import BodyLimit, install_error_handlers
@@ -71,6 +72,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Evidence bundles carry the receipts delivery stored, which sits above the log in the layers.
+    app.state.acknowledgements = acknowledgements
     app.include_router(transparency.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # Outermost, so refusals carry it too. Bearer credentials go in the Authorization header, never in

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from schemas.audit import AuditBundle, LeafPage
+from schemas.audit import AuditBundle, EvidenceBundle, LeafPage
 from schemas.notices import CASE_REF_PATTERN, Notice, NoticeDraft
 from services.cli.client import Api, ClientError, TrustedDirectory
 from services.cli.profiles import Profile, ProfileError
@@ -26,6 +26,7 @@ from services.envelope.service import open_envelope, parse_envelope, seal_notice
 from services.platform.errors import Error
 from services.platform.problems import one_line
 from services.transparency.checkpoints import LOG_VKEY_FILE
+from services.transparency.evidence import check_evidence, failures
 from services.transparency.note import (
     Checkpoint,
     CosignatureSigner,
@@ -44,6 +45,7 @@ app = typer.Typer(no_args_is_help=True, help="deskbridge: signed, encrypted case
 notice_app = typer.Typer(no_args_is_help=True, help="Send notices and follow their delivery.")
 inbox_app = typer.Typer(no_args_is_help=True, help="Pull, open and acknowledge your agency's notices.")
 audit_app = typer.Typer(no_args_is_help=True, help="Check the audit log.")
+evidence_app = typer.Typer(no_args_is_help=True, help="Export and check one notice's evidence bundle.")
 agency_app = typer.Typer(no_args_is_help=True, help="Register agencies (administrator).")
 keys_app = typer.Typer(no_args_is_help=True, help="Make and register an agency's keys.")
 case_app = typer.Typer(no_args_is_help=True, help="Follow a case: its notices and replies as a thread.")
@@ -53,6 +55,7 @@ for sub, name in (
     (notice_app, "notice"),
     (inbox_app, "inbox"),
     (audit_app, "audit"),
+    (evidence_app, "evidence"),
     (agency_app, "agency"),
     (keys_app, "keys"),
     (credential_app, "credential"),
@@ -370,6 +373,12 @@ class AuditFindings(Error):
         super().__init__(f"audit log is NOT intact ({len(self.findings)} problem(s))")
 
 
+class EvidenceFindings(Error):
+    """An evidence bundle failed checks, each already printed."""
+
+    code = "evidence_findings"
+
+
 @contextmanager
 def audit_errors() -> Iterator[None]:
     with one_line_errors():
@@ -589,6 +598,62 @@ def audit_witness(as_: As, home: Home = DEFAULT_HOME, audit_server: AuditServer 
         api.call("POST", f"/v1/audit/checkpoints/{latest.size}/cosignatures", json={"line": line})
         remembered_path.write_text(note)
         typer.echo(f"cosigned checkpoint {latest.size} root {latest.root_hash.hex()} as {as_}")
+
+
+@evidence_app.command("export")
+def evidence_export(
+    notice_id: str,
+    out: Annotated[Path, typer.Option(help="Where to write the bundle (JSON).")],
+    checkpoint_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Prove against the checkpoint of this size, e.g. one the witnesses cosigned "
+            "(default: the latest, signed on the spot if it does not cover the notice yet)."
+        ),
+    ] = None,
+    as_: As = "auditor",
+    home: Home = DEFAULT_HOME,
+    audit_server: AuditServer = DEFAULT_AUDIT,
+) -> None:
+    """Export one notice's evidence: every leaf of it with its inclusion proof in a signed checkpoint,
+    the recipients' signed receipts and the directory keys, for `evidence verify` with no network."""
+    with one_line_errors(), _api(home, as_, audit_server) as api:
+        params = {"size": checkpoint_size} if checkpoint_size is not None else {}
+        path = f"/v1/audit/evidence/{_notice_id(notice_id)}"
+        bundle = EvidenceBundle.model_validate(api.call("GET", path, params=params))
+        out.write_text(bundle.model_dump_json(indent=2) + "\n")
+        typer.echo(
+            f"wrote the evidence of notice {bundle.notice_id} to {out}: {len(bundle.events)} events, "
+            f"{len(bundle.receipts)} receipt(s), checkpoint {bundle.tree_size}"
+        )
+
+
+@evidence_app.command("verify")
+def evidence_verify(
+    file: Path,
+    log_key: LogKey = None,
+    as_: As = "auditor",
+    home: Home = DEFAULT_HOME,
+) -> None:
+    """Check an evidence bundle offline, trusting only the log's public key: the checkpoint's signature
+    and cosignatures, every leaf and inclusion proof, each receipt against its logged hash and its
+    signer's key, and each key against the leaf that registered it. Prints every check; exits 1 naming
+    each that fails."""
+    with one_line_errors():
+        log = _log_verifier(Profile(home, as_), log_key)
+        bundle = EvidenceBundle.model_validate_json(file.read_text())
+        checks = check_evidence(bundle, log)
+        for check in checks:
+            typer.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.detail}", err=not check.ok)
+        failed = failures(checks)
+        if failed:
+            raise EvidenceFindings(
+                f"the evidence does NOT verify: {len(failed)} of {len(checks)} checks failed"
+            )
+        typer.echo(
+            f"evidence of notice {bundle.notice_id} verified: {len(checks)} checks passed against "
+            f"checkpoint {bundle.tree_size} of {bundle.origin}"
+        )
 
 
 @notice_app.command("recall")

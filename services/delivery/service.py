@@ -31,6 +31,7 @@ from services.envelope.receipts import check_receipt
 from services.envelope.service import Freshness, ParsedEnvelope
 from services.platform.database import utcnow
 from services.platform.kafka import EventPublisher
+from services.transparency.evidence_export import Acknowledgements
 from services.trust.keyring import DirectoryView
 
 SOURCE = "deskbridge/gateway"
@@ -339,6 +340,19 @@ async def acknowledge(session: AsyncSession, delivery: Delivery, receipt: str) -
         acknowledged_at=delivery.acknowledged_at,
         receipt=delivery.receipt,
     )
+
+
+async def acknowledgements(session: AsyncSession, notice_id: str) -> Acknowledgements | None:
+    """The notice's envelope hash and the receipts its recipients acknowledged it with, for the audit
+    service's evidence bundles (it reads this database too); None for a notice never delivered."""
+    notice = await session.get(NoticeRow, notice_id)
+    if notice is None:
+        return None
+    query = select(Delivery.recipient, Delivery.receipt).where(
+        Delivery.notice_id == notice_id, Delivery.receipt.is_not(None)
+    )
+    receipts = {agency: receipt for agency, receipt in (await session.execute(query)).all() if receipt}
+    return Acknowledgements(notice.envelope_sha256, receipts)
 
 
 async def take(

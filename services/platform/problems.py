@@ -195,6 +195,10 @@ _TYPES = [
                 "The checkpoint's origin is not the log's."),
     ProblemType("audit_findings", 422, "Audit log not intact",
                 "The verifier found problems; each is printed (CLI)."),
+    ProblemType("unknown_notice", 404, "Unknown notice",
+                "The audit log holds no event of this notice id, so there is no evidence of it."),
+    ProblemType("evidence_findings", 422, "Evidence does not verify",
+                "An evidence bundle failed checks; each failed check is printed (CLI)."),
     # The CLI's own
     ProblemType("client_error", 400, "Command failed",
                 "The CLI could not do what was asked; the line says why."),

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, text
+from sqlalchemy import ColumnElement, and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.audit import AuditLeaf, AuditPage, AuditRecord, LeafPage, NodePage, TreeNode
@@ -154,12 +154,17 @@ def leaf_range(start: int, end: int, size: int, limit: int = MAX_PAGE) -> int:
 
 async def leaves(session: AsyncSession, start: int, end: int) -> list[AuditLeaf]:
     """Leaves [start, end) with their stored leaf hashes (empty where none is stored)."""
-    rows = select(AuditEntry).where(AuditEntry.seq > start, AuditEntry.seq <= end).order_by(AuditEntry.seq)
-    nodes = select(TlogNode).where(TlogNode.level == 0, TlogNode.idx >= start, TlogNode.idx < end)
-    stored = {n.idx: n.hash for n in (await session.execute(nodes)).scalars()}
+    return await leaves_where(session, AuditEntry.seq > start, AuditEntry.seq <= end)
+
+
+async def leaves_where(session: AsyncSession, *where: ColumnElement[bool]) -> list[AuditLeaf]:
+    """The entries that match, in log order, as leaves with their stored leaf hashes (empty where none
+    is stored): one query, each entry joined to its leaf by primary key."""
+    leaf = and_(TlogNode.level == 0, TlogNode.idx == AuditEntry.seq - 1)
+    query = select(AuditEntry, TlogNode.hash).outerjoin(TlogNode, leaf).where(*where).order_by(AuditEntry.seq)
     return [
-        AuditLeaf(index=r.seq - 1, leaf_hash=stored.get(r.seq - 1, b"").hex(), record=to_record(r))
-        for r in (await session.execute(rows)).scalars()
+        AuditLeaf(index=r.seq - 1, leaf_hash=(stored or b"").hex(), record=to_record(r))
+        for r, stored in (await session.execute(query)).all()
     ]
 
 
