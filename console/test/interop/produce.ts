@@ -1,0 +1,29 @@
+// Run by tests/envelope/test_console_crypto.py (`npx vite-node --config test/interop/vite.config.ts
+// test/interop/produce.ts`): what the console's cryptography makes with the vector keys, as JSON on
+// stdout, for deskbridge's Python to check.
+
+import { openEnvelope } from "../../src/crypto/envelope";
+import { makeReceipt } from "../../src/crypto/receipt";
+import { sealNotice } from "../../src/crypto/seal";
+import { TAMPERED, UNUSUAL } from "../cases";
+import { keyring, lookup, NOTICE, recipientsOf, REPLY, type Agency } from "../vectors";
+
+async function seal(notice: Record<string, unknown>): Promise<string> {
+  return sealNotice(notice, await keyring(notice.sender as Agency), await recipientsOf(notice));
+}
+
+const opened = await openEnvelope(NOTICE.envelope, await keyring("kh-cnp"), await lookup());
+const output = {
+  envelope_sha256: opened.envelopeSha256,
+  receipt: await makeReceipt(await keyring("kh-cnp"), opened.notice.notice_id, opened.envelopeSha256),
+  sealed: {
+    notice: await seal(NOTICE.notice),
+    reply: await seal(REPLY.notice),
+    single: await seal({ ...REPLY.notice, recipients: ["kr-desk"] }),
+  },
+  tampered: await Promise.all(
+    TAMPERED.map(async ({ make, agency = "kh-cnp", ...c }) => ({ ...c, agency, envelope: await make() })),
+  ),
+  unusual: await Promise.all(UNUSUAL.map(async (c) => ({ name: c.name, envelope: await c.make() }))),
+};
+console.log(JSON.stringify(output));
