@@ -12,7 +12,7 @@ CONSOLE := console/dist/index.html
 CONSOLE_SOURCES := $(shell find console/src console/public -type f 2>/dev/null) \
   console/index.html console/vite.config.ts console/tsconfig.json
 
-.PHONY: setup run test lint typecheck unit schemas postgres-server chromium clean
+.PHONY: setup run test lint typecheck unit schemas postgres-server chromium screenshots clean
 
 setup: $(INSTALLED) $(JARS) $(CONSOLE) postgres-server chromium
 
@@ -64,6 +64,10 @@ typecheck: $(INSTALLED)
 test: setup lint typecheck
 	cd console && npx vitest run
 	$(BIN)/pytest -q
+
+# The console's end-to-end tests again, writing their screenshots into docs/console/ for docs/console.md.
+screenshots: setup
+	DESKBRIDGE_SCREENSHOTS=docs $(BIN)/pytest -q tests/console
 
 schemas: $(INSTALLED)
 	$(BIN)/python -m schemas.export

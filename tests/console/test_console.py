@@ -1,0 +1,209 @@
+"""The console in Debian's Chromium against the real stack: the desk sends, a partner opens, checks,
+acknowledges and replies in its browser, the desk watches it live, an auditor checks the evidence."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from playwright.async_api import Page, Route, expect
+
+from tests.conftest import Stack, audited, eventually
+from tests.console.conftest import SCREENSHOTS, TABLET, Console
+
+OpenConsole = Callable[..., Awaitable[Console]]
+PARTNER = "kh-cnp"
+CASE = "KRD-2026-0042"
+
+
+def console_url(stack: Stack) -> str:
+    return f"{stack.gateway_url}/console/"
+
+
+async def screenshot(page: Page, name: str) -> None:
+    """Into docs/console/ when DESKBRIDGE_SCREENSHOTS=docs (make screenshots), else under var/."""
+    folder = SCREENSHOTS if os.environ.get("DESKBRIDGE_SCREENSHOTS") == "docs" else Path("var/screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=False)
+    assert path.stat().st_size > 10_000  # a rendered page, not a blank one
+
+
+async def sign_in(
+    console: Console, role: str, token: str, key_file: Path | None = None, vkey: Path | None = None
+) -> None:
+    page = console.page
+    await page.get_by_label("I work as").select_option(role)
+    await page.get_by_label("Credential", exact=True).fill(token)
+    if key_file is not None:
+        await page.get_by_label("Your agency's key file").set_input_files(str(key_file))
+    if vkey is not None:
+        await page.get_by_label("The audit log's key").set_input_files(str(vkey))
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_test_id("who")).to_be_visible()
+
+
+def recipient_state(desk: Page, notice_id: str, agency: str) -> Any:
+    return desk.locator(f'tr[data-notice="{notice_id}"] li[data-agency="{agency}"] [data-state]')
+
+
+async def compose_flash(desk: Page) -> str:
+    await desk.get_by_role("tab", name="Compose").click()
+    form = desk.locator("form.compose")
+    await form.get_by_label("Notice type").select_option("kidnapping_confinement")
+    await form.get_by_label("Priority").select_option("flash")
+    await form.get_by_label("TLP", exact=True).select_option("amber")
+    await form.get_by_label("Interpol notice colour").select_option("yellow")
+    await form.get_by_label("Case reference").fill(CASE)
+    await form.get_by_label("Cambodian National Police (kh-cnp)").check()
+    await form.get_by_label("Summary").fill("Korean national confined in a scam compound; rescue requested")
+    await form.get_by_role("button", name="Add subject").click()
+    await form.get_by_label("Name (Latin)").fill("PARK Jihoon")
+    await form.get_by_label("Name (Hangul)").fill("박지훈")
+    await form.get_by_role("button", name="Add location").click()
+    await form.get_by_label("Country (ISO code)").fill("KH")
+    await form.get_by_label("Province").fill("Preah Sihanouk")
+    await form.get_by_role("button", name="Send notice").click()
+    await expect(form.get_by_role("status")).to_contain_text("Sent: notice")
+    notice_id = await form.get_attribute("data-last-notice")
+    assert notice_id
+    return notice_id
+
+
+async def test_desk_partner_and_auditor_work_one_notice_through_in_the_browser(
+    stack: Stack, open_console: OpenConsole
+) -> None:
+    desk = await open_console(console_url(stack))
+    headers = (await desk.page.request.get(console_url(stack))).headers
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    await sign_in(desk, "desk", stack.token("kr-desk"))
+
+    partner = await open_console(console_url(stack))
+    await sign_in(partner, "partner", stack.token(PARTNER), key_file=stack.home / PARTNER / "keys.jwks.json")
+    await expect(partner.page.get_by_role("heading", name=f"Inbox of {PARTNER}")).to_be_visible()
+
+    # The desk's form catches a malformed field beside it, before anything is sent.
+    form = desk.page.locator("form.compose")
+    await form.get_by_label("Case reference").fill("case 42")
+    await form.get_by_role("button", name="Send notice").click()
+    await expect(
+        form.locator("#" + (await form.get_by_label("Case reference").get_attribute("id") or "") + "-error")
+    ).to_contain_text("KRD-2026-0001")
+
+    sent_at = time.monotonic()
+    notice_id = await compose_flash(desk.page)
+    card = partner.page.locator(f'article[data-notice="{notice_id}"]')
+    await expect(card.locator('[data-verdict="verified"]')).to_contain_text("signature verified: kr-desk")
+    shown_after_s = time.monotonic() - sent_at
+    await expect(card).to_contain_text("박지훈")
+    await expect(card.locator(".tlp-banner")).to_contain_text("TLP:AMBER")
+    await screenshot(partner.page, "partner-inbox")
+
+    await card.get_by_role("button", name="Acknowledge").click()
+    await expect(card).to_contain_text("Acknowledged with a receipt signed in this browser")
+    await desk.page.get_by_role("tab", name="Board").click()
+    await expect(recipient_state(desk.page, notice_id, PARTNER)).to_have_text("acknowledged")
+
+    await card.get_by_role("button", name="Reply").click()
+    await card.get_by_label("Reply", exact=True).fill("Compound located; raid planned for 05:00 local time")
+    await card.get_by_role("button", name="Seal and send reply").click()
+    await expect(card).to_contain_text("sealed here and accepted by the gateway")
+    await expect(recipient_state(desk.page, notice_id, PARTNER)).to_have_text("replied")
+    await screenshot(desk.page, "desk-board")
+
+    # The case thread shows the notice and its reply beneath it.
+    await desk.page.locator(f'tr[data-notice="{notice_id}"]').get_by_role("button", name=CASE).click()
+    await expect(desk.page.get_by_test_id("thread").locator("li.depth-1")).to_contain_text(
+        "Reply from kh-cnp"
+    )
+
+    # Nothing secret left the partner's browser: no private key, in no request.
+    keyfile = json.loads((stack.home / PARTNER / "keys.jwks.json").read_text())
+    secrets = [k["d"] for k in keyfile["keys"]]
+    assert partner.sent and not any(s in body for s in secrets for body in partner.sent)
+    assert not partner.complaints and not desk.complaints, partner.complaints + desk.complaints
+
+    # The auditor checks the evidence once every event of the notice is in the log.
+    await eventually(lambda: audited(stack, "notice.replied", notice_id=notice_id))
+    auditor = await open_console(console_url(stack))
+    await sign_in(auditor, "auditor", stack.token("auditor"), vkey=stack.home / "auditor" / "audit-log.vkey")
+    evidence_form = auditor.page.get_by_role("form", name="Check a notice's evidence")
+    await evidence_form.get_by_label("Notice id").fill(notice_id)
+    await evidence_form.get_by_role("button", name="Check evidence").click()
+    verdict = auditor.page.get_by_test_id("evidence").locator("[data-verdict]")
+    await expect(verdict).to_have_attribute("data-verdict", "verified")
+    await expect(auditor.page.get_by_test_id("evidence").locator('[data-ok="false"]')).to_have_count(0)
+    await screenshot(auditor.page, "auditor-evidence")
+
+    # A tampered inclusion proof turns it red and names the check that failed.
+    async def tamper(route: Route) -> None:
+        response = await route.fetch()
+        bundle = await response.json()
+        proof = bundle["events"][0]["inclusion_proof"]
+        proof[0] = ("0" if proof[0][0] != "0" else "1") + proof[0][1:]
+        await route.fulfill(response=response, body=json.dumps(bundle))
+
+    await auditor.page.route("**/v1/audit/evidence/**", tamper)
+    await evidence_form.get_by_role("button", name="Check evidence").click()
+    await expect(verdict).to_have_attribute("data-verdict", "refused")
+    await expect(verdict).to_contain_text("inclusion")
+    await screenshot(auditor.page, "auditor-evidence-tampered")
+    assert not auditor.complaints, auditor.complaints
+    print(f"partner console showed the notice {shown_after_s:.2f} s after the desk pressed send")
+
+
+async def test_a_partner_console_cannot_display_another_agencys_notice(
+    stack: Stack, open_console: OpenConsole
+) -> None:
+    desk = stack.client("kr-desk")
+    draft = {
+        "notice_id": "5e1d7c3a-2b4f-4c8e-9a71-3f0b6d2e8c14",
+        "type": "intel_report",
+        "priority": "immediate",
+        "tlp": "red",
+        "case_ref": CASE,
+        "recipients": ["interpol-ncb-phnom-penh"],
+        "summary": "For Interpol only",
+    }
+    accepted = await desk.post("/v1/notices", json=draft)
+    assert accepted.status_code == 202, accepted.text
+    interpol = stack.client("interpol-ncb-phnom-penh")
+    item = await eventually(lambda: _first_item(interpol, draft["notice_id"]))
+
+    partner = await open_console(console_url(stack), viewport=TABLET)
+
+    # Even a gateway that served another agency's notice to kh-cnp could not make its console show it:
+    # kh-cnp's keys cannot open it, and the console says so in red.
+    smuggled: list[str] = []
+
+    async def smuggle(route: Route) -> None:
+        if smuggled or "limit=500" in route.request.url:
+            await route.continue_()
+            return
+        smuggled.append(route.request.url)
+        await route.fulfill(json={"items": [item], "next_cursor": item["cursor"]})
+
+    await partner.page.route("**/v1/inbox?**", smuggle)
+    await sign_in(partner, "partner", stack.token(PARTNER), key_file=stack.home / PARTNER / "keys.jwks.json")
+    card = partner.page.locator(f'article[data-notice="{draft["notice_id"]}"]')
+    await expect(card.locator('[data-verdict="refused"]')).to_contain_text("not_a_recipient")
+    await expect(card).not_to_contain_text("For Interpol only")
+    assert smuggled
+    await screenshot(partner.page, "partner-tablet-refused")
+    width = await partner.page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"the page scrolls sideways at tablet width: {width}"
+
+    # And the real gateway never serves it to kh-cnp.
+    own = await stack.client(PARTNER).get("/v1/inbox")
+    assert draft["notice_id"] not in own.text
+
+
+async def _first_item(client: httpx.AsyncClient, notice_id: str) -> dict[str, Any] | None:
+    page = (await client.get("/v1/inbox")).json()
+    return next((i for i in page["items"] if i["notice_id"] == notice_id), None)
