@@ -6,6 +6,7 @@ import { Status, field, h, replace, select } from "./dom";
 import { deskView } from "./desk";
 import { auditorView } from "./auditor";
 import { partnerView, partnerSignIn } from "./partner";
+import { forgetKeyring } from "./crypto/keystore";
 import { type ConsoleConfig, type Role, type Session, endSession, loadConfig, loadSession, saveSession } from "./session";
 
 const app = document.getElementById("app")!;
@@ -121,7 +122,15 @@ async function open(config: ConsoleConfig, session: Session): Promise<void> {
     endSession();
     window.location.reload();
   });
-  replace(app, h("header", { class: "topbar" }, h("span", { class: "brand" }, "deskbridge"), h("span", { class: "who", "data-testid": "who" }, who), signOut), body);
+  // On a shared machine a partner takes its keys with it: they leave this browser's storage for good.
+  const forget = session.role === "partner" ? h("button", { type: "button", class: "link" }, "Sign out and remove our keys from this browser") : null;
+  forget?.addEventListener("click", () => {
+    void forgetKeyring(session.agency!).then(() => {
+      endSession();
+      window.location.reload();
+    });
+  });
+  replace(app, h("header", { class: "topbar" }, h("span", { class: "brand" }, "deskbridge"), h("span", { class: "who", "data-testid": "who" }, who), signOut, forget), body);
   document.title = `${who} – deskbridge console`;
   const shell: Shell = { config, session, gateway, audit, body };
   try {

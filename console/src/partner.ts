@@ -101,8 +101,18 @@ export async function partnerView(shell: Shell): Promise<void> {
   );
   const shown = new Map<string, HTMLElement>();
   let cursor: string | undefined;
-  let lastRefresh = 0;
   status.busy("Waiting for notices…");
+  // States change without a new delivery (recall, expiry): looked at on their own beat, not the long-poll's.
+  void (async () => {
+    for (;;) {
+      await new Promise((r) => setTimeout(r, STATE_REFRESH_MS));
+      try {
+        await refreshStates(shell, shown);
+      } catch {
+        // the inbox loop reports what is wrong; the next beat tries again
+      }
+    }
+  })();
   for (;;) {
     try {
       const page = await shell.gateway.call<{ items: InboxItem[]; next_cursor: string | null }>("GET", "/v1/inbox", { query: { after: cursor, wait: WAIT_S, limit: 50 } });
@@ -113,10 +123,6 @@ export async function partnerView(shell: Shell): Promise<void> {
         list.prepend(card);
       }
       cursor = page.next_cursor ?? cursor;
-      if (Date.now() - lastRefresh > STATE_REFRESH_MS) {
-        lastRefresh = Date.now();
-        await refreshStates(shell, shown);
-      }
       status.ok(shown.size ? `${shown.size} notice${shown.size > 1 ? "s" : ""}; listening for more.` : "No notices yet; listening.");
     } catch (error) {
       if (error instanceof ApiError && error.status === 401) throw error;
@@ -126,12 +132,19 @@ export async function partnerView(shell: Shell): Promise<void> {
   }
 }
 
-/** Recalled and expired copies are marked as the gateway reports them. */
+/** Recalled copies are marked as the gateway reports them; an expired one leaves the inbox, so a card
+ * whose notice is gone and past its expiry is marked expired. */
 async function refreshStates(shell: Shell, shown: Map<string, HTMLElement>): Promise<void> {
   const page = await shell.gateway.call<{ items: InboxItem[] }>("GET", "/v1/inbox", { query: { limit: 500 } });
+  const listed = new Set<string>();
   for (const item of page.items) {
+    listed.add(item.notice_id);
     const card = shown.get(item.notice_id);
     if (card && card.dataset.state !== item.state) markState(card, item.state);
+  }
+  for (const [noticeId, card] of shown) {
+    const expires = card.dataset.expiresAt ? Date.parse(card.dataset.expiresAt) : NaN;
+    if (!listed.has(noticeId) && expires <= Date.now() && card.dataset.state !== "expired") markState(card, "expired");
   }
 }
 
@@ -142,13 +155,15 @@ function markState(card: HTMLElement, state: string): void {
     badge.className = `copy-state state state-${state}`;
     badge.textContent = state;
   }
-  card.classList.toggle("withdrawn", state === "recalled" || state === "expired");
+  const withdrawn = state === "recalled" || state === "expired";
+  card.classList.toggle("withdrawn", withdrawn);
+  if (withdrawn) card.querySelectorAll<HTMLButtonElement>(".actions button").forEach((b) => b.setAttribute("disabled", ""));
   const note = card.querySelector<HTMLElement>(".withdrawn-note");
   if (note) note.textContent = state === "recalled" ? "The sender recalled this notice: do not act on it." : state === "expired" ? "This notice has expired." : "";
 }
 
 async function noticeCard(shell: Shell, ring: AgencyKeyring, directory: Directory, item: InboxItem): Promise<HTMLElement> {
-  const card = h("article", { class: "notice", "data-notice": item.notice_id, "aria-label": `Notice ${item.notice_id}` });
+  const card = h("article", { class: "notice", "data-notice": item.notice_id, "data-expires-at": item.expires_at ?? undefined, "aria-label": `Notice ${item.notice_id}` });
   const banner = h("div", { class: `tlp-banner ${tlpClass(item.tlp)}`, role: "note" }, `${tlpText(item.tlp)} – ${label(TLP, item.tlp).split(" – ")[1] ?? ""}`);
   const head = h("p", { class: "meta" }, h("span", { class: `copy-state state state-${item.state}` }, item.state), " ", h("span", { class: `priority priority-${item.priority}` }, item.priority), ` ${label(NOTICE_TYPES, item.notice_type)} · case ${item.case_ref} · from ${item.sender} · delivered ${time(item.delivered_at)}`);
   const withdrawn = h("p", { class: "withdrawn-note", role: "status" });
@@ -168,7 +183,7 @@ async function noticeCard(shell: Shell, ring: AgencyKeyring, directory: Director
   const ack = h("button", { type: "button", class: "primary" }, "Acknowledge");
   const ackStatus = new Status();
   ack.addEventListener("click", () => void acknowledge(shell, ring, item, opened, ack, ackStatus));
-  if (item.state === "acknowledged" || item.state === "replied") ack.setAttribute("disabled", "");
+  if (["acknowledged", "replied", "recalled", "expired"].includes(item.state)) ack.setAttribute("disabled", "");
   const replyButton = h("button", { type: "button", class: "secondary" }, "Reply");
   const replySlot = h("div", { class: "reply-slot" });
   replyButton.addEventListener("click", () => {

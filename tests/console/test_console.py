@@ -7,10 +7,12 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from playwright.async_api import Page, Route, expect
 
 from tests.conftest import Stack, audited, eventually
@@ -207,3 +209,83 @@ async def test_a_partner_console_cannot_display_another_agencys_notice(
 async def _first_item(client: httpx.AsyncClient, notice_id: str) -> dict[str, Any] | None:
     page = (await client.get("/v1/inbox")).json()
     return next((i for i in page["items"] if i["notice_id"] == notice_id), None)
+
+
+@pytest.mark.settings(sla_flash_s=2)
+async def test_alerts_recall_and_expiry_reach_both_consoles(stack: Stack, open_console: OpenConsole) -> None:
+    partner = await open_console(console_url(stack))
+    # Keyboard only: the role by arrow key, the credential typed, Enter to sign in (the key file is a
+    # file chooser, which no keyboard fills in a headless browser).
+    page = partner.page
+    await page.get_by_label("I work as").focus()
+    await page.keyboard.press("ArrowDown")
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(stack.token(PARTNER))
+    await page.get_by_label("Your agency's key file").set_input_files(
+        str(stack.home / PARTNER / "keys.jwks.json")
+    )
+    await page.get_by_label("Credential", exact=True).press("Enter")
+    await expect(page.get_by_test_id("who")).to_have_text(f"Partner: {PARTNER}")
+
+    # The private keys are in IndexedDB as CryptoKeys nobody can read back.
+    stored = await page.evaluate(
+        """agency => new Promise((resolve, reject) => {
+            const open = indexedDB.open("deskbridge-console");
+            open.onerror = () => reject(open.error);
+            open.onsuccess = () => {
+              const get = open.result.transaction("keyrings").objectStore("keyrings").get(agency);
+              get.onsuccess = () => {
+                const ring = get.result;
+                const keys = [ring.signing.key, ...ring.decryption.values()];
+                resolve(keys.map(k => [k.type, k.extractable, k.algorithm.name]));
+              };
+            };
+        })""",
+        PARTNER,
+    )
+    assert stored and all(kind == "private" and not extractable for kind, extractable, _ in stored), stored
+    assert {name for *_, name in stored} == {"Ed25519", "X25519"}
+
+    desk = await open_console(console_url(stack))
+    await sign_in(desk, "desk", stack.token("kr-desk"))
+    notice_id = await compose_flash(desk.page)
+    card = page.locator(f'article[data-notice="{notice_id}"]')
+    await expect(card.locator('[data-verdict="verified"]')).to_be_visible()
+
+    # Unacknowledged past its flash deadline: the desk's banner says so.
+    await expect(desk.page.get_by_test_id("alerts")).to_contain_text(f"Overdue: {PARTNER}", timeout=20_000)
+
+    # The desk recalls it from the board; the partner's copy, already read, is marked.
+    await desk.page.get_by_role("tab", name="Board").click()
+    desk.page.once("dialog", lambda dialog: dialog.accept("sent to the wrong agency"))
+    await desk.page.locator(f'tr[data-notice="{notice_id}"]').get_by_role("button", name="Recall").click()
+    await expect(recipient_state(desk.page, notice_id, PARTNER)).to_have_text("recalled", timeout=20_000)
+    await expect(card.locator(".copy-state")).to_have_text("recalled", timeout=20_000)
+    await expect(card).to_contain_text("The sender recalled this notice")
+    await expect(card.get_by_role("button", name="Acknowledge")).to_be_disabled()
+
+    # A notice past its expires_at is marked expired where it was shown.
+    expiring = {
+        "notice_id": "0b7e3c52-9f1a-4d6e-8c2b-5a4f3e1d9c07",
+        "type": "intel_report",
+        "priority": "routine",
+        "tlp": "green",
+        "case_ref": CASE,
+        "recipients": [PARTNER],
+        "summary": "Valid for a few seconds only",
+        "expires_at": (datetime.now(UTC) + timedelta(seconds=8)).isoformat(),
+    }
+    assert (await stack.client("kr-desk").post("/v1/notices", json=expiring)).status_code == 202
+    short = page.locator(f'article[data-notice="{expiring["notice_id"]}"]')
+    await expect(short.locator('[data-verdict="verified"]')).to_be_visible()
+    await expect(short.locator(".copy-state")).to_have_text("expired", timeout=30_000)
+    await expect(short).to_contain_text("This notice has expired")
+    assert not partner.complaints and not desk.complaints, partner.complaints + desk.complaints
+
+    # Signing out with "remove our keys" leaves nothing behind in this browser.
+    await page.get_by_role("button", name="Sign out and remove our keys from this browser").click()
+    await expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    await page.get_by_label("I work as").select_option("partner")
+    await page.get_by_label("Credential", exact=True).fill(stack.token(PARTNER))
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("status")).to_contain_text("This browser holds no keys for kh-cnp yet")
