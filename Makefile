@@ -42,12 +42,13 @@ postgres-server:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql; }
 
-# Debian's Chromium for the console's end-to-end tests (Playwright drives it; no browser is downloaded).
+# Debian's Chromium for the console's end-to-end tests (Playwright drives it; no browser is downloaded),
+# with the Noto CJK fonts so Hangul names render in its screenshots.
 chromium:
-	@[ -x /usr/bin/chromium ] || { \
-	  echo "installing Debian's chromium ..."; \
+	@[ -x /usr/bin/chromium ] && [ -d /usr/share/fonts/opentype/noto ] || { \
+	  echo "installing Debian's chromium and fonts-noto-cjk ..."; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium fonts-noto-cjk; }
 
 run: $(INSTALLED) $(JARS) $(CONSOLE)
 	$(BIN)/deskbridge up

@@ -113,8 +113,10 @@ async function checkNote(note: string, vkey: string): Promise<NoteCheck> {
 
 async function checkpointPanel(shell: Shell, panel: HTMLElement): Promise<void> {
   const status = new Status();
-  const list = h("ol", { class: "checkpoints", reversed: true });
-  replace(panel, h("h2", { id: "checkpoints-title" }, "Checkpoints"), h("p", { class: "hint" }, "Each signed tree head, its signature checked here with the pinned log key, and the witnesses that cosigned it."), status.el, list);
+  const list = h("ol", { class: "checkpoints", reversed: true, "data-testid": "checkpoints" });
+  const reload = h("button", { type: "button", class: "secondary" }, "Reload checkpoints");
+  reload.addEventListener("click", () => void checkpointPanel(shell, panel));
+  replace(panel, h("h2", { id: "checkpoints-title" }, "Checkpoints"), h("p", { class: "hint" }, "Each signed tree head, its signature checked here with the pinned log key, and the witnesses that cosigned it."), reload, status.el, list);
   status.busy("Reading checkpoints…");
   try {
     let after: number | null = 0;
@@ -131,7 +133,7 @@ async function checkpointPanel(shell: Shell, panel: HTMLElement): Promise<void> 
       list.appendChild(
         h(
           "li",
-          { class: check.ok ? "ok" : "failed" },
+          { class: check.ok ? "ok" : "failed", "data-ok": String(check.ok) },
           h("strong", {}, `size ${item.size}`),
           ` ${check.ok ? "✔ signature verified" : `✘ ${check.detail}`}`,
           h("ul", { class: "witnesses" }, ...(check.cosigners.length ? check.cosigners.map((w) => h("li", {}, `cosigned by ${w}`)) : [h("li", { class: "hint" }, "no witness cosignature yet")])),

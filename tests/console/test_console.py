@@ -27,12 +27,12 @@ def console_url(stack: Stack) -> str:
     return f"{stack.gateway_url}/console/"
 
 
-async def screenshot(page: Page, name: str) -> None:
+async def screenshot(page: Page, name: str, full_page: bool = False) -> None:
     """Into docs/console/ when DESKBRIDGE_SCREENSHOTS=docs (make screenshots), else under var/."""
     folder = SCREENSHOTS if os.environ.get("DESKBRIDGE_SCREENSHOTS") == "docs" else Path("var/screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    await page.screenshot(path=str(path), full_page=False)
+    await page.screenshot(path=str(path), full_page=full_page)
     assert path.stat().st_size > 10_000  # a rendered page, not a blank one
 
 
@@ -54,7 +54,7 @@ def recipient_state(desk: Page, notice_id: str, agency: str) -> Any:
     return desk.locator(f'tr[data-notice="{notice_id}"] li[data-agency="{agency}"] [data-state]')
 
 
-async def compose_flash(desk: Page) -> str:
+async def compose_flash(desk: Page, shot: str | None = None) -> str:
     await desk.get_by_role("tab", name="Compose").click()
     form = desk.locator("form.compose")
     await form.get_by_label("Notice type").select_option("kidnapping_confinement")
@@ -70,6 +70,8 @@ async def compose_flash(desk: Page) -> str:
     await form.get_by_role("button", name="Add location").click()
     await form.get_by_label("Country (ISO code)").fill("KH")
     await form.get_by_label("Province").fill("Preah Sihanouk")
+    if shot:
+        await screenshot(desk, shot, full_page=True)
     await form.get_by_role("button", name="Send notice").click()
     await expect(form.get_by_role("status")).to_contain_text("Sent: notice")
     notice_id = await form.get_attribute("data-last-notice")
@@ -99,7 +101,7 @@ async def test_desk_partner_and_auditor_work_one_notice_through_in_the_browser(
     ).to_contain_text("KRD-2026-0001")
 
     sent_at = time.monotonic()
-    notice_id = await compose_flash(desk.page)
+    notice_id = await compose_flash(desk.page, shot="desk-compose")
     card = partner.page.locator(f'article[data-notice="{notice_id}"]')
     await expect(card.locator('[data-verdict="verified"]')).to_contain_text("signature verified: kr-desk")
     shown_after_s = time.monotonic() - sent_at
@@ -142,6 +144,20 @@ async def test_desk_partner_and_auditor_work_one_notice_through_in_the_browser(
     await expect(verdict).to_have_attribute("data-verdict", "verified")
     await expect(auditor.page.get_by_test_id("evidence").locator('[data-ok="false"]')).to_have_count(0)
     await screenshot(auditor.page, "auditor-evidence")
+
+    # The timeline, filtered to this notice, and the checkpoints, each signature checked in the browser.
+    timeline = auditor.page.get_by_role("form", name="Filter the log")
+    await timeline.get_by_label("Notice id").fill(notice_id)
+    await timeline.get_by_role("button", name="Show events").click()
+    rows = auditor.page.get_by_test_id("timeline").locator("tbody tr")
+    await expect(rows.filter(has_text="notice.replied")).to_have_count(1)
+    await expect(rows.filter(has_text="notice.submitted")).to_have_count(1)
+    await auditor.page.get_by_role("button", name="Reload checkpoints").click()
+    checkpoints = auditor.page.get_by_test_id("checkpoints")
+    await expect(checkpoints.locator('li[data-ok="true"]').first).to_contain_text("signature verified")
+    await expect(checkpoints.locator('li[data-ok="false"]')).to_have_count(0)
+    await checkpoints.scroll_into_view_if_needed()
+    await screenshot(auditor.page, "auditor-log")
 
     # A tampered inclusion proof turns it red and names the check that failed.
     async def tamper(route: Route) -> None:
