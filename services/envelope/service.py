@@ -246,6 +246,10 @@ def open_envelope(
     entry = next((e for e in envelope.jwe.recipients if str(e.header.get("kid")) in my_keys), None)
     if entry is None:
         raise EnvelopeError("not_a_recipient", "none of the envelope's recipient keys is ours")
+    # joserfc would decrypt both (aad as extra authenticated data, unprotected as shared header); deskbridge
+    # seals neither, and a partner's client need not understand them (docs/envelope.md 4.2).
+    if envelope.jwe.aad is not None or envelope.jwe.unprotected is not None:
+        raise EnvelopeError("undecryptable", "the JWE has aad or an unprotected header; we use neither")
     # RFC 7516 7.2.2: a recipient hands the library the shared fields plus its own entry.
     flattened = envelope.jwe.model_dump(exclude={"recipients"}, exclude_none=True)
     flattened.update(entry.model_dump())
