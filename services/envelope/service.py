@@ -84,6 +84,13 @@ _JWE_REGISTRY = JWERegistry(
     algorithms=[KEY_WRAP_ALG, CONTENT_ALG],
     max_recipients=50,
 )
+# joserfc's default size limits (JWS payload 128,000 bytes, header 512; JWE ciphertext 64 KiB, protected
+# header 1 KiB) refused a notice with a 40 KB attachment, or one addressed to some twenty agencies. The
+# envelope's cap, which parse_envelope checks before joserfc sees anything, bounds every part, so each part
+# may be as large as that cap. Set on our registries only, not on joserfc's defaults; the fixed-size parts
+# (IV, tag, wrapped key, signature) keep joserfc's limits, far above what the algorithms produce.
+_JWS_REGISTRY.max_header_length = _JWS_REGISTRY.max_payload_length = MAX_ENVELOPE_BYTES
+_JWE_REGISTRY.max_protected_header_length = _JWE_REGISTRY.max_ciphertext_length = MAX_ENVELOPE_BYTES
 
 
 def canonical_json(value: Any, plain: bool = False) -> bytes:
