@@ -84,6 +84,13 @@ _JWE_REGISTRY = JWERegistry(
     algorithms=[KEY_WRAP_ALG, CONTENT_ALG],
     max_recipients=50,
 )
+# joserfc's default size limits (JWS payload 128,000 bytes, header 512; JWE ciphertext 64 KiB, protected
+# header 1 KiB) refused a notice with a 40 KB attachment, or one addressed to some twenty agencies. The
+# envelope's cap, which parse_envelope checks before joserfc sees anything, bounds every part, so each part
+# may be as large as that cap. Set on our registries only, not on joserfc's defaults; the fixed-size parts
+# (IV, tag, wrapped key, signature) keep joserfc's limits, far above what the algorithms produce.
+_JWS_REGISTRY.max_header_length = _JWS_REGISTRY.max_payload_length = MAX_ENVELOPE_BYTES
+_JWE_REGISTRY.max_protected_header_length = _JWE_REGISTRY.max_ciphertext_length = MAX_ENVELOPE_BYTES
 
 
 def canonical_json(value: Any, plain: bool = False) -> bytes:
@@ -246,6 +253,10 @@ def open_envelope(
     entry = next((e for e in envelope.jwe.recipients if str(e.header.get("kid")) in my_keys), None)
     if entry is None:
         raise EnvelopeError("not_a_recipient", "none of the envelope's recipient keys is ours")
+    # joserfc would decrypt both (aad as extra authenticated data, unprotected as shared header); deskbridge
+    # seals neither, and a partner's client need not understand them (docs/envelope.md 4.2).
+    if envelope.jwe.aad is not None or envelope.jwe.unprotected is not None:
+        raise EnvelopeError("undecryptable", "the JWE has aad or an unprotected header; we use neither")
     # RFC 7516 7.2.2: a recipient hands the library the shared fields plus its own entry.
     flattened = envelope.jwe.model_dump(exclude={"recipients"}, exclude_none=True)
     flattened.update(entry.model_dump())

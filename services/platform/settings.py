@@ -42,7 +42,11 @@ class Settings(BaseSettings):
         "a JSON list in the environment; default: http://{gateway_host}:{gateway_port} and "
         "http://localhost:{gateway_port}.",
     )
-    max_body_bytes: int = 1_048_576
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        description="Largest request body, except POST /v1/envelopes (twice the 2 MiB envelope cap). "
+        "1 MiB holds the compact JSON draft of any notice whose envelope fits (docs/envelope.md 4.4).",
+    )
     freshness_s: int = Field(
         default=300, description="Envelopes and signed requests older than this are refused as stale."
     )

@@ -153,11 +153,16 @@ def jwc_seal(
     routing: Mapping[str, Any],
     recipients: list[AgencyKeys],
     wrap_algs: list[str] | None = None,
+    aad: bytes | None = None,
+    unprotected: Mapping[str, Any] | None = None,
     **header: Any,
 ) -> dict[str, Any]:
     """JWE general JSON made by jwcrypto; returns the parsed JSON object."""
     protected = {"enc": "A256GCM", "typ": SEALED_TYP, "cty": "JOSE", **routing, **header}
-    token = jwc_jwe.JWE(plaintext, protected=json_encode(protected), flattened=False)
+    shared = None if unprotected is None else json_encode(unprotected)
+    token = jwc_jwe.JWE(
+        plaintext, protected=json_encode(protected), unprotected=shared, aad=aad, flattened=False
+    )
     for i, recipient in enumerate(recipients):
         alg = wrap_algs[i] if wrap_algs else "ECDH-ES+A256KW"
         token.add_recipient(
@@ -567,6 +572,24 @@ def test_key_wrap_alg_relabelled(world: World, sealed_pair: tuple[Notice, bytes]
     else:
         sealed["recipients"][1]["header"]["alg"] = alg
     expect("bad_algorithm", lambda: parse_envelope(resealed(world, sealed)))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"aad": b"extra"}, {"unprotected": {"jku": "https://example.org/jwks"}}, {"unprotected": {}}],
+    ids=["sealed-with-aad", "unprotected-registered-parameter", "unprotected-empty"],
+)
+def test_a_jwe_with_aad_or_an_unprotected_header_is_refused(world: World, extra: dict[str, Any]) -> None:
+    """docs/envelope.md 4.2: deskbridge seals neither. These JWEs decrypt (the aad is authenticated, the
+    unprotected header is outside the tag) and the outer signature holds, yet the recipient refuses them."""
+    notice = make_notice([PARTNERS[0]])
+    inner = jwc_inner(notice_bytes(notice), world.keys[DESK])
+    sealed = jwc_seal(inner.encode(), routing_fields(notice), [world.keys[PARTNERS[0]]], **extra)
+    assert set(extra) <= set(sealed)
+    envelope = resealed(world, sealed)
+    assert jwc_decrypt(world, PARTNERS[0], envelope).decode() == inner
+    verify_outer(parse_envelope(envelope), world.lookup(world.keys[DESK].signing_kid))
+    expect("undecryptable", lambda: world.open_as(PARTNERS[0], envelope))
 
 
 def test_content_encryption_other_than_a256gcm(world: World) -> None:

@@ -14,10 +14,10 @@ import httpx
 from sqlalchemy import func, select
 
 from devstack.kafka import KafkaBroker, free_port
-from schemas.notices import Notice
+from schemas.notices import Attachment, Notice
 from services.delivery.models import Delivery, NoticeRow
 from services.envelope.keys import AgencyKeys
-from services.envelope.service import open_envelope, parse_envelope, seal_notice
+from services.envelope.service import MAX_ENVELOPE_BYTES, open_envelope, parse_envelope, seal_notice
 from services.gateway.app import create_app
 from services.ingest.main import run as run_ingest
 from services.notices.models import Submission
@@ -35,7 +35,14 @@ from tests.conftest import (
 )
 from tests.support.fixtures import REPO_ROOT
 from tests.support.postgres import PostgresCluster
-from tests.support.sealing import encryption_keys_of, notice_body
+from tests.support.sealing import (
+    LARGEST_ATTACHMENT,
+    attachment,
+    encryption_keys_of,
+    largest_fitting,
+    notice_body,
+    seal,
+)
 
 PARTNERS = ["kh-cnp", "interpol-ncb-phnom-penh"]
 
@@ -91,6 +98,56 @@ async def test_notice_journey_from_desk_to_partner_and_back(stack: Stack) -> Non
     # The cursor moves past what was read; nothing is served twice on the next page.
     later = (await partner.get("/v1/inbox", params={"after": page["next_cursor"]})).json()
     assert later["items"] == []
+
+
+async def test_the_largest_notices_travel_end_to_end(stack: Stack) -> None:
+    """docs/envelope.md 4.4: notices with the largest attachment and a second one grown until the envelope
+    is as near the 2 MiB cap as it goes. The desk's draft fits the body limit; the envelope the gateway
+    seals from it, and the one a partner seals itself, fit Kafka's record limit; the recipients open both."""
+    largest = attachment(LARGEST_ATTACHMENT)
+    desk, partner = (AgencyKeys.load(stack.home / agency) for agency in ("kr-desk", "kh-cnp"))
+    sent_at = datetime.now(UTC)
+
+    def fullest(sender: AgencyKeys, recipients: list[str], size: int) -> tuple[str, bytes]:
+        return seal(stack, sender, recipients, sent_at, attachments=[largest, attachment(size)])
+
+    # The gateway seals the draft as the desk, just as this does (its sent_at is as long as ours).
+    draft = notice_body(
+        PARTNERS, attachments=[largest, attachment(largest_fitting(lambda n: fullest(desk, PARTNERS, n)[1]))]
+    )
+    assert len(json.dumps(draft).encode()) < stack.settings.max_body_bytes
+    from_desk = await stack.client("kr-desk").post("/v1/notices", json=draft)
+    assert from_desk.status_code == 202, from_desk.text
+
+    partner_notice_id, envelope = fullest(
+        partner, ["kr-desk"], largest_fitting(lambda n: fullest(partner, ["kr-desk"], n)[1])
+    )
+    assert len(envelope) > MAX_ENVELOPE_BYTES - 16
+    from_partner = await stack.client("kh-cnp").post(
+        "/v1/envelopes", content=envelope, headers={"Content-Type": "application/json"}
+    )
+    assert from_partner.status_code == 202, from_partner.text
+
+    sent, sent_size = await _opened(stack, "kh-cnp", draft["notice_id"])
+    assert sent.sender == "kr-desk" and sent.attachments == [Attachment(**a) for a in draft["attachments"]]
+    assert sent_size > MAX_ENVELOPE_BYTES - 64  # a sent_at on a whole second is written 7 characters shorter
+    received, received_size = await _opened(stack, "kr-desk", partner_notice_id)
+    assert received.sender == "kh-cnp" and received.attachments[0] == Attachment(**largest)
+    assert received_size == len(envelope)
+
+
+async def _opened(stack: Stack, reader: str, notice_id: str) -> tuple[Notice, int]:
+    """The notice as `reader` opens it from its inbox once delivered, and the size of its envelope."""
+
+    async def delivered() -> dict[str, Any] | None:
+        items = (await stack.client(reader).get("/v1/inbox")).json()["items"]
+        return next((i for i in items if i["notice_id"] == notice_id), None)
+
+    item = await eventually(delivered, within=60, every=0.5)
+    envelope = parse_envelope(item["envelope"])
+    directory = {k.kid: k for k in AgencyKeys.load(stack.home / envelope.routing.sender).public_keys()}
+    keys = AgencyKeys.load(stack.home / reader)
+    return open_envelope(envelope, keys.decryption_keys(), directory.__getitem__), len(envelope.raw)
 
 
 async def _all_in(stack: Stack, notice_id: str, state: str) -> bool:
