@@ -138,6 +138,7 @@ function composeForm(shell: Shell, agencies: Agency[]): HTMLElement {
   const colour = reg("interpol_colour", select(INTERPOL_COLOURS, "", { name: "interpol_colour" }));
   const caseRef = reg("case_ref", input({ name: "case_ref", placeholder: "KRD-2026-0001", required: true, pattern: CASE_REF.source }));
   const recipientBoxes = agencies.map((a) => h("input", { type: "checkbox", name: "recipients", value: a.id, id: `rcpt-${a.id}` }));
+  for (const box of recipientBoxes) box.addEventListener("change", () => showError(controls, "recipients", ""));
   const recipients = reg(
     "recipients",
     h("fieldset", { class: "recipients", id: "recipients", tabindex: "-1" }, h("legend", {}, "Recipients"), ...agencies.map((a, i) => h("label", { class: "check", for: `rcpt-${a.id}` }, recipientBoxes[i], ` ${a.name} (${a.id})`)), h("p", { class: "field-error", id: "recipients-error", role: "alert" })),
@@ -184,7 +185,7 @@ function composeForm(shell: Shell, agencies: Agency[]): HTMLElement {
     h("h3", {}, "Locations"),
     locations.box,
     h("h3", {}, "Attachments and expiry"),
-    h("div", { class: "grid" }, field("Attachments (at most 5, under 500 KB each)", attachments), field("Expires at (your local time)", expires), field("In reply to", inReplyTo), field("Forwarded from", forwardedFrom)),
+    h("div", { class: "grid" }, field("Attachments (at most 5, under 600 KB together)", attachments), field("Expires at (your local time)", expires), field("In reply to", inReplyTo), field("Forwarded from", forwardedFrom)),
     h("button", { type: "submit", class: "primary" }, "Send notice"),
     status.el,
   );
@@ -203,6 +204,8 @@ function composeForm(shell: Shell, agencies: Agency[]): HTMLElement {
       const files = Array.from(attachments.files ?? []);
       need(files.length <= 5, "attachments", "At most 5 attachments.");
       need(files.every((f) => f.size <= 500_000), "attachments", "Each attachment must be under 500 KB.");
+      // Base64 inside a sealed envelope of at most 2 MiB: together they must leave room for the rest.
+      need(files.reduce((sum, f) => sum + f.size, 0) <= 600_000, "attachments", "Together the attachments must stay under 600 KB; send the rest in a second notice.");
       const draft: Record<string, unknown> = {
         notice_id: crypto.randomUUID(),
         type: type.value,

@@ -39,6 +39,10 @@ export function field(label: string, control: HTMLElement, hint?: string): HTMLE
   control.id = id;
   const error = h("p", { class: "field-error", id: `${id}-error`, role: "alert" });
   control.setAttribute("aria-describedby", `${id}-error`);
+  // An error says what to fix; once the person edits the field it has done its work.
+  const clear = () => fieldError(control, null);
+  control.addEventListener("input", clear);
+  control.addEventListener("change", clear);
   return h("div", { class: "field" }, h("label", { for: id }, label), control, hint ? h("p", { class: "hint" }, hint) : null, error);
 }
 

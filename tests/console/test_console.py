@@ -3,6 +3,7 @@ acknowledges and replies in its browser, the desk watches it live, an auditor ch
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -14,7 +15,9 @@ from typing import Any
 import httpx
 import pytest
 from playwright.async_api import Page, Route, expect
+from typer.testing import CliRunner
 
+from services.cli.main import app as cli
 from tests.conftest import Stack, audited, eventually
 from tests.console.conftest import SCREENSHOTS, TABLET, Console
 
@@ -143,6 +146,24 @@ async def test_desk_partner_and_auditor_work_one_notice_through_in_the_browser(
     verdict = auditor.page.get_by_test_id("evidence").locator("[data-verdict]")
     await expect(verdict).to_have_attribute("data-verdict", "verified")
     await expect(auditor.page.get_by_test_id("evidence").locator('[data-ok="false"]')).to_have_count(0)
+
+    # kh-cnp witnesses that checkpoint: the evidence now checks its cosignature too, in the browser.
+    witness = [
+        "audit",
+        "witness",
+        "--as",
+        PARTNER,
+        "--home",
+        str(stack.home),
+        "--audit-server",
+        stack.audit_url,
+    ]
+    result = await asyncio.to_thread(CliRunner().invoke, cli, witness)
+    assert result.exit_code == 0, result.output
+    await evidence_form.get_by_role("button", name="Check evidence").click()
+    checks = auditor.page.get_by_test_id("evidence").locator("ul.checks li")
+    await expect(checks.filter(has_text=f"cosignature of {PARTNER}")).to_have_attribute("data-ok", "true")
+    await expect(verdict).to_have_attribute("data-verdict", "verified")
     await screenshot(auditor.page, "auditor-evidence")
 
     # The timeline, filtered to this notice, and the checkpoints, each signature checked in the browser.
@@ -156,6 +177,7 @@ async def test_desk_partner_and_auditor_work_one_notice_through_in_the_browser(
     checkpoints = auditor.page.get_by_test_id("checkpoints")
     await expect(checkpoints.locator('li[data-ok="true"]').first).to_contain_text("signature verified")
     await expect(checkpoints.locator('li[data-ok="false"]')).to_have_count(0)
+    await expect(checkpoints.locator("li", has_text=f"cosigned by {PARTNER}").first).to_be_visible()
     await checkpoints.scroll_into_view_if_needed()
     await screenshot(auditor.page, "auditor-log")
 
