@@ -11,10 +11,12 @@ NODE_MODULES := console/node_modules/.installed
 CONSOLE := console/dist/index.html
 CONSOLE_SOURCES := $(shell find console/src console/public -type f 2>/dev/null) \
   console/index.html console/vite.config.ts console/tsconfig.json
+# Validators compiled from Strimzi's CRD schemas, for the offline check of deploy/k8s (deploy/schemas/README.md).
+STRIMZI_SCHEMAS := deploy/schemas/strimzi/node_modules/.installed
 
 .PHONY: setup run test lint typecheck unit schemas postgres-server chromium screenshots clean
 
-setup: $(INSTALLED) $(JARS) $(CONSOLE) postgres-server chromium
+setup: $(INSTALLED) $(JARS) $(CONSOLE) $(STRIMZI_SCHEMAS) postgres-server chromium
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +35,10 @@ $(NODE_MODULES): console/package.json console/package-lock.json
 
 $(CONSOLE): $(NODE_MODULES) $(CONSOLE_SOURCES)
 	cd console && npx vite build
+	touch $@
+
+$(STRIMZI_SCHEMAS): deploy/schemas/strimzi/package.json deploy/schemas/strimzi/package-lock.json
+	cd deploy/schemas/strimzi && npm ci --no-audit --no-fund
 	touch $@
 
 # Debian's PostgreSQL server binaries for the tests' throwaway cluster (installed once if missing).

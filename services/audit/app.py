@@ -75,6 +75,11 @@ def create_app(settings: Settings) -> FastAPI:
     # Evidence bundles carry the receipts delivery stored, which sits above the log in the layers.
     app.state.acknowledgements = acknowledgements
     app.include_router(transparency.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # Outermost, so refusals carry it too. Bearer credentials go in the Authorization header, never in
     # cookies: no credentials mode, and no origin but the console's is let read an answer.
