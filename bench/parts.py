@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.stats import Figure
-from services.platform.kafka import MAX_RECORD_BYTES, Topics, create_topics, make_producer
+from services.platform.kafka import MAX_RECORD_BYTES, KafkaAccess, Topics, create_topics, make_producer
 
 ROWS_PER_TRANSACTION = 100
 PARTITIONS = 3  # as the services' topics (Settings.topic_partitions)
@@ -21,11 +21,11 @@ BATCHING_PRODUCE = "produce (make_producer settings, 1 MiB batches)"
 CONSUME = "consume"
 
 
-def batching_producer(bootstrap: str) -> AIOKafkaProducer:
+def batching_producer(access: KafkaAccess) -> AIOKafkaProducer:
     """make_producer's guarantees (acks=all, idempotent) with batches of up to 1 MiB instead of aiokafka's
     16 KiB default, which holds a single ~12 KB envelope: how much of the limit is that setting."""
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **access.client_args(),
         client_id="bench-raw-batching",
         acks="all",
         enable_idempotence=True,
@@ -36,20 +36,20 @@ def batching_producer(bootstrap: str) -> AIOKafkaProducer:
 
 
 async def raw_kafka(
-    bootstrap: str, prefix: str, envelope: bytes, messages: int, repeats: int
+    access: KafkaAccess, prefix: str, envelope: bytes, messages: int, repeats: int
 ) -> dict[str, Figure]:
     """Messages/s for producers sending as fast as they are fed, and for a consumer reading the records
     back; each repeat uses fresh topics."""
     rates: dict[str, list[float]] = {PRODUCE: [], BATCHING_PRODUCE: [], CONSUME: []}
     for _ in range(repeats):
         for name, producer in (
-            (PRODUCE, make_producer(bootstrap, "bench-raw")),
-            (BATCHING_PRODUCE, batching_producer(bootstrap)),
+            (PRODUCE, make_producer(access, "bench-raw")),
+            (BATCHING_PRODUCE, batching_producer(access)),
         ):
             topics = Topics(f"{prefix}raw{uuid.uuid4().hex[:6]}.")
-            await create_topics(bootstrap, topics, PARTITIONS)
+            await create_topics(access, topics, PARTITIONS)
             rates[name].append(await _produce_all(producer, topics.notices, envelope, messages))
-        rates[CONSUME].append(await _consume_all(bootstrap, topics.notices, messages))
+        rates[CONSUME].append(await _consume_all(access, topics.notices, messages))
     return {name: Figure.of_rates(values) for name, values in rates.items()}
 
 
@@ -69,9 +69,9 @@ async def _produce_all(producer: AIOKafkaProducer, topic: str, envelope: bytes, 
         await producer.stop()
 
 
-async def _consume_all(bootstrap: str, topic: str, messages: int) -> float:
+async def _consume_all(access: KafkaAccess, topic: str, messages: int) -> float:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **access.client_args(),
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_bytes=16 * 1024 * 1024,

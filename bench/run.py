@@ -39,7 +39,9 @@ from bench.stack import (
     kafka_version,
     running_stack,
 )
+from devstack.certs import Certificates
 from services.platform.database import ROOT, make_engine
+from services.platform.kafka import KafkaAccess
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ async def measure(
         )
         say("raw aiokafka produce and consume")
         results.kafka = await parts.raw_kafka(
-            stack.settings.kafka_bootstrap,
+            KafkaAccess.of(stack.settings),
             stack.settings.topic_prefix,
             envelope,
             sizes.raw_messages,
@@ -269,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, help="default: --out with .png")
     parser.add_argument("--bootstrap", help="an existing Kafka broker (host:port) instead of starting one")
     parser.add_argument(
+        "--kafka-certs",
+        type=Path,
+        help="the client certificates of the --bootstrap broker, if closed to strangers (devstack.certs)",
+    )
+    parser.add_argument(
         "--database-url", help="an existing, empty PostgreSQL database (postgresql+asyncpg://)"
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
@@ -290,11 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     say("crypto floor")
     results.crypto = crypto_floor(sizes.crypto_calls, sizes.crypto_runs)
     work = Path(tempfile.mkdtemp(prefix="deskbridge-bench-"))
+    given = Certificates(args.kafka_certs.resolve()) if args.kafka_certs else None
     say("starting Kafka and PostgreSQL" if args.bootstrap is None else "using the given Kafka and database")
     try:
         with (
-            infrastructure(work, args.bootstrap, args.database_url) as infra,
-            running_stack(work, infra.bootstrap, infra.database_url) as stack,
+            infrastructure(work, args.bootstrap, args.database_url, certificates=given) as infra,
+            running_stack(
+                work, infra.bootstrap, infra.database_url, certificates=infra.certificates
+            ) as stack,
         ):
             asyncio.run(measure(stack, infra, results, sizes, work, not args.no_profile))
     except BaseException:

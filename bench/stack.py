@@ -21,13 +21,14 @@ from pathlib import Path
 import httpx
 
 from bench.profile import tree_cpu_seconds
+from devstack.certs import ADMIN, Certificates, ensure_certificates
 from devstack.kafka import KafkaBroker, KafkaCluster, ensure_jars, free_port
 from devstack.processes import spawn_child
 from services.cli.demo import enrol
 from services.cli.profiles import Profile
 from services.cli.stack import prepare
 from services.platform.database import ROOT, make_engine, make_sessionmaker
-from services.platform.kafka import EventPublisher, Topics
+from services.platform.kafka import EventPublisher, KafkaAccess, Topics
 from services.platform.settings import Settings
 from tests.support.postgres import PostgresCluster
 
@@ -67,27 +68,41 @@ def kafka_version() -> str:
 @dataclass
 class Infrastructure:
     """Kafka and the database; `cpu_clocks` reads the CPU seconds of those the bench started itself, and
-    `kafka` and `database` are those processes (None when given), for `make faults` to kill."""
+    `kafka` and `database` are those processes (None when given), for `make faults` to kill.
+    `certificates`: the Kafka identities of a broker closed to strangers (None: open plaintext)."""
 
     bootstrap: str
     database_url: str
     cpu_clocks: dict[str, Callable[[], float]] = field(default_factory=dict)
     kafka: list[KafkaBroker] = field(default_factory=list)
     database: PostgresCluster | None = None
+    certificates: Certificates | None = None
 
 
 @contextlib.contextmanager
 def infrastructure(
-    work: Path, bootstrap: str | None, database_url: str | None, brokers: int = 1
+    work: Path,
+    bootstrap: str | None,
+    database_url: str | None,
+    brokers: int = 1,
+    certificates: Certificates | None = None,
 ) -> Iterator[Infrastructure]:
-    """The given broker and database, or a broker (a KRaft cluster of `brokers` nodes if more than one)
-    and a PostgreSQL cluster of our own."""
+    """The given broker (closed to strangers if given its `certificates`) and database, or a broker (a
+    KRaft cluster of `brokers` nodes if more than one), closed as `make run`'s is, and a PostgreSQL
+    cluster of our own."""
+    if bootstrap is None:
+        certificates = ensure_certificates(work / "kafka-tls")
     broker: KafkaBroker | KafkaCluster | None = None
     cluster: PostgresCluster | None = None
     clocks: dict[str, Callable[[], float]] = {}
     try:
         if bootstrap is None and brokers > 1:
-            broker = KafkaCluster(jar_dir=ensure_jars(KAFKA_DIR), data_dir=work / "kafka", size=brokers)
+            broker = KafkaCluster(
+                jar_dir=ensure_jars(KAFKA_DIR),
+                data_dir=work / "kafka",
+                size=brokers,
+                certificates=certificates,
+            )
             broker.start(timeout=180)
             bootstrap = broker.bootstrap
         elif bootstrap is None:
@@ -96,6 +111,7 @@ def infrastructure(
                 data_dir=work / "kafka",
                 port=free_port(),
                 controller_port=free_port(),
+                certificates=certificates,
             )
             broker.start(timeout=120)
             bootstrap = broker.bootstrap
@@ -108,7 +124,7 @@ def infrastructure(
             postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
             clocks["PostgreSQL"] = partial(tree_cpu_seconds, postmaster)
         nodes = broker.nodes if isinstance(broker, KafkaCluster) else [broker] if broker else []
-        yield Infrastructure(bootstrap, database_url, clocks, nodes, cluster)
+        yield Infrastructure(bootstrap, database_url, clocks, nodes, cluster, certificates)
     finally:
         if broker is not None:
             broker.stop()
@@ -150,6 +166,7 @@ class Stack:
     services: dict[str, Service] = field(default_factory=dict)
     work: Path = Path(".")  # where the services' logs go
     env: dict[str, str] = field(default_factory=dict)  # what the service processes read
+    identities: Certificates | None = None  # each service's Kafka identity, on a closed broker
 
     def token(self, agency: str) -> str:
         return Profile(self.home, agency).credential()
@@ -160,7 +177,7 @@ class Stack:
         with log.open("ab") as out:
             process = spawn_child(
                 [sys.executable, "-m", f"services.{name}"],
-                env={**os.environ, **self.env},
+                env={**os.environ, **self.env, **(self.identities.settings(name) if self.identities else {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
@@ -206,7 +223,7 @@ async def enrol_bench_agencies(settings: Settings, home: Path) -> None:
     """The demo agencies (as `deskbridge up` enrols them), then the bench's readers, audited alike."""
     await prepare(settings, home)
     engine = make_engine(settings.database_url)
-    publisher = EventPublisher(settings.kafka_bootstrap, "bench", Topics(settings.topic_prefix), 10)
+    publisher = EventPublisher(KafkaAccess.of(settings), "bench", Topics(settings.topic_prefix), 10)
     try:
         async with make_sessionmaker(engine)() as session:
             events = []
@@ -235,10 +252,16 @@ def _wait_http(url: str, service: Service, timeout: float = 60) -> None:
 
 @contextlib.contextmanager
 def running_stack(
-    work: Path, bootstrap: str, database_url: str, extra_env: Mapping[str, str] | None = None
+    work: Path,
+    bootstrap: str,
+    database_url: str,
+    extra_env: Mapping[str, str] | None = None,
+    certificates: Certificates | None = None,
 ) -> Iterator[Stack]:
+    """The services, each as its own Kafka identity on a closed broker; `settings` are the administrator's."""
     home = work / "demo"
     settings = Settings(
+        **(certificates.fields(ADMIN) if certificates else {}),
         database_url=database_url,
         kafka_bootstrap=bootstrap,
         topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
@@ -254,6 +277,7 @@ def running_stack(
         f"http://127.0.0.1:{settings.audit_port}",
         work=work,
         env={**environment(settings), **(extra_env or {})},
+        identities=certificates,
     )
     try:
         for name in ("gateway", "ingest", "audit"):

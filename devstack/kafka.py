@@ -6,9 +6,14 @@ broker and the controller role; there is no ZooKeeper (Kafka 4 removed it). :cla
 one node on its own; :class:`KafkaCluster` is three such nodes in one controller quorum, every topic
 replicated three times and writable with two (``make faults`` kills one under load).
 
+Given certificates (devstack.certs), a node is closed to strangers: every listener, the controllers'
+too, speaks TLS and requires a client certificate signed by the CA; the StandardAuthorizer allows only
+what an ACL grants (none: nothing), except to the brokers themselves and the ``admin`` identity, its
+super users. Without them it is open plaintext, for tools that want a bare broker.
+
 Run in the foreground::
 
-    python -m devstack.kafka --data-dir var/kafka --port 9092 --controller-port 9093
+    python -m devstack.kafka --data-dir var/kafka --port 9092 --controller-port 9093 --certs var/kafka-tls
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ from typing import IO
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from devstack.certs import ADMIN, BROKER, Certificates, ensure_certificates
 from devstack.processes import Started, spawn_child
+from services.platform.kafka import KafkaAccess, principal
 
 # In kafka_2.13 4.1.1 the storage tool is still the Scala object (not org.apache.kafka.tools.*).
 _STORAGE_TOOL = "kafka.tools.StorageTool"
@@ -66,6 +73,14 @@ def ensure_jars(kafka_dir: Path) -> Path:
         tail = "\n".join(output.splitlines()[-40:])
         raise RuntimeError(f"`mvn dependency:copy-dependencies` in {kafka_dir} failed:\n{tail}")
     return jar_dir
+
+
+def _access(bootstrap: str, certificates: Certificates | None, identity: str) -> KafkaAccess:
+    if certificates is None:
+        return KafkaAccess(bootstrap)
+    return KafkaAccess.mutual_tls(
+        bootstrap, certificates.ca, certificates.cert(identity), certificates.key(identity)
+    )
 
 
 def free_port() -> int:
@@ -101,8 +116,8 @@ def _tail(path: Path, lines: int = 40) -> str:
     return head + "".join(last)
 
 
-async def _probe_async(bootstrap: str, node_id: int) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+async def _probe_async(access: KafkaAccess, node_id: int) -> bool:
+    admin = AIOKafkaAdminClient(**access.client_args(), request_timeout_ms=5000)
     try:
         await admin.start()
         cluster = await admin.describe_cluster()
@@ -122,7 +137,7 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def _probe(port: int, node_id: int = _NODE_ID) -> bool:
+def _probe(access: KafkaAccess, port: int, node_id: int = _NODE_ID) -> bool:
     """Synchronous readiness check: the listener accepts connections AND metadata shows the broker.
 
     The aiokafka probe runs in its own thread with its own event loop so ``start()`` works
@@ -130,10 +145,9 @@ def _probe(port: int, node_id: int = _NODE_ID) -> bool:
     """
     if not _port_open(port):  # cheap pre-check; also keeps aiokafka from logging connect errors
         return False
-    bootstrap = f"127.0.0.1:{port}"
     with ThreadPoolExecutor(max_workers=1) as pool:
         try:
-            return pool.submit(asyncio.run, _probe_async(bootstrap, node_id)).result(timeout=15)
+            return pool.submit(asyncio.run, _probe_async(access, node_id)).result(timeout=15)
         except Exception:  # any connection/protocol error just means "not ready yet"
             return False
 
@@ -157,6 +171,7 @@ class KafkaBroker(Started):
     cluster_id: str | None = None  # shared by a cluster's nodes; None: a fresh one when formatting
     replicas: int = 1  # replication factor of every topic, the internal ones included
     min_insync: int = 1  # replicas that must hold a record before an acks=all write returns
+    certificates: Certificates | None = None  # TLS with client certificates and ACLs; None: open plaintext
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log_fh: IO[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -169,6 +184,10 @@ class KafkaBroker(Started):
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def access(self, identity: str = ADMIN) -> KafkaAccess:
+        """How a client with this identity (devstack.certs.IDENTITIES) reaches the node."""
+        return _access(self.bootstrap, self.certificates, identity)
 
     @property
     def _log_path(self) -> Path:
@@ -200,6 +219,32 @@ class KafkaBroker(Started):
             self._classpath(),
         ]
 
+    def _listeners(self) -> dict[str, str]:
+        if self.certificates is None:
+            return {
+                "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+                "inter.broker.listener.name": "PLAINTEXT",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            }
+        certs = self.certificates
+        return {
+            "listeners": f"SSL://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"SSL://127.0.0.1:{self.port}",
+            "inter.broker.listener.name": "SSL",
+            # The controllers too: a plaintext controller listener would let anyone on the host in as
+            # User:ANONYMOUS, which the brokers' own connections to it would need as a super user.
+            "listener.security.protocol.map": "SSL:SSL,CONTROLLER:SSL",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(certs.keystore(BROKER)),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(certs.ca),
+            "ssl.client.auth": "required",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": f"{principal(BROKER)};{principal(ADMIN)}",
+        }
+
     def _properties(self) -> str:
         props = {
             "process.roles": "broker,controller",
@@ -207,11 +252,8 @@ class KafkaBroker(Started):
             # Static voter set: the controller endpoint comes from config on every start instead
             # of being frozen into the metadata log (as --standalone does), so it stays flexible.
             "controller.quorum.voters": self.quorum or f"{self.node_id}@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            **self._listeners(),
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self._log_dir),
             # A single node: every internal topic must make do with one replica; a cluster: all of them.
             "offsets.topic.replication.factor": str(self.replicas),
@@ -302,7 +344,7 @@ class KafkaBroker(Started):
                     f"Kafka broker exited with code {code} during startup; last log lines of "
                     f"{self._log_path}:\n{_tail(self._log_path)}"
                 )
-            if _probe(self.port, self.node_id):
+            if _probe(self.access(), self.port, self.node_id):
                 return
             if time.monotonic() > deadline:
                 self.kill()
@@ -360,6 +402,7 @@ class KafkaCluster(Started):
     size: int = 3
     min_insync: int = 2
     heap: str = "512m"
+    certificates: Certificates | None = None  # as KafkaBroker's, shared by every node
     nodes: list[KafkaBroker] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -378,6 +421,7 @@ class KafkaCluster(Started):
                 cluster_id=cluster_id,
                 replicas=self.size,
                 min_insync=self.min_insync,
+                certificates=self.certificates,
             )
             for i, (port, controller) in enumerate(ports, 1)
         ]
@@ -385,6 +429,9 @@ class KafkaCluster(Started):
     @property
     def bootstrap(self) -> str:
         return ",".join(node.bootstrap for node in self.nodes)
+
+    def access(self, identity: str = ADMIN) -> KafkaAccess:
+        return _access(self.bootstrap, self.certificates, identity)
 
     def start(self, timeout: float = 120.0) -> None:
         """Launch every node, then wait for each: none is ready before a majority of voters is up."""
@@ -413,6 +460,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heap", default="512m")
     parser.add_argument("--kafka-dir", type=Path, default=repo_root / "deploy" / "kafka")
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--certs",
+        type=Path,
+        help="TLS with client certificates and ACLs, the certificates in this folder "
+        "(made when missing); without it the broker is open plaintext",
+    )
     args = parser.parse_args(argv)
 
     broker = KafkaBroker(
@@ -421,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         controller_port=args.controller_port,
         heap=args.heap,
+        certificates=ensure_certificates(args.certs) if args.certs else None,
     )
     stop_requested = threading.Event()
 

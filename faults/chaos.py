@@ -20,7 +20,7 @@ from bench.load import Keyring
 from bench.stack import READERS, SENDERS, Infrastructure, Stack
 from faults.traffic import Traffic, timed
 from services.envelope.service import MAX_ENVELOPE_BYTES
-from services.platform.kafka import Topics, cloud_headers, make_producer
+from services.platform.kafka import KafkaAccess, Topics, cloud_headers, make_producer
 
 SERVICES = ("gateway", "ingest", "audit")
 DATABASE = "database"
@@ -185,10 +185,11 @@ def poison_records(keyring: Keyring) -> list[tuple[str, str, bytes]]:
 
 
 async def inject_poison(stack: Stack, chaos: Chaos, traffic: Traffic, keyring: Keyring) -> Fault:
-    """Writes the poison records straight into the notices topic, as a broken or hostile producer would."""
+    """Writes the poison records straight into the notices topic, as a broken producer would (a hostile one
+    is refused by the broker's ACLs: only the gateway's identity writes there; this is the administrator)."""
     at = traffic.now()
     topics = Topics(stack.settings.topic_prefix)
-    producer = make_producer(stack.settings.kafka_bootstrap, "faults-poison")
+    producer = make_producer(KafkaAccess.of(stack.settings), "faults-poison")
     await producer.start()
     try:
         for kind, reason, value in poison_records(keyring):

@@ -25,7 +25,7 @@ from faults.traffic import Traffic
 from schemas.events import EventType
 from services.delivery.models import Delivery
 from services.platform.database import ROOT, make_sessionmaker
-from services.platform.kafka import Topics, header_value
+from services.platform.kafka import KafkaAccess, Topics, header_value
 from services.transparency.entries import verify_chain
 from services.transparency.models import AuditEntry, TlogCheckpoint
 from services.transparency.service import to_record
@@ -257,8 +257,8 @@ def verify_as_auditor(stack: Stack, verdict: Verdict) -> None:
     verdict.audit_verified = run.returncode == 0 and verdict.audit_verify.startswith("audit log intact")
 
 
-async def _partitions(bootstrap: str, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _partitions(access: KafkaAccess, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(**access.client_args())
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
@@ -267,14 +267,14 @@ async def _partitions(bootstrap: str, topic: str) -> list[int]:
         await admin.close()
 
 
-async def read_dead_letters(bootstrap: str, topics: Topics) -> list[DeadLetter]:
+async def read_dead_letters(access: KafkaAccess, topics: Topics) -> list[DeadLetter]:
     """Every record in the dead-letter topic, read from the start without a consumer group."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024
+        **access.client_args(), enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024
     )
     await consumer.start()
     try:
-        partitions = await _partitions(bootstrap, topics.dead_letters)
+        partitions = await _partitions(access, topics.dead_letters)
         assigned = [TopicPartition(topics.dead_letters, p) for p in partitions]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
@@ -348,7 +348,7 @@ async def judge(
     await settle_audit(engine, traffic, chaos.poison, topics.notices, verdict, patience)
     await check_chain(engine, verdict)
     await asyncio.to_thread(verify_as_auditor, stack, verdict)
-    dead = await read_dead_letters(stack.settings.kafka_bootstrap, topics)
+    dead = await read_dead_letters(KafkaAccess.of(stack.settings), topics)
     judge_poison(dead, chaos.poison, topics.notices, verdict)
     judge_outages(traffic, chaos, verdict)
     return verdict

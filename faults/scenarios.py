@@ -119,7 +119,9 @@ def run_scenario(plan: Plan, seed: int, work: Path, fuzz_examples: int = 0) -> O
     rng = random.Random(seed)
     with (
         infrastructure(work, None, None, plan.brokers) as infra,
-        running_stack(work, infra.bootstrap, infra.database_url, FAULTS_ENVIRONMENT) as stack,
+        running_stack(
+            work, infra.bootstrap, infra.database_url, FAULTS_ENVIRONMENT, infra.certificates
+        ) as stack,
     ):
         outcome = asyncio.run(under_faults(stack, infra, plan, rng))
         outcome.seed = seed

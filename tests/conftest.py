@@ -16,6 +16,7 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from devstack.certs import ADMIN, Certificates
 from devstack.kafka import KafkaBroker, free_port
 from services.audit.app import create_app as create_audit_app
 from services.audit.main import run_consumer
@@ -27,7 +28,7 @@ from services.envelope.receipts import make_receipt
 from services.gateway.app import create_app as create_gateway_app
 from services.ingest.main import run as run_ingest
 from services.platform.database import make_engine, make_sessionmaker, upgrade
-from services.platform.kafka import EventPublisher, Topics, create_topics, header_value
+from services.platform.kafka import EventPublisher, KafkaAccess, Topics, create_topics, header_value
 from services.platform.logs import configure
 from services.platform.settings import Settings
 from tests.support.fixtures import *  # noqa: F403
@@ -75,16 +76,27 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 @dataclass
 class Stack:
-    """The running services for one test, with the demo agencies enrolled."""
+    """The running services for one test, with the demo agencies enrolled. `settings` and `kafka` are
+    the administrator's (a super user on the broker); each service runs as its own Kafka identity."""
 
     settings: Settings
+    kafka: KafkaAccess
     home: Path
     gateway_url: str
     audit_url: str
     sessions: async_sessionmaker[AsyncSession]
     publisher: EventPublisher
     topics: Topics
+    identities: Certificates | None = None  # the broker's: each service's client certificate
     _clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    def environment(self, service: str) -> dict[str, str]:
+        """The DESKBRIDGE_* Kafka settings of a service run as a process of its own."""
+        assert self.identities is not None
+        return {
+            "DESKBRIDGE_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
+            **self.identities.settings(service),
+        }
 
     def token(self, name: str) -> str:
         return Profile(self.home, name).credential()
@@ -129,8 +141,17 @@ async def _started(server: uvicorn.Server) -> bool:
     return server.started
 
 
+def as_service(settings: Settings, kafka_broker: KafkaBroker, name: str) -> Settings:
+    """The settings with the Kafka identity of a service (gateway, ingest, audit) or another one."""
+    assert kafka_broker.certificates is not None
+    return settings.model_copy(update=kafka_broker.certificates.fields(name))
+
+
 def stack_settings(kafka_broker: KafkaBroker, database_url: str, topic_prefix: str, home: Path) -> Settings:
+    """The administrator's settings: as_service gives each service its own identity."""
+    assert kafka_broker.certificates is not None
     return Settings(
+        **kafka_broker.certificates.fields(ADMIN),
         database_url=database_url,
         kafka_bootstrap=kafka_broker.bootstrap,
         topic_prefix=topic_prefix,
@@ -181,17 +202,22 @@ async def stack(
     if changed is not None:
         settings = settings.model_copy(update=changed.kwargs)
     topics = Topics(topic_prefix)
-    await create_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)
-    publisher = EventPublisher(settings.kafka_bootstrap, "tests", topics, 10)
+    kafka = KafkaAccess.of(settings)
+    await create_topics(kafka, topics, settings.topic_partitions)
+    publisher = EventPublisher(kafka, "tests", topics, 10)
     await enrol_demo(settings, home, publisher)
     services = ServiceTasks()
-    gateway_url = await services.serve(create_gateway_app(settings), settings.gateway_port)
-    audit_url = await services.serve(create_audit_app(settings), settings.audit_port)
+    gateway = create_gateway_app(as_service(settings, kafka_broker, "gateway"))
+    gateway_url = await services.serve(gateway, settings.gateway_port)
+    audit = as_service(settings, kafka_broker, "audit")
+    audit_url = await services.serve(create_audit_app(audit), settings.audit_port)
     if request.node.get_closest_marker("without_ingest") is None:
-        services.run(run_ingest(settings, services.stop))
-    services.run(run_consumer(settings, services.stop))
+        services.run(run_ingest(as_service(settings, kafka_broker, "ingest"), services.stop))
+    services.run(run_consumer(audit, services.stop))
     engine = make_engine(stack_db)
-    running = Stack(settings, home, gateway_url, audit_url, make_sessionmaker(engine), publisher, topics)
+    sessions = make_sessionmaker(engine)
+    identities = kafka_broker.certificates
+    running = Stack(settings, kafka, home, gateway_url, audit_url, sessions, publisher, topics, identities)
     try:
         yield running
     finally:
@@ -225,7 +251,7 @@ async def dead_letters(stack: Stack, count: int) -> list[dict[str, str | None]]:
     """The first `count` records of the dead-letter topic: each one's reason, detail and size."""
     consumer = AIOKafkaConsumer(
         stack.topics.dead_letters,
-        bootstrap_servers=stack.settings.kafka_bootstrap,
+        **stack.kafka.client_args(),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -252,7 +278,7 @@ async def dead_letters(stack: Stack, count: int) -> list[dict[str, str | None]]:
 
 async def records_on(stack: Stack, topic: str) -> int:
     """Records ever written to `topic`: the sum of its partitions' end offsets."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**stack.kafka.client_args(), enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(stack.settings.topic_partitions)]

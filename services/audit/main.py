@@ -13,6 +13,7 @@ from services.envelope.service import Freshness
 from services.platform import process
 from services.platform.consumer import consume, ready_topics
 from services.platform.database import make_engine, make_sessionmaker
+from services.platform.kafka import KafkaAccess
 from services.platform.logs import configure
 from services.platform.process import stop_on_signals
 from services.platform.settings import Settings
@@ -21,7 +22,7 @@ log = structlog.get_logger("audit")
 
 
 async def run_consumer(settings: Settings, stop: asyncio.Event) -> None:
-    topics = await ready_topics(settings, stop)
+    topics = await ready_topics(settings, stop, "audit")
     engine = make_engine(settings.database_url)
     handler = AuditHandler(
         make_sessionmaker(engine), topics, Freshness.of(settings.freshness_s, settings.clock_skew_s)
@@ -29,7 +30,11 @@ async def run_consumer(settings: Settings, stop: asyncio.Event) -> None:
     log.info("audit consuming", topics=topics.all())
     try:
         await consume(
-            settings.kafka_bootstrap, topics.all(), f"{settings.topic_prefix}deskbridge-audit", handler, stop
+            KafkaAccess.of(settings),
+            topics.all(),
+            f"{settings.topic_prefix}deskbridge-audit",
+            handler,
+            stop,
         )
     finally:
         await engine.dispose()

@@ -1,4 +1,7 @@
-"""`deskbridge up`: the whole local stack, one Kafka broker and the three services, until Ctrl-C."""
+"""`deskbridge up`: the whole local stack, one Kafka broker and the three services, until Ctrl-C.
+
+The broker is closed to strangers: TLS with client certificates (made under var/kafka-tls when missing)
+and ACLs; each service runs as its own identity, and the setup here as the administrator."""
 
 from __future__ import annotations
 
@@ -12,25 +15,26 @@ from pathlib import Path
 
 import httpx
 
+from devstack.certs import ADMIN, ensure_certificates
 from devstack.kafka import KafkaBroker, ensure_jars
 from devstack.processes import spawn_child
 from services.cli.demo import bootstrap
 from services.platform.database import ROOT, make_engine, make_sessionmaker, upgrade
-from services.platform.kafka import EventPublisher, Topics, create_topics
+from services.platform.kafka import EventPublisher, KafkaAccess, Topics, create_topics
 from services.platform.settings import Settings
 
 SERVICES = ("gateway", "ingest", "audit")
 
 
 async def prepare(settings: Settings, home: Path) -> int:
-    """Schema, topics and demo agencies; the registration events are published so they are audited."""
+    """Schema, topics with the services' ACLs, and demo agencies; the registration events are published so
+    they are audited. `settings` name the administrator's Kafka identity."""
     await asyncio.to_thread(upgrade, settings.database_url)
     topics = Topics(settings.topic_prefix)
-    await create_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)
+    kafka = KafkaAccess.of(settings)
+    await create_topics(kafka, topics, settings.topic_partitions)
     engine = make_engine(settings.database_url)
-    publisher = EventPublisher(
-        settings.kafka_bootstrap, "deskbridge-up", topics, settings.kafka_send_timeout_s
-    )
+    publisher = EventPublisher(kafka, "deskbridge-up", topics, settings.kafka_send_timeout_s)
     try:
         async with make_sessionmaker(engine)() as session:
             events = await bootstrap(session, home)
@@ -68,11 +72,16 @@ def run_stack(var: Path, kafka_port: int, gateway_port: int, audit_port: int) ->
     }
     environment.setdefault("DESKBRIDGE_DATABASE_URL", f"sqlite+aiosqlite:///{var / 'deskbridge.db'}")
     os.environ.update(environment)
-    settings = Settings()
+    certificates = ensure_certificates(var / "kafka-tls")
+    settings = Settings(**certificates.fields(ADMIN))
     print("fetching Kafka jars (Maven) if needed ...", flush=True)
     jars = ensure_jars(ROOT / "deploy" / "kafka")
     broker = KafkaBroker(
-        jar_dir=jars, data_dir=var / "kafka", port=kafka_port, controller_port=kafka_port + 1
+        jar_dir=jars,
+        data_dir=var / "kafka",
+        port=kafka_port,
+        controller_port=kafka_port + 1,
+        certificates=certificates,
     )
     children: list[subprocess.Popen[bytes]] = []
     try:
@@ -80,7 +89,8 @@ def run_stack(var: Path, kafka_port: int, gateway_port: int, audit_port: int) ->
         broker.start()
         enrolled = asyncio.run(prepare(settings, home))
         for name in SERVICES:
-            children.append(spawn_child([sys.executable, "-m", f"services.{name}"], env=environment))
+            identity = {**environment, **certificates.settings(name)}
+            children.append(spawn_child([sys.executable, "-m", f"services.{name}"], env=identity))
         _wait_http(f"http://127.0.0.1:{gateway_port}/healthz", children[0])
         _wait_http(f"http://127.0.0.1:{audit_port}/v1/audit/events", children[2])
         server = f" --server http://127.0.0.1:{gateway_port}" if gateway_port != 8080 else ""
@@ -88,7 +98,8 @@ def run_stack(var: Path, kafka_port: int, gateway_port: int, audit_port: int) ->
             f"\ndeskbridge is up.\n"
             f"  gateway   http://127.0.0.1:{gateway_port}  (OpenAPI: /docs)\n"
             f"  audit     http://127.0.0.1:{audit_port}  (OpenAPI: /docs)\n"
-            f"  kafka     {broker.bootstrap}   database {settings.database_url}\n"
+            f"  kafka     {broker.bootstrap} (TLS; client certificates in {certificates.folder})\n"
+            f"  database  {settings.database_url}\n"
             f"  demo agencies' keys and credentials: {home}/<agency>/ "
             f"({'just created' if enrolled else 'kept from an earlier run'})\n"
             f"  auditor and admin credentials: {home}/auditor/, {home}/admin/\n"

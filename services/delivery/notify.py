@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from tenacity import wait_fixed
 
 from schemas.events import Event, EventType
-from services.platform.kafka import Topics
+from services.platform.kafka import KafkaAccess, Topics
 from services.platform.retrying import until_stopped
 
 log = structlog.get_logger("gateway.notify")
@@ -57,7 +57,7 @@ class InboxNotifier:
                     min(at_most, self.recheck_s),
                 )
 
-    async def run(self, bootstrap: str, topics: Topics, stop: asyncio.Event) -> None:
+    async def run(self, access: KafkaAccess, topics: Topics, stop: asyncio.Event) -> None:
         """Follows the deliveries topic until `stop`; reconnects after broker trouble."""
         # Any failure is retried: a notifier outage only slows waiters to FALLBACK_S polling.
         reconnecting = until_stopped(stop, Exception, RECONNECT, log, "notifier lost the broker; retrying")
@@ -65,13 +65,13 @@ class InboxNotifier:
             if stop.is_set():
                 return
             with attempt:
-                await self._follow(bootstrap, topics, stop)
+                await self._follow(access, topics, stop)
 
-    async def _follow(self, bootstrap: str, topics: Topics, stop: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    async def _follow(self, access: KafkaAccess, topics: Topics, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(**access.client_args(), enable_auto_commit=False)
         try:
             await consumer.start()
-            assigned = [TopicPartition(topics.deliveries, p) for p in await _partitions(bootstrap, topics)]
+            assigned = [TopicPartition(topics.deliveries, p) for p in await _partitions(access, topics)]
             consumer.assign(assigned)
             await consumer.seek_to_end(*assigned)
             while not stop.is_set():
@@ -92,8 +92,8 @@ class InboxNotifier:
             await self.bump(event.agency)
 
 
-async def _partitions(bootstrap: str, topics: Topics) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _partitions(access: KafkaAccess, topics: Topics) -> list[int]:
+    admin = AIOKafkaAdminClient(**access.client_args())
     await admin.start()
     try:
         [described] = await admin.describe_topics([topics.deliveries])

@@ -19,7 +19,7 @@ from services.envelope.service import MAX_ENVELOPE_BYTES
 from services.gateway.console import install_console
 from services.notices import views as notices
 from services.notices.limits import InboxRoom, TokenBuckets
-from services.platform.kafka import EventPublisher, Topics
+from services.platform.kafka import EventPublisher, KafkaAccess, Topics
 from services.platform.settings import Settings
 from services.platform.views import BodyLimit, install_error_handlers
 from services.trust import views as trust
@@ -33,11 +33,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = open_app_state(app, settings)
+        kafka, topics = KafkaAccess.of(settings), Topics(settings.topic_prefix)
         app.state.publisher = EventPublisher(
-            settings.kafka_bootstrap,
-            "deskbridge-gateway",
-            Topics(settings.topic_prefix),
-            settings.kafka_send_timeout_s,
+            kafka, "deskbridge-gateway", topics, settings.kafka_send_timeout_s, notice_events=topics.events
         )
         app.state.desk_keys = DeskKeyFile(settings.desk_keys_dir)
         key_file = settings.directory_key_file or settings.desk_keys_dir / DIRECTORY_KEY_FILE
@@ -50,9 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.buckets = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
         app.state.inbox_room = InboxRoom(settings.inbox_max_pending, settings.inbox_count_s)
         stop = asyncio.Event()
-        following = asyncio.create_task(
-            app.state.notifier.run(settings.kafka_bootstrap, Topics(settings.topic_prefix), stop)
-        )
+        following = asyncio.create_task(app.state.notifier.run(kafka, topics, stop))
         yield
         stop.set()
         await following

@@ -17,7 +17,7 @@ from services.ingest.handler import NoticeHandler
 from services.platform import process
 from services.platform.consumer import consume, ready_topics
 from services.platform.database import make_engine, make_sessionmaker
-from services.platform.kafka import EventPublisher, Topics
+from services.platform.kafka import EventPublisher, KafkaAccess, Topics
 from services.platform.logs import configure
 from services.platform.outage import TRANSIENT
 from services.platform.process import stop_on_signals
@@ -28,11 +28,10 @@ log = structlog.get_logger("ingest")
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    topics = await ready_topics(settings, stop)
+    topics = await ready_topics(settings, stop, "ingest")
+    kafka = KafkaAccess.of(settings)
     engine = make_engine(settings.database_url)
-    publisher = EventPublisher(
-        settings.kafka_bootstrap, "deskbridge-ingest", topics, settings.kafka_send_timeout_s
-    )
+    publisher = EventPublisher(kafka, "deskbridge-ingest", topics, settings.kafka_send_timeout_s)
     handler = NoticeHandler(
         make_sessionmaker(engine),
         publisher,
@@ -46,7 +45,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     pusher = asyncio.create_task(run_webhooks(settings, stop)) if settings.webhook_dispatch else None
     try:
         await consume(
-            settings.kafka_bootstrap,
+            kafka,
             [topics.notices],
             f"{settings.topic_prefix}deskbridge-ingest",
             handler,
@@ -87,7 +86,7 @@ async def run_webhooks(settings: Settings, stop: asyncio.Event, rng: random.Rand
         return
     engine = make_engine(settings.database_url)
     publisher = EventPublisher(
-        settings.kafka_bootstrap,
+        KafkaAccess.of(settings),
         "deskbridge-webhooks",
         Topics(settings.topic_prefix),
         settings.kafka_send_timeout_s,

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from tenacity import wait_exponential
 
-from services.platform.kafka import Topics, create_topics
+from services.platform.kafka import KafkaAccess, Topics, await_topics, grants
 from services.platform.outage import TRANSIENT
 from services.platform.retrying import Sleep, until_stopped
 from services.platform.settings import Settings
@@ -27,7 +27,7 @@ Batch = Sequence[ConsumerRecord[bytes, bytes]]
 
 
 async def consume(
-    bootstrap: str,
+    access: KafkaAccess,
     topics: Sequence[str],
     group_id: str,
     handle_batch: Callable[[Batch], Awaitable[None]],
@@ -39,7 +39,7 @@ async def consume(
     the same batch with backoff instead of skipping it."""
     consumer = AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=bootstrap,
+        **access.client_args(),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -89,9 +89,12 @@ async def _until_done(
             await handle_batch(records)
 
 
-async def ready_topics(settings: Settings, stop: asyncio.Event) -> Topics:
-    """The service's topics, created where missing once Kafka is reachable (a consumer's first step)."""
+async def ready_topics(settings: Settings, stop: asyncio.Event, service: str) -> Topics:
+    """The topics, once Kafka is reachable and the service's are there (a consumer's first step). The
+    services never make topics: an administrator does (`deskbridge kafka setup`, `deskbridge up`, the
+    KafkaTopics in deploy/k8s), with each service's grants on them."""
     topics = Topics(settings.topic_prefix)
-    bootstrap, partitions = settings.kafka_bootstrap, settings.topic_partitions
-    await until_reachable(lambda: create_topics(bootstrap, topics, partitions), stop)
+    access = KafkaAccess.of(settings)
+    needed = [name for kind, name, _ in grants(topics)[service] if kind == "topic"]
+    await until_reachable(lambda: await_topics(access, needed), stop)
     return topics

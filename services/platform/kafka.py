@@ -1,22 +1,62 @@
-"""Topic names, the idempotent producer and CloudEvents-style record headers, shared by all services."""
+"""How a service reaches Kafka and who it is there, topic names and who may do what with them, the
+idempotent producer and CloudEvents-style record headers, shared by all services."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
+from aiokafka.protocol.admin import CreateAclsRequest_v1, DescribeAclsRequest
+from aiokafka.protocol.api import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.events import Event
 from services.platform.errors import BrokerUnavailable
+from services.platform.settings import Settings
 
 MAX_RECORD_BYTES = 2 * 1024 * 1024 + 64 * 1024  # an envelope at its limit plus headers
+
+
+@dataclass(frozen=True)
+class KafkaAccess:
+    """Where the brokers are and who this client is to them: mutual TLS with its own certificate, whose
+    subject is the identity the brokers' ACLs grant rights to, or plaintext to a broker open to anyone."""
+
+    bootstrap: str
+    tls: ssl.SSLContext | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> KafkaAccess:
+        if settings.kafka_security_protocol == "PLAINTEXT":
+            return cls(settings.kafka_bootstrap)
+        ca, cert, key = settings.kafka_ca_file, settings.kafka_cert_file, settings.kafka_key_file
+        if ca is None or cert is None or key is None:
+            raise ValueError("Kafka over SSL needs DESKBRIDGE_KAFKA_CA_FILE, _CERT_FILE and _KEY_FILE")
+        return cls.mutual_tls(settings.kafka_bootstrap, ca, cert, key)
+
+    @classmethod
+    def mutual_tls(cls, bootstrap: str, ca: Path, cert: Path, key: Path) -> KafkaAccess:
+        """TLS checking the brokers against `ca` (and the address dialled), presenting `cert`."""
+        context = ssl.create_default_context(cafile=str(ca))
+        context.load_cert_chain(str(cert), str(key))
+        return cls(bootstrap, context)
+
+    def client_args(self) -> dict[str, Any]:
+        """The keyword arguments every aiokafka producer, consumer and admin client is built with."""
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": "PLAINTEXT" if self.tls is None else "SSL",
+            "ssl_context": self.tls,
+        }
 
 
 @dataclass(frozen=True)
@@ -36,19 +76,129 @@ class Topics:
         return f"{self.prefix}deliveries.v1"
 
     @property
+    def events(self) -> str:
+        """The gateway's own notice events (fetched, acknowledged, erased, refused at the door), apart
+        from the deliveries topic, which only ingest writes."""
+        return f"{self.prefix}events.v1"
+
+    @property
     def admin(self) -> str:
         return f"{self.prefix}admin.v1"
 
     def all(self) -> list[str]:
-        return [self.notices, self.dead_letters, self.deliveries, self.admin]
+        return [self.notices, self.dead_letters, self.deliveries, self.events, self.admin]
+
+    def group(self, service: str) -> str:
+        """The consumer group of a service (ingest, audit)."""
+        return f"{self.prefix}deskbridge-{service}"
 
 
-async def create_topics(bootstrap: str, topics: Topics, partitions: int = 3) -> None:
-    """Idempotent: topics that exist already are left as they are. Each partition gets three replicas,
-    or one per broker on a smaller cluster (aiokafka cannot ask for the broker's default)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+# What each service identity may do (docs/deploy.md, deploy/k8s/kafka-users.yaml): (resource type, name,
+# operations), resource type "topic" or "group". Nothing else is allowed: not creating topics, not
+# altering the cluster. The idempotent producer needs no cluster right: Write on a topic suffices (KIP-679).
+Grant = tuple[str, str, tuple[str, ...]]
+WRITE, READ = ("Write", "Describe"), ("Read", "Describe")
+
+
+def grants(topics: Topics) -> dict[str, list[Grant]]:
+    return {
+        "gateway": [
+            ("topic", topics.notices, WRITE),  # submissions and recalls
+            ("topic", topics.events, WRITE),
+            ("topic", topics.admin, WRITE),  # agencies, keys, credentials, webhook replays
+            ("topic", topics.deliveries, READ),  # wakes waiting inboxes (no group)
+        ],
+        "ingest": [
+            ("topic", topics.notices, READ),
+            ("group", topics.group("ingest"), ("Read",)),
+            (
+                "topic",
+                topics.deliveries,
+                WRITE,
+            ),  # delivered, rejected, expired, escalated, fetched by webhook
+            ("topic", topics.dead_letters, WRITE),
+            ("topic", topics.admin, WRITE),  # parked webhooks
+        ],
+        "audit": [
+            *(("topic", topic, READ) for topic in topics.all()),
+            ("group", topics.group("audit"), ("Read",)),
+        ],
+    }
+
+
+def principal(service: str) -> str:
+    """A service's Kafka identity: the subject of its client certificate (as Strimzi's KafkaUser names it)."""
+    return f"User:CN=deskbridge-{service}"
+
+
+# Kafka's protocol codes (org.apache.kafka.common.acl / resource): aiokafka has no ACL API, only the request.
+_RESOURCE = {"topic": 2, "group": 3}
+_OPERATION = {"Read": 3, "Write": 4, "Describe": 8}
+_ANY, _LITERAL, _ALLOW = 1, 3, 3
+
+
+class _CreateAcls(Request[CreateAclsRequest_v1]):  # type: ignore[misc]  # aiokafka.protocol is untyped
+    API_KEY = 30
+
+    def __init__(self, creations: list[tuple[int, str, int, str, str, int, int]]) -> None:
+        self.creations = creations
+
+    def build(self, request_struct_class: type[CreateAclsRequest_v1]) -> CreateAclsRequest_v1:
+        return request_struct_class(self.creations)
+
+
+async def create_acls(admin: AIOKafkaAdminClient, topics: Topics) -> None:
+    """Each service's grants on these topics; granting again what is granted changes nothing."""
+    creations = [
+        (_RESOURCE[kind], name, _LITERAL, principal(service), "*", _OPERATION[operation], _ALLOW)
+        for service, service_grants in grants(topics).items()
+        for kind, name, operations in service_grants
+        for operation in operations
+    ]
+    response = await admin._send_request(_CreateAcls(creations))  # noqa: SLF001 (no public API for it)
+    for error_code, message in response.creation_responses:
+        if error_code:
+            raise for_code(error_code)(message)
+    # The controller has them now; each broker applies them a moment later, and a client asking that
+    # broker before would be refused. So: until every broker lists them.
+    wanted = set(creations)
+    everything = DescribeAclsRequest(_ANY, None, _ANY, None, None, _ANY, _ANY)
+    async with asyncio.timeout(30):
+        for broker in admin._client.cluster.brokers():  # noqa: SLF001
+            while True:
+                listed = await admin._send_request(everything, broker.nodeId)  # noqa: SLF001
+                seen = {
+                    (kind, name, pattern, *acl)
+                    for kind, name, pattern, acls in listed.resources
+                    for acl in acls
+                }
+                if wanted <= seen:
+                    break
+                await asyncio.sleep(0.05)
+
+
+async def await_topics(access: KafkaAccess, names: Sequence[str]) -> None:
+    """Returns once every named topic exists (and this identity may see it); raises a KafkaError if not."""
+    admin = AIOKafkaAdminClient(**access.client_args())
     await admin.start()
     try:
+        missing = set(names) - set(await admin.list_topics())
+    finally:
+        await admin.close()
+    if missing:
+        raise UnknownTopicOrPartitionError(f"topics not there yet: {', '.join(sorted(missing))}")
+
+
+async def create_topics(access: KafkaAccess, topics: Topics, partitions: int = 3) -> None:
+    """Idempotent: topics that exist already are left as they are, and on a broker that checks ACLs
+    each service identity gets its grants on them. Only an administrator identity may do this. Each
+    partition gets three replicas, or one per broker on a smaller cluster (aiokafka cannot ask for the
+    broker's default)."""
+    admin = AIOKafkaAdminClient(**access.client_args())
+    await admin.start()
+    try:
+        if access.tls is not None:
+            await create_acls(admin, topics)
         existing = set(await admin.list_topics())
         replicas = min(3, len((await admin.describe_cluster())["brokers"]))
         wanted = [
@@ -73,10 +223,10 @@ async def create_topics(bootstrap: str, topics: Topics, partitions: int = 3) -> 
         await admin.close()
 
 
-def make_producer(bootstrap: str, client_id: str, request_timeout_ms: int = 10_000) -> AIOKafkaProducer:
+def make_producer(access: KafkaAccess, client_id: str, request_timeout_ms: int = 10_000) -> AIOKafkaProducer:
     """acks=all on an idempotent producer: a send that returns is on every in-sync replica, once."""
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **access.client_args(),
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
@@ -112,11 +262,21 @@ def header_value(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...
 
 class EventPublisher:
     """Sends events and envelopes with acks=all, starting its producer lazily so a service can come up
-    while Kafka is down and answer 503 until it returns."""
+    while Kafka is down and answer 503 until it returns. `notice_events`: the topic its notice.* events
+    go to (each service writes its own: ingest the deliveries topic, the gateway the events topic);
+    every other event goes to the admin topic."""
 
-    def __init__(self, bootstrap: str, client_id: str, topics: Topics, timeout_s: float) -> None:
+    def __init__(
+        self,
+        access: KafkaAccess,
+        client_id: str,
+        topics: Topics,
+        timeout_s: float,
+        notice_events: str | None = None,
+    ) -> None:
         self.topics = topics
-        self._bootstrap = bootstrap
+        self.notice_events = notice_events or topics.deliveries
+        self._access = access
         self._client_id = client_id
         self._timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
@@ -125,7 +285,7 @@ class EventPublisher:
     async def _ready(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                producer = make_producer(self._bootstrap, self._client_id, int(self._timeout_s * 1000))
+                producer = make_producer(self._access, self._client_id, int(self._timeout_s * 1000))
                 try:
                     await asyncio.wait_for(producer.start(), self._timeout_s)
                 except (TimeoutError, KafkaError, OSError) as exc:
@@ -148,7 +308,7 @@ class EventPublisher:
         return metadata.partition, metadata.offset
 
     def _routed(self, event: Event, source: str) -> tuple[str, str, bytes, list[tuple[str, bytes]]]:
-        topic = self.topics.deliveries if event.type.value.startswith("notice.") else self.topics.admin
+        topic = self.notice_events if event.type.value.startswith("notice.") else self.topics.admin
         key = event.case_ref or event.agency or event.actor
         headers = cloud_headers(f"org.deskbridge.{event.type.value}", event.event_id, source)
         return topic, key, event.model_dump_json().encode(), headers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +17,16 @@ class Settings(BaseSettings):
         description="SQLAlchemy async URL; SQLite locally, PostgreSQL (postgresql+asyncpg://) in production.",
     )
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL"] = Field(
+        default="PLAINTEXT",
+        description="SSL: TLS to the brokers, checked against kafka_ca_file, the service known to them by "
+        "its client certificate (mutual TLS; `make run` and the tests make one per service).",
+    )
+    kafka_ca_file: Path | None = Field(
+        default=None, description="PEM: the CA the brokers' certificates chain to."
+    )
+    kafka_cert_file: Path | None = Field(default=None, description="PEM: this service's client certificate.")
+    kafka_key_file: Path | None = Field(default=None, description="PEM: the private key of kafka_cert_file.")
     topic_prefix: str = Field(default="", description="Prepended to every topic name; isolates tests.")
     topic_partitions: int = 3
     desk_agency: str = "kr-desk"

@@ -61,6 +61,8 @@ def test_the_quick_bench_reports_every_section_with_positive_figures(
             str(out),
             "--bootstrap",
             kafka_broker.bootstrap,
+            "--kafka-certs",
+            str(kafka_broker.certificates.folder if kafka_broker.certificates else ""),
             "--database-url",
             database_url,
         ],

@@ -25,7 +25,7 @@ import yaml
 from services.audit.app import create_app as create_audit_app
 from services.cli import stack
 from services.gateway.app import create_app as create_gateway_app
-from services.platform.kafka import MAX_RECORD_BYTES, Topics
+from services.platform.kafka import MAX_RECORD_BYTES, Topics, grants, principal
 from services.platform.settings import Settings
 from tests.support.fixtures import REPO_ROOT
 
@@ -41,14 +41,8 @@ SERVICE_COMMANDS = {name: ["python", "-m", f"services.{name}"] for name in stack
 MIGRATE_COMMAND = ["alembic", "upgrade", "head"]
 
 # Settings the deployment files set before the code reads them: issue 14's metrics work adds ingest's
-# metrics port, and its Kafka work the client's TLS files. Remove each from here once its field exists.
-PENDING_SETTINGS = {
-    "DESKBRIDGE_INGEST_METRICS_PORT",
-    "DESKBRIDGE_KAFKA_SECURITY_PROTOCOL",
-    "DESKBRIDGE_KAFKA_CA_FILE",
-    "DESKBRIDGE_KAFKA_CERT_FILE",
-    "DESKBRIDGE_KAFKA_KEY_FILE",
-}
+# metrics port. Remove each from here once its field exists.
+PENDING_SETTINGS = {"DESKBRIDGE_INGEST_METRICS_PORT"}
 
 
 def _yaml(path: Path) -> Any:
@@ -332,9 +326,8 @@ def test_kafka_acls_give_each_service_identity_only_its_part() -> None:
     assert set(_grants()) == {f"deskbridge-{name}" for name in stack.SERVICES}
     assert _who("Write", topics.notices) == {"gateway"}
     assert _who("Write", topics.dead_letters) == {"ingest"}
-    # The gateway's own notice.* events (fetched, acknowledged, refused) go to deliveries today
-    # (EventPublisher._routed); kafka-users.yaml says so where it grants it.
-    assert _who("Write", topics.deliveries) == {"ingest", "gateway"}
+    assert _who("Write", topics.deliveries) == {"ingest"}
+    assert _who("Write", topics.events) == {"gateway"}  # its own notice.* events
     assert _who("Write", topics.admin) == {"gateway", "ingest"}
     assert not any(operation == "Write" for _, _, operation in _grants()["deskbridge-audit"])
     assert _who("Read", topics.notices) == {"ingest", "audit"}
@@ -342,6 +335,17 @@ def test_kafka_acls_give_each_service_identity_only_its_part() -> None:
         assert "audit" in _who("Read", topic)
     for acls in _grants().values():
         assert not {op for kind, _, op in acls if kind == "cluster" or op in ("Create", "Alter", "All")}
+
+
+def test_kafka_users_grant_what_the_code_grants_on_the_brokers_it_runs() -> None:
+    """services/platform/kafka.py `grants` is what `make run` and the tests apply (principal
+    User:CN=deskbridge-<service>, as Strimzi names a KafkaUser's certificate subject)."""
+    granted = {
+        f"deskbridge-{service}": {(kind, name, op) for kind, name, operations in acls for op in operations}
+        for service, acls in grants(Topics()).items()
+    }
+    assert _grants() == granted
+    assert {principal(service) for service in grants(Topics())} == {f"User:CN={user}" for user in _grants()}
 
 
 def test_consumer_groups_are_the_ones_the_consumers_join() -> None:

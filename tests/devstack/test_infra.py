@@ -20,12 +20,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from devstack.kafka import KafkaBroker, ensure_jars, free_port
 from devstack.processes import spawn_child
+from services.platform.kafka import KafkaAccess
 from tests.support.fixtures import REPO_ROOT
 from tests.support.postgres import PostgresCluster
 
 
-async def _create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _create_topic(kafka: KafkaAccess, name: str, partitions: int = 1) -> None:
+    admin = AIOKafkaAdminClient(**kafka.client_args())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name=name, num_partitions=partitions, replication_factor=1)])
@@ -33,8 +34,8 @@ async def _create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
         await admin.close()
 
 
-async def _produce(bootstrap: str, topic: str, *values: bytes) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+async def _produce(kafka: KafkaAccess, topic: str, *values: bytes) -> None:
+    producer = AIOKafkaProducer(**kafka.client_args(), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for value in values:
@@ -43,9 +44,9 @@ async def _produce(bootstrap: str, topic: str, *values: bytes) -> None:
         await producer.stop()
 
 
-async def _consume(bootstrap: str, topic: str, count: int) -> list[bytes]:
+async def _consume(kafka: KafkaAccess, topic: str, count: int) -> list[bytes]:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        topic, **kafka.client_args(), auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     try:
@@ -62,14 +63,14 @@ async def _consume(bootstrap: str, topic: str, count: int) -> list[bytes]:
 
 async def test_kafka_produce_consume(kafka_broker: KafkaBroker, topic_prefix: str) -> None:
     topic = f"{topic_prefix}infra"
-    await _create_topic(kafka_broker.bootstrap, topic, partitions=3)
-    await _produce(kafka_broker.bootstrap, topic, b"one", b"two")
-    assert await _consume(kafka_broker.bootstrap, topic, 2) == [b"one", b"two"]
+    await _create_topic(kafka_broker.access(), topic, partitions=3)
+    await _produce(kafka_broker.access(), topic, b"one", b"two")
+    assert await _consume(kafka_broker.access(), topic, 2) == [b"one", b"two"]
 
 
 async def test_kafka_rejects_unknown_topic(kafka_broker: KafkaBroker, topic_prefix: str) -> None:
     # auto.create.topics.enable=false: metadata for a never-created topic must stay empty.
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_broker.access().client_args())
     await admin.start()
     try:
         assert f"{topic_prefix}nope" not in await admin.list_topics()
@@ -78,7 +79,7 @@ async def test_kafka_rejects_unknown_topic(kafka_broker: KafkaBroker, topic_pref
 
 
 async def test_kafka_data_survives_restart_and_crash(tmp_path: Path) -> None:
-    # A private broker: stopping/killing the session broker would disturb other tests.
+    # A private broker (open plaintext): stopping/killing the session broker would disturb other tests.
     broker = KafkaBroker(
         jar_dir=ensure_jars(REPO_ROOT / "deploy" / "kafka"),
         data_dir=tmp_path / "kafka",
@@ -88,15 +89,15 @@ async def test_kafka_data_survives_restart_and_crash(tmp_path: Path) -> None:
     )
     topic = "restart"
     with broker:
-        await _create_topic(broker.bootstrap, topic)
-        await _produce(broker.bootstrap, topic, b"before-stop")
+        await _create_topic(broker.access(), topic)
+        await _produce(broker.access(), topic, b"before-stop")
         broker.stop()
         assert not broker.is_running()
         broker.start()
-        await _produce(broker.bootstrap, topic, b"before-kill")
+        await _produce(broker.access(), topic, b"before-kill")
         broker.kill()  # acked records are in the page cache, so a JVM crash must not lose them
         broker.start()
-        assert await _consume(broker.bootstrap, topic, 2) == [b"before-stop", b"before-kill"]
+        assert await _consume(broker.access(), topic, 2) == [b"before-stop", b"before-kill"]
     assert not broker.is_running()
 
 

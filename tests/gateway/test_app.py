@@ -22,11 +22,12 @@ from services.gateway.app import create_app
 from services.ingest.main import run as run_ingest
 from services.notices.models import Submission
 from services.platform.database import make_engine, make_sessionmaker, upgrade
-from services.platform.kafka import EventPublisher, Topics, create_topics
+from services.platform.kafka import EventPublisher, KafkaAccess, Topics, create_topics
 from services.platform.settings import Settings
 from tests.conftest import (
     ServiceTasks,
     Stack,
+    as_service,
     enrol_demo,
     eventually,
     receipt,
@@ -320,13 +321,14 @@ async def test_the_database_killed_under_gateway_and_ingest_is_an_outage_at_both
         home = tmp_path / "demo"
         settings = stack_settings(kafka_broker, url, topic_prefix, home)
         topics = Topics(topic_prefix)
-        await create_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)
-        publisher = EventPublisher(settings.kafka_bootstrap, "tests", topics, 10)
+        kafka = KafkaAccess.of(settings)
+        await create_topics(kafka, topics, settings.topic_partitions)
+        publisher = EventPublisher(kafka, "tests", topics, 10)
         await enrol_demo(settings, home, publisher)
-        gateway = await services.serve(create_app(settings), free_port())
-        services.run(run_ingest(settings, services.stop))
+        gateway = await services.serve(create_app(as_service(settings, kafka_broker, "gateway")), free_port())
+        services.run(run_ingest(as_service(settings, kafka_broker, "ingest"), services.stop))
         engine = make_engine(url)
-        down = Stack(settings, home, gateway, "", make_sessionmaker(engine), publisher, topics)
+        down = Stack(settings, kafka, home, gateway, "", make_sessionmaker(engine), publisher, topics)
         desk = down.client("kr-desk")
         assert (await desk.post("/v1/notices", json=notice_body(PARTNERS))).status_code == 202
 
@@ -377,7 +379,8 @@ async def test_directory_lists_agencies_and_public_keys_only(stack: Stack) -> No
 async def test_broker_killed_under_a_running_gateway_gives_503_then_recovers(
     stack: Stack, tmp_path: Path
 ) -> None:
-    """The broker dies after the gateway has been using it: no 202 while it is down, 202 once it is back."""
+    """The broker dies after the gateway has been using it: no 202 while it is down, 202 once it is back.
+    (A broker of its own, open plaintext: only the session's checks identities.)"""
     broker = KafkaBroker(
         jar_dir=REPO_ROOT / "deploy" / "kafka" / "target" / "dependency",
         data_dir=tmp_path / "kafka",
@@ -387,9 +390,14 @@ async def test_broker_killed_under_a_running_gateway_gives_503_then_recovers(
     )
     await asyncio.to_thread(broker.start)
     settings = Settings(
-        **{**stack.settings.model_dump(), "kafka_bootstrap": broker.bootstrap, "kafka_send_timeout_s": 3}
+        **{
+            **stack.settings.model_dump(),
+            "kafka_bootstrap": broker.bootstrap,
+            "kafka_security_protocol": "PLAINTEXT",
+            "kafka_send_timeout_s": 3,
+        }
     )
-    await create_topics(broker.bootstrap, Topics(settings.topic_prefix))
+    await create_topics(KafkaAccess(broker.bootstrap), Topics(settings.topic_prefix))
     services = ServiceTasks()
     url = await services.serve(create_app(settings), free_port())
     try:

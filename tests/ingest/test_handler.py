@@ -107,7 +107,7 @@ def _start_ingest(stack: Stack) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DESKBRIDGE_DATABASE_URL": stack.settings.database_url,
-        "DESKBRIDGE_KAFKA_BOOTSTRAP": stack.settings.kafka_bootstrap,
+        **stack.environment("ingest"),
         "DESKBRIDGE_TOPIC_PREFIX": stack.settings.topic_prefix,
         "DESKBRIDGE_LOG_LEVEL": "warning",
     }

@@ -414,7 +414,7 @@ async def test_a_revoked_key_is_refused_at_once_by_the_gateway_and_by_ingest(sta
 async def _first_dead_letter(stack: Stack) -> dict[str, str | None]:
     consumer = AIOKafkaConsumer(
         stack.topics.dead_letters,
-        bootstrap_servers=stack.settings.kafka_bootstrap,
+        **stack.kafka.client_args(),
         auto_offset_reset="earliest",
     )
     await consumer.start()

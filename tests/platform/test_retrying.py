@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 from services.delivery.notify import InboxNotifier
 from services.platform.consumer import BATCH_RETRY, START_RETRY, Batch, _until_done, until_reachable
-from services.platform.kafka import Topics
+from services.platform.kafka import KafkaAccess, Topics
 from services.platform.retrying import sleep_until
 
 RECORDS: Batch = []  # the loop hands the batch on as it is; its records do not matter here
@@ -140,13 +140,13 @@ async def test_stop_ends_the_start_backoff_at_once_with_a_kafka_error() -> None:
 async def test_the_notifier_reconnects_every_2_s_and_stops_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     notifier, stop, follows = InboxNotifier(), asyncio.Event(), []
 
-    async def lose_the_broker(bootstrap: str, topics: Topics, stop: asyncio.Event) -> None:
-        follows.append(bootstrap)
+    async def lose_the_broker(access: KafkaAccess, topics: Topics, stop: asyncio.Event) -> None:
+        follows.append(access.bootstrap)
         raise KafkaConnectionError("broker went away")
 
     monkeypatch.setattr(notifier, "_follow", lose_the_broker)
     with capture_logs() as logs:
-        following = asyncio.create_task(notifier.run("127.0.0.1:9", Topics("t-"), stop))
+        following = asyncio.create_task(notifier.run(KafkaAccess("127.0.0.1:9"), Topics("t-"), stop))
         await asyncio.sleep(0.1)
         stopped_at = time.monotonic()
         stop.set()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.certs import ensure_certificates
 from devstack.kafka import KafkaBroker, ensure_jars, free_port
 from tests.support.postgres import PostgresCluster
 
@@ -22,12 +23,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    """One real KRaft Kafka broker for the whole session; tests isolate via ``topic_prefix``."""
+    """One real KRaft Kafka broker for the whole session; tests isolate via ``topic_prefix``. Closed to
+    strangers as in production: TLS with client certificates and ACLs (``broker.certificates``)."""
     broker = KafkaBroker(
         jar_dir=ensure_jars(REPO_ROOT / "deploy" / "kafka"),
         data_dir=tmp_path_factory.mktemp("kafka"),
         port=free_port(),
         controller_port=free_port(),
+        certificates=ensure_certificates(tmp_path_factory.mktemp("kafka-tls")),
     )
     broker.start(timeout=120)
     try:

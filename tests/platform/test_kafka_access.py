@@ -1,0 +1,94 @@
+"""Kafka closed to strangers: the session broker speaks only TLS with a client certificate from its CA, and
+each identity may do what its ACLs grant (services/platform/kafka.py grants), nothing more."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+)
+
+from devstack.kafka import KafkaBroker
+from services.platform.kafka import KafkaAccess, Topics, create_topics, make_producer
+
+# An identity that may write no topic at all is refused its idempotent producer's id before any write.
+REFUSED = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
+
+
+@pytest.fixture
+async def topics(kafka_broker: KafkaBroker, topic_prefix: str) -> Topics:
+    made = Topics(topic_prefix)
+    await create_topics(kafka_broker.access(), made)
+    return made
+
+
+async def _write(kafka: KafkaAccess, topic: str) -> int:
+    producer = make_producer(kafka, "tests-acl", request_timeout_ms=5000)
+    try:
+        await producer.start()
+        return (await producer.send_and_wait(topic, b"{}", key=b"KD-2025-0001")).offset
+    finally:
+        await producer.stop()
+
+
+async def test_a_plaintext_client_cannot_even_connect(kafka_broker: KafkaBroker, topics: Topics) -> None:
+    with pytest.raises(KafkaConnectionError):
+        await _write(KafkaAccess(kafka_broker.bootstrap), topics.notices)
+
+
+async def test_tls_without_a_client_certificate_is_refused(kafka_broker: KafkaBroker, topics: Topics) -> None:
+    """The broker's certificate checks out, but the broker wants the client's: the handshake fails."""
+    assert kafka_broker.certificates is not None
+    anonymous = ssl.create_default_context(cafile=str(kafka_broker.certificates.ca))
+    with pytest.raises(KafkaConnectionError):
+        await _write(KafkaAccess(kafka_broker.bootstrap, anonymous), topics.notices)
+
+
+async def test_only_the_gateway_writes_the_notices_topic(kafka_broker: KafkaBroker, topics: Topics) -> None:
+    assert await _write(kafka_broker.access("gateway"), topics.notices) >= 0
+    with pytest.raises(TopicAuthorizationFailedError):
+        await _write(kafka_broker.access("ingest"), topics.notices)
+    for stranger in ("audit", "intruder"):
+        with pytest.raises(REFUSED):
+            await _write(kafka_broker.access(stranger), topics.notices)
+
+
+async def test_only_ingest_writes_deliveries_and_dead_letters(
+    kafka_broker: KafkaBroker, topics: Topics
+) -> None:
+    for topic in (topics.deliveries, topics.dead_letters):
+        assert await _write(kafka_broker.access("ingest"), topic) >= 0
+        for other in ("gateway", "audit", "intruder"):
+            with pytest.raises(REFUSED):
+                await _write(kafka_broker.access(other), topic)
+
+
+async def test_audit_writes_nothing(kafka_broker: KafkaBroker, topics: Topics) -> None:
+    for topic in topics.all():
+        with pytest.raises(REFUSED):
+            await _write(kafka_broker.access("audit"), topic)
+
+
+async def _read_as(kafka: KafkaAccess, topic: str, group: str) -> None:
+    consumer = AIOKafkaConsumer(topic, **kafka.client_args(), group_id=group, auto_offset_reset="earliest")
+    try:
+        await consumer.start()
+        await consumer.getmany(timeout_ms=3000)
+        await consumer.commit({TopicPartition(topic, 0): 0})
+    finally:
+        await consumer.stop()
+
+
+async def test_a_consumer_joins_its_own_group_only(kafka_broker: KafkaBroker, topics: Topics) -> None:
+    await _read_as(kafka_broker.access("ingest"), topics.notices, topics.group("ingest"))
+    with pytest.raises(GroupAuthorizationFailedError):
+        await _read_as(kafka_broker.access("ingest"), topics.notices, topics.group("audit"))
+    with pytest.raises(KafkaError):  # a topic it may not read: not even its metadata
+        await _read_as(kafka_broker.access("intruder"), topics.notices, topics.group("ingest"))
