@@ -4,10 +4,15 @@ certificate per identity, all PEM files in one folder, made once when missing.
 The broker authenticates clients by their certificate (mutual TLS) and knows each as
 ``User:CN=deskbridge-<name>`` (services.platform.kafka.principal); its ACLs say what each may do. The
 ``intruder`` is signed by the same CA but granted nothing: the tests show what it is refused.
+
+For Compose (docs/deploy.md), with the broker's host name on its certificate::
+
+    python -m devstack.certs deploy/secrets/kafka --broker-host kafka
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import ipaddress
 from dataclasses import dataclass
@@ -42,7 +47,8 @@ class Certificates:
         return self.folder / f"{name}.key"
 
     def keystore(self, name: str) -> Path:
-        """The key and certificate in one file: Kafka's PEM key store (ssl.keystore.type=PEM)."""
+        """The key and certificate in one file: a Kafka PEM key store (ssl.keystore.type=PEM), for the
+        broker and for Kafka's own tools."""
         return self.folder / f"{name}.pem"
 
     def settings(self, name: str) -> dict[str, str]:
@@ -78,14 +84,19 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> bytes:
     return pem
 
 
-def ensure_certificates(folder: Path) -> Certificates:
-    """The certificates in `folder`, made first if any is missing (all of them again, under a new CA)."""
+def _san(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def ensure_certificates(folder: Path, broker_hosts: tuple[str, ...] = ()) -> Certificates:
+    """The certificates in `folder`, made first if any is missing (all of them again, under a new CA).
+    The broker's names the loopback addresses and `broker_hosts`: what clients dial."""
     certs = Certificates(Path(folder).resolve())
-    wanted = [
-        certs.ca,
-        *(p for n in IDENTITIES for p in (certs.cert(n), certs.key(n))),
-        certs.keystore(BROKER),
-    ]
+    files = (certs.cert, certs.key, certs.keystore)
+    wanted = [certs.ca, *(file(name) for name in IDENTITIES for file in files)]
     if all(path.exists() for path in wanted):
         return certs
     certs.folder.mkdir(parents=True, exist_ok=True)
@@ -125,16 +136,30 @@ def ensure_certificates(folder: Path) -> Certificates:
             )
         )
         if name == BROKER:  # clients and the other brokers check the name they dialled
+            hosts = ("localhost", "127.0.0.1", *broker_hosts)
             builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
+                x509.SubjectAlternativeName([_san(host) for host in hosts]), critical=False
             )
         cert = builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
         key_pem = _write_key(certs.key(name), key)
         certs.cert(name).write_bytes(cert)
-        if name == BROKER:
-            certs.keystore(name).write_bytes(key_pem + cert)
-            certs.keystore(name).chmod(0o600)
+        certs.keystore(name).write_bytes(key_pem + cert)
+        certs.keystore(name).chmod(0o600)
     return certs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Make the Kafka CA and identities' certificates if missing.")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument(
+        "--broker-host", action="append", default=[], help="a name clients dial the broker by"
+    )
+    args = parser.parse_args(argv)
+    certs = ensure_certificates(args.folder, tuple(args.broker_host))
+    print(
+        f"Kafka certificates in {certs.folder}: ca.crt, and <name>.crt/.key/.pem for {', '.join(IDENTITIES)}"
+    )
+
+
+if __name__ == "__main__":
+    main()

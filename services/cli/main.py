@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -51,6 +52,7 @@ keys_app = typer.Typer(no_args_is_help=True, help="Make and register an agency's
 case_app = typer.Typer(no_args_is_help=True, help="Follow a case: its notices and replies as a thread.")
 directory_app = typer.Typer(no_args_is_help=True, help="Pin and read the signed agency directory.")
 credential_app = typer.Typer(no_args_is_help=True, help="Issue (administrator) and rotate API credentials.")
+kafka_app = typer.Typer(no_args_is_help=True, help="Prepare the Kafka cluster (administrator).")
 for sub, name in (
     (notice_app, "notice"),
     (inbox_app, "inbox"),
@@ -61,6 +63,7 @@ for sub, name in (
     (credential_app, "credential"),
     (case_app, "case"),
     (directory_app, "directory"),
+    (kafka_app, "kafka"),
 ):
     app.add_typer(sub, name=name)
 
@@ -135,6 +138,19 @@ def up(
             run_stack(var, kafka_port, gateway_port, audit_port)
         except RuntimeError as exc:
             raise ClientError(str(exc)) from exc
+
+
+@kafka_app.command("setup")
+def kafka_setup() -> None:
+    """Make the topics, and on a broker that checks ACLs grant each service identity its part; as the
+    administrator identity the DESKBRIDGE_KAFKA_* settings name. Run it again at will: it only adds."""
+    from services.platform.kafka import KafkaAccess, Topics, create_topics
+    from services.platform.settings import Settings
+
+    settings = Settings()
+    topics = Topics(settings.topic_prefix)
+    asyncio.run(create_topics(KafkaAccess.of(settings), topics, settings.topic_partitions))
+    typer.echo(f"Kafka topics ready: {', '.join(topics.all())}")
 
 
 @agency_app.command("add")

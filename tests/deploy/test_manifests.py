@@ -100,7 +100,7 @@ def test_the_compose_schema_refuses_what_compose_would() -> None:
     misspelt = _compose()
     misspelt["services"]["gateway"]["healthcheck"]["intervall"] = "10s"
     wrong_type = _compose()
-    wrong_type["services"]["gateway"]["depends_on"]["kafka"]["condition"] = "service_alive"
+    wrong_type["services"]["gateway"]["depends_on"]["kafka-setup"]["condition"] = "service_alive"
     for broken in (misspelt, wrong_type):
         assert list(schema.iter_errors(broken))
 
@@ -144,6 +144,26 @@ def test_compose_secrets_that_are_settings_land_where_the_settings_point() -> No
                 value for value in environment.values() if str(value) in (path, str(Path(path).parent))
             ]
             assert pointed, f"{name}: nothing points at {path}"
+
+
+def test_compose_gives_each_service_its_own_kafka_identity() -> None:
+    """Each service mounts its own client certificate and the CA, nothing of another identity; the broker
+    wants TLS with a client certificate everywhere, and only its own and the administrator's identities
+    are super users; the topics and grants are made before any service starts."""
+    services = _compose()["services"]
+    for name in [*stack.SERVICES, "kafka-setup"]:
+        identity = "admin" if name == "kafka-setup" else name
+        kafka = {s["source"] for s in services[name]["secrets"] if s["source"].startswith("kafka_")}
+        assert kafka == {"kafka_ca", f"kafka_{identity}_cert", f"kafka_{identity}_key"}, name
+        assert services[name]["environment"]["DESKBRIDGE_KAFKA_SECURITY_PROTOCOL"] == "SSL"
+    broker = services["kafka"]["environment"]
+    assert set(broker["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")) == {"CLIENT:SSL", "CONTROLLER:SSL"}
+    assert broker["KAFKA_SSL_CLIENT_AUTH"] == "required"
+    assert broker["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert broker["KAFKA_SUPER_USERS"].split(";") == [principal("broker"), principal("admin")]
+    assert services["kafka-setup"]["command"] == ["deskbridge", "kafka", "setup"]
+    for name in stack.SERVICES:
+        assert services[name]["depends_on"]["kafka-setup"]["condition"] == "service_completed_successfully"
 
 
 def test_prometheus_scrapes_every_service_where_it_listens() -> None:

@@ -3,6 +3,7 @@ each identity may do what its ACLs grant (services/platform/kafka.py grants), no
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 import pytest
@@ -14,8 +15,10 @@ from aiokafka.errors import (
     KafkaError,
     TopicAuthorizationFailedError,
 )
+from typer.testing import CliRunner
 
 from devstack.kafka import KafkaBroker
+from services.cli.main import app
 from services.platform.kafka import KafkaAccess, Topics, create_topics, make_producer
 
 # An identity that may write no topic at all is refused its idempotent producer's id before any write.
@@ -92,3 +95,23 @@ async def test_a_consumer_joins_its_own_group_only(kafka_broker: KafkaBroker, to
         await _read_as(kafka_broker.access("ingest"), topics.notices, topics.group("audit"))
     with pytest.raises(KafkaError):  # a topic it may not read: not even its metadata
         await _read_as(kafka_broker.access("intruder"), topics.notices, topics.group("ingest"))
+
+
+def test_kafka_setup_makes_the_topics_and_grants_as_the_administrator(
+    kafka_broker: KafkaBroker, topic_prefix: str
+) -> None:
+    """`deskbridge kafka setup` (Compose's kafka-setup): after it, the gateway may write its topic."""
+    assert kafka_broker.certificates is not None
+    environment = {
+        **kafka_broker.certificates.settings("admin"),
+        "DESKBRIDGE_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
+        "DESKBRIDGE_TOPIC_PREFIX": topic_prefix,
+    }
+    done = CliRunner().invoke(app, ["kafka", "setup"], env=environment)
+    assert done.exit_code == 0, done.output
+    topics = Topics(topic_prefix)
+    assert topics.events in done.output
+    assert asyncio.run(_write(kafka_broker.access("gateway"), topics.events)) >= 0
+    gateway = {**environment, **kafka_broker.certificates.settings("gateway")}
+    refused = CliRunner().invoke(app, ["kafka", "setup"], env=gateway)
+    assert refused.exit_code != 0  # only the administrator may make topics and grant rights
