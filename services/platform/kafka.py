@@ -101,6 +101,7 @@ WRITE, READ = ("Write", "Describe"), ("Read", "Describe")
 
 
 def grants(topics: Topics) -> dict[str, list[Grant]]:
+    """Each service's grants on these topics (their names carry the prefix, so tests' topics get theirs)."""
     return {
         "gateway": [
             ("topic", topics.notices, WRITE),  # submissions and recalls
@@ -111,11 +112,8 @@ def grants(topics: Topics) -> dict[str, list[Grant]]:
         "ingest": [
             ("topic", topics.notices, READ),
             ("group", topics.group("ingest"), ("Read",)),
-            (
-                "topic",
-                topics.deliveries,
-                WRITE,
-            ),  # delivered, rejected, expired, escalated, fetched by webhook
+            # delivered, rejected, expired, escalated, recalled, fetched by webhook
+            ("topic", topics.deliveries, WRITE),
             ("topic", topics.dead_letters, WRITE),
             ("topic", topics.admin, WRITE),  # parked webhooks
         ],
