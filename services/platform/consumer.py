@@ -64,7 +64,7 @@ async def consume(
 
 
 async def until_reachable(connect: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:
-    """Runs `connect` (start a consumer, create the topics), retrying while Kafka is out of reach, so a
+    """Runs `connect` (start a consumer, find its topics), retrying while Kafka is out of reach, so a
     service started before its broker waits for it. The first attempt is always made; once `stop` is set
     no further one is, and it gives up with a KafkaError: nothing was done."""
     async for attempt in until_stopped(stop, KafkaError, START_BACKOFF, log, START_RETRY, describe=str):
