@@ -19,7 +19,9 @@ from typer.testing import CliRunner
 
 from devstack.kafka import KafkaBroker
 from services.cli.main import app
+from services.platform.consumer import ready_topics
 from services.platform.kafka import KafkaAccess, Topics, create_topics, make_producer
+from services.platform.settings import Settings
 
 # An identity that may write no topic at all is refused its idempotent producer's id before any write.
 REFUSED = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
@@ -115,3 +117,21 @@ def test_kafka_setup_makes_the_topics_and_grants_as_the_administrator(
     gateway = {**environment, **kafka_broker.certificates.settings("gateway")}
     refused = CliRunner().invoke(app, ["kafka", "setup"], env=gateway)
     assert refused.exit_code != 0  # only the administrator may make topics and grant rights
+
+
+async def test_a_service_waits_for_its_topics_and_never_makes_them(
+    kafka_broker: KafkaBroker, topic_prefix: str
+) -> None:
+    """Started before the administrator made the topics, ingest waits for them instead of failing."""
+    assert kafka_broker.certificates is not None
+    settings = Settings(
+        **kafka_broker.certificates.fields("ingest"),
+        kafka_bootstrap=kafka_broker.bootstrap,
+        topic_prefix=topic_prefix,
+    )
+    stop = asyncio.Event()
+    waiting = asyncio.create_task(ready_topics(settings, stop, "ingest"))
+    await asyncio.sleep(1.5)
+    assert not waiting.done()
+    await create_topics(kafka_broker.access(), Topics(topic_prefix))
+    assert await asyncio.wait_for(waiting, 30) == Topics(topic_prefix)
