@@ -355,12 +355,31 @@ async def acknowledgements(session: AsyncSession, notice_id: str) -> Acknowledge
     return Acknowledgements(notice.envelope_sha256, receipts)
 
 
+def within(rows: list[tuple[Delivery, NoticeRow]], max_bytes: int) -> list[tuple[Delivery, NoticeRow]]:
+    """The first rows whose envelopes fit `max_bytes` together, and always the first: a page of 500
+    envelopes at their 2 MiB limit would be a gigabyte in one answer."""
+    kept: list[tuple[Delivery, NoticeRow]] = []
+    total = 0
+    for delivery, notice in rows:
+        total += len(notice.envelope)
+        if kept and total > max_bytes:
+            break
+        kept.append((delivery, notice))
+    return kept
+
+
 async def take(
-    session: AsyncSession, publisher: EventPublisher, agency: str, after: int, limit: int, only: InboxFilter
+    session: AsyncSession,
+    publisher: EventPublisher,
+    agency: str,
+    after: int,
+    limit: int,
+    only: InboxFilter,
+    max_bytes: int,
 ) -> list[InboxItem]:
-    """One page of the agency's inbox, marked fetched (caller commits); the audit trail learns of each
-    first fetch before the state changes."""
-    rows = await inbox(session, agency, after, limit, only)
+    """One page of the agency's inbox, at most `limit` notices and about `max_bytes` of envelopes, marked
+    fetched (caller commits); the audit trail learns of each first fetch before the state changes."""
+    rows = within(await inbox(session, agency, after, limit, only), max_bytes)
     await publisher.publish_many(fetched_events(rows, agency), SOURCE)
     await mark_fetched(session, rows)
     return [inbox_item(d, n) for d, n in rows]

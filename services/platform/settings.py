@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     )
     rate_limit_per_s: float = Field(default=500, description="Submissions per second per agency and gateway.")
     rate_limit_burst: float = 1000
+    inbox_page_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1,
+        description="An inbox page or stream batch stops before its envelopes pass this many bytes (at least "
+        "one notice per page).",
+    )
     inbox_max_pending: int = Field(default=10_000, description="Unacknowledged notices one inbox may hold.")
     inbox_count_s: float = Field(
         default=1.0, description="How often a gateway re-counts an inbox's pending notices for the cap."
