@@ -1,5 +1,5 @@
-"""The consume loop both consumers share: batches, manual commits after the work is durable, and the retry
-loops it and the inbox notifier run until their service stops.
+"""The consume loop both consumers share: batches, manual commits after the work is durable, a trace span
+per record, and the retry loops it and the inbox notifier run until their service stops.
 
 `until_stopped` retries the given exceptions with the given backoff (tenacity) and logs a warning before
 each wait; a wait ends the moment the stop event is set, so a service told to stop never sits out a
@@ -21,6 +21,7 @@ from tenacity import RetryCallState, retry_if_exception_type, wait_exponential
 from tenacity.asyncio import AsyncRetrying
 from tenacity.wait import wait_base
 
+from services.platform import tracing
 from services.platform.kafka import Topics, create_topics
 from services.platform.outage import TRANSIENT
 from services.platform.settings import Settings
@@ -58,6 +59,11 @@ async def consume(
         fetch_max_bytes=16 * 1024 * 1024,
     )
     await until_reachable(consumer.start, stop)
+
+    async def traced(records: Batch) -> None:
+        with tracing.processing(records, group_id):  # each record's span, for each attempt
+            await handle_batch(records)
+
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
@@ -66,7 +72,7 @@ async def consume(
             records = [record for partition_records in batches.values() for record in partition_records]
             if not records:
                 continue
-            await _until_done(handle_batch, records, stop)
+            await _until_done(traced, records, stop)
             if stop.is_set():
                 return  # uncommitted: the batch is redelivered to whoever consumes next
             await consumer.commit({partition: rs[-1].offset + 1 for partition, rs in batches.items()})
