@@ -206,7 +206,7 @@ class NoticeHandler:
 
 
 def _ref(record: ConsumerRecord[bytes, bytes]) -> RecordRef:
-    return RecordRef(record.topic, record.partition, record.offset)
+    return RecordRef(record.topic, record.partition, record.offset, tracing.record_traceparent(record))
 
 
 def _parsed(record: ConsumerRecord[bytes, bytes]) -> ParsedEnvelope:
