@@ -8,6 +8,7 @@ import sys
 
 import structlog
 from opentelemetry import trace
+from opentelemetry.trace import format_span_id, format_trace_id
 
 
 def configure(level: str = "info", json: bool = False) -> None:
@@ -46,6 +47,6 @@ def trace_ids(
     from its trace and the other way round (there are none outside a request or a record)."""
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
-        event["trace_id"] = format(context.trace_id, "032x")
-        event["span_id"] = format(context.span_id, "016x")
+        event["trace_id"] = format_trace_id(context.trace_id)
+        event["span_id"] = format_span_id(context.span_id)
     return event

@@ -45,16 +45,6 @@ PROPAGATOR = TraceContextTextMapPropagator()
 TRACE_HEADERS = ("traceparent", "tracestate")
 
 
-def exporting_to(settings: Settings) -> str | None:
-    """Where spans go: our setting, else the standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT; None: nowhere."""
-    return (
-        settings.otel_exporter_otlp_endpoint
-        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        or None
-    )
-
-
 def provider(service: Service, exporter: SpanExporter | None) -> TracerProvider:
     """A tracer provider naming the service. Without `exporter` it samples nothing, so no span records
     an attribute or reaches a processor; with one, the standard OTEL_TRACES_SAMPLER decides (by default
@@ -68,13 +58,17 @@ def provider(service: Service, exporter: SpanExporter | None) -> TracerProvider:
 
 
 def exporter(settings: Settings) -> SpanExporter | None:
-    """OTLP over HTTP to the configured endpoint; None without one (its package is imported only then)."""
-    if exporting_to(settings) is None:
+    """OTLP over HTTP to our setting's endpoint, else to the standard variables'; None without any (the
+    exporter's package is imported only when there is one)."""
+    base = settings.otel_exporter_otlp_endpoint
+    standard = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if not base and not standard:
         return None
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    # Our setting is a base URL like the standard variable, which the exporter reads itself.
-    base = settings.otel_exporter_otlp_endpoint
+    # Our setting is a base URL like OTEL_EXPORTER_OTLP_ENDPOINT; the exporter reads the standard ones itself.
     return OTLPSpanExporter(endpoint=f"{base.rstrip('/')}/v1/traces" if base else None)
 
 
@@ -151,13 +145,17 @@ def _messaging(operation: str, topic: str, key: str | None, ce_id: str | None) -
     return attributes
 
 
-def _headers(record: ConsumerRecord[bytes, bytes], *names: str) -> dict[str, str]:
-    return {key: value.decode(errors="replace") for key, value in record.headers if key in names}
-
-
-def record_context(record: ConsumerRecord[bytes, bytes]) -> Context:
-    """The context the record's producer put in its headers (an empty one if none)."""
-    return context_from(_headers(record, *TRACE_HEADERS))
+def _process_span(record: ConsumerRecord[bytes, bytes], group: str) -> Span:
+    """A CONSUMER span for the record, the child of the context its producer put in its headers."""
+    headers = {k: v.decode(errors="replace") for k, v in record.headers if k in ("ce_id", *TRACE_HEADERS)}
+    key = record.key.decode(errors="replace") if record.key else None
+    attributes: dict[str, str | int] = {
+        **_messaging("process", record.topic, key, headers.get("ce_id")),
+        "messaging.consumer.group.name": group,
+        "messaging.destination.partition.id": str(record.partition),
+        "messaging.kafka.offset": record.offset,
+    }
+    return TRACER.start_span(f"process {record.topic}", context_from(headers), SpanKind.CONSUMER, attributes)
 
 
 _Coords = tuple[str, int, int]
@@ -174,25 +172,7 @@ def processing(records: Sequence[ConsumerRecord[bytes, bytes]], group: str) -> I
     """One CONSUMER span per record of a batch, the child of the context in the record's headers, all
     ending when the batch is durable or failed (a retried batch gets new ones). Inside, `within(record)`
     makes a record's span current."""
-    spans = {
-        _coords(record): TRACER.start_span(
-            f"process {record.topic}",
-            context=record_context(record),
-            kind=SpanKind.CONSUMER,
-            attributes={
-                **_messaging(
-                    "process",
-                    record.topic,
-                    record.key.decode(errors="replace") if record.key else None,
-                    _headers(record, "ce_id").get("ce_id"),
-                ),
-                "messaging.consumer.group.name": group,
-                "messaging.destination.partition.id": str(record.partition),
-                "messaging.kafka.offset": record.offset,
-            },
-        )
-        for record in records
-    }
+    spans = {_coords(record): _process_span(record, group) for record in records}
     token = _batch.set(spans)
     try:
         yield
@@ -224,7 +204,7 @@ def record_traceparent(record: ConsumerRecord[bytes, bytes]) -> str | None:
     with what outlives the batch (a delivered notice)."""
     span = _span_of(record)
     if span is None:
-        return _headers(record, "traceparent").get("traceparent")
+        return next((v.decode(errors="replace") for k, v in record.headers if k == "traceparent"), None)
     return trace_headers(span).get("traceparent")
 
 
