@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from services.delivery.service import acknowledgements
 from services.envelope.errors import KeyFileError
 from services.platform.settings import Settings
-from services.platform.views import BodyLimit, install_error_handlers
+from services.platform.views import TELEMETRY, BodyLimit, install_error_handlers
 from services.transparency import checkpoints
 from services.transparency import views as transparency
 from services.transparency.checkpoints import AuditorQueries, Publisher
@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
         "<credential>` or a request signed with the agency's key). Entries carry metadata and hashes, "
         "never notice contents. Errors are RFC 9457 problem details whose `code` docs/errors.md lists.",
         lifespan=lifespan,
+        telemetry=TELEMETRY,
     )
     install_error_handlers(app)
     # Evidence bundles carry the receipts delivery stored, which sits above the log in the layers.

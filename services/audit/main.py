@@ -10,7 +10,7 @@ import uvicorn
 from services.audit.app import create_app
 from services.audit.handler import AuditHandler
 from services.envelope.service import Freshness
-from services.platform import process
+from services.platform import process, tracing
 from services.platform.consumer import consume, ready_topics
 from services.platform.database import make_engine, make_sessionmaker
 from services.platform.logs import configure
@@ -56,6 +56,7 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     configure(settings.log_level, settings.log_json)
+    tracing.configure(settings, "audit")
     process.run(serve(settings))
 
 

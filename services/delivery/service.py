@@ -39,9 +39,12 @@ SOURCE = "deskbridge/gateway"
 
 @dataclass(frozen=True)
 class RecordRef:
+    """Where ingest found an envelope, and the traceparent of its span that stores it."""
+
     topic: str
     partition: int
     offset: int
+    traceparent: str | None = None
 
 
 def _notice_row(envelope: ParsedEnvelope, ref: RecordRef, now: datetime) -> NoticeRow:
@@ -63,6 +66,7 @@ def _notice_row(envelope: ParsedEnvelope, ref: RecordRef, now: datetime) -> Noti
         kafka_partition=ref.partition,
         kafka_offset=ref.offset,
         ingested_at=now,
+        traceparent=ref.traceparent,
     )
 
 

@@ -160,7 +160,7 @@ class Dispatcher:
             if head is None:
                 return self.poll_s
             await session.commit()  # no transaction stays open while the endpoint answers
-            error = await sender.deliver(hook.url, inbox_item(*head))
+            error = await sender.deliver(hook.url, inbox_item(*head), trace=head[1].traceparent)
             notice_id = head[1].notice_id
             if error is None:
                 await record_delivered(session, self.publisher, hook, head, SOURCE)
@@ -201,7 +201,8 @@ class Dispatcher:
         assert delivery.escalated_at is not None  # next_escalation compares it with the mark
         watch.after = EscalationMark(delivery.escalated_at, delivery.seq)
         await session.commit()  # no transaction stays open while the endpoint answers
-        error = await sender.deliver(hook.url, inbox_item(delivery, notice), WebhookEvent.escalation)
+        item = inbox_item(delivery, notice)
+        error = await sender.deliver(hook.url, item, WebhookEvent.escalation, notice.traceparent)
         if error is None:
             log.info("webhook escalation sent", webhook=hook.id, notice_id=notice.notice_id)
         else:

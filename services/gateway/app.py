@@ -21,7 +21,7 @@ from services.notices import views as notices
 from services.notices.limits import InboxRoom, TokenBuckets
 from services.platform.kafka import EventPublisher, Topics
 from services.platform.settings import Settings
-from services.platform.views import BodyLimit, install_error_handlers
+from services.platform.views import TELEMETRY, BodyLimit, install_error_handlers
 from services.trust import views as trust
 from services.trust.signed_directory import DIRECTORY_KEY_FILE, load_directory_key
 from services.trust.views import open_app_state
@@ -69,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         'nonce and alg="ed25519"; Content-Digest per RFC 9530). Errors are RFC 9457 problem details '
         "whose `code` docs/errors.md lists.",
         lifespan=lifespan,
+        telemetry=TELEMETRY,
     )
     install_error_handlers(app)
     for router in (*notices.ROUTERS, *delivery.ROUTERS, *trust.ROUTERS):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import structlog
 from aiokafka import ConsumerRecord
+from opentelemetry.context import Context
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,6 +22,7 @@ from services.envelope.service import Freshness, ParsedEnvelope, parse_envelope
 from services.notices.admission import admit
 from services.notices.errors import RecallRefused
 from services.notices.service import RECALL_TYPE, apply_recall
+from services.platform import tracing
 from services.platform.consumer import Batch
 from services.platform.errors import Error
 from services.platform.kafka import EventPublisher, cloud_headers, header_value, record_time
@@ -29,6 +31,7 @@ from services.trust.keyring import DirectoryCache, DirectoryView
 
 log = structlog.get_logger("ingest")
 SOURCE = "deskbridge/ingest"
+Announced = list[tuple[Event, Context]]  # events, each with the trace context of the record it is about
 
 
 @dataclass
@@ -48,7 +51,8 @@ class NoticeHandler:
         # The batch's rows commit before its events go out, and both before the caller commits the
         # offsets: a crash in between redelivers, and the same rows and event ids are recognised.
         # The directory is read as of the batch's start: a key revoked later refuses the next batch.
-        events: list[Event] = []
+        # Each record's work, and what it sends, continues its trace (the consume loop's spans).
+        events: Announced = []
         if self.one_transaction_per_batch:
             async with self.sessions() as session:
                 directory = await self.directory.view(session)
@@ -59,27 +63,28 @@ class NoticeHandler:
                 directory = await self.directory.view(session)
             for record in records:
                 events += await self.handle(record, directory)
-        await self.publisher.publish_many(events, SOURCE)
+        await self.publisher.publish_traced(events, SOURCE)
 
-    async def _batch(self, records: Batch, directory: DirectoryView, session: AsyncSession) -> list[Event]:
+    async def _batch(self, records: Batch, directory: DirectoryView, session: AsyncSession) -> Announced:
         """The batch in Kafka order. Plain notices (the bulk of traffic) are verified one by one and then
         written together; a recall, reply or forward first writes the run before it, since it may refer
         to a notice in that run, and then goes alone in a savepoint of its own."""
-        events: list[Event] = []
+        events: Announced = []
         run: list[tuple[ConsumerRecord[bytes, bytes], ParsedEnvelope]] = []
         for record in records:
             if header_value(list(record.headers), "ce_type") != RECALL_TYPE:
-                try:
-                    envelope = _parsed(record)
-                    if envelope.routing.in_reply_to is None and envelope.routing.forwarded_from is None:
-                        await admit(session, directory, envelope, record_time(record), self.freshness)
-                        run.append((record, envelope))
+                with tracing.within(record):
+                    try:
+                        envelope = _parsed(record)
+                        if envelope.routing.in_reply_to is None and envelope.routing.forwarded_from is None:
+                            await admit(session, directory, envelope, record_time(record), self.freshness)
+                            run.append((record, envelope))
+                            continue
+                    except TRANSIENT:
+                        raise
+                    except Exception as exc:  # a poison record must never stop the partition
+                        await self._refuse(record, exc)
                         continue
-                except TRANSIENT:
-                    raise
-                except Exception as exc:  # a poison record must never stop the partition
-                    await self._refuse(record, exc)
-                    continue
             events += await self._write(run, directory, session)
             run = []
             events += await self.handle(record, directory, session)
@@ -90,7 +95,7 @@ class NoticeHandler:
         run: list[tuple[ConsumerRecord[bytes, bytes], ParsedEnvelope]],
         directory: DirectoryView,
         session: AsyncSession,
-    ) -> list[Event]:
+    ) -> Announced:
         if not run:
             return []
         admitted = [(envelope, _ref(record)) for record, envelope in run]
@@ -99,16 +104,17 @@ class NoticeHandler:
                 outcomes = await materialise_many(session, admitted, self.sla)
         except IntegrityError:
             # Another consumer stored one of these notice ids meanwhile: one at a time, which looks again.
-            events: list[Event] = []
+            events: Announced = []
             for record, _ in run:
                 events += await self.handle(record, directory, session)
             return events
         events = []
         for (record, _), outcome in zip(run, outcomes, strict=True):
-            if isinstance(outcome, EnvelopeError):
-                await self.dead_letter(record, outcome.code, outcome.detail)
-            else:
-                events += outcome
+            with tracing.within(record):
+                if isinstance(outcome, EnvelopeError):
+                    await self.dead_letter(record, outcome.code, outcome.detail)
+                else:
+                    events += tracing.in_current_context(outcome)
         return events
 
     async def handle(
@@ -116,18 +122,21 @@ class NoticeHandler:
         record: ConsumerRecord[bytes, bytes],
         directory: DirectoryView,
         shared: AsyncSession | None = None,
-    ) -> list[Event]:
+    ) -> Announced:
         """Routes one record; returns the events its delivery announces (none for a dead letter). With a
         `shared` session its writes go in a savepoint of the batch's transaction."""
-        try:
-            if header_value(list(record.headers), "ce_type") == RECALL_TYPE:
-                return await self._recall(record, shared)
-            return await self._route(record, directory, shared)
-        except TRANSIENT:
-            raise
-        except Exception as exc:  # a poison record must never stop the partition
-            await self._refuse(record, exc)
-        return []
+        with tracing.within(record):
+            try:
+                if header_value(list(record.headers), "ce_type") == RECALL_TYPE:
+                    events = await self._recall(record, shared)
+                else:
+                    events = await self._route(record, directory, shared)
+            except TRANSIENT:
+                raise
+            except Exception as exc:  # a poison record must never stop the partition
+                await self._refuse(record, exc)
+                return []
+            return tracing.in_current_context(events)
 
     async def _refuse(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
         """Dead-letters a record with the reason `exc` gives; called while `exc` is being handled."""
@@ -197,7 +206,7 @@ class NoticeHandler:
 
 
 def _ref(record: ConsumerRecord[bytes, bytes]) -> RecordRef:
-    return RecordRef(record.topic, record.partition, record.offset)
+    return RecordRef(record.topic, record.partition, record.offset, tracing.record_traceparent(record))
 
 
 def _parsed(record: ConsumerRecord[bytes, bytes]) -> ParsedEnvelope:

@@ -14,7 +14,7 @@ from services.delivery.webhooks import RetryPolicy
 from services.envelope.errors import KeyFileError
 from services.envelope.service import Freshness
 from services.ingest.handler import NoticeHandler
-from services.platform import process
+from services.platform import process, tracing
 from services.platform.consumer import consume, ready_topics
 from services.platform.database import make_engine, make_sessionmaker
 from services.platform.kafka import EventPublisher, Topics
@@ -109,6 +109,7 @@ async def run_webhooks(settings: Settings, stop: asyncio.Event, rng: random.Rand
 def main() -> None:
     settings = Settings()
     configure(settings.log_level, settings.log_json)
+    tracing.configure(settings, "ingest")
 
     async def serve() -> None:
         await run(settings, stop_on_signals())

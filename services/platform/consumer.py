@@ -1,18 +1,29 @@
-"""The consume loop both consumers share: batches, manual commits after the work is durable, retries."""
+"""The consume loop both consumers share: batches, manual commits after the work is durable, a trace span
+per record, and the retry loops it and the inbox notifier run until their service stops.
+
+`until_stopped` retries the given exceptions with the given backoff (tenacity) and logs a warning before
+each wait; a wait ends the moment the stop event is set, so a service told to stop never sits out a
+backoff. It never gives up by itself: tenacity asks its stop strategies only after a failed attempt, before
+the wait, while what matters here is whether `stop` was set by the end of the wait. So each caller looks at
+`stop` at the top of its attempts and decides there what stopping means for it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaConnectionError, KafkaError
-from tenacity import wait_exponential
+from tenacity import RetryCallState, retry_if_exception_type, wait_exponential
+from tenacity.asyncio import AsyncRetrying
+from tenacity.wait import wait_base
 
+from services.platform import tracing
 from services.platform.kafka import Topics, create_topics
 from services.platform.outage import TRANSIENT
-from services.platform.retrying import Sleep, until_stopped
 from services.platform.settings import Settings
 
 log = structlog.get_logger("consumer")
@@ -24,6 +35,7 @@ BATCH_RETRY = "batch not durable yet, retrying"
 
 
 Batch = Sequence[ConsumerRecord[bytes, bytes]]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 async def consume(
@@ -47,6 +59,11 @@ async def consume(
         fetch_max_bytes=16 * 1024 * 1024,
     )
     await until_reachable(consumer.start, stop)
+
+    async def traced(records: Batch) -> None:
+        with tracing.processing(records, group_id):  # each record's span, for each attempt
+            await handle_batch(records)
+
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
@@ -55,7 +72,7 @@ async def consume(
             records = [record for partition_records in batches.values() for record in partition_records]
             if not records:
                 continue
-            await _until_done(handle_batch, records, stop)
+            await _until_done(traced, records, stop)
             if stop.is_set():
                 return  # uncommitted: the batch is redelivered to whoever consumes next
             await consumer.commit({partition: rs[-1].offset + 1 for partition, rs in batches.items()})
@@ -95,3 +112,40 @@ async def ready_topics(settings: Settings, stop: asyncio.Event) -> Topics:
     bootstrap, partitions = settings.kafka_bootstrap, settings.topic_partitions
     await until_reachable(lambda: create_topics(bootstrap, topics, partitions), stop)
     return topics
+
+
+def sleep_until(stop: asyncio.Event) -> Sleep:
+    """tenacity's `sleep`: waits the backoff out, or until `stop` is set."""
+
+    async def sleep(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+    return sleep
+
+
+def until_stopped(
+    stop: asyncio.Event,
+    retry_on: type[Exception] | tuple[type[Exception], ...],
+    wait: wait_base,
+    log: structlog.typing.FilteringBoundLogger,
+    say: str,
+    describe: Callable[[BaseException], str] = lambda exc: type(exc).__name__,
+    sleep: Sleep | None = None,
+) -> AsyncRetrying:
+    """Attempts (`async for attempt in ...: with attempt: ...`) until one succeeds; an exception that is
+    not a `retry_on` ends the loop and propagates. Before each wait, `log` warns `say` with the error
+    (`describe`d) and the wait in seconds. `sleep` replaces the wait on `stop` (tests record it)."""
+
+    def warn(state: RetryCallState) -> None:
+        assert state.outcome is not None  # a failed attempt's, before its wait
+        error = state.outcome.exception()
+        assert error is not None
+        log.warning(say, error=describe(error), retry_in_s=state.upcoming_sleep)
+
+    return AsyncRetrying(
+        retry=retry_if_exception_type(retry_on),
+        wait=wait,
+        sleep=sleep or sleep_until(stop),
+        before_sleep=warn,
+    )

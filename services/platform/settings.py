@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     kafka_send_timeout_s: float = 10.0
     log_level: str = "info"
     log_json: bool = False
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="Sends traces over OTLP/HTTP to this base URL (/v1/traces is appended), like the "
+        "standard OTEL_EXPORTER_OTLP_ENDPOINT, which is read too; unset: traces are not exported.",
+    )
     webhook_dispatch: bool = Field(default=True, description="Ingest drives the agencies' webhooks.")
     webhook_poll_s: float = Field(default=0.5, description="How often each webhook looks for new deliveries.")
     webhook_timeout_s: float = Field(

@@ -38,7 +38,7 @@ TABLES = {
     "directory_generation",
     "tlog_cosignatures",
 }
-HEAD = "0008"
+HEAD = "0009"
 
 
 def _diffs(connection: Connection, metadata: MetaData = Base.metadata) -> list[Any]:
