@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -33,10 +35,12 @@ async def consume(
     handle_batch: Callable[[Batch], Awaitable[None]],
     stop: asyncio.Event,
     max_records: int = 200,
+    watch: Callable[[AIOKafkaConsumer], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """At-least-once delivery into `handle_batch`; its writes are idempotent, which makes the effect
     exactly-once. Offsets are committed only after the batch is durable; a transient failure retries
-    the same batch with backoff instead of skipping it."""
+    the same batch with backoff instead of skipping it. `watch` runs beside the loop while the consumer
+    does (the metrics' lag follower) and is cancelled with it."""
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
@@ -47,6 +51,7 @@ async def consume(
         fetch_max_bytes=16 * 1024 * 1024,
     )
     await until_reachable(consumer.start, stop)
+    watching = asyncio.create_task(watch(consumer)) if watch is not None else None
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
@@ -60,6 +65,10 @@ async def consume(
                 return  # uncommitted: the batch is redelivered to whoever consumes next
             await consumer.commit({partition: rs[-1].offset + 1 for partition, rs in batches.items()})
     finally:
+        if watching is not None:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
         await consumer.stop()
 
 
