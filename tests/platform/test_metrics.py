@@ -1,12 +1,17 @@
 """The Prometheus metrics (services/metrics/, docs/operations.md): each service scraped as Prometheus would
 (gateway and audit on their apps, ingest on its own port) while a notice, a refused envelope and a poison
-record go through the real stack; an escalation; the token that closes the scrapes; the outage probe."""
+record go through the real stack; an escalation; the token that closes the scrapes; the outage probe; and
+the Grafana dashboard querying only what the services export."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +25,8 @@ from services.platform.database import make_engine
 from tests.conftest import Stack, eventually
 from tests.support.sealing import notice_body, seal
 
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "deploy" / "grafana" / "deskbridge.json"
 DESK, KH = "kr-desk", "kh-cnp"
 PARTNERS = [KH, "interpol-ncb-phnom-penh"]
 
@@ -199,3 +206,44 @@ async def test_the_probe_reports_an_unreachable_kafka_and_a_reachable_database(t
         probe.cancel()
         await asyncio.gather(probe, return_exceptions=True)
         await engine.dispose()
+
+
+# ---- the Grafana dashboard ----------------------------------------------------------------------
+
+
+def exported_names() -> dict[str, set[str]]:
+    """Each metric family the services define, with the sample names Prometheus stores for it."""
+    metrics = Metrics()
+    metrics.audit_log(lambda: None)
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "gauge": [""]}
+    return {
+        family.name: {family.name + suffix for suffix in suffixes[family.type]}
+        for family in metrics.registry.collect()
+    }
+
+
+def _exprs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, child in node.items():
+            if key == "expr" and isinstance(child, str):
+                yield child
+            else:
+                yield from _exprs(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _exprs(child)
+
+
+def test_the_dashboard_queries_only_what_the_services_export_and_all_of_it() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["schemaVersion"] >= 36 and dashboard["uid"] and dashboard["title"]
+    families = exported_names()
+    assert all(name.startswith("deskbridge_") for name in families)
+    samples = set().union(*families.values())
+    queried = {name for expr in _exprs(dashboard) for name in re.findall(r"\bdeskbridge_\w+", expr)}
+    assert queried <= samples, f"not exported: {sorted(queried - samples)}"
+    unshown = [f for f, names in families.items() if not names & queried]
+    assert not unshown, f"no panel shows {unshown}"
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["title"] and panel["targets"] and panel["gridPos"], panel.get("title")
