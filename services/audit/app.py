@@ -5,7 +5,6 @@ evidence bundles, open to the browser console that the gateway serves (CORS for 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -18,7 +17,7 @@ from services.delivery.service import acknowledgements
 from services.envelope.errors import KeyFileError
 from services.metrics.registry import Metrics
 from services.metrics.views import install_metrics
-from services.metrics.watch import watch_outages
+from services.metrics.watch import outages_watched
 from services.platform.settings import Settings
 from services.platform.views import BodyLimit, install_error_handlers
 from services.transparency import checkpoints
@@ -63,15 +62,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
         await publisher.start()
         stop = asyncio.Event()
         loop = asyncio.create_task(publisher.run(settings.checkpoint_interval_s, stop))
-        probe = asyncio.create_task(
-            watch_outages(metrics, engine, settings.kafka_bootstrap, settings.outage_probe_s)
-        )
-        yield
+        async with outages_watched(metrics, engine, settings.kafka_bootstrap, settings.outage_probe_s):
+            yield
         stop.set()
-        probe.cancel()
         await loop
-        with contextlib.suppress(asyncio.CancelledError):
-            await probe
         await engine.dispose()
 
     app = FastAPI(

@@ -5,7 +5,6 @@ producer, caches, the inbox notifier) and the routers of each domain (services/*
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,7 +19,7 @@ from services.envelope.service import MAX_ENVELOPE_BYTES
 from services.gateway.console import install_console
 from services.metrics.registry import Metrics
 from services.metrics.views import install_metrics
-from services.metrics.watch import watch_outages
+from services.metrics.watch import outages_watched
 from services.notices import views as notices
 from services.notices.limits import InboxRoom, TokenBuckets
 from services.platform.kafka import EventPublisher, Topics
@@ -60,15 +59,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
         following = asyncio.create_task(
             app.state.notifier.run(settings.kafka_bootstrap, Topics(settings.topic_prefix), stop)
         )
-        probe = asyncio.create_task(
-            watch_outages(metrics, engine, settings.kafka_bootstrap, settings.outage_probe_s)
-        )
-        yield
+        async with outages_watched(metrics, engine, settings.kafka_bootstrap, settings.outage_probe_s):
+            yield
         stop.set()
-        probe.cancel()
         await following
-        with contextlib.suppress(asyncio.CancelledError):
-            await probe
         await app.state.publisher.close()
         await engine.dispose()
 

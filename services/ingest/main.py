@@ -17,7 +17,7 @@ from services.envelope.service import Freshness
 from services.ingest.handler import NoticeHandler
 from services.metrics import exposition
 from services.metrics.registry import Metrics
-from services.metrics.watch import lag_follower, watch_outages
+from services.metrics.watch import lag_follower, outages_watched
 from services.platform import process
 from services.platform.consumer import consume, ready_topics
 from services.platform.database import make_engine, make_sessionmaker
@@ -36,15 +36,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     metrics = Metrics()
     server = await _serve_metrics(metrics, settings)
     engine = make_engine(settings.database_url)
-    probe = asyncio.create_task(
-        watch_outages(metrics, engine, settings.kafka_bootstrap, settings.outage_probe_s)
-    )
     try:
-        await _consume(settings, stop, metrics, engine)
+        async with outages_watched(metrics, engine, settings.kafka_bootstrap, settings.outage_probe_s):
+            await _consume(settings, stop, metrics, engine)
     finally:
-        probe.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await probe
         if server is not None:
             server.close()
             await server.wait_closed()

@@ -4,7 +4,8 @@ database and Kafka are out of reach. Each runs as a task beside the work it watc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -99,6 +100,20 @@ async def watch_outages(metrics: Metrics, engine: AsyncEngine, bootstrap: str, e
             await asyncio.sleep(every_s)
     finally:
         await kafka.close()
+
+
+@contextlib.asynccontextmanager
+async def outages_watched(
+    metrics: Metrics, engine: AsyncEngine, bootstrap: str, every_s: float
+) -> AsyncIterator[None]:
+    """watch_outages as a task for as long as the block runs."""
+    probe = asyncio.create_task(watch_outages(metrics, engine, bootstrap, every_s))
+    try:
+        yield
+    finally:
+        probe.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await probe
 
 
 async def _fails(
