@@ -15,6 +15,9 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from services.delivery.service import acknowledgements
 from services.envelope.errors import KeyFileError
+from services.metrics.registry import Metrics
+from services.metrics.views import install_metrics
+from services.metrics.watch import outages_watched
 from services.platform.settings import Settings
 from services.platform.views import TELEMETRY, BodyLimit, install_error_handlers
 from services.transparency import checkpoints
@@ -43,7 +46,10 @@ def console_origins(settings: Settings) -> list[str]:
     return list(dict.fromkeys([f"http://{settings.gateway_host}:{port}", f"http://localhost:{port}"]))
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
+    """`metrics`: the process's registry, shared with its consumer (main.py); a new one by default."""
+    metrics = metrics or Metrics()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = open_app_state(app, settings)
@@ -56,7 +62,8 @@ def create_app(settings: Settings) -> FastAPI:
         await publisher.start()
         stop = asyncio.Event()
         loop = asyncio.create_task(publisher.run(settings.checkpoint_interval_s, stop))
-        yield
+        async with outages_watched(metrics, engine, settings.kafka_bootstrap, settings.outage_probe_s):
+            yield
         stop.set()
         await loop
         await engine.dispose()
@@ -93,4 +100,6 @@ def create_app(settings: Settings) -> FastAPI:
         allow_credentials=False,
         max_age=600,
     )
+    install_metrics(app, metrics, settings.metrics_token)
+    metrics.audit_log(lambda: getattr(app.state, "checkpoints", None))  # the publisher, once started
     return app

@@ -10,6 +10,8 @@ import uvicorn
 from services.audit.app import create_app
 from services.audit.handler import AuditHandler
 from services.envelope.service import Freshness
+from services.metrics.registry import Metrics
+from services.metrics.watch import lag_follower
 from services.platform import process, tracing
 from services.platform.consumer import consume, ready_topics
 from services.platform.database import make_engine, make_sessionmaker
@@ -20,7 +22,8 @@ from services.platform.settings import Settings
 log = structlog.get_logger("audit")
 
 
-async def run_consumer(settings: Settings, stop: asyncio.Event) -> None:
+async def run_consumer(settings: Settings, stop: asyncio.Event, metrics: Metrics) -> None:
+    """`metrics`: the process's, which its app serves (its lag per partition)."""
     topics = await ready_topics(settings, stop)
     engine = make_engine(settings.database_url)
     handler = AuditHandler(
@@ -29,7 +32,12 @@ async def run_consumer(settings: Settings, stop: asyncio.Event) -> None:
     log.info("audit consuming", topics=topics.all())
     try:
         await consume(
-            settings.kafka_bootstrap, topics.all(), f"{settings.topic_prefix}deskbridge-audit", handler, stop
+            settings.kafka_bootstrap,
+            topics.all(),
+            f"{settings.topic_prefix}deskbridge-audit",
+            handler,
+            stop,
+            watch=lag_follower(metrics, "audit"),
         )
     finally:
         await engine.dispose()
@@ -37,16 +45,17 @@ async def run_consumer(settings: Settings, stop: asyncio.Event) -> None:
 
 async def serve(settings: Settings) -> None:
     stop = stop_on_signals()
+    metrics = Metrics()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings),
+            create_app(settings, metrics),
             host=settings.audit_host,
             port=settings.audit_port,
             log_level="warning",
             lifespan="on",
         )
     )
-    consumer = asyncio.create_task(run_consumer(settings, stop))
+    consumer = asyncio.create_task(run_consumer(settings, stop, metrics))
     api = asyncio.create_task(server.serve())
     await stop.wait()
     server.should_exit = True

@@ -81,8 +81,18 @@ def _inbox_rows(envelope: ParsedEnvelope, now: datetime, sla: Sla) -> list[Deliv
     ]
 
 
-def _delivered(notice: NoticeRow, recipients: Sequence[str]) -> list[Event]:
-    return [delivery_event(EventType.notice_delivered, notice, r, "ingest") for r in recipients]
+@dataclass(frozen=True)
+class Materialised:
+    """What routing one envelope did: the delivery events to publish, and whether its rows were written
+    now (False for a redelivered record, whose rows an earlier delivery wrote)."""
+
+    events: list[Event]
+    written: bool
+
+
+def _delivered(notice: NoticeRow, recipients: Sequence[str], written: bool) -> Materialised:
+    events = [delivery_event(EventType.notice_delivered, notice, r, "ingest") for r in recipients]
+    return Materialised(events, written)
 
 
 def _replay(notice_id: str) -> EnvelopeError:
@@ -91,8 +101,8 @@ def _replay(notice_id: str) -> EnvelopeError:
 
 async def materialise(
     session: AsyncSession, envelope: ParsedEnvelope, ref: RecordRef, sla: Sla = DEFAULT_SLA
-) -> list[Event]:
-    """Writes the notice and its inbox rows (caller commits), returning the delivery events to publish.
+) -> Materialised:
+    """Writes the notice and its inbox rows (caller commits), with the delivery events to publish.
 
     A redelivered record (same envelope bytes) writes nothing and returns the same events again;
     another envelope reusing a notice id is a replay and is refused.
@@ -103,7 +113,7 @@ async def materialise(
     if existing is not None:
         if existing.envelope_sha256 != envelope.sha256:
             raise _replay(notice_id)
-        return _delivered(existing, routing.recipients)
+        return _delivered(existing, routing.recipients, written=False)
     now = utcnow()
     notice = _notice_row(envelope, ref, now)
     await _one_writer_at_a_time(session)
@@ -111,14 +121,14 @@ async def materialise(
     await session.flush()  # the notice row first: deliveries refer to it
     session.add_all(_inbox_rows(envelope, now, sla))
     await session.flush()
-    return _delivered(notice, routing.recipients) + await _mark_replied(
-        session, routing.in_reply_to, routing.sender, now
-    )
+    delivered = _delivered(notice, routing.recipients, written=True)
+    replied = await _mark_replied(session, routing.in_reply_to, routing.sender, now)
+    return Materialised(delivered.events + replied, written=True)
 
 
 async def materialise_many(
     session: AsyncSession, admitted: Sequence[tuple[ParsedEnvelope, RecordRef]], sla: Sla = DEFAULT_SLA
-) -> list[list[Event] | EnvelopeError]:
+) -> list[Materialised | EnvelopeError]:
     """materialise() for a run of notices that are neither replies nor forwards, in one read and one
     insert per table instead of several round trips each; for each item, its events or why it is refused.
 
@@ -134,7 +144,7 @@ async def materialise_many(
         for row in (await session.execute(select(NoticeRow).where(NoticeRow.notice_id.in_(ids)))).scalars()
     }
     now = utcnow()
-    outcomes: list[list[Event] | EnvelopeError] = []
+    outcomes: list[Materialised | EnvelopeError] = []
     notices: list[NoticeRow] = []
     rows: list[Delivery] = []
     for envelope, ref in admitted:
@@ -142,12 +152,16 @@ async def materialise_many(
         earlier = known.get(notice_id)
         if earlier is not None:
             same = earlier.envelope_sha256 == envelope.sha256
-            outcomes.append(_delivered(earlier, envelope.routing.recipients) if same else _replay(notice_id))
+            outcomes.append(
+                _delivered(earlier, envelope.routing.recipients, written=False)
+                if same
+                else _replay(notice_id)
+            )
             continue
         known[notice_id] = notice = _notice_row(envelope, ref, now)
         notices.append(notice)
         rows += _inbox_rows(envelope, now, sla)
-        outcomes.append(_delivered(notice, envelope.routing.recipients))
+        outcomes.append(_delivered(notice, envelope.routing.recipients, written=True))
     if notices:
         await _one_writer_at_a_time(session)
         session.add_all(notices)

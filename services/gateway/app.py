@@ -17,6 +17,9 @@ from services.envelope.errors import KeyFileError
 from services.envelope.keys import DeskKeyFile
 from services.envelope.service import MAX_ENVELOPE_BYTES
 from services.gateway.console import install_console
+from services.metrics.registry import Metrics
+from services.metrics.views import install_metrics
+from services.metrics.watch import outages_watched
 from services.notices import views as notices
 from services.notices.limits import InboxRoom, TokenBuckets
 from services.platform.kafka import EventPublisher, Topics
@@ -29,7 +32,10 @@ from services.trust.views import open_app_state
 log = structlog.get_logger("gateway")
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
+    """`metrics`: the process's registry; a new one by default."""
+    metrics = metrics or Metrics()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = open_app_state(app, settings)
@@ -53,7 +59,8 @@ def create_app(settings: Settings) -> FastAPI:
         following = asyncio.create_task(
             app.state.notifier.run(settings.kafka_bootstrap, Topics(settings.topic_prefix), stop)
         )
-        yield
+        async with outages_watched(metrics, engine, settings.kafka_bootstrap, settings.outage_probe_s):
+            yield
         stop.set()
         await following
         await app.state.publisher.close()
@@ -86,4 +93,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, per_path={"/v1/envelopes": 2 * MAX_ENVELOPE_BYTES}
     )
+    install_metrics(app, metrics, settings.metrics_token)
     return app

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -45,10 +46,12 @@ async def consume(
     handle_batch: Callable[[Batch], Awaitable[None]],
     stop: asyncio.Event,
     max_records: int = 200,
+    watch: Callable[[AIOKafkaConsumer], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """At-least-once delivery into `handle_batch`; its writes are idempotent, which makes the effect
     exactly-once. Offsets are committed only after the batch is durable; a transient failure retries
-    the same batch with backoff instead of skipping it."""
+    the same batch with backoff instead of skipping it. `watch` runs beside the loop while the consumer
+    does (the metrics' lag follower) and is cancelled with it."""
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
@@ -59,6 +62,7 @@ async def consume(
         fetch_max_bytes=16 * 1024 * 1024,
     )
     await until_reachable(consumer.start, stop)
+    watching = asyncio.create_task(watch(consumer)) if watch is not None else None
 
     async def traced(records: Batch) -> None:
         with tracing.processing(records, group_id):  # each record's span, for each attempt
@@ -77,6 +81,10 @@ async def consume(
                 return  # uncommitted: the batch is redelivered to whoever consumes next
             await consumer.commit({partition: rs[-1].offset + 1 for partition, rs in batches.items()})
     finally:
+        if watching is not None:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
         await consumer.stop()
 
 

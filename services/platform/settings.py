@@ -116,3 +116,16 @@ class Settings(BaseSettings):
         default=60,
         description="Auditor queries are logged as one auditor.query entry per caller per window of this.",
     )
+    metrics_token: str | None = Field(
+        default=None,
+        description="When set, scraping /metrics (gateway, audit, ingest's metrics port) needs "
+        "`Authorization: Bearer <this>`; unset, they are open: set it where a port is reachable from "
+        "outside.",
+    )
+    ingest_metrics_host: str = "127.0.0.1"
+    ingest_metrics_port: int = Field(
+        default=9464, description="Ingest serves GET /metrics on this port of its own; 0 turns it off."
+    )
+    outage_probe_s: float = Field(
+        default=5, description="How often each service probes the database and Kafka for deskbridge_outage."
+    )

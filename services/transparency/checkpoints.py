@@ -331,6 +331,9 @@ class Publisher:
     signer: NoteSigner | None
     queries: AuditorQueries
     check: TreeCheck | None = None
+    # What it last saw of the log, for the metrics: at start, then at every tick.
+    size: int = 0
+    newest_checkpoint_at: datetime | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def log_verifier(self) -> NoteVerifier:
@@ -340,6 +343,7 @@ class Publisher:
         return self.signer.verifier()
 
     async def start(self) -> None:
+        await self.look()
         if self.signer is None:
             log.error("no audit log key: checkpoints will not be signed")
             return
@@ -374,6 +378,13 @@ class Publisher:
             log.info("checkpoint signed", size=row.size, root=row.root.hex())
         return row
 
+    async def look(self) -> None:
+        """Reads the log's size and its newest checkpoint's time (two indexed queries)."""
+        async with self.sessions() as session:
+            self.size = await storage.tree_size(session)
+            latest = await latest_checkpoint(session)
+        self.newest_checkpoint_at = latest.created_at if latest is not None else None
+
     async def run(self, interval_s: float, stop: asyncio.Event) -> None:
         refused = False
         while not stop.is_set():
@@ -381,7 +392,10 @@ class Publisher:
                 await asyncio.wait_for(stop.wait(), interval_s)
             try:
                 await self.flush_queries(force=stop.is_set())
-                await self.publish()
+                try:
+                    await self.publish()
+                finally:
+                    await self.look()
                 refused = False
             except TreeError as exc:
                 if not refused:  # once per episode, not once per tick
