@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from bench.report import Machine, table
+from faults.chaos import ACTIVE_AUDIT
 from faults.scenarios import Outcome
 
 SHOWN = 10
@@ -50,6 +51,12 @@ def headline(outcome: Outcome) -> list[tuple[str, str, str]]:
             _check(not v.poison_findings) if outcome.chaos.poison else "not struck",
         ),
         ("no service died on its own", f"{len(v.crashes)} crashes", _check(not v.crashes)),
+        (
+            "the standby audit takes the lease over and signs the next checkpoint",
+            "; ".join(f.detail for f in outcome.chaos.faults if f.kind.endswith("the active audit"))
+            or "not struck",
+            _check(not v.takeover_findings) if ACTIVE_AUDIT in outcome.plan.faults else "not struck",
+        ),
     ]
 
 

@@ -2,10 +2,11 @@
 the whole stack while killing its parts, checks that nothing acknowledged was lost or duplicated and that
 the audit log verifies, and writes the figures to docs/reliability.md.
 
-Two scenarios, each on Kafka and PostgreSQL of its own: one broker, with every kind of fault (SIGKILL of
-the broker, the gateway, ingest and audit; the database killed and kept away; poison records), and a
+Three scenarios, each on Kafka and PostgreSQL of its own: one broker, with every kind of fault (SIGKILL of
+the broker, the gateway, ingest and audit; the database killed and kept away; poison records); a
 3-broker KRaft cluster (replication factor 3, min.insync.replicas 2) losing one broker at a time under
-load. Then schemathesis runs against both APIs. Exits 1 if any check fails."""
+load; and two of each service, losing the active audit (its standby must take over signing), a gateway
+and an ingest. Then schemathesis runs against both APIs. Exits 1 if any check fails."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from bench.run import machine
 from faults.chaos import BROKER
 from faults.fuzz import FuzzReport
 from faults.report import headline, markdown
-from faults.scenarios import EVERY_FAULT, Outcome, Plan, run_scenario
+from faults.scenarios import EVERY_FAULT, SEVERAL_OF_EACH, Outcome, Plan, run_scenario
 from services.platform.database import ROOT
 from tests.support.postgres import find_bin_dir
 
@@ -46,6 +47,17 @@ FULL = (
         rounds=3,
         outage_s=(0, 0),
         brokers=3,
+    ),
+    Plan(
+        "Two of each service, the active audit, a gateway and an ingest killed",
+        notices=3_000,
+        recipients=3,
+        connections=16,
+        rate=40,
+        faults=SEVERAL_OF_EACH,
+        rounds=2,
+        outage_s=(0, 0),
+        replicas=2,
     ),
 )
 # The short version `make test` runs (tests/faults/test_scenarios.py): every fault once, on a load long enough
@@ -73,6 +85,18 @@ QUICK = (
         rounds=1,
         outage_s=(0, 0),
         brokers=3,
+        patience=60,
+    ),
+    Plan(
+        "Two of each service, the active audit, a gateway and an ingest killed (short)",
+        notices=800,
+        recipients=3,
+        connections=8,
+        rate=20,
+        faults=SEVERAL_OF_EACH,
+        rounds=1,
+        outage_s=(0, 0),
+        replicas=2,
         patience=60,
     ),
 )
