@@ -86,8 +86,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> dict[str, object]:
-        """Alive, and whether this replica signs checkpoints (active) or stands by, as last read."""
-        lease = request.app.state.checkpoints.lease
+        """Alive, and whether this replica signs checkpoints (active) or stands by, as last read; it
+        answers before the lifespan has built the publisher (a startup probe)."""
+        publisher: Publisher | None = getattr(request.app.state, "checkpoints", None)
+        lease = publisher.lease if publisher is not None else None
         return {"status": "ok", "checkpoints": lease.status() if lease is not None else None}
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaConnectionError, KafkaError
 from tenacity import RetryCallState, retry_if_exception_type, wait_exponential
 from tenacity.asyncio import AsyncRetrying
 from tenacity.wait import wait_base
@@ -75,7 +75,13 @@ async def consume(
             await _until_done(traced, records, stop)
             if stop.is_set():
                 return  # uncommitted: the batch is redelivered to whoever consumes next
-            await consumer.commit({partition: rs[-1].offset + 1 for partition, rs in batches.items()})
+            try:
+                await consumer.commit({partition: rs[-1].offset + 1 for partition, rs in batches.items()})
+            except CommitFailedError:
+                # Another process of the service joined or left the group meanwhile and the partitions
+                # were dealt again: the batch is durable, and whoever holds them now reads it again from
+                # the last commit, which the idempotent writes make harmless.
+                log.warning("offsets not committed: the group rebalanced; the batch is redelivered")
     finally:
         await consumer.stop()
 
