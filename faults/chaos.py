@@ -63,11 +63,13 @@ class Chaos:
     quiet: set[str] = field(default_factory=set)  # services being killed on purpose right now
 
 
-def plan_faults(kinds: Sequence[str], rounds: int, rng: random.Random) -> list[tuple[float, str]]:
-    """Each kind `rounds` times, in random order, each at a random share of the load (5-85 % done)."""
+def plan_faults(
+    kinds: Sequence[str], rounds: int, rng: random.Random, window: tuple[float, float] = (0.05, 0.85)
+) -> list[tuple[float, str]]:
+    """Each kind `rounds` times, in random order, each at a random share of the load within `window`."""
     chosen = [kind for kind in kinds for _ in range(rounds)]
     rng.shuffle(chosen)
-    points = sorted(rng.uniform(0.05, 0.85) for _ in chosen)
+    points = sorted(rng.uniform(*window) for _ in chosen)
     return list(zip(points, chosen, strict=True))
 
 

@@ -119,6 +119,14 @@ def markdown(outcomes: Sequence[Outcome], fuzz: str | None, machine: Machine, co
         "database and keeps it away for a while (asking both APIs all along), and writes poison records "
         "straight into the notices topic. Then it waits for the stack to settle and checks, from the "
         "database, from Kafka and through the auditor's own `deskbridge audit verify`.\n",
+        "With two of each service (two gateways, two ingest processes, an active and a standby audit on "
+        "the same Kafka and PostgreSQL) the load is spread over both gateways and a client's retry goes "
+        "to the other one; the gateway, ingest and the audit process holding the checkpoint lease are "
+        "killed, and the standby must take the lease over and sign the next checkpoint before the killed "
+        'one is back (docs/audit.md, "Active and standby"). Ingest and audit processes share their '
+        "consumer groups, so the survivor takes over the partitions; each gateway follows the deliveries "
+        "topic without a group, so long-polls on either see every delivery; rate limits are per agency "
+        "and gateway.\n",
         "Why nothing acknowledged can be lost or doubled: the gateway answers 2xx only once Kafka holds the "
         "envelope (acks=all, idempotent producer), so a kill before that leaves the client without a 2xx "
         "and it posts again; the same bytes again get the same 202, even when the gateway died before "

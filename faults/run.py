@@ -1,6 +1,6 @@
-"""`python -m faults.run [--quick] [--seed N] [--out docs/reliability.md]`: drives a bounded load through
-the whole stack while killing its parts, checks that nothing acknowledged was lost or duplicated and that
-the audit log verifies, and writes the figures to docs/reliability.md.
+"""`python -m faults.run [--quick] [--seed N] [--only NAME] [--out docs/reliability.md]`: drives a bounded
+load through the whole stack while killing its parts, checks that nothing acknowledged was lost or
+duplicated and that the audit log verifies, and writes the figures to docs/reliability.md.
 
 Three scenarios, each on Kafka and PostgreSQL of its own: one broker, with every kind of fault (SIGKILL of
 the broker, the gateway, ingest and audit; the database killed and kept away; poison records); a
@@ -50,7 +50,7 @@ FULL = (
     ),
     Plan(
         "Two of each service, the active audit, a gateway and an ingest killed",
-        notices=3_000,
+        notices=4_000,
         recipients=3,
         connections=16,
         rate=40,
@@ -58,6 +58,7 @@ FULL = (
         rounds=2,
         outage_s=(0, 0),
         replicas=2,
+        window=(0.05, 0.5),  # six faults of ~10 s each, one after another, inside a 100 s load
     ),
 )
 # The short version `make test` runs (tests/faults/test_scenarios.py): every fault once, on a load long enough
@@ -89,7 +90,7 @@ QUICK = (
     ),
     Plan(
         "Two of each service, the active audit, a gateway and an ingest killed (short)",
-        notices=800,
+        notices=1_200,
         recipients=3,
         connections=8,
         rate=20,
@@ -98,6 +99,7 @@ QUICK = (
         outage_s=(0, 0),
         replicas=2,
         patience=60,
+        window=(0.05, 0.35),  # three faults of ~10 s each, one after another, inside a 60 s load
     ),
 )
 FUZZ_EXAMPLES = {False: 50, True: 10}
@@ -140,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=int(time.time()), help="draws the faults' points")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.md")
     parser.add_argument("--no-fuzz", action="store_true", help="skip schemathesis")
+    parser.add_argument("--only", help="run only the scenarios whose name holds this (e.g. 'Two of each')")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # unwinds, so brokers, database and services are stopped
-    plans = QUICK if args.quick else FULL
+    plans = tuple(p for p in (QUICK if args.quick else FULL) if args.only is None or args.only in p.name)
     examples = 0 if args.no_fuzz else FUZZ_EXAMPLES[args.quick]
     outcomes, fuzz = run_plans(plans, args.seed, examples)
     command = "make faults" if not args.quick else "python -m faults.run --quick"

@@ -51,6 +51,7 @@ class Plan:
     brokers: int = 1  # more than one: a KRaft cluster, every topic replicated on all of them
     patience: float = 120  # seconds the checks wait for the stack to catch up once nothing moves
     replicas: int = 1  # processes of each service (two: "gateway" and "gateway-2", ...)
+    window: tuple[float, float] = (0.05, 0.85)  # the shares of the load the faults strike within
 
 
 @dataclass
@@ -72,7 +73,7 @@ async def under_faults(stack: Stack, infra: Infrastructure, plan: Plan, rng: ran
     keyring = Keyring(stack.home)
     traffic, chaos = Traffic(), Chaos()
     load_done, supervising = asyncio.Event(), asyncio.Event()
-    schedule = plan_faults(plan.faults, plan.rounds, rng)
+    schedule = plan_faults(plan.faults, plan.rounds, rng, plan.window)
 
     async def load() -> None:
         try:
