@@ -75,12 +75,17 @@ async def consume(
             await _until_done(traced, records, stop)
             if stop.is_set():
                 return  # uncommitted: the batch is redelivered to whoever consumes next
+            # Another process of the service may have joined or left the group meanwhile, and the
+            # partitions been dealt again: the batch is durable, and whoever holds a partition now reads
+            # it again from the last commit, which the idempotent writes make harmless. So only the
+            # partitions still ours are committed (checked before commit's first await: no race), and a
+            # commit the group refuses because it rebalanced since is dropped the same way.
+            ours = consumer.assignment()
+            offsets = {partition: rs[-1].offset + 1 for partition, rs in batches.items() if partition in ours}
             try:
-                await consumer.commit({partition: rs[-1].offset + 1 for partition, rs in batches.items()})
+                if offsets:
+                    await consumer.commit(offsets)
             except CommitFailedError:
-                # Another process of the service joined or left the group meanwhile and the partitions
-                # were dealt again: the batch is durable, and whoever holds them now reads it again from
-                # the last commit, which the idempotent writes make harmless.
                 log.warning("offsets not committed: the group rebalanced; the batch is redelivered")
     finally:
         await consumer.stop()
