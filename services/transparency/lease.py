@@ -26,6 +26,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.platform.errors import Unavailable
+from services.platform.outage import TRANSIENT
 from services.transparency.models import AuditLease
 
 log = structlog.get_logger("audit")
@@ -178,7 +179,9 @@ class Lease:
             try:
                 if await self.tick():
                     await on_taken()
-            except Exception:  # a database hiccup: the next tick tries again; fencing guards signing
+            except TRANSIENT as exc:  # the database away: the next tick tries again; fencing guards signing
+                log.warning("checkpoint lease: database out of reach, retrying", error=type(exc).__name__)
+            except Exception:
                 log.exception("checkpoint lease: renewing failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.term.total_seconds() / 3)
