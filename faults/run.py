@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     examples = 0 if args.no_fuzz else FUZZ_EXAMPLES[args.quick]
     outcomes, fuzz = run_plans(plans, args.seed, examples)
     command = "make faults" if not args.quick else "python -m faults.run --quick"
+    if args.only is not None:
+        command = f'python -m faults.run{" --quick" if args.quick else ""} --only "{args.only}"'
     args.out.parent.mkdir(parents=True, exist_ok=True)
     database = f"PostgreSQL {find_bin_dir().parent.name}"
     summary = None if fuzz is None else fuzz.summary()
