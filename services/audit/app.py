@@ -66,6 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         stop.set()
         await asyncio.gather(*loops)
+        await lease.release()  # after the last checkpoint: a standby takes over at its next tick
         await engine.dispose()
 
     app = FastAPI(

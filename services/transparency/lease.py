@@ -154,9 +154,16 @@ class Lease:
             )
 
     async def release(self) -> None:
-        """Ends the term now (a clean stop), so a standby takes over at its next tick."""
+        """Ends the term now (a clean stop, after the last checkpoint), so a standby takes over at its
+        next tick; with the database away the term simply runs out."""
         if self.epoch is None:
             return
+        try:
+            await self._release()
+        except TRANSIENT as exc:
+            log.warning("checkpoint lease not released: it runs out by itself", error=type(exc).__name__)
+
+    async def _release(self) -> None:
         async with self.sessions() as session:
             now = await database_now(session)
             await session.execute(
@@ -173,8 +180,7 @@ class Lease:
         self.epoch = None
 
     async def keep(self, stop: asyncio.Event, on_taken: Callable[[], Awaitable[object]]) -> None:
-        """Renews or takes over every third of a term until `stop`, calls `on_taken` after a takeover,
-        and releases the lease on the way out."""
+        """Renews or takes over every third of a term until `stop`; calls `on_taken` after a takeover."""
         while not stop.is_set():
             try:
                 if await self.tick():
@@ -185,5 +191,3 @@ class Lease:
                 log.exception("checkpoint lease: renewing failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.term.total_seconds() / 3)
-        with contextlib.suppress(Exception):
-            await self.release()

