@@ -1,7 +1,7 @@
 """The checkpoint lease (services/transparency/lease.py) on both databases: of two replicas on one
 database only the holder signs; the other takes over within a term once the holder stops renewing; and
 an ex-holder that still believes it holds the lease is refused by the database inside its signing
-transaction (fencing)."""
+transaction (fencing); and a second audit service next to the running one stands by."""
 
 from __future__ import annotations
 
@@ -10,18 +10,22 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from schemas.events import Event, EventType
+from services.audit.app import create_app as create_audit_app
 from services.platform.database import make_sessionmaker
 from services.transparency.checkpoints import AuditorQueries, Publisher, generate_log_key
 from services.transparency.lease import Lease, NotLeaseHolder
 from services.transparency.models import TlogCheckpoint
 from services.transparency.note import NoteSigner
 from services.transparency.service import append
+from tests.conftest import Stack, eventually
 
 TERM = timedelta(seconds=1)
 
@@ -128,3 +132,36 @@ async def test_a_fenced_ex_holder_cannot_sign(engine: AsyncEngine, signer: NoteS
     assert not a.lease.held and await _signed(sessions) == 0
     assert not await a.lease.tick()  # and it cannot renew its way back while `b` holds it
     assert await b.publish() is not None and await _signed(sessions) == 1
+
+
+async def test_a_second_audit_service_stands_by_and_serves_reads(stack: Stack) -> None:
+    """The running audit service takes the lease; a second one on the same database stands by: its
+    /healthz names the holder, it refuses to sign (503 with Retry-After) and serves reads."""
+    first = stack.client(None, audit=True)
+
+    async def active() -> dict[str, Any] | None:
+        lease: dict[str, Any] = (await first.get("/healthz")).json()["checkpoints"]
+        return lease if lease["role"] == "active" else None
+
+    holder = await eventually(active, within=10)
+    second = create_audit_app(stack.settings)
+    async with (
+        second.router.lifespan_context(second),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=second),
+            base_url="http://audit-2",
+            headers={"Authorization": f"Bearer {stack.token('auditor')}"},
+        ) as client,
+    ):
+
+        async def seen() -> dict[str, Any] | None:
+            lease: dict[str, Any] = (await client.get("/healthz")).json()["checkpoints"]
+            return lease if lease["holder"] is not None else None
+
+        lease = await eventually(seen, within=10)  # once its first tick has read the lease
+        assert lease["role"] == "standby" and lease["holder"] == holder["replica"] != lease["replica"]
+        refused = await client.post("/v1/audit/checkpoints")
+        assert refused.status_code == 503 and refused.json()["code"] == "checkpoint_standby"
+        assert refused.headers["retry-after"]
+        assert (await client.get("/v1/audit/events")).status_code == 200
+    assert (await active()) is not None  # the standby's stop took nothing from the holder
