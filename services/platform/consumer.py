@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaConnectionError, KafkaError
 from tenacity import RetryCallState, retry_if_exception_type, wait_exponential
 from tenacity.asyncio import AsyncRetrying
 from tenacity.wait import wait_base
@@ -79,7 +79,18 @@ async def consume(
             await _until_done(traced, records, stop)
             if stop.is_set():
                 return  # uncommitted: the batch is redelivered to whoever consumes next
-            await consumer.commit({partition: rs[-1].offset + 1 for partition, rs in batches.items()})
+            # Another process of the service may have joined or left the group meanwhile, and the
+            # partitions been dealt again: the batch is durable, and whoever holds a partition now reads
+            # it again from the last commit, which the idempotent writes make harmless. So only the
+            # partitions still ours are committed (checked before commit's first await: no race), and a
+            # commit the group refuses because it rebalanced since is dropped the same way.
+            ours = consumer.assignment()
+            offsets = {partition: rs[-1].offset + 1 for partition, rs in batches.items() if partition in ours}
+            try:
+                if offsets:
+                    await consumer.commit(offsets)
+            except CommitFailedError:
+                log.warning("offsets not committed: the group rebalanced; the batch is redelivered")
     finally:
         if watching is not None:
             watching.cancel()

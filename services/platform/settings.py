@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     checkpoint_interval_s: float = Field(
         default=10, description="How often the audit service signs a checkpoint when the log has grown."
     )
+    audit_lease_s: float = Field(
+        default=15,
+        description="The checkpoint lease's term: a standby audit replica takes over signing at most this "
+        "long after the active one died (docs/audit.md).",
+    )
     audit_query_window_s: float = Field(
         default=60,
         description="Auditor queries are logged as one auditor.query entry per caller per window of this.",
