@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from services.delivery.service import acknowledgements
 from services.envelope.errors import KeyFileError
+from services.evidence import views as evidence
 from services.metrics.registry import Metrics
 from services.metrics.views import install_metrics
 from services.metrics.watch import outages_watched
@@ -91,6 +92,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     # Evidence bundles carry the receipts delivery stored, which sits above the log in the layers.
     app.state.acknowledgements = acknowledgements
     app.include_router(transparency.router)
+    app.include_router(evidence.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> dict[str, object]:

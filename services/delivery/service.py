@@ -29,9 +29,9 @@ from services.delivery.models import Delivery, NoticeRow
 from services.envelope.errors import EnvelopeError
 from services.envelope.receipts import check_receipt
 from services.envelope.service import Freshness, ParsedEnvelope
+from services.evidence.export import Acknowledgements
 from services.platform.database import utcnow
 from services.platform.kafka import EventPublisher
-from services.transparency.evidence_export import Acknowledgements
 from services.trust.keyring import DirectoryView
 
 SOURCE = "deskbridge/gateway"
