@@ -90,7 +90,7 @@ bench: $(INSTALLED) $(JARS) postgres-server
 	$(BIN)/python -m bench.run
 
 # A bounded load while the broker, the gateway, ingest, audit and the database are killed and restarted,
-# on one broker and on a 3-broker KRaft cluster, then schemathesis on both APIs; into docs/reliability.md
-# (about eight minutes). `make test` runs the short scenarios (tests/faults/test_scenarios.py).
+# on one broker, on a 3-broker KRaft cluster and with two of each service (the active audit killed, its
+# standby takes over), then schemathesis on both APIs; into docs/reliability.md (about ten minutes). `make test` runs the short scenarios (tests/faults/test_scenarios.py).
 faults: $(INSTALLED) $(JARS) postgres-server
 	$(BIN)/python -m faults.run

@@ -155,9 +155,15 @@ class Service:
         return tree_cpu_seconds(self.process.pid)
 
 
+def service_of(name: str) -> str:
+    """The service an instance runs: "gateway-2" is the second gateway."""
+    return name.split("-")[0]
+
+
 @dataclass
 class Stack:
-    """The running services and what a load generator needs: URLs, credentials, keys' home."""
+    """The running services and what a load generator needs: URLs, credentials, keys' home. Instances
+    beyond the first of a service ("gateway-2") listen on ports of their own, in `ports`."""
 
     settings: Settings
     home: Path
@@ -167,17 +173,33 @@ class Stack:
     work: Path = Path(".")  # where the services' logs go
     env: dict[str, str] = field(default_factory=dict)  # what the service processes read
     identities: Certificates | None = None  # each service's Kafka identity, on a closed broker
+    ports: dict[str, int] = field(default_factory=dict)  # extra HTTP ports; ingests' metrics ports
 
     def token(self, agency: str) -> str:
         return Profile(self.home, agency).credential()
 
+    def url(self, name: str) -> str:
+        """The base URL of an HTTP instance: "gateway", "audit-2", ..."""
+        if name in self.ports:
+            return f"http://127.0.0.1:{self.ports[name]}"
+        return {"gateway": self.gateway_url, "audit": self.audit_url}[name]
+
+    def instances(self, service: str) -> list[str]:
+        return [name for name in self.services if service_of(name) == service]
+
     def spawn(self, name: str) -> Service:
-        """Starts service `name` as a process of its own (again, after a kill), appending to its log."""
+        """Starts instance `name` as a process of its own (again, after a kill), appending to its log."""
         log = self.work / f"{name}.log"
+        env = {**os.environ, **self.env}
+        if self.identities is not None:  # every instance of a service is that service to the brokers
+            env.update(self.identities.settings(service_of(name)))
+        if name in self.ports:  # ingest's is its metrics port: each ingest process needs one of its own
+            setting = "INGEST_METRICS" if service_of(name) == "ingest" else service_of(name).upper()
+            env[f"DESKBRIDGE_{setting}_PORT"] = str(self.ports[name])
         with log.open("ab") as out:
             process = spawn_child(
-                [sys.executable, "-m", f"services.{name}"],
-                env={**os.environ, **self.env, **(self.identities.settings(name) if self.identities else {})},
+                [sys.executable, "-m", f"services.{service_of(name)}"],
+                env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
@@ -187,9 +209,9 @@ class Stack:
 
     def wait_ready(self, name: str, timeout: float = 60) -> None:
         """Until the service's HTTP API answers (ingest has none: it is ready once started)."""
-        urls = {"gateway": f"{self.gateway_url}/healthz", "audit": f"{self.audit_url}/v1/audit/events"}
-        if name in urls:
-            _wait_http(urls[name], self.services[name], timeout)
+        paths = {"gateway": "/healthz", "audit": "/v1/audit/events"}
+        if service_of(name) in paths:
+            _wait_http(self.url(name) + paths[service_of(name)], self.services[name], timeout)
 
     def kill(self, name: str) -> int:
         """SIGKILL: no shutdown hook runs. Returns the exit status (-9)."""
@@ -257,8 +279,10 @@ def running_stack(
     database_url: str,
     extra_env: Mapping[str, str] | None = None,
     certificates: Certificates | None = None,
+    replicas: int = 1,
 ) -> Iterator[Stack]:
-    """The services, each as its own Kafka identity on a closed broker; `settings` are the administrator's."""
+    """The three services, `replicas` processes of each (the second "gateway-2", ...), each as its
+    service's Kafka identity on a closed broker; `settings` are the administrator's."""
     home = work / "demo"
     settings = Settings(
         **(certificates.fields(ADMIN) if certificates else {}),
@@ -279,10 +303,12 @@ def running_stack(
         env={**environment(settings), **(extra_env or {})},
         identities=certificates,
     )
+    extra = [f"{name}-{n}" for n in range(2, replicas + 1) for name in ("gateway", "ingest", "audit")]
+    stack.ports = {name: free_port() for name in ("ingest", *extra)}
     try:
-        for name in ("gateway", "ingest", "audit"):
+        for name in ("gateway", "ingest", "audit", *extra):
             stack.spawn(name)
-        for name in ("gateway", "audit"):
+        for name in stack.services:
             stack.wait_ready(name)
         yield stack
     finally:

@@ -1,6 +1,7 @@
-"""The faults themselves, injected while the load runs: SIGKILL and restart of a service or a Kafka broker,
-a database that goes away for a while, poison records written straight into the notices topic. A
-supervisor restarts any service that dies on its own and records it: that is a crash, not a fault."""
+"""The faults themselves, injected while the load runs: SIGKILL and restart of a service (or of the audit
+replica holding the checkpoint lease, whose standby must take over) or a Kafka broker, a database that
+goes away for a while, poison records written straight into the notices topic. A supervisor restarts
+any service that dies on its own and records it: that is a crash, not a fault."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from services.envelope.service import MAX_ENVELOPE_BYTES
 from services.platform.kafka import KafkaAccess, Topics, cloud_headers, make_producer
 
 SERVICES = ("gateway", "ingest", "audit")
+ACTIVE_AUDIT = "active audit"  # with a standby: the replica that holds the checkpoint lease
 DATABASE = "database"
 BROKER = "broker"
 POISON = "poison"
@@ -57,14 +59,17 @@ class Chaos:
     outages: list[tuple[float, float]] = field(default_factory=list)  # the database gone: (from, to)
     poison: list[Poison] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)  # services that died without being killed
+    takeover_findings: list[str] = field(default_factory=list)  # the standby did not take over and sign
     quiet: set[str] = field(default_factory=set)  # services being killed on purpose right now
 
 
-def plan_faults(kinds: Sequence[str], rounds: int, rng: random.Random) -> list[tuple[float, str]]:
-    """Each kind `rounds` times, in random order, each at a random share of the load (5-85 % done)."""
+def plan_faults(
+    kinds: Sequence[str], rounds: int, rng: random.Random, window: tuple[float, float] = (0.05, 0.85)
+) -> list[tuple[float, str]]:
+    """Each kind `rounds` times, in random order, each at a random share of the load within `window`."""
     chosen = [kind for kind in kinds for _ in range(rounds)]
     rng.shuffle(chosen)
-    points = sorted(rng.uniform(0.05, 0.85) for _ in chosen)
+    points = sorted(rng.uniform(*window) for _ in chosen)
     return list(zip(points, chosen, strict=True))
 
 
@@ -94,6 +99,69 @@ async def kill_service(stack: Stack, chaos: Chaos, traffic: Traffic, name: str, 
     finally:
         chaos.quiet.discard(name)
     return Fault(f"SIGKILL {name}", at, 0, traffic.now(), f"exit status {code}, restarted")
+
+
+TAKEOVER_PATIENCE_S = 60.0
+
+
+async def _lease_status(client: httpx.AsyncClient, url: str) -> dict[str, object]:
+    """An audit replica's view of the checkpoint lease (/healthz); empty if it does not answer."""
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        lease = (await client.get(f"{url}/healthz")).json().get("checkpoints")
+        return lease if isinstance(lease, dict) else {}
+    return {}
+
+
+async def _checkpoint_size(client: httpx.AsyncClient, url: str) -> int:
+    """The size in the latest checkpoint the replica serves (the note's second line), 0 if none yet."""
+    with contextlib.suppress(httpx.HTTPError, ValueError, IndexError):
+        answer = await client.get(f"{url}/v1/audit/checkpoint")
+        if answer.status_code == 200:
+            return int(answer.text.splitlines()[1])
+    return 0
+
+
+async def kill_active_audit(stack: Stack, chaos: Chaos, traffic: Traffic) -> Fault:
+    """SIGKILL of the audit replica that holds the checkpoint lease. The standby must take the lease over
+    and sign the next checkpoint before the killed one comes back, so nobody else could have signed it;
+    what fails of that goes into `chaos.takeover_findings`."""
+    replicas = stack.instances("audit")
+    headers = {"Authorization": f"Bearer {stack.token('auditor')}"}
+    async with httpx.AsyncClient(headers=headers, timeout=10) as client:
+        roles = {name: await _lease_status(client, stack.url(name)) for name in replicas}
+        active = [name for name, lease in roles.items() if lease.get("role") == "active"]
+        if len(active) != 1:
+            chaos.takeover_findings.append(f"not one active audit replica before the kill: {roles}")
+        killed = active[0] if active else replicas[0]
+        standby = [name for name in replicas if name != killed]
+        chaos.quiet.add(killed)
+        try:
+            at = traffic.now()
+            await asyncio.to_thread(stack.kill, killed)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + TAKEOVER_PATIENCE_S
+            taker = None
+            while taker is None and loop.time() < deadline:
+                await asyncio.sleep(0.2)
+                roles = {name: await _lease_status(client, stack.url(name)) for name in standby}
+                taker = next((name for name, lease in roles.items() if lease.get("role") == "active"), None)
+            took = traffic.now() - at
+            signed, before = 0, 0
+            if taker is None:
+                chaos.takeover_findings.append(f"no standby took the lease in {TAKEOVER_PATIENCE_S:.0f} s")
+            else:
+                before = await _checkpoint_size(client, stack.url(taker))
+                while signed <= before and loop.time() < deadline:
+                    await asyncio.sleep(0.2)
+                    signed = await _checkpoint_size(client, stack.url(taker))
+                if signed <= before:
+                    chaos.takeover_findings.append(f"{taker} took the lease but signed no checkpoint")
+            await asyncio.to_thread(stack.spawn, killed)
+            await asyncio.to_thread(stack.wait_ready, killed, 180)
+        finally:
+            chaos.quiet.discard(killed)
+    detail = f"{taker} took the lease after {took:.1f} s and signed checkpoint {signed} (after {before})"
+    return Fault(f"SIGKILL {killed}, the active audit", at, 0, traffic.now(), detail)
 
 
 async def kill_broker(infra: Infrastructure, traffic: Traffic, rng: random.Random) -> Fault:
@@ -220,6 +288,8 @@ class Arena:
 async def strike(kind: str, at: Arena) -> Fault:
     if kind in SERVICES:
         return await kill_service(at.stack, at.chaos, at.traffic, kind, at.rng)
+    if kind == ACTIVE_AUDIT:
+        return await kill_active_audit(at.stack, at.chaos, at.traffic)
     if kind == BROKER:
         return await kill_broker(at.infra, at.traffic, at.rng)
     if kind == DATABASE:

@@ -60,6 +60,7 @@ class Verdict:
     outage_answers: Counter[str] = field(default_factory=Counter)  # "path status" during the outages
     outage_violations: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
+    takeover_findings: list[str] = field(default_factory=list)  # the standby audit did not take over
 
     @property
     def passed(self) -> bool:
@@ -73,6 +74,7 @@ class Verdict:
             or self.poison_findings
             or self.outage_violations
             or self.crashes
+            or self.takeover_findings
         )
 
     def failures(self) -> list[str]:
@@ -89,6 +91,7 @@ class Verdict:
             *self.poison_findings,
             *named("answers other than 503 + Retry-After in a database outage", self.outage_violations),
             *named("service crashes (exits nobody caused)", self.crashes),
+            *self.takeover_findings,
         ]
 
 
@@ -343,7 +346,7 @@ async def judge(
     patience: float,
 ) -> Verdict:
     topics = Topics(stack.settings.topic_prefix)
-    verdict = Verdict(crashes=list(chaos.crashes))
+    verdict = Verdict(crashes=list(chaos.crashes), takeover_findings=list(chaos.takeover_findings))
     await settle_inboxes(engine, traffic, verdict, patience)
     await settle_audit(engine, traffic, chaos.poison, topics.notices, verdict, patience)
     await check_chain(engine, verdict)

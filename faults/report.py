@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from bench.report import Machine, table
+from faults.chaos import ACTIVE_AUDIT
 from faults.scenarios import Outcome
 
 SHOWN = 10
@@ -50,6 +51,12 @@ def headline(outcome: Outcome) -> list[tuple[str, str, str]]:
             _check(not v.poison_findings) if outcome.chaos.poison else "not struck",
         ),
         ("no service died on its own", f"{len(v.crashes)} crashes", _check(not v.crashes)),
+        (
+            "the standby audit takes the lease over and signs the next checkpoint",
+            "; ".join(f.detail for f in outcome.chaos.faults if f.kind.endswith("the active audit"))
+            or "not struck",
+            _check(not v.takeover_findings) if ACTIVE_AUDIT in outcome.plan.faults else "not struck",
+        ),
     ]
 
 
@@ -112,6 +119,14 @@ def markdown(outcomes: Sequence[Outcome], fuzz: str | None, machine: Machine, co
         "database and keeps it away for a while (asking both APIs all along), and writes poison records "
         "straight into the notices topic. Then it waits for the stack to settle and checks, from the "
         "database, from Kafka and through the auditor's own `deskbridge audit verify`.\n",
+        "With two of each service (two gateways, two ingest processes, an active and a standby audit on "
+        "the same Kafka and PostgreSQL) the load is spread over both gateways and a client's retry goes "
+        "to the other one; the gateway, ingest and the audit process holding the checkpoint lease are "
+        "killed, and the standby must take the lease over and sign the next checkpoint before the killed "
+        'one is back (docs/audit.md, "Active and standby"). Ingest and audit processes share their '
+        "consumer groups, so the survivor takes over the partitions; each gateway follows the deliveries "
+        "topic without a group, so long-polls on either see every delivery; rate limits are per agency "
+        "and gateway.\n",
         "Why nothing acknowledged can be lost or doubled: the gateway answers 2xx only once Kafka holds the "
         "envelope (acks=all, idempotent producer), so a kill before that leaves the client without a 2xx "
         "and it posts again; the same bytes again get the same 202, even when the gateway died before "

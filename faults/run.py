@@ -1,11 +1,12 @@
-"""`python -m faults.run [--quick] [--seed N] [--out docs/reliability.md]`: drives a bounded load through
-the whole stack while killing its parts, checks that nothing acknowledged was lost or duplicated and that
-the audit log verifies, and writes the figures to docs/reliability.md.
+"""`python -m faults.run [--quick] [--seed N] [--only NAME] [--out docs/reliability.md]`: drives a bounded
+load through the whole stack while killing its parts, checks that nothing acknowledged was lost or
+duplicated and that the audit log verifies, and writes the figures to docs/reliability.md.
 
-Two scenarios, each on Kafka and PostgreSQL of its own: one broker, with every kind of fault (SIGKILL of
-the broker, the gateway, ingest and audit; the database killed and kept away; poison records), and a
+Three scenarios, each on Kafka and PostgreSQL of its own: one broker, with every kind of fault (SIGKILL of
+the broker, the gateway, ingest and audit; the database killed and kept away; poison records); a
 3-broker KRaft cluster (replication factor 3, min.insync.replicas 2) losing one broker at a time under
-load. Then schemathesis runs against both APIs. Exits 1 if any check fails."""
+load; and two of each service, losing the active audit (its standby must take over signing), a gateway
+and an ingest. Then schemathesis runs against both APIs. Exits 1 if any check fails."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from bench.run import machine
 from faults.chaos import BROKER
 from faults.fuzz import FuzzReport
 from faults.report import headline, markdown
-from faults.scenarios import EVERY_FAULT, Outcome, Plan, run_scenario
+from faults.scenarios import EVERY_FAULT, SEVERAL_OF_EACH, Outcome, Plan, run_scenario
 from services.platform.database import ROOT
 from tests.support.postgres import find_bin_dir
 
@@ -46,6 +47,18 @@ FULL = (
         rounds=3,
         outage_s=(0, 0),
         brokers=3,
+    ),
+    Plan(
+        "Two of each service, the active audit, a gateway and an ingest killed",
+        notices=4_000,
+        recipients=3,
+        connections=16,
+        rate=40,
+        faults=SEVERAL_OF_EACH,
+        rounds=2,
+        outage_s=(0, 0),
+        replicas=2,
+        window=(0.05, 0.5),  # six faults of ~10 s each, one after another, inside a 100 s load
     ),
 )
 # The short version `make test` runs (tests/faults/test_scenarios.py): every fault once, on a load long enough
@@ -74,6 +87,19 @@ QUICK = (
         outage_s=(0, 0),
         brokers=3,
         patience=60,
+    ),
+    Plan(
+        "Two of each service, the active audit, a gateway and an ingest killed (short)",
+        notices=1_200,
+        recipients=3,
+        connections=8,
+        rate=20,
+        faults=SEVERAL_OF_EACH,
+        rounds=1,
+        outage_s=(0, 0),
+        replicas=2,
+        patience=60,
+        window=(0.05, 0.35),  # three faults of ~10 s each, one after another, inside a 60 s load
     ),
 )
 FUZZ_EXAMPLES = {False: 50, True: 10}
@@ -116,12 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=int(time.time()), help="draws the faults' points")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.md")
     parser.add_argument("--no-fuzz", action="store_true", help="skip schemathesis")
+    parser.add_argument("--only", help="run only the scenarios whose name holds this (e.g. 'Two of each')")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # unwinds, so brokers, database and services are stopped
-    plans = QUICK if args.quick else FULL
+    plans = tuple(p for p in (QUICK if args.quick else FULL) if args.only is None or args.only in p.name)
     examples = 0 if args.no_fuzz else FUZZ_EXAMPLES[args.quick]
     outcomes, fuzz = run_plans(plans, args.seed, examples)
     command = "make faults" if not args.quick else "python -m faults.run --quick"
+    if args.only is not None:
+        command = f'python -m faults.run{" --quick" if args.quick else ""} --only "{args.only}"'
     args.out.parent.mkdir(parents=True, exist_ok=True)
     database = f"PostgreSQL {find_bin_dir().parent.name}"
     summary = None if fuzz is None else fuzz.summary()

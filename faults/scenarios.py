@@ -14,6 +14,7 @@ from pathlib import Path
 from bench.load import Keyring
 from bench.stack import Infrastructure, Stack, infrastructure, running_stack
 from faults.chaos import (
+    ACTIVE_AUDIT,
     BROKER,
     DATABASE,
     POISON,
@@ -29,9 +30,12 @@ from faults.fuzz import FuzzReport, demo_credentials, run_fuzz
 from faults.traffic import Traffic, drive
 from services.platform.database import make_engine
 
-# Checkpoints every second, so the auditor's verification covers the whole log soon after the load.
-FAULTS_ENVIRONMENT = {"DESKBRIDGE_CHECKPOINT_INTERVAL_S": "1"}
+# Checkpoints every second, so the auditor's verification covers the whole log soon after the load; a
+# short lease, so a standby audit takes over within seconds.
+FAULTS_ENVIRONMENT = {"DESKBRIDGE_CHECKPOINT_INTERVAL_S": "1", "DESKBRIDGE_AUDIT_LEASE_S": "3"}
 EVERY_FAULT = (*SERVICES, BROKER, DATABASE, POISON)
+# Two of each: the active audit, the first gateway and the first ingest killed; their twins carry on.
+SEVERAL_OF_EACH = (ACTIVE_AUDIT, "gateway", "ingest")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class Plan:
     outage_s: tuple[float, float]  # how long the database stays away, drawn from this range
     brokers: int = 1  # more than one: a KRaft cluster, every topic replicated on all of them
     patience: float = 120  # seconds the checks wait for the stack to catch up once nothing moves
+    replicas: int = 1  # processes of each service (two: "gateway" and "gateway-2", ...)
+    window: tuple[float, float] = (0.05, 0.85)  # the shares of the load the faults strike within
 
 
 @dataclass
@@ -67,7 +73,7 @@ async def under_faults(stack: Stack, infra: Infrastructure, plan: Plan, rng: ran
     keyring = Keyring(stack.home)
     traffic, chaos = Traffic(), Chaos()
     load_done, supervising = asyncio.Event(), asyncio.Event()
-    schedule = plan_faults(plan.faults, plan.rounds, rng)
+    schedule = plan_faults(plan.faults, plan.rounds, rng, plan.window)
 
     async def load() -> None:
         try:
@@ -120,7 +126,7 @@ def run_scenario(plan: Plan, seed: int, work: Path, fuzz_examples: int = 0) -> O
     with (
         infrastructure(work, None, None, plan.brokers) as infra,
         running_stack(
-            work, infra.bootstrap, infra.database_url, FAULTS_ENVIRONMENT, infra.certificates
+            work, infra.bootstrap, infra.database_url, FAULTS_ENVIRONMENT, infra.certificates, plan.replicas
         ) as stack,
     ):
         outcome = asyncio.run(under_faults(stack, infra, plan, rng))

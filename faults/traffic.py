@@ -87,9 +87,11 @@ async def timed(
     return answer
 
 
-async def _deliver(traffic: Traffic, client: httpx.AsyncClient, sealed: Sealed) -> None:
+async def _deliver(traffic: Traffic, gateways: Sequence[httpx.AsyncClient], sealed: Sealed) -> None:
+    """Posts until an answer is final; with several gateways, each retry goes to the next one."""
     first = time.monotonic()
     while True:
+        client = gateways[traffic.attempts[sealed.notice_id] % len(gateways)]
         traffic.attempts[sealed.notice_id] += 1
         answer = await timed(traffic, client, "POST", "/v1/envelopes", content=sealed.raw)
         if answer.status.startswith("2"):
@@ -116,15 +118,19 @@ async def drive(
 ) -> None:
     """Posts `count` notices, each to the first `recipients` readers, over `connections` at a time and
     starting at most `rate` a second, so faults planned at shares of the load strike while it runs. Each
-    is sealed just before its first post, so a long outage cannot make it stale before it is sent."""
+    is sealed just before its first post, so a long outage cannot make it stale before it is sent. With
+    several gateways, notices are spread over them and a retry goes to another one."""
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    gateways = [stack.url(name) for name in stack.instances("gateway")] or [stack.gateway_url]
+    headers = {
+        agency: {"Authorization": f"Bearer {stack.token(agency)}", "Content-Type": "application/json"}
+        for agency in SENDERS
+    }
     clients = {
-        agency: httpx.AsyncClient(
-            base_url=stack.gateway_url,
-            headers={"Authorization": f"Bearer {stack.token(agency)}", "Content-Type": "application/json"},
-            limits=limits,
-            timeout=120,
-        )
+        agency: [
+            httpx.AsyncClient(base_url=url, headers=headers[agency], limits=limits, timeout=120)
+            for url in gateways
+        ]
         for agency in SENDERS
     }
     readers: Sequence[str] = READERS[:recipients]
@@ -137,10 +143,13 @@ async def drive(
         for index in remaining:
             await asyncio.sleep(max(0.0, began + index / rate - loop.time()))
             sealed = traffic.seal(keyring, next(order), readers)
-            await _deliver(traffic, clients[sealed.sender], sealed)
+            spread = clients[sealed.sender]
+            shift = index % len(spread)
+            await _deliver(traffic, [*spread[shift:], *spread[:shift]], sealed)
 
     try:
         await asyncio.gather(*(sender() for _ in range(connections)))
     finally:
-        for client in clients.values():
-            await client.aclose()
+        for pool in clients.values():
+            for client in pool:
+                await client.aclose()

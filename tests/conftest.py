@@ -27,6 +27,7 @@ from services.envelope.keys import AgencyKeys
 from services.envelope.receipts import make_receipt
 from services.gateway.app import create_app as create_gateway_app
 from services.ingest.main import run as run_ingest
+from services.metrics.registry import Metrics
 from services.platform.database import make_engine, make_sessionmaker, upgrade
 from services.platform.kafka import EventPublisher, KafkaAccess, Topics, create_topics, header_value
 from services.platform.logs import configure
@@ -166,6 +167,7 @@ def stack_settings(kafka_broker: KafkaBroker, database_url: str, topic_prefix: s
         webhook_backoff_base_s=0.2,
         webhook_backoff_cap_s=1,
         webhook_max_attempts=3,
+        ingest_metrics_port=0,  # the stack fixture opens it on a free port
     )
 
 
@@ -197,7 +199,9 @@ async def stack(
     home = tmp_path / "demo"
     settings = stack_settings(kafka_broker, stack_db, topic_prefix, home)
     # The ports the services really listen on: the console's config.json and CORS origins name them.
-    settings = settings.model_copy(update={"gateway_port": free_port(), "audit_port": free_port()})
+    settings = settings.model_copy(
+        update={"gateway_port": free_port(), "audit_port": free_port(), "ingest_metrics_port": free_port()}
+    )
     changed = request.node.get_closest_marker("settings")
     if changed is not None:
         settings = settings.model_copy(update=changed.kwargs)
@@ -210,10 +214,11 @@ async def stack(
     gateway = create_gateway_app(as_service(settings, kafka_broker, "gateway"))
     gateway_url = await services.serve(gateway, settings.gateway_port)
     audit = as_service(settings, kafka_broker, "audit")
-    audit_url = await services.serve(create_audit_app(audit), settings.audit_port)
+    audit_metrics = Metrics()  # the audit process's: its app serves its consumer's lag
+    audit_url = await services.serve(create_audit_app(audit, audit_metrics), settings.audit_port)
     if request.node.get_closest_marker("without_ingest") is None:
         services.run(run_ingest(as_service(settings, kafka_broker, "ingest"), services.stop))
-    services.run(run_consumer(audit, services.stop))
+    services.run(run_consumer(audit, services.stop, audit_metrics))
     engine = make_engine(stack_db)
     sessions = make_sessionmaker(engine)
     identities = kafka_broker.certificates

@@ -3,21 +3,9 @@
 import { message } from "./api";
 import { Status, field, h, replace, time } from "./dom";
 import type { Shell } from "./main";
-import type { EvidenceBundle } from "./evidence/bundle";
+import type { AuditRecord, EvidenceBundle } from "./evidence/bundle";
 import { verifyEvidence } from "./evidence/verify";
 import { cosignatureTime, openLogCheckpoint, parseNote, parseVkey } from "./evidence/tlog";
-
-interface AuditRecord {
-  seq: number;
-  event_type: string;
-  occurred_at: string;
-  actor: string;
-  agency: string | null;
-  notice_id: string | null;
-  case_ref: string | null;
-  envelope_sha256: string | null;
-  details: Record<string, string | number | boolean | null>;
-}
 
 export async function auditorView(shell: Shell): Promise<void> {
   const timeline = h("section", { class: "card", "aria-labelledby": "timeline-title" });

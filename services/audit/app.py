@@ -1,6 +1,7 @@
 """The audit service's HTTP app: the auditors' API (services/transparency/views.py) with the checkpoint
-publisher that signs on an interval, built and stopped with the app, delivery's stored receipts for
-evidence bundles, open to the browser console that the gateway serves (CORS for its origins only)."""
+publisher that signs on an interval while this replica holds the lease (services/transparency/lease.py),
+both built and stopped with the app, delivery's stored receipts for evidence bundles, open to the browser
+console that the gateway serves (CORS for its origins only)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,22 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from services.delivery.service import acknowledgements
 from services.envelope.errors import KeyFileError
+from services.evidence import views as evidence
+from services.metrics.registry import Metrics
+from services.metrics.views import install_metrics
+from services.metrics.watch import outages_watched
+from services.platform.kafka import KafkaAccess
 from services.platform.settings import Settings
-from services.platform.views import BodyLimit, install_error_handlers
+from services.platform.views import TELEMETRY, BodyLimit, install_error_handlers
 from services.transparency import checkpoints
 from services.transparency import views as transparency
 from services.transparency.checkpoints import AuditorQueries, Publisher
+from services.transparency.lease import Lease
 from services.transparency.note import NoteSigner
 from services.trust.views import open_app_state
 
@@ -43,22 +50,32 @@ def console_origins(settings: Settings) -> list[str]:
     return list(dict.fromkeys([f"http://{settings.gateway_host}:{port}", f"http://localhost:{port}"]))
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
+    """`metrics`: the process's registry, shared with its consumer (main.py); a new one by default."""
+    metrics = metrics or Metrics()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = open_app_state(app, settings)
+        lease = Lease(app.state.sessions, timedelta(seconds=settings.audit_lease_s))
         publisher = Publisher(
             app.state.sessions,
             _load_signer(settings),
             AuditorQueries(timedelta(seconds=settings.audit_query_window_s)),
+            lease,
         )
         app.state.checkpoints = publisher
         await publisher.start()
         stop = asyncio.Event()
-        loop = asyncio.create_task(publisher.run(settings.checkpoint_interval_s, stop))
-        yield
+        loops = [
+            asyncio.create_task(lease.keep(stop, publisher.publish_on_takeover)),
+            asyncio.create_task(publisher.run(settings.checkpoint_interval_s, stop)),
+        ]
+        async with outages_watched(metrics, engine, KafkaAccess.of(settings), settings.outage_probe_s):
+            yield
         stop.set()
-        await loop
+        await asyncio.gather(*loops)
+        await lease.release()  # after the last checkpoint: a standby takes over at its next tick
         await engine.dispose()
 
     app = FastAPI(
@@ -70,15 +87,21 @@ def create_app(settings: Settings) -> FastAPI:
         "<credential>` or a request signed with the agency's key). Entries carry metadata and hashes, "
         "never notice contents. Errors are RFC 9457 problem details whose `code` docs/errors.md lists.",
         lifespan=lifespan,
+        telemetry=TELEMETRY,
     )
     install_error_handlers(app)
     # Evidence bundles carry the receipts delivery stored, which sits above the log in the layers.
     app.state.acknowledgements = acknowledgements
     app.include_router(transparency.router)
+    app.include_router(evidence.router)
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz(request: Request) -> dict[str, object]:
+        """Alive, and whether this replica signs checkpoints (active) or stands by, as last read; it
+        answers before the lifespan has built the publisher (a startup probe)."""
+        publisher: Publisher | None = getattr(request.app.state, "checkpoints", None)
+        lease = publisher.lease if publisher is not None else None
+        return {"status": "ok", "checkpoints": lease.status() if lease is not None else None}
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # Outermost, so refusals carry it too. Bearer credentials go in the Authorization header, never in
@@ -92,4 +115,6 @@ def create_app(settings: Settings) -> FastAPI:
         allow_credentials=False,
         max_age=600,
     )
+    install_metrics(app, metrics, settings.metrics_token)
+    metrics.audit_log(lambda: getattr(app.state, "checkpoints", None))  # the publisher, once started
     return app

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit.records import to_event
 from services.envelope.service import Freshness
+from services.platform import tracing
 from services.platform.consumer import Batch
 from services.platform.kafka import Topics
 from services.transparency import service as audit_log
@@ -32,10 +33,11 @@ class AuditHandler:
             events = []
             directory = await self.directory.view(session)  # as of the batch's start
             for record in records:
-                event = await to_event(session, directory, self.topics, record, self.freshness)
-                if event is None:
-                    log.warning("unreadable event skipped", topic=record.topic, offset=record.offset)
-                    continue
+                with tracing.within(record):  # the consume loop's span of the record
+                    event = await to_event(session, directory, self.topics, record, self.freshness)
+                    if event is None:
+                        log.warning("unreadable event skipped", topic=record.topic, offset=record.offset)
+                        continue
                 events.append(event)
             await session.rollback()  # end the read transaction before taking the append lock
             added = await audit_log.append(session, events)

@@ -10,7 +10,9 @@ import uvicorn
 from services.audit.app import create_app
 from services.audit.handler import AuditHandler
 from services.envelope.service import Freshness
-from services.platform import process
+from services.metrics.registry import Metrics
+from services.metrics.watch import lag_follower
+from services.platform import process, tracing
 from services.platform.consumer import consume, ready_topics
 from services.platform.database import make_engine, make_sessionmaker
 from services.platform.kafka import KafkaAccess
@@ -21,7 +23,8 @@ from services.platform.settings import Settings
 log = structlog.get_logger("audit")
 
 
-async def run_consumer(settings: Settings, stop: asyncio.Event) -> None:
+async def run_consumer(settings: Settings, stop: asyncio.Event, metrics: Metrics) -> None:
+    """`metrics`: the process's, which its app serves (its lag per partition)."""
     topics = await ready_topics(settings, stop, "audit")
     engine = make_engine(settings.database_url)
     handler = AuditHandler(
@@ -35,6 +38,7 @@ async def run_consumer(settings: Settings, stop: asyncio.Event) -> None:
             f"{settings.topic_prefix}deskbridge-audit",
             handler,
             stop,
+            watch=lag_follower(metrics, "audit"),
         )
     finally:
         await engine.dispose()
@@ -42,16 +46,17 @@ async def run_consumer(settings: Settings, stop: asyncio.Event) -> None:
 
 async def serve(settings: Settings) -> None:
     stop = stop_on_signals()
+    metrics = Metrics()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings),
+            create_app(settings, metrics),
             host=settings.audit_host,
             port=settings.audit_port,
             log_level="warning",
             lifespan="on",
         )
     )
-    consumer = asyncio.create_task(run_consumer(settings, stop))
+    consumer = asyncio.create_task(run_consumer(settings, stop, metrics))
     api = asyncio.create_task(server.serve())
     await stop.wait()
     server.should_exit = True
@@ -61,6 +66,7 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     configure(settings.log_level, settings.log_json)
+    tracing.configure(settings, "audit")
     process.run(serve(settings))
 
 

@@ -24,10 +24,10 @@ from services.envelope.errors import EnvelopeError
 from services.envelope.keys import AgencyKeys, PublicKey
 from services.envelope.receipts import make_receipt
 from services.envelope.service import open_envelope, parse_envelope, seal_notice
+from services.evidence.checks import check_evidence, failures
 from services.platform.errors import Error
 from services.platform.problems import one_line
 from services.transparency.checkpoints import LOG_VKEY_FILE
-from services.transparency.evidence import check_evidence, failures
 from services.transparency.note import (
     Checkpoint,
     CosignatureSigner,

@@ -52,6 +52,7 @@ async def expire_due(session: AsyncSession, now: datetime | None = None, limit: 
         .join(NoticeRow, NoticeRow.notice_id == Delivery.notice_id)
         .where(NoticeRow.expires_at.is_not(None), NoticeRow.expires_at <= at, Delivery.expired_at.is_(None))
         .limit(limit)
+        .with_for_update(of=Delivery, skip_locked=True)  # two ingest processes split the sweep
     )
     rows = list((await session.execute(query)).all())
     if not rows:
@@ -73,6 +74,7 @@ async def escalate_due(session: AsyncSession, now: datetime | None = None, limit
         .where(Delivery.state != "acknowledged", Delivery.escalated_at.is_(None))
         .where(Delivery.recalled_at.is_(None), Delivery.expired_at.is_(None))
         .limit(limit)
+        .with_for_update(of=Delivery, skip_locked=True)  # each copy escalates once, whichever sweeps it
     )
     rows = list((await session.execute(query)).all())
     if not rows:

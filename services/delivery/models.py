@@ -34,6 +34,8 @@ class NoticeRow(Base):
     kafka_partition: Mapped[int] = mapped_column(Integer)
     kafka_offset: Mapped[int] = mapped_column(BigInteger)
     ingested_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Where its webhook POSTs join the notice's trace (services/platform/tracing.py); metadata only.
+    traceparent: Mapped[str | None] = mapped_column(String(55), nullable=True)
 
 
 class Delivery(Base):

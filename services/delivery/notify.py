@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from tenacity import wait_fixed
 
 from schemas.events import Event, EventType
+from services.platform.consumer import until_stopped
 from services.platform.kafka import KafkaAccess, Topics
-from services.platform.retrying import until_stopped
 
 log = structlog.get_logger("gateway.notify")
 FALLBACK_S = 1.0

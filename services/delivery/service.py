@@ -29,9 +29,9 @@ from services.delivery.models import Delivery, NoticeRow
 from services.envelope.errors import EnvelopeError
 from services.envelope.receipts import check_receipt
 from services.envelope.service import Freshness, ParsedEnvelope
+from services.evidence.export import Acknowledgements
 from services.platform.database import utcnow
 from services.platform.kafka import EventPublisher
-from services.transparency.evidence_export import Acknowledgements
 from services.trust.keyring import DirectoryView
 
 SOURCE = "deskbridge/gateway"
@@ -39,9 +39,12 @@ SOURCE = "deskbridge/gateway"
 
 @dataclass(frozen=True)
 class RecordRef:
+    """Where ingest found an envelope, and the traceparent of its span that stores it."""
+
     topic: str
     partition: int
     offset: int
+    traceparent: str | None = None
 
 
 def _notice_row(envelope: ParsedEnvelope, ref: RecordRef, now: datetime) -> NoticeRow:
@@ -63,6 +66,7 @@ def _notice_row(envelope: ParsedEnvelope, ref: RecordRef, now: datetime) -> Noti
         kafka_partition=ref.partition,
         kafka_offset=ref.offset,
         ingested_at=now,
+        traceparent=ref.traceparent,
     )
 
 
@@ -77,8 +81,18 @@ def _inbox_rows(envelope: ParsedEnvelope, now: datetime, sla: Sla) -> list[Deliv
     ]
 
 
-def _delivered(notice: NoticeRow, recipients: Sequence[str]) -> list[Event]:
-    return [delivery_event(EventType.notice_delivered, notice, r, "ingest") for r in recipients]
+@dataclass(frozen=True)
+class Materialised:
+    """What routing one envelope did: the delivery events to publish, and whether its rows were written
+    now (False for a redelivered record, whose rows an earlier delivery wrote)."""
+
+    events: list[Event]
+    written: bool
+
+
+def _delivered(notice: NoticeRow, recipients: Sequence[str], written: bool) -> Materialised:
+    events = [delivery_event(EventType.notice_delivered, notice, r, "ingest") for r in recipients]
+    return Materialised(events, written)
 
 
 def _replay(notice_id: str) -> EnvelopeError:
@@ -87,8 +101,8 @@ def _replay(notice_id: str) -> EnvelopeError:
 
 async def materialise(
     session: AsyncSession, envelope: ParsedEnvelope, ref: RecordRef, sla: Sla = DEFAULT_SLA
-) -> list[Event]:
-    """Writes the notice and its inbox rows (caller commits), returning the delivery events to publish.
+) -> Materialised:
+    """Writes the notice and its inbox rows (caller commits), with the delivery events to publish.
 
     A redelivered record (same envelope bytes) writes nothing and returns the same events again;
     another envelope reusing a notice id is a replay and is refused.
@@ -99,7 +113,7 @@ async def materialise(
     if existing is not None:
         if existing.envelope_sha256 != envelope.sha256:
             raise _replay(notice_id)
-        return _delivered(existing, routing.recipients)
+        return _delivered(existing, routing.recipients, written=False)
     now = utcnow()
     notice = _notice_row(envelope, ref, now)
     await _one_writer_at_a_time(session)
@@ -107,14 +121,14 @@ async def materialise(
     await session.flush()  # the notice row first: deliveries refer to it
     session.add_all(_inbox_rows(envelope, now, sla))
     await session.flush()
-    return _delivered(notice, routing.recipients) + await _mark_replied(
-        session, routing.in_reply_to, routing.sender, now
-    )
+    delivered = _delivered(notice, routing.recipients, written=True)
+    replied = await _mark_replied(session, routing.in_reply_to, routing.sender, now)
+    return Materialised(delivered.events + replied, written=True)
 
 
 async def materialise_many(
     session: AsyncSession, admitted: Sequence[tuple[ParsedEnvelope, RecordRef]], sla: Sla = DEFAULT_SLA
-) -> list[list[Event] | EnvelopeError]:
+) -> list[Materialised | EnvelopeError]:
     """materialise() for a run of notices that are neither replies nor forwards, in one read and one
     insert per table instead of several round trips each; for each item, its events or why it is refused.
 
@@ -130,7 +144,7 @@ async def materialise_many(
         for row in (await session.execute(select(NoticeRow).where(NoticeRow.notice_id.in_(ids)))).scalars()
     }
     now = utcnow()
-    outcomes: list[list[Event] | EnvelopeError] = []
+    outcomes: list[Materialised | EnvelopeError] = []
     notices: list[NoticeRow] = []
     rows: list[Delivery] = []
     for envelope, ref in admitted:
@@ -138,12 +152,16 @@ async def materialise_many(
         earlier = known.get(notice_id)
         if earlier is not None:
             same = earlier.envelope_sha256 == envelope.sha256
-            outcomes.append(_delivered(earlier, envelope.routing.recipients) if same else _replay(notice_id))
+            outcomes.append(
+                _delivered(earlier, envelope.routing.recipients, written=False)
+                if same
+                else _replay(notice_id)
+            )
             continue
         known[notice_id] = notice = _notice_row(envelope, ref, now)
         notices.append(notice)
         rows += _inbox_rows(envelope, now, sla)
-        outcomes.append(_delivered(notice, envelope.routing.recipients))
+        outcomes.append(_delivered(notice, envelope.routing.recipients, written=True))
     if notices:
         await _one_writer_at_a_time(session)
         session.add_all(notices)
@@ -355,12 +373,31 @@ async def acknowledgements(session: AsyncSession, notice_id: str) -> Acknowledge
     return Acknowledgements(notice.envelope_sha256, receipts)
 
 
+def within(rows: list[tuple[Delivery, NoticeRow]], max_bytes: int) -> list[tuple[Delivery, NoticeRow]]:
+    """The first rows whose envelopes fit `max_bytes` together, and always the first: a page of 500
+    envelopes at their 2 MiB limit would be a gigabyte in one answer."""
+    kept: list[tuple[Delivery, NoticeRow]] = []
+    total = 0
+    for delivery, notice in rows:
+        total += len(notice.envelope)
+        if kept and total > max_bytes:
+            break
+        kept.append((delivery, notice))
+    return kept
+
+
 async def take(
-    session: AsyncSession, publisher: EventPublisher, agency: str, after: int, limit: int, only: InboxFilter
+    session: AsyncSession,
+    publisher: EventPublisher,
+    agency: str,
+    after: int,
+    limit: int,
+    only: InboxFilter,
+    max_bytes: int,
 ) -> list[InboxItem]:
-    """One page of the agency's inbox, marked fetched (caller commits); the audit trail learns of each
-    first fetch before the state changes."""
-    rows = await inbox(session, agency, after, limit, only)
+    """One page of the agency's inbox, at most `limit` notices and about `max_bytes` of envelopes, marked
+    fetched (caller commits); the audit trail learns of each first fetch before the state changes."""
+    rows = within(await inbox(session, agency, after, limit, only), max_bytes)
     await publisher.publish_many(fetched_events(rows, agency), SOURCE)
     await mark_fetched(session, rows)
     return [inbox_item(d, n) for d, n in rows]

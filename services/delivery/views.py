@@ -62,6 +62,7 @@ async def get_inbox(
     principal: Agency,
     session: Session,
     publisher: Publisher,
+    config: Config,
     notify: Notifier,
     only: Filter,
     after: Annotated[str | None, Query(description="Opaque cursor from a previous page.")] = None,
@@ -76,7 +77,9 @@ async def get_inbox(
     deadline = asyncio.get_running_loop().time() + wait
     while True:
         version = notify.version(principal.agency)
-        items = await service.take(session, publisher, principal.agency, after_seq, limit, only)
+        items = await service.take(
+            session, publisher, principal.agency, after_seq, limit, only, config.inbox_page_bytes
+        )
         await session.commit()
         left = deadline - asyncio.get_running_loop().time()
         if items or left <= 0 or notify.draining:
@@ -93,6 +96,7 @@ async def stream_inbox(
     request: Request,
     principal: Agency,
     publisher: Publisher,
+    config: Config,
     notify: Notifier,
     only: Filter,
     after: Annotated[str | None, Query(description="Start after this cursor (Last-Event-ID wins).")] = None,
@@ -111,7 +115,9 @@ async def stream_inbox(
         while not notify.draining and not await request.is_disconnected():
             version = notify.version(agency)
             async with sessions() as session:
-                items = await service.take(session, publisher, agency, position, 100, only)
+                items = await service.take(
+                    session, publisher, agency, position, 100, only, config.inbox_page_bytes
+                )
                 await session.commit()
                 overdue = await escalated_since(session, agency, escalations_since)
             for item in items:

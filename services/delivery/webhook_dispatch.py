@@ -42,6 +42,7 @@ from services.delivery.webhooks import (
     release,
 )
 from services.envelope.keys import SigningKey
+from services.metrics.registry import Metrics
 from services.platform.database import utcnow
 from services.platform.kafka import EventPublisher
 from services.platform.outage import TRANSIENT
@@ -74,8 +75,10 @@ class Dispatcher:
         key: SigningKey,
         settings: Settings,
         policy: RetryPolicy,
+        metrics: Metrics,
     ) -> None:
         self.sessions = sessions
+        self.metrics = metrics
         self.publisher = publisher
         self.key = key
         self.policy = policy
@@ -160,15 +163,17 @@ class Dispatcher:
             if head is None:
                 return self.poll_s
             await session.commit()  # no transaction stays open while the endpoint answers
-            error = await sender.deliver(hook.url, inbox_item(*head))
+            error = await sender.deliver(hook.url, inbox_item(*head), trace=head[1].traceparent)
             notice_id = head[1].notice_id
             if error is None:
                 await record_delivered(session, self.publisher, hook, head, SOURCE)
                 await session.commit()
+                self.metrics.webhook_attempt("delivery", "delivered")
                 log.info("webhook delivered", webhook=hook_id, agency=hook.agency_id, notice_id=notice_id)
                 return 0
             parked = await record_failure(session, self.publisher, hook, head, error, self.policy, SOURCE)
             await session.commit()
+            self.metrics.webhook_attempt("delivery", "failed" if parked is None else "parked")
             if parked is not None:
                 log.warning("webhook delivery parked", webhook=hook_id, notice_id=notice_id, error=error)
                 return 0
@@ -201,7 +206,9 @@ class Dispatcher:
         assert delivery.escalated_at is not None  # next_escalation compares it with the mark
         watch.after = EscalationMark(delivery.escalated_at, delivery.seq)
         await session.commit()  # no transaction stays open while the endpoint answers
-        error = await sender.deliver(hook.url, inbox_item(delivery, notice), WebhookEvent.escalation)
+        item = inbox_item(delivery, notice)
+        error = await sender.deliver(hook.url, item, WebhookEvent.escalation, notice.traceparent)
+        self.metrics.webhook_attempt("escalation", "delivered" if error is None else "failed")
         if error is None:
             log.info("webhook escalation sent", webhook=hook.id, notice_id=notice.notice_id)
         else:

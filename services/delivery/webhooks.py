@@ -50,6 +50,7 @@ from services.delivery.service import (
 )
 from services.envelope.errors import EnvelopeError
 from services.envelope.keys import PublicKey, SigningKey
+from services.platform import tracing
 from services.platform.database import utcnow
 from services.platform.kafka import EventPublisher
 from services.trust.httpsig import (
@@ -561,10 +562,23 @@ class WebhookSender:
         await self._client.aclose()
 
     async def deliver(
-        self, url: str, item: InboxItem, event: WebhookEvent = WebhookEvent.notice
+        self, url: str, item: InboxItem, event: WebhookEvent = WebhookEvent.notice, trace: str | None = None
     ) -> str | None:
         """None once the endpoint answered 2xx; otherwise a coarse reason, fit for the agency to see (the
-        cause is logged). Redirects are not followed."""
+        cause is logged). Redirects are not followed. `trace`: the notice's traceparent, which the POST
+        continues and carries to the endpoint (default: the current trace)."""
+        with tracing.calling("POST", url, trace) as (call, trace_headers):
+            answer = await self._post(url, item, event, trace_headers)
+            if isinstance(answer, str):
+                call.failed(answer)
+                return answer
+            call.answered(answer.status_code)
+        return None if answer.is_success else f"HTTP {answer.status_code}"
+
+    async def _post(
+        self, url: str, item: InboxItem, event: WebhookEvent, trace_headers: dict[str, str]
+    ) -> httpx.Response | str:
+        """The endpoint's answer (its body unread), or why there is none."""
         body = item.model_dump_json().encode()
         host = urlsplit(url).hostname
         try:
@@ -573,7 +587,7 @@ class WebhookSender:
                     "POST",
                     url,
                     content=body,
-                    headers={"Content-Type": "application/json", EVENT_HEADER: event},
+                    headers={"Content-Type": "application/json", EVENT_HEADER: event, **trace_headers},
                 )
                 response = await self._client.send(request, stream=True)
                 await response.aclose()  # the status is the answer; the body is not read
@@ -585,9 +599,7 @@ class WebhookSender:
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             log.info("webhook request failed", host=host, cause=f"{type(exc).__name__}: {exc}")
             return CONNECTION_FAILED
-        if response.is_success:
-            return None
-        return f"HTTP {response.status_code}"
+        return response
 
 
 async def verify_webhook(

@@ -17,11 +17,14 @@ from services.envelope.errors import KeyFileError
 from services.envelope.keys import DeskKeyFile
 from services.envelope.service import MAX_ENVELOPE_BYTES
 from services.gateway.console import install_console
+from services.metrics.registry import Metrics
+from services.metrics.views import install_metrics
+from services.metrics.watch import outages_watched
 from services.notices import views as notices
 from services.notices.limits import InboxRoom, TokenBuckets
 from services.platform.kafka import EventPublisher, KafkaAccess, Topics
 from services.platform.settings import Settings
-from services.platform.views import BodyLimit, install_error_handlers
+from services.platform.views import TELEMETRY, BodyLimit, install_error_handlers
 from services.trust import views as trust
 from services.trust.signed_directory import DIRECTORY_KEY_FILE, load_directory_key
 from services.trust.views import open_app_state
@@ -29,7 +32,10 @@ from services.trust.views import open_app_state
 log = structlog.get_logger("gateway")
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
+    """`metrics`: the process's registry; a new one by default."""
+    metrics = metrics or Metrics()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = open_app_state(app, settings)
@@ -49,7 +55,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.inbox_room = InboxRoom(settings.inbox_max_pending, settings.inbox_count_s)
         stop = asyncio.Event()
         following = asyncio.create_task(app.state.notifier.run(kafka, topics, stop))
-        yield
+        async with outages_watched(metrics, engine, kafka, settings.outage_probe_s):
+            yield
         stop.set()
         await following
         await app.state.publisher.close()
@@ -65,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
         'nonce and alg="ed25519"; Content-Digest per RFC 9530). Errors are RFC 9457 problem details '
         "whose `code` docs/errors.md lists.",
         lifespan=lifespan,
+        telemetry=TELEMETRY,
     )
     install_error_handlers(app)
     for router in (*notices.ROUTERS, *delivery.ROUTERS, *trust.ROUTERS):
@@ -81,4 +89,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, per_path={"/v1/envelopes": 2 * MAX_ENVELOPE_BYTES}
     )
+    install_metrics(app, metrics, settings.metrics_token)
     return app

@@ -9,6 +9,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from services.gateway.app import create_app
+from services.platform import tracing
 from services.platform.logs import configure
 from services.platform.settings import Settings
 
@@ -30,6 +31,7 @@ class DrainingServer(uvicorn.Server):
 def main() -> None:
     settings = Settings()
     configure(settings.log_level, settings.log_json)
+    tracing.configure(settings, "gateway")
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import structlog
 from aiokafka import ConsumerRecord
+from opentelemetry.context import Context
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,12 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from schemas.events import Event
 from schemas.notices import RecallRequest
 from services.delivery.deadlines import DEFAULT_SLA, Sla
-from services.delivery.service import RecordRef, materialise, materialise_many
+from services.delivery.service import Materialised, RecordRef, materialise, materialise_many
 from services.envelope.errors import EnvelopeError
 from services.envelope.service import Freshness, ParsedEnvelope, parse_envelope
+from services.metrics.registry import Metrics
 from services.notices.admission import admit
 from services.notices.errors import RecallRefused
 from services.notices.service import RECALL_TYPE, apply_recall
+from services.platform import tracing
 from services.platform.consumer import Batch
 from services.platform.errors import Error
 from services.platform.kafka import EventPublisher, cloud_headers, header_value, record_time
@@ -29,6 +32,9 @@ from services.trust.keyring import DirectoryCache, DirectoryView
 
 log = structlog.get_logger("ingest")
 SOURCE = "deskbridge/ingest"
+Announced = list[tuple[Event, Context]]  # events, each with the trace context of the record it is about
+# A notice whose inbox rows this batch wrote: its priority and its record's broker timestamp (ms).
+Arrival = tuple[str, int]
 
 
 @dataclass
@@ -43,54 +49,69 @@ class NoticeHandler:
     sla: Sla = DEFAULT_SLA
     one_transaction_per_batch: bool = False  # PostgreSQL: savepoints per record, one commit per batch
     directory: DirectoryCache = field(default_factory=DirectoryCache)
+    metrics: Metrics = field(default_factory=Metrics)
 
     async def __call__(self, records: Batch) -> None:
         # The batch's rows commit before its events go out, and both before the caller commits the
         # offsets: a crash in between redelivers, and the same rows and event ids are recognised.
         # The directory is read as of the batch's start: a key revoked later refuses the next batch.
-        events: list[Event] = []
+        # Each record's work, and what it sends, continues its trace (the consume loop's spans).
+        events: Announced = []
+        arrived: list[Arrival] = []
         if self.one_transaction_per_batch:
             async with self.sessions() as session:
                 directory = await self.directory.view(session)
-                events = await self._batch(records, directory, session)
+                events = await self._batch(records, directory, session, arrived)
                 await session.commit()
+            self._timed(arrived)
         else:
             async with self.sessions() as session:
                 directory = await self.directory.view(session)
             for record in records:
-                events += await self.handle(record, directory)
-        await self.publisher.publish_many(events, SOURCE)
+                events += await self.handle(record, directory, arrived)
+                self._timed(arrived)  # each record's rows commit on their own
+        await self.publisher.publish_traced(events, SOURCE)
 
-    async def _batch(self, records: Batch, directory: DirectoryView, session: AsyncSession) -> list[Event]:
+    def _timed(self, arrived: list[Arrival]) -> None:
+        """Times the notices whose rows are now committed (POST-to-inbox latency)."""
+        for priority, appended_ms in arrived:
+            self.metrics.reached_inbox(priority, appended_ms)
+        arrived.clear()
+
+    async def _batch(
+        self, records: Batch, directory: DirectoryView, session: AsyncSession, arrived: list[Arrival]
+    ) -> Announced:
         """The batch in Kafka order. Plain notices (the bulk of traffic) are verified one by one and then
         written together; a recall, reply or forward first writes the run before it, since it may refer
         to a notice in that run, and then goes alone in a savepoint of its own."""
-        events: list[Event] = []
+        events: Announced = []
         run: list[tuple[ConsumerRecord[bytes, bytes], ParsedEnvelope]] = []
         for record in records:
             if header_value(list(record.headers), "ce_type") != RECALL_TYPE:
-                try:
-                    envelope = _parsed(record)
-                    if envelope.routing.in_reply_to is None and envelope.routing.forwarded_from is None:
-                        await admit(session, directory, envelope, record_time(record), self.freshness)
-                        run.append((record, envelope))
+                with tracing.within(record):
+                    try:
+                        envelope = _parsed(record)
+                        if envelope.routing.in_reply_to is None and envelope.routing.forwarded_from is None:
+                            await admit(session, directory, envelope, record_time(record), self.freshness)
+                            run.append((record, envelope))
+                            continue
+                    except TRANSIENT:
+                        raise
+                    except Exception as exc:  # a poison record must never stop the partition
+                        await self._refuse(record, exc)
                         continue
-                except TRANSIENT:
-                    raise
-                except Exception as exc:  # a poison record must never stop the partition
-                    await self._refuse(record, exc)
-                    continue
-            events += await self._write(run, directory, session)
+            events += await self._write(run, directory, session, arrived)
             run = []
-            events += await self.handle(record, directory, session)
-        return events + await self._write(run, directory, session)
+            events += await self.handle(record, directory, arrived, session)
+        return events + await self._write(run, directory, session, arrived)
 
     async def _write(
         self,
         run: list[tuple[ConsumerRecord[bytes, bytes], ParsedEnvelope]],
         directory: DirectoryView,
         session: AsyncSession,
-    ) -> list[Event]:
+        arrived: list[Arrival],
+    ) -> Announced:
         if not run:
             return []
         admitted = [(envelope, _ref(record)) for record, envelope in run]
@@ -99,35 +120,41 @@ class NoticeHandler:
                 outcomes = await materialise_many(session, admitted, self.sla)
         except IntegrityError:
             # Another consumer stored one of these notice ids meanwhile: one at a time, which looks again.
-            events: list[Event] = []
+            events: Announced = []
             for record, _ in run:
-                events += await self.handle(record, directory, session)
+                events += await self.handle(record, directory, arrived, session)
             return events
         events = []
-        for (record, _), outcome in zip(run, outcomes, strict=True):
-            if isinstance(outcome, EnvelopeError):
-                await self.dead_letter(record, outcome.code, outcome.detail)
-            else:
-                events += outcome
+        for (record, envelope), outcome in zip(run, outcomes, strict=True):
+            with tracing.within(record):
+                if isinstance(outcome, EnvelopeError):
+                    await self.dead_letter(record, outcome.code, outcome.detail)
+                else:
+                    events += tracing.in_current_context(_delivered(record, envelope, outcome, arrived))
         return events
 
     async def handle(
         self,
         record: ConsumerRecord[bytes, bytes],
         directory: DirectoryView,
+        arrived: list[Arrival],
         shared: AsyncSession | None = None,
-    ) -> list[Event]:
-        """Routes one record; returns the events its delivery announces (none for a dead letter). With a
-        `shared` session its writes go in a savepoint of the batch's transaction."""
-        try:
-            if header_value(list(record.headers), "ce_type") == RECALL_TYPE:
-                return await self._recall(record, shared)
-            return await self._route(record, directory, shared)
-        except TRANSIENT:
-            raise
-        except Exception as exc:  # a poison record must never stop the partition
-            await self._refuse(record, exc)
-        return []
+    ) -> Announced:
+        """Routes one record; returns the events its delivery announces (none for a dead letter) and
+        adds a notice it wrote to `arrived`. With a `shared` session its writes go in a savepoint of the
+        batch's transaction."""
+        with tracing.within(record):
+            try:
+                if header_value(list(record.headers), "ce_type") == RECALL_TYPE:
+                    events = await self._recall(record, shared)
+                else:
+                    events = await self._route(record, directory, arrived, shared)
+            except TRANSIENT:
+                raise
+            except Exception as exc:  # a poison record must never stop the partition
+                await self._refuse(record, exc)
+                return []
+            return tracing.in_current_context(events)
 
     async def _refuse(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
         """Dead-letters a record with the reason `exc` gives; called while `exc` is being handled."""
@@ -152,6 +179,7 @@ class NoticeHandler:
         self,
         record: ConsumerRecord[bytes, bytes],
         directory: DirectoryView,
+        arrived: list[Arrival],
         shared: AsyncSession | None,
     ) -> list[Event]:
         envelope = _parsed(record)
@@ -159,7 +187,8 @@ class NoticeHandler:
             try:
                 async with self._unit(shared) as session:
                     await admit(session, directory, envelope, record_time(record), self.freshness)
-                    return await materialise(session, envelope, _ref(record), self.sla)
+                    outcome = await materialise(session, envelope, _ref(record), self.sla)
+                return _delivered(record, envelope, outcome, arrived)
             except IntegrityError:
                 # Another consumer stored the same notice id between our read and write: look again.
                 if attempt == 1:
@@ -194,10 +223,24 @@ class NoticeHandler:
         ]
         key = record.key.decode(errors="replace") if record.key else "unkeyed"
         await self.publisher.send(self.publisher.topics.dead_letters, key, record.value or b"", headers)
+        self.metrics.dead_lettered(
+            reason, notice=header_value(list(record.headers), "ce_type") != RECALL_TYPE
+        )
+
+
+def _delivered(
+    record: ConsumerRecord[bytes, bytes],
+    envelope: ParsedEnvelope,
+    outcome: Materialised,
+    arrived: list[Arrival],
+) -> list[Event]:
+    if outcome.written:
+        arrived.append((envelope.routing.priority.value, record.timestamp))
+    return outcome.events
 
 
 def _ref(record: ConsumerRecord[bytes, bytes]) -> RecordRef:
-    return RecordRef(record.topic, record.partition, record.offset)
+    return RecordRef(record.topic, record.partition, record.offset, tracing.record_traceparent(record))
 
 
 def _parsed(record: ConsumerRecord[bytes, bytes]) -> ParsedEnvelope:

@@ -4,6 +4,7 @@ administrator erases one."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated
 from uuid import UUID
 
@@ -20,8 +21,10 @@ from schemas.api import (
 )
 from schemas.envelopes import FlattenedJws
 from schemas.notices import NoticeDraft
-from services.envelope.errors import KeyFileError
+from services.envelope.errors import EnvelopeError, KeyFileError
 from services.envelope.keys import AgencyKeys, DeskKeyFile
+from services.metrics.registry import Metrics
+from services.metrics.views import Meters
 from services.notices import service
 from services.notices.cases import case_thread
 from services.notices.errors import NoticeError
@@ -73,11 +76,16 @@ Intakes = Annotated[service.Intake, Depends(intake)]
     summary="Seal a notice with the desk's keys and make it durable in Kafka (desk credential).",
 )
 async def post_notice(
-    draft: NoticeDraft, principal: LimitedAgency, intake: Intakes, desk: DeskKeys, response: Response
+    draft: NoticeDraft,
+    principal: LimitedAgency,
+    intake: Intakes,
+    desk: DeskKeys,
+    response: Response,
+    metrics: Meters,
 ) -> NoticeAccepted:
     if principal.agency != desk.agency:
         raise NoticeError("not_the_desk", "only the desk's credential may have the gateway seal notices")
-    submission = await service.seal_for_desk(intake, desk, draft)
+    submission = await _counted(metrics, service.seal_for_desk(intake, desk, draft))
     return _accepted(submission, response)
 
 
@@ -97,13 +105,25 @@ SEALED_BODY = {
     summary="Carry an envelope its sender sealed on its own machine (the sender's agency credential).",
 )
 async def post_envelope(
-    request: Request, principal: LimitedAgency, intake: Intakes, response: Response
+    request: Request, principal: LimitedAgency, intake: Intakes, response: Response, metrics: Meters
 ) -> NoticeAccepted:
     assert principal.agency is not None
     # The bytes as sent are what was signed and what is hashed and carried: no re-serialising.
     raw = await request.body()
-    submission = await service.accept_envelope(intake, raw, principal.agency)
+    submission = await _counted(metrics, service.accept_envelope(intake, raw, principal.agency))
     return _accepted(submission, response)
+
+
+async def _counted(metrics: Metrics, submitting: Awaitable[Submission]) -> Submission:
+    """A submission counted as accepted, or as refused by the code it was refused with (an outage is
+    neither: nothing was decided)."""
+    try:
+        submission = await submitting
+    except (EnvelopeError, NoticeError) as exc:
+        metrics.submission_refused(exc.code)
+        raise
+    metrics.submission_accepted()
+    return submission
 
 
 def _accepted(submission: Submission, response: Response) -> NoticeAccepted:

@@ -1,18 +1,30 @@
-"""The consume loop both consumers share: batches, manual commits after the work is durable, retries."""
+"""The consume loop both consumers share: batches, manual commits after the work is durable, a trace span
+per record, and the retry loops it and the inbox notifier run until their service stops.
+
+`until_stopped` retries the given exceptions with the given backoff (tenacity) and logs a warning before
+each wait; a wait ends the moment the stop event is set, so a service told to stop never sits out a
+backoff. It never gives up by itself: tenacity asks its stop strategies only after a failed attempt, before
+the wait, while what matters here is whether `stop` was set by the end of the wait. So each caller looks at
+`stop` at the top of its attempts and decides there what stopping means for it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from aiokafka.errors import KafkaConnectionError, KafkaError
-from tenacity import wait_exponential
+from aiokafka.errors import CommitFailedError, KafkaConnectionError, KafkaError
+from tenacity import RetryCallState, retry_if_exception_type, wait_exponential
+from tenacity.asyncio import AsyncRetrying
+from tenacity.wait import wait_base
 
+from services.platform import tracing
 from services.platform.kafka import KafkaAccess, Topics, await_topics, grants
 from services.platform.outage import TRANSIENT
-from services.platform.retrying import Sleep, until_stopped
 from services.platform.settings import Settings
 
 log = structlog.get_logger("consumer")
@@ -24,6 +36,7 @@ BATCH_RETRY = "batch not durable yet, retrying"
 
 
 Batch = Sequence[ConsumerRecord[bytes, bytes]]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 async def consume(
@@ -33,10 +46,12 @@ async def consume(
     handle_batch: Callable[[Batch], Awaitable[None]],
     stop: asyncio.Event,
     max_records: int = 200,
+    watch: Callable[[AIOKafkaConsumer], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """At-least-once delivery into `handle_batch`; its writes are idempotent, which makes the effect
     exactly-once. Offsets are committed only after the batch is durable; a transient failure retries
-    the same batch with backoff instead of skipping it."""
+    the same batch with backoff instead of skipping it. `watch` runs beside the loop while the consumer
+    does (the metrics' lag follower) and is cancelled with it."""
     consumer = AIOKafkaConsumer(
         *topics,
         **access.client_args(),
@@ -47,6 +62,12 @@ async def consume(
         fetch_max_bytes=16 * 1024 * 1024,
     )
     await until_reachable(consumer.start, stop)
+    watching = asyncio.create_task(watch(consumer)) if watch is not None else None
+
+    async def traced(records: Batch) -> None:
+        with tracing.processing(records, group_id):  # each record's span, for each attempt
+            await handle_batch(records)
+
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
@@ -55,11 +76,26 @@ async def consume(
             records = [record for partition_records in batches.values() for record in partition_records]
             if not records:
                 continue
-            await _until_done(handle_batch, records, stop)
+            await _until_done(traced, records, stop)
             if stop.is_set():
                 return  # uncommitted: the batch is redelivered to whoever consumes next
-            await consumer.commit({partition: rs[-1].offset + 1 for partition, rs in batches.items()})
+            # Another process of the service may have joined or left the group meanwhile, and the
+            # partitions been dealt again: the batch is durable, and whoever holds a partition now reads
+            # it again from the last commit, which the idempotent writes make harmless. So only the
+            # partitions still ours are committed (checked before commit's first await: no race), and a
+            # commit the group refuses because it rebalanced since is dropped the same way.
+            ours = consumer.assignment()
+            offsets = {partition: rs[-1].offset + 1 for partition, rs in batches.items() if partition in ours}
+            try:
+                if offsets:
+                    await consumer.commit(offsets)
+            except CommitFailedError:
+                log.warning("offsets not committed: the group rebalanced; the batch is redelivered")
     finally:
+        if watching is not None:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
         await consumer.stop()
 
 
@@ -98,3 +134,40 @@ async def ready_topics(settings: Settings, stop: asyncio.Event, service: str) ->
     needed = [name for kind, name, _ in grants(topics)[service] if kind == "topic"]
     await until_reachable(lambda: await_topics(access, needed), stop)
     return topics
+
+
+def sleep_until(stop: asyncio.Event) -> Sleep:
+    """tenacity's `sleep`: waits the backoff out, or until `stop` is set."""
+
+    async def sleep(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+    return sleep
+
+
+def until_stopped(
+    stop: asyncio.Event,
+    retry_on: type[Exception] | tuple[type[Exception], ...],
+    wait: wait_base,
+    log: structlog.typing.FilteringBoundLogger,
+    say: str,
+    describe: Callable[[BaseException], str] = lambda exc: type(exc).__name__,
+    sleep: Sleep | None = None,
+) -> AsyncRetrying:
+    """Attempts (`async for attempt in ...: with attempt: ...`) until one succeeds; an exception that is
+    not a `retry_on` ends the loop and propagates. Before each wait, `log` warns `say` with the error
+    (`describe`d) and the wait in seconds. `sleep` replaces the wait on `stop` (tests record it)."""
+
+    def warn(state: RetryCallState) -> None:
+        assert state.outcome is not None  # a failed attempt's, before its wait
+        error = state.outcome.exception()
+        assert error is not None
+        log.warning(say, error=describe(error), retry_in_s=state.upcoming_sleep)
+
+    return AsyncRetrying(
+        retry=retry_if_exception_type(retry_on),
+        wait=wait,
+        sleep=sleep or sleep_until(stop),
+        before_sleep=warn,
+    )

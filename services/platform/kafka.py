@@ -17,9 +17,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 from aiokafka.protocol.admin import CreateAclsRequest_v1, DescribeAclsRequest
 from aiokafka.protocol.api import Request
+from opentelemetry.context import Context
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.events import Event
+from services.platform import tracing
 from services.platform.errors import BrokerUnavailable
 from services.platform.settings import Settings
 
@@ -242,6 +244,8 @@ def record_time(record: ConsumerRecord[bytes, bytes]) -> datetime:
 
 
 def cloud_headers(ce_type: str, ce_id: str, source: str) -> list[tuple[str, bytes]]:
+    """The CloudEvents attributes (Kafka binary mode). The publisher adds the W3C `traceparent` and
+    `tracestate` of the record's send span, under the names OpenTelemetry's Kafka instrumentations read."""
     return [
         ("ce_specversion", b"1.0"),
         ("ce_id", ce_id.encode()),
@@ -296,13 +300,16 @@ class EventPublisher:
         self, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]]
     ) -> tuple[int, int]:
         """Returns (partition, offset) once every in-sync replica has the record."""
-        producer = await self._ready()
-        try:
-            metadata = await asyncio.wait_for(
-                producer.send_and_wait(topic, value, key=key.encode(), headers=headers), self._timeout_s
-            )
-        except (TimeoutError, KafkaError) as exc:
-            raise BrokerUnavailable("Kafka did not acknowledge the record in time") from exc
+        with tracing.sending(topic, key, header_value(headers, "ce_id")) as sent:
+            producer = await self._ready()
+            try:
+                metadata = await asyncio.wait_for(
+                    producer.send_and_wait(topic, value, key=key.encode(), headers=headers + sent.headers),
+                    self._timeout_s,
+                )
+            except (TimeoutError, KafkaError) as exc:
+                raise BrokerUnavailable("Kafka did not acknowledge the record in time") from exc
+            sent.acked(metadata.partition, metadata.offset)
         return metadata.partition, metadata.offset
 
     def _routed(self, event: Event, source: str) -> tuple[str, str, bytes, list[tuple[str, bytes]]]:
@@ -317,16 +324,25 @@ class EventPublisher:
     async def publish_many(self, events: Sequence[Event], source: str) -> None:
         """Hands every event to the producer, then waits for all acknowledgements together: one round
         trip for a batch instead of one per event (the idempotent producer keeps their order)."""
+        await self.publish_traced(tracing.in_current_context(events), source)
+
+    async def publish_traced(self, events: Sequence[tuple[Event, Context]], source: str) -> None:
+        """publish_many() with each event in the trace context it was made in (a consumed record's)."""
         if not events:
             return
         producer = await self._ready()
         try:
             async with asyncio.timeout(self._timeout_s):
-                pending = []
-                for event in events:
-                    topic, key, value, headers = self._routed(event, source)
-                    pending.append(await producer.send(topic, value, key=key.encode(), headers=headers))
-                await asyncio.gather(*pending)
+                with contextlib.ExitStack() as spans:
+                    sends, pending = [], []
+                    for event, context in events:
+                        topic, key, value, headers = self._routed(event, source)
+                        sent = spans.enter_context(tracing.sending(topic, key, event.event_id, context))
+                        headers += sent.headers
+                        pending.append(await producer.send(topic, value, key=key.encode(), headers=headers))
+                        sends.append(sent)
+                    for sent, metadata in zip(sends, await asyncio.gather(*pending), strict=True):
+                        sent.acked(metadata.partition, metadata.offset)
         except (TimeoutError, KafkaError) as exc:
             raise BrokerUnavailable("Kafka did not acknowledge the events in time") from exc
 

@@ -176,6 +176,9 @@ _TYPES = [
     ProblemType("checkpoint_refused", 503, "Checkpoint refused",
                 "The audit service will not sign: no log key, or the stored tree disagrees with its "
                 "entries (the detail names what)."),
+    ProblemType("checkpoint_standby", 503, "Standby audit replica",
+                "This audit replica does not hold the checkpoint lease, so it signs nothing; the active "
+                "replica signs on its interval (retry, or ask the active one)."),
     ProblemType("cosignature_refused", 422, "Cosignature refused",
                 "The line is not a cosignature by one of the witness agency's active keys over that "
                 "checkpoint."),

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     )
     rate_limit_per_s: float = Field(default=500, description="Submissions per second per agency and gateway.")
     rate_limit_burst: float = 1000
+    inbox_page_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1,
+        description="An inbox page or stream batch stops before its envelopes pass this many bytes (at least "
+        "one notice per page).",
+    )
     inbox_max_pending: int = Field(default=10_000, description="Unacknowledged notices one inbox may hold.")
     inbox_count_s: float = Field(
         default=1.0, description="How often a gateway re-counts an inbox's pending notices for the cap."
@@ -82,6 +88,11 @@ class Settings(BaseSettings):
     kafka_send_timeout_s: float = 10.0
     log_level: str = "info"
     log_json: bool = False
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="Sends traces over OTLP/HTTP to this base URL (/v1/traces is appended), like the "
+        "standard OTEL_EXPORTER_OTLP_ENDPOINT, which is read too; unset: traces are not exported.",
+    )
     webhook_dispatch: bool = Field(default=True, description="Ingest drives the agencies' webhooks.")
     webhook_poll_s: float = Field(default=0.5, description="How often each webhook looks for new deliveries.")
     webhook_timeout_s: float = Field(
@@ -112,7 +123,25 @@ class Settings(BaseSettings):
     checkpoint_interval_s: float = Field(
         default=10, description="How often the audit service signs a checkpoint when the log has grown."
     )
+    audit_lease_s: float = Field(
+        default=15,
+        description="The checkpoint lease's term: a standby audit replica takes over signing at most this "
+        "long after the active one died (docs/audit.md).",
+    )
     audit_query_window_s: float = Field(
         default=60,
         description="Auditor queries are logged as one auditor.query entry per caller per window of this.",
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        description="When set, scraping /metrics (gateway, audit, ingest's metrics port) needs "
+        "`Authorization: Bearer <this>`; unset, they are open: set it where a port is reachable from "
+        "outside.",
+    )
+    ingest_metrics_host: str = "127.0.0.1"
+    ingest_metrics_port: int = Field(
+        default=9464, description="Ingest serves GET /metrics on this port of its own; 0 turns it off."
+    )
+    outage_probe_s: float = Field(
+        default=5, description="How often each service probes the database and Kafka for deskbridge_outage."
     )

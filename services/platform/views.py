@@ -1,6 +1,6 @@
 """What both HTTP apps share: every error answered as RFC 9457 problem details from the one table in
-problems.py, a body-size cap, answers that a poller revalidates by ETag, the database session and what the
-app's lifespan built, per request."""
+problems.py, a body-size cap, what FastAPI traces, answers that a poller revalidates by ETag, the database
+session and what the app's lifespan built, per request."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.telemetry import TelemetryConfig
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import URL
@@ -37,6 +38,11 @@ ERRORS: dict[int | str, dict[str, object]] = {
 # Starlette's own answers (unknown route, wrong method) by status; everything of ours is an Error.
 # FastAPI's own 400 is a body it could not read: invalid_json keeps that status.
 _STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 400: "invalid_json"}
+# FastAPI's own OpenTelemetry SERVER span for each request, named by method and route, continuing the
+# caller's traceparent, on the provider services/platform/tracing.py installs. Nothing more: no spans of
+# its own inside a request, no OpenTelemetry log records (an exception's message may quote SQL parameters),
+# and no exporter of its own from the environment (tracing.py has the one).
+TELEMETRY: TelemetryConfig = {"operation_spans": False, "logs": False, "auto_configure": False}
 
 
 def problem(

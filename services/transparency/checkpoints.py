@@ -1,7 +1,7 @@
 """Signed tree heads of the audit log: the log's key, checkpoints it signs (C2SP tlog-checkpoint notes,
 table tlog_checkpoints), witnesses' cosignatures (tlog_cosignatures), the check that the stored tree
 still matches the entries before anything is signed, and the publisher that signs on an interval and on
-demand (with the tally of auditor queries it writes to the log)."""
+demand (with the tally of auditor queries it writes to the log), only while its replica holds the lease."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from services.envelope.keys import generate_key_file, load_key_file
 from services.platform.errors import Error
 from services.transparency import merkle, storage
 from services.transparency.entries import record_leaf_hash
+from services.transparency.lease import Lease, NotLeaseHolder
 from services.transparency.models import AuditEntry, TlogCheckpoint, TlogCosignature, TlogNode
 from services.transparency.note import (
     Checkpoint,
@@ -325,12 +326,17 @@ class AuditorQueries:
 @dataclass
 class Publisher:
     """Signs checkpoints on a steady interval when the log grew, and on demand. Refuses to sign while
-    the tree rebuilt from the entries disagrees with what is stored (checked in full at start-up)."""
+    the tree rebuilt from the entries disagrees with what is stored (checked in full at start-up). With
+    a lease, signs only while it holds it, checked again inside the signing transaction (fencing)."""
 
     sessions: async_sessionmaker[AsyncSession]
     signer: NoteSigner | None
     queries: AuditorQueries
+    lease: Lease | None = None
     check: TreeCheck | None = None
+    # What it last saw of the log, for the metrics: at start, then at every tick.
+    size: int = 0
+    newest_checkpoint_at: datetime | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def log_verifier(self) -> NoteVerifier:
@@ -340,6 +346,7 @@ class Publisher:
         return self.signer.verifier()
 
     async def start(self) -> None:
+        await self.look()
         if self.signer is None:
             log.error("no audit log key: checkpoints will not be signed")
             return
@@ -368,11 +375,27 @@ class Publisher:
         if self.signer is None or self.check is None:
             raise TreeError("the audit service has no log key and signs no checkpoints", "checkpoint_refused")
         async with self._lock, self.sessions() as session:
+            if self.lease is not None:
+                await self.lease.fence(session)
             row = await sign_checkpoint(session, self.signer, self.check)
             await session.commit()
         if row is not None:
             log.info("checkpoint signed", size=row.size, root=row.root.hex())
         return row
+
+    async def look(self) -> None:
+        """Reads the log's size and its newest checkpoint's time (two indexed queries)."""
+        async with self.sessions() as session:
+            self.size = await storage.tree_size(session)
+            latest = await latest_checkpoint(session)
+        self.newest_checkpoint_at = latest.created_at if latest is not None else None
+
+    async def publish_on_takeover(self) -> None:
+        """The first checkpoint of a new holder, at once rather than an interval later."""
+        try:
+            await self.publish()
+        except (TreeError, NotLeaseHolder) as exc:
+            log.error("checkpoint refused after the takeover", error=str(exc))
 
     async def run(self, interval_s: float, stop: asyncio.Event) -> None:
         refused = False
@@ -381,8 +404,14 @@ class Publisher:
                 await asyncio.wait_for(stop.wait(), interval_s)
             try:
                 await self.flush_queries(force=stop.is_set())
-                await self.publish()
+                try:
+                    if self.lease is None or self.lease.held:  # a standby waits for the lease
+                        await self.publish()
+                finally:
+                    await self.look()
                 refused = False
+            except NotLeaseHolder:  # lost between the check and the signing; logged by the lease
+                pass
             except TreeError as exc:
                 if not refused:  # once per episode, not once per tick
                     log.error("checkpoint refused", error=str(exc))

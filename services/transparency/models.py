@@ -1,5 +1,5 @@
-"""The audit log's tables: entries (append-only), the Merkle tree's stored nodes, signed checkpoints and
-witnesses' cosignatures."""
+"""The audit log's tables: entries (append-only), the Merkle tree's stored nodes, signed checkpoints,
+witnesses' cosignatures, and the lease naming the one replica that signs."""
 
 from __future__ import annotations
 
@@ -62,3 +62,15 @@ class TlogCosignature(Base):
     witness: Mapped[str] = mapped_column(String(64), primary_key=True)
     line: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class AuditLease(Base):
+    """One row per lease (only "checkpoints"): who holds it until when; `epoch` grows with every change
+    of holder (services/transparency/lease.py)."""
+
+    __tablename__ = "audit_lease"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -3,7 +3,6 @@ auditors and partner agencies (who also cosign checkpoints as witnesses). Never 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -18,16 +17,14 @@ from schemas.audit import (
     CheckpointPage,
     ConsistencyProof,
     CosignatureIn,
-    EvidenceBundle,
     InclusionProof,
     LeafPage,
     NodePage,
 )
 from schemas.notices import UtcDatetime
 from services.platform.views import ERRORS, Session
-from services.transparency import checkpoints, evidence_export, service, storage
+from services.transparency import checkpoints, service, storage
 from services.transparency.checkpoints import Publisher
-from services.transparency.evidence_export import AcknowledgementSource
 from services.transparency.service import MAX_PAGE, EventFilter
 from services.trust.service import Principal
 from services.trust.views import require
@@ -61,16 +58,10 @@ def _audited(*roles: str) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
-def _acknowledgements(request: Request) -> AcknowledgementSource:
-    source: AcknowledgementSource = request.app.state.acknowledgements
-    return source
-
-
 Auditor = Annotated[Principal, Depends(_audited("auditor"))]
 Reader = Annotated[Principal, Depends(_audited("auditor", "agency"))]
 Witness = Annotated[Principal, Depends(require("agency"))]
 Checkpoints = Annotated[Publisher, Depends(_checkpoints)]
-Acknowledgements = Annotated[AcknowledgementSource, Depends(_acknowledgements)]
 
 
 def _note(text: str) -> PlainTextResponse:
@@ -216,27 +207,3 @@ async def export(
     ] = None,
 ) -> AuditBundle:
     return await checkpoints.export_bundle(session, start, end, old)
-
-
-@router.get(
-    "/evidence/{notice_id}",
-    summary="One notice's evidence bundle: its leaves with inclusion proofs in a signed checkpoint, the "
-    "recipients' receipts and the keys to check them, for offline checks (auditor credential).",
-)
-async def get_evidence(
-    _: Auditor,
-    session: Session,
-    publisher: Checkpoints,
-    acknowledgements: Acknowledgements,
-    notice_id: uuid.UUID,
-    size: Annotated[
-        int | None,
-        Query(
-            ge=1,
-            le=BIGINT_MAX,
-            description="Prove against the checkpoint of this size (it must cover every leaf of the notice) "
-            "instead of the latest, which is signed on the spot if it does not cover them yet.",
-        ),
-    ] = None,
-) -> EvidenceBundle:
-    return await evidence_export.export_evidence(session, publisher, acknowledgements, str(notice_id), size)

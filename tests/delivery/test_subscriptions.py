@@ -383,3 +383,26 @@ async def _post_partner(stack: Stack, sender: str, recipients: list[str]) -> htt
     return await stack.client(sender).post(
         "/v1/envelopes", content=envelope, headers={"Content-Type": "application/json"}
     )
+
+
+@pytest.mark.settings(inbox_page_bytes=4000)
+async def test_a_page_stops_at_its_byte_budget_and_the_rest_follows(stack: Stack) -> None:
+    """Envelopes of a few KB each against a 4,000-byte budget: one per page, none lost or skipped, and
+    only what a page handed out is marked fetched."""
+    sent = [await _send(stack, [KH], case_ref="KD-2025-0007") for _ in range(3)]
+    await eventually(lambda: _all_delivered(stack, sent))
+    kh = stack.client(KH)
+    first = (await kh.get("/v1/inbox", params={"limit": 100})).json()
+    assert [i["notice_id"] for i in first["items"]] == sent[:1]
+    assert (await _states(stack, sent[1])) == {KH: "delivered"}  # not handed out, not fetched
+    pages, after = [first["items"]], first["next_cursor"]
+    while True:
+        page = (await kh.get("/v1/inbox", params={"after": after, "limit": 100})).json()
+        if not page["items"]:
+            break
+        pages.append(page["items"])
+        after = page["next_cursor"]
+    assert [len(p) for p in pages] == [1, 1, 1]
+    assert [i["notice_id"] for p in pages for i in p] == sent
+    streamed = await _read_sse(stack, KH, 3)
+    assert [json.loads(e["data"])["notice_id"] for e in streamed] == sent

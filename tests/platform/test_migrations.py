@@ -37,8 +37,9 @@ TABLES = {
     "tlog_checkpoints",
     "directory_generation",
     "tlog_cosignatures",
+    "audit_lease",
 }
-HEAD = "0008"
+HEAD = "0010"
 
 
 def _diffs(connection: Connection, metadata: MetaData = Base.metadata) -> list[Any]:

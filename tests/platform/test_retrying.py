@@ -1,4 +1,4 @@
-"""The retry loops tenacity drives (services/platform/retrying.py): the consumer's batch and start, and the
+"""The retry loops tenacity drives (services/platform/consumer.py): the consumer's batch and start, and the
 inbox notifier's reconnect. Fakes stand in for the batch and the broker; the waits are tenacity's."""
 
 from __future__ import annotations
@@ -12,9 +12,15 @@ from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 
 from services.delivery.notify import InboxNotifier
-from services.platform.consumer import BATCH_RETRY, START_RETRY, Batch, _until_done, until_reachable
+from services.platform.consumer import (
+    BATCH_RETRY,
+    START_RETRY,
+    Batch,
+    _until_done,
+    sleep_until,
+    until_reachable,
+)
 from services.platform.kafka import KafkaAccess, Topics
-from services.platform.retrying import sleep_until
 
 RECORDS: Batch = []  # the loop hands the batch on as it is; its records do not matter here
 

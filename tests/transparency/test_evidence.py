@@ -22,7 +22,7 @@ from schemas.audit import EvidenceBundle
 from services.cli.main import app
 from services.envelope.keys import AgencyKeys, SigningKey
 from services.envelope.receipts import make_receipt
-from services.transparency.evidence import check_evidence
+from services.evidence.checks import check_evidence
 from services.transparency.note import NoteVerifier, parse_vkey
 from services.transparency.note import vkey as vkey_text
 from tests.conftest import Stack, eventually, receipt

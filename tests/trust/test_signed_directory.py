@@ -11,10 +11,10 @@ import pytest
 from jwcrypto import jwk as jwc_jwk
 from jwcrypto import jws as jwc_jws
 
-from schemas.directory import SignedDirectory
+from schemas.directory import DirectoryAgency, DirectoryDocument, DirectoryKey, SignedDirectory
 from services.envelope.keys import AgencyKeys
 from services.trust.errors import DirectoryTrustError
-from services.trust.signed_directory import load_pin, verify_directory
+from services.trust.signed_directory import load_pin, sign_directory, verify_directory
 from tests.conftest import Stack
 
 KH, INTERPOL = "kh-cnp", "interpol-ncb-phnom-penh"
@@ -55,3 +55,27 @@ async def test_the_directory_is_signed_and_checks_out_against_the_pinned_key(sta
         verify_directory(signed, other, datetime.now(UTC), timedelta(minutes=5))
     with pytest.raises(DirectoryTrustError, match="replayed old copy"):
         verify_directory(signed, pinned, datetime.now(UTC) + timedelta(hours=1), timedelta(minutes=5))
+
+
+def test_a_directory_of_many_agencies_with_rotated_keys_still_verifies() -> None:
+    """Every key an agency ever held stays listed: 500 agencies with five rotations each is ~1.5 MB,
+    far past the 128,000 bytes JOSE libraries allow by default."""
+    signer = AgencyKeys.generate("kr-desk").signer()
+    now = int(datetime.now(UTC).timestamp())
+    agencies = [
+        DirectoryAgency(
+            id=f"agency-{i}",
+            name=f"Agency {i}",
+            kind="partner",
+            keys=[
+                DirectoryKey.model_validate({**jwk, "status": "active", "nbf": now})
+                for keys in [AgencyKeys.generate(f"agency-{i}") for _ in range(5)]
+                for jwk in keys.public_jwks()
+            ],
+        )
+        for i in range(500)
+    ]
+    signed = sign_directory(DirectoryDocument(iat=now, agencies=agencies), signer)
+    assert len(signed.jws) > 1_000_000
+    document = verify_directory(signed, signer.public(), datetime.now(UTC), timedelta(minutes=5))
+    assert len(document.agencies) == 500 and document.agency("agency-499") is not None

@@ -1,6 +1,6 @@
 /** The evidence bundle of one notice checked in the browser against nothing but the pinned log key: the
  * same checks, in the same order and the same words, as `deskbridge evidence verify`
- * (services/transparency/evidence.py; docs/audit.md, "Evidence bundles", lists them). */
+ * (services/evidence/checks.py; docs/audit.md, "Evidence bundles", lists them). */
 
 import { calculateJwkThumbprint, compactVerify, decodeProtectedHeader } from "jose";
 
