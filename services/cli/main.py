@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,6 +95,11 @@ def one_line_errors() -> Iterator[None]:
     except Error as exc:
         typer.echo(one_line(exc.code, exc.detail), err=True)
         raise typer.Exit(1) from exc
+    except BrokenPipeError as exc:
+        # The reader left (`deskbridge ... | head`): nothing is wrong, and nobody is left to tell. Output
+        # still buffered would fail again at exit, so it goes nowhere; 141 is a shell's 128 + SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(141) from exc
     except OSError as exc:
         typer.echo(one_line("client_error", str(exc)), err=True)
         raise typer.Exit(1) from exc
@@ -144,12 +151,21 @@ def up(
 def kafka_setup() -> None:
     """Make the topics, and on a broker that checks ACLs grant each service identity its part; as the
     administrator identity the DESKBRIDGE_KAFKA_* settings name. Run it again at will: it only adds."""
+    from aiokafka.errors import KafkaError
+
     from services.platform.kafka import KafkaAccess, Topics, create_topics
     from services.platform.settings import Settings
 
     settings = Settings()
     topics = Topics(settings.topic_prefix)
-    asyncio.run(create_topics(KafkaAccess.of(settings), topics, settings.topic_partitions))
+    with one_line_errors():
+        try:
+            asyncio.run(create_topics(KafkaAccess.of(settings), topics, settings.topic_partitions))
+        except KafkaError as exc:
+            raise ClientError(
+                f"Kafka refused ({type(exc).__name__}): only the administrator identity makes topics and "
+                f"grants; check DESKBRIDGE_KAFKA_CERT_FILE and DESKBRIDGE_KAFKA_BOOTSTRAP"
+            ) from exc
     typer.echo(f"Kafka topics ready: {', '.join(topics.all())}")
 
 

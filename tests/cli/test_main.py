@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner, Result
@@ -153,3 +155,23 @@ async def test_failures_are_one_clear_line_and_a_nonzero_exit(stack: Stack, tmp_
         ["inbox", "pull", "--as", "kh-cnp", "--home", str(stack.home), "--server", "http://127.0.0.1:9"],
     )
     assert unreachable.exit_code == 1 and "cannot reach" in unreachable.output
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly() -> None:
+    """`deskbridge evidence verify ... | head -1`: once the reader is gone the command stops with the
+    shell's SIGPIPE status, printing neither a traceback nor an error about the pipe."""
+    fixtures = Path(__file__).resolve().parents[2] / "console" / "test" / "fixtures"
+    command = [
+        str(Path(sys.executable).parent / "deskbridge"),
+        "evidence",
+        "verify",
+        str(fixtures / "evidence.json"),
+        "--log-key",
+        str(fixtures / "evidence.vkey"),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader leaves before the first line
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141, errors
+    assert "Traceback" not in errors and "Broken pipe" not in errors, errors
