@@ -37,20 +37,30 @@ function sentence(status: number, code: string, detail: string, retryAfterS?: nu
   return `Refused: ${detail || code} [${code}].`;
 }
 
+type Query = Record<string, string | number | undefined>;
+
+interface RequestOptions {
+  json?: unknown;
+  body?: string;
+  query?: Query;
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+}
+
 export class Api {
   constructor(
     readonly base: string,
     private readonly credential: string,
   ) {}
 
-  async call<T>(method: string, path: string, options: { json?: unknown; body?: string; query?: Record<string, string | number | undefined>; signal?: AbortSignal } = {}): Promise<T> {
+  async call<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
     const response = await this.raw(method, path, options);
     if (response.status === 204) return undefined as T;
     return (await response.json()) as T;
   }
 
   /** A GET that answers null while the resource is unchanged since `etag` (304), at no body's cost. */
-  async poll<T>(path: string, etag: string | null, query: Record<string, string | number | undefined> = {}): Promise<{ body: T; etag: string | null } | null> {
+  async poll<T>(path: string, etag: string | null, query: Query = {}): Promise<{ body: T; etag: string | null } | null> {
     const response = await this.raw("GET", path, { query, headers: etag ? { "If-None-Match": etag } : {} });
     if (response.status === 304) return null;
     return { body: (await response.json()) as T, etag: response.headers.get("ETag") };
@@ -60,7 +70,7 @@ export class Api {
     return (await this.raw("GET", path)).text();
   }
 
-  async raw(method: string, path: string, options: { json?: unknown; body?: string; query?: Record<string, string | number | undefined>; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<Response> {
+  async raw(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
     const url = new URL(this.base + path, window.location.href);
     for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined && v !== "") url.searchParams.set(k, String(v));
     const headers: Record<string, string> = { ...options.headers, Authorization: `Bearer ${this.credential}` };
