@@ -78,6 +78,7 @@ screenshots: setup
 
 schemas: $(INSTALLED)
 	$(BIN)/python -m schemas.export
+	$(BIN)/python -m services.gateway.asyncapi
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
