@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
 
-import { readJwks, signingKeyIn } from "../src/crypto/directory";
-import { openEnvelope, type SigningKeyLookup } from "../src/crypto/envelope";
-import { Refusal } from "../src/crypto/errors";
-import { TAMPERED, UNUSUAL } from "./cases";
-import { jwks, keyring, lookup, NOTICE, REPLY, type Agency } from "./vectors";
+import { readJwks, signingKeyIn } from "../src/directory.js";
+import { openEnvelope, type SigningKeyLookup } from "../src/envelope.js";
+import { Refusal } from "../src/errors.js";
+import { TAMPERED, UNUSUAL } from "./cases.js";
+import { jwks, keyring, lookup, NOTICE, REPLY, type Agency } from "./vectors.js";
 
 async function sha256(text: string): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));

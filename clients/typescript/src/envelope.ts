@@ -1,13 +1,13 @@
-// Opening an envelope in the browser: docs/envelope.md §5, steps 1 to 9 in that order, each failure a
+// Opening an envelope (in Node or a browser, WebCrypto only): docs/envelope.md §5, steps 1 to 9 in that order, each failure a
 // Refusal with the reason code of §7, the same code services/envelope/service.py gives for the same input.
 
 import { base64url, compactVerify, flattenedDecrypt, flattenedVerify } from "jose";
 import type { FlattenedJWE, JWEHeaderParameters } from "jose";
 
-import { checkSigningKeyAt, type DirectoryKey } from "./directory";
-import { Refusal } from "./errors";
-import { isRecord } from "./json";
-import type { AgencyKeyring } from "./keys";
+import { checkSigningKeyAt, type DirectoryKey } from "./directory.js";
+import { Refusal } from "./errors.js";
+import { isRecord } from "./json.js";
+import type { AgencyKeyring } from "./keys.js";
 import {
   bindingDifferences,
   instantOf,
@@ -17,7 +17,7 @@ import {
   ROUTING_MEMBERS,
   type Notice,
   type RoutingHeader,
-} from "./notice";
+} from "./notice.js";
 
 export const MAX_ENVELOPE_BYTES = 2 * 1024 * 1024;
 export const ENVELOPE_TYP = "deskbridge-envelope+jws";

@@ -1,13 +1,13 @@
 // Envelopes every reader must refuse, each with the reason code of docs/envelope.md §7, and envelopes
 // unlike deskbridge's own that must still open. The vitest suite checks openEnvelope on them;
-// tests/envelope/test_console_crypto.py checks that services/envelope/service.py does the same.
+// tests/clients/test_typescript.py checks that services/envelope/service.py does the same.
 
 import { base64url, GeneralEncrypt } from "jose";
 
-import type { ReasonCode } from "../src/crypto/errors";
-import { routingFor, type Notice } from "../src/crypto/notice";
-import { changeJwe, changeOuter, decode, encode, flip, forge, innerJws, signOuter } from "./forge";
-import { keyring, NOTICE, recipientsOf, REPLY, type Agency } from "./vectors";
+import type { ReasonCode } from "../src/errors.js";
+import { routingFor, type Notice } from "../src/notice.js";
+import { changeJwe, changeOuter, decode, encode, flip, forge, innerJws, signOuter } from "./forge.js";
+import { keyring, NOTICE, recipientsOf, REPLY, type Agency } from "./vectors.js";
 
 export interface Tampered {
   name: string;

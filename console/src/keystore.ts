@@ -1,7 +1,7 @@
 // Keyrings kept in the browser's IndexedDB, one per agency. A CryptoKey is stored by structured clone and
 // stays non-extractable: the stored private keys can be used by this origin's pages, never read out.
 
-import type { AgencyKeyring } from "./keys";
+import type { AgencyKeyring } from "@deskbridge/partner";
 
 const DATABASE = "deskbridge-console";
 const STORE = "keyrings";

@@ -2,10 +2,10 @@ import canonicalize from "canonicalize";
 import { base64url } from "jose";
 import { describe, expect, it } from "vitest";
 
-import { openEnvelope } from "../src/crypto/envelope";
-import { Refusal } from "../src/crypto/errors";
-import { sealNotice, signNotice } from "../src/crypto/seal";
-import { keyring, lookup, NOTICE, recipientsOf, REPLY, type Agency } from "./vectors";
+import { openEnvelope } from "../src/envelope.js";
+import { Refusal } from "../src/errors.js";
+import { sealNotice, signNotice } from "../src/seal.js";
+import { keyring, lookup, NOTICE, recipientsOf, REPLY, type Agency } from "./vectors.js";
 
 type Json = Record<string, unknown>;
 const decode = (text: string) => JSON.parse(new TextDecoder().decode(base64url.decode(text))) as Json;

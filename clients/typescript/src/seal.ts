@@ -1,4 +1,4 @@
-// Sealing a notice in the browser, byte for byte as docs/envelope.md §4 says: canonical JSON (JCS), inner
+// Sealing a notice, byte for byte as docs/envelope.md §4 says: canonical JSON (JCS), inner
 // compact JWS, general JSON JWE to every recipient, outer flattened JWS. What sealNotice returns is the body
 // of `POST /v1/envelopes`.
 
@@ -12,10 +12,10 @@ import {
   KEY_WRAP_ALG,
   SEALED_TYP,
   SIGNED_TYP,
-} from "./envelope";
-import { Refusal } from "./errors";
-import type { AgencyKeyring } from "./keys";
-import { noticeProblems, routingFor, type Notice } from "./notice";
+} from "./envelope.js";
+import { Refusal } from "./errors.js";
+import type { AgencyKeyring } from "./keys.js";
+import { noticeProblems, routingFor, type Notice } from "./notice.js";
 
 /** An addressed agency's current encryption key, its kid the key's thumbprint (directory.ts `sealingKey`
  * returns one, checked). */

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
 
-import { checkSigningKeyAt, readJwks, sealingKey, type DirectoryKey } from "../src/crypto/directory";
-import { ConsoleError, Refusal } from "../src/crypto/errors";
-import { jwk, jwks } from "./vectors";
+import { checkSigningKeyAt, readJwks, sealingKey, type DirectoryKey } from "../src/directory.js";
+import { PartnerError, Refusal } from "../src/errors.js";
+import { jwk, jwks } from "./vectors.js";
 
 const NOW = new Date("2025-04-01T00:00:00Z");
 const T = NOW.getTime() / 1000;
@@ -34,7 +34,7 @@ describe("reading a JWKS", () => {
     ["no nbf", { keys: [{ ...jwks("kh-cnp").keys[0], nbf: undefined }] }],
     ["an unknown status", { keys: [{ ...jwks("kh-cnp").keys[0], status: "retired" }] }],
   ])("refuses %s", async (_, body) => {
-    await expect(readJwks("kh-cnp", body)).rejects.toBeInstanceOf(ConsoleError);
+    await expect(readJwks("kh-cnp", body)).rejects.toBeInstanceOf(PartnerError);
   });
 });
 

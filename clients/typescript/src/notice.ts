@@ -1,9 +1,9 @@
-// The notice (schemas/notices.py) and the routing header (schemas/envelopes.py) as the browser reads them,
+// The notice (schemas/notices.py) and the routing header (schemas/envelopes.py) as a partner reads them,
 // and the binding check between the two (docs/envelope.md §6). The checks follow the pydantic models:
 // closed objects, the same patterns, lengths and enums, a null member the same as an absent one.
 // Stricter than pydantic's lax parsing: times and dates only as RFC 3339 text, numbers only as JSON numbers.
 
-import { isRecord } from "./json";
+import { isRecord } from "./json.js";
 
 export const NOTICE_TYPES = [
   "missing_person",

@@ -1,8 +1,8 @@
 import { compactVerify, decodeProtectedHeader, importJWK } from "jose";
 import { describe, expect, it } from "vitest";
 
-import { makeReceipt } from "../src/crypto/receipt";
-import { jwk, keyring } from "./vectors";
+import { makeReceipt } from "../src/receipt.js";
+import { jwk, keyring } from "./vectors.js";
 
 describe("a receipt", () => {
   it("is the recipient's Ed25519 compact JWS over notice id, envelope hash, agency and time", async () => {

@@ -1,12 +1,12 @@
-// Run by tests/envelope/test_console_crypto.py (`npx vite-node --config test/interop/vite.config.ts
-// test/interop/produce.ts`): what the console's cryptography makes with the vector keys, as JSON on
+// Run by tests/clients/test_typescript.py (`npx vite-node test/interop/produce.ts`): what the TypeScript
+// client's cryptography makes with the vector keys, as JSON on
 // stdout, for deskbridge's Python to check.
 
-import { openEnvelope } from "../../src/crypto/envelope";
-import { makeReceipt } from "../../src/crypto/receipt";
-import { sealNotice } from "../../src/crypto/seal";
-import { TAMPERED, UNUSUAL } from "../cases";
-import { keyring, lookup, NOTICE, recipientsOf, REPLY, type Agency } from "../vectors";
+import { openEnvelope } from "../../src/envelope.js";
+import { makeReceipt } from "../../src/receipt.js";
+import { sealNotice } from "../../src/seal.js";
+import { TAMPERED, UNUSUAL } from "../cases.js";
+import { keyring, lookup, NOTICE, recipientsOf, REPLY, type Agency } from "../vectors.js";
 
 async function seal(notice: Record<string, unknown>): Promise<string> {
   return sealNotice(notice, await keyring(notice.sender as Agency), await recipientsOf(notice));

@@ -1,11 +1,12 @@
-"""The browser console's cryptography (console/src/crypto) against deskbridge's Python.
+"""The TypeScript partner client's cryptography (clients/typescript/src, which the browser console builds
+in too) against deskbridge's Python.
 
-Node runs console/test/interop/produce.ts with the vector keys: a receipt for the vector notice, envelopes
-sealed in TypeScript, and the cases of console/test/cases.ts (tampered envelopes with the reason code the
-TypeScript refuses each with, and unusual ones it opens). Here the Python must accept the receipt
-(check_receipt), open the sealed envelopes (parse_envelope, verify_outer, open_envelope; and jwcrypto,
-which knows nothing of deskbridge), refuse every tampered envelope with the same code and open the unusual
-ones. Needs node and `npm ci` in console/.
+Node runs clients/typescript/test/interop/produce.ts with the vector keys: a receipt for the vector notice,
+envelopes sealed in TypeScript, and the cases of clients/typescript/test/cases.ts (tampered envelopes with
+the reason code the TypeScript refuses each with, and unusual ones it opens). Here the Python must accept
+the receipt (check_receipt), open the sealed envelopes (parse_envelope, verify_outer, open_envelope; and
+jwcrypto, which knows nothing of deskbridge), refuse every tampered envelope with the same code and open
+the unusual ones. Needs node and `npm ci` in clients/typescript/ (both `make setup`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from services.envelope.receipts import check_receipt
 from services.envelope.service import Freshness, parse_envelope, verify_outer
 from tests.envelope.test_vectors import NOTICE, REPLY, jwc_open, jwk, lookup, our_open
 
-CONSOLE = Path(__file__).resolve().parents[2] / "console"
+CLIENT = Path(__file__).resolve().parents[2] / "clients" / "typescript"
 
 
 @cache
@@ -37,11 +38,11 @@ def produced() -> dict[str, Any]:
     """What the TypeScript made (run once: node takes seconds to start)."""
     npx = shutil.which("npx")
     if npx is None:
-        pytest.fail("the console's cryptography is tested with node: install Node.js 20.19 or newer")
-    if not (CONSOLE / "node_modules").is_dir():
-        pytest.fail("console/node_modules is missing: run `npm ci` in console/")
-    script = [npx, "vite-node", "--config", "test/interop/vite.config.ts", "test/interop/produce.ts"]
-    result = subprocess.run(script, cwd=CONSOLE, capture_output=True, text=True, timeout=300, check=False)
+        pytest.fail("the TypeScript client is tested with node: install Node.js 20.19 or newer")
+    if not (CLIENT / "node_modules").is_dir():
+        pytest.fail("clients/typescript/node_modules is missing: run `make setup`")
+    script = [npx, "vite-node", "test/interop/produce.ts"]
+    result = subprocess.run(script, cwd=CLIENT, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     output: dict[str, Any] = json.loads(result.stdout)
     return output
@@ -51,11 +52,11 @@ def key_at(kid: str, _: datetime) -> PublicKey:
     return lookup(kid)
 
 
-def test_the_console_hashes_the_envelope_bytes_as_received() -> None:
+def test_typescript_hashes_the_envelope_bytes_as_received() -> None:
     assert produced()["envelope_sha256"] == hashlib.sha256(NOTICE.envelope).hexdigest()
 
 
-def test_python_accepts_the_consoles_receipt() -> None:
+def test_python_accepts_the_typescript_receipt() -> None:
     token = produced()["receipt"]
     digest = hashlib.sha256(NOTICE.envelope).hexdigest()
     notice_id = NOTICE.notice["notice_id"]
@@ -76,7 +77,7 @@ SEALED = [
 
 
 @pytest.mark.parametrize(("name", "vector", "recipients"), SEALED)
-def test_python_opens_what_the_console_seals(name: str, vector: Any, recipients: list[str]) -> None:
+def test_python_opens_what_typescript_seals(name: str, vector: Any, recipients: list[str]) -> None:
     envelope = produced()["sealed"][name].encode()
     assert rfc8785.dumps(json.loads(envelope)) == envelope
     parsed = parse_envelope(envelope)
@@ -97,7 +98,7 @@ def cases(kind: str) -> list[dict[str, str]]:
     return found
 
 
-def test_the_console_refuses_with_the_pythons_reason_codes() -> None:
+def test_typescript_refuses_with_the_pythons_reason_codes() -> None:
     differences = []
     for case in cases("tampered"):
         try:
@@ -106,13 +107,13 @@ def test_the_console_refuses_with_the_pythons_reason_codes() -> None:
         except EnvelopeError as exc:
             python = exc.code
         if python != case["code"]:
-            differences.append(f"{case['name']}: console {case['code']}, python {python}")
+            differences.append(f"{case['name']}: typescript {case['code']}, python {python}")
     assert differences == []
     assert len(cases("tampered")) > 40
 
 
 @pytest.mark.filterwarnings("ignore:EdDSA is deprecated")  # joserfc's SecurityWarning: accepted on purpose
-def test_python_opens_the_unusual_envelopes_the_console_opens() -> None:
+def test_python_opens_the_unusual_envelopes_typescript_opens() -> None:
     expected = Notice.model_validate(NOTICE.notice)
     for case in cases("unusual"):
         assert our_open(case["envelope"], "kh-cnp") == expected, case["name"]

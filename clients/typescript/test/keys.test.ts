@@ -1,12 +1,12 @@
 import { describe, expect, it } from "vitest";
 
-import { ConsoleError } from "../src/crypto/errors";
-import { importKeyFile } from "../src/crypto/keys";
-import { jwk, keyFile } from "./vectors";
+import { PartnerError } from "../src/errors.js";
+import { importKeyFile } from "../src/keys.js";
+import { jwk, keyFile } from "./vectors.js";
 
 async function refused(text: string): Promise<string> {
   const error = await importKeyFile(text).then(() => undefined, (e: unknown) => e);
-  if (!(error instanceof ConsoleError)) throw new Error(`not refused: ${String(error)}`);
+  if (!(error instanceof PartnerError)) throw new Error(`not refused: ${String(error)}`);
   return error.message;
 }
 

@@ -3,9 +3,9 @@
 
 import { base64url, CompactSign, FlattenedSign, GeneralEncrypt } from "jose";
 
-import type { DirectoryKey } from "../src/crypto/directory";
-import type { AgencyKeyring } from "../src/crypto/keys";
-import { routingFor, type Notice } from "../src/crypto/notice";
+import type { DirectoryKey } from "../src/directory.js";
+import type { AgencyKeyring } from "../src/keys.js";
+import { routingFor, type Notice } from "../src/notice.js";
 
 type Json = Record<string, unknown>;
 export const encode = (value: unknown) => base64url.encode(JSON.stringify(value));

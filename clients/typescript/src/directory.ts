@@ -2,9 +2,9 @@
 // DirectoryKey): every kid recomputed from the key, the key to seal to picked, a signing key judged at the
 // time something was signed. No fetching here: the caller hands in the parsed response body.
 
-import { ConsoleError, Refusal } from "./errors";
-import { isRecord } from "./json";
-import { thumbprint } from "./keys";
+import { PartnerError, Refusal } from "./errors.js";
+import { isRecord } from "./json.js";
+import { thumbprint } from "./keys.js";
 
 export interface PublicOkpJwk {
   kty: "OKP";
@@ -34,16 +34,16 @@ function seconds(value: unknown): value is number {
   return Number.isSafeInteger(value);
 }
 
-/** The keys of a JWKS response body for `agency`; a ConsoleError if it is not one or a kid is not the
+/** The keys of a JWKS response body for `agency`; a PartnerError if it is not one or a kid is not the
  * thumbprint of its key (a directory that lies about a kid is not used at all). */
 export async function readJwks(agency: string, body: unknown): Promise<DirectoryKey[]> {
   const unusable =
     `The directory's answer for ${agency}'s keys is not a key set deskbridge publishes; ` +
     "try again, and tell the desk if it persists.";
-  if (!isRecord(body) || !Array.isArray(body.keys)) throw new ConsoleError(unusable);
+  if (!isRecord(body) || !Array.isArray(body.keys)) throw new PartnerError(unusable);
   const keys: DirectoryKey[] = [];
   for (const entry of body.keys as unknown[]) {
-    if (!isRecord(entry) || (entry.use !== "sig" && entry.use !== "enc")) throw new ConsoleError(unusable);
+    if (!isRecord(entry) || (entry.use !== "sig" && entry.use !== "enc")) throw new PartnerError(unusable);
     const { kid, kty, crv, x, use, status, nbf, exp, revoked_at } = entry;
     const valid =
       typeof kid === "string" &&
@@ -55,9 +55,9 @@ export async function readJwks(agency: string, body: unknown): Promise<Directory
       seconds(nbf) &&
       (exp == null || seconds(exp)) &&
       (revoked_at == null || seconds(revoked_at));
-    if (!valid) throw new ConsoleError(unusable);
+    if (!valid) throw new PartnerError(unusable);
     if ((await thumbprint(CURVE[use], x as string)) !== kid)
-      throw new ConsoleError(
+      throw new PartnerError(
         `The directory lists a key of ${agency} under kid ${kid}, which is not that key's thumbprint. ` +
           `None of ${agency}'s keys are used; tell the desk.`,
       );
@@ -88,7 +88,7 @@ export function sealingKey(
   );
   const newest = usable.at(-1);
   if (newest === undefined)
-    throw new ConsoleError(
+    throw new PartnerError(
       `${agency} has no active encryption key in the directory, so nothing can be sealed to it now.`,
     );
   return newest;

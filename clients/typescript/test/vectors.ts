@@ -1,18 +1,10 @@
 // The envelope test vectors of tests/vectors/ (docs/envelope.md), read as the files are, and what the tests
 // build from them: each agency's key file, keyring and directory entries.
 
-import envelope from "../../tests/vectors/envelope.json?raw";
-import keysText from "../../tests/vectors/keys.json?raw";
-import noticeCanonical from "../../tests/vectors/notice.canonical.json?raw";
-import noticeText from "../../tests/vectors/notice.json?raw";
-import noticeJws from "../../tests/vectors/notice.jws?raw";
-import replyCanonical from "../../tests/vectors/reply.canonical.json?raw";
-import replyEnvelope from "../../tests/vectors/reply.envelope.json?raw";
-import replyText from "../../tests/vectors/reply.json?raw";
-import replyJws from "../../tests/vectors/reply.jws?raw";
+import { readFileSync } from "node:fs";
 
-import { readJwks, signingKeyIn, type DirectoryKey } from "../src/crypto/directory";
-import { importKeyFile, type AgencyKeyring } from "../src/crypto/keys";
+import { readJwks, signingKeyIn, type DirectoryKey } from "../src/directory.js";
+import { importKeyFile, type AgencyKeyring } from "../src/keys.js";
 
 export const AGENCIES = ["kr-desk", "kh-cnp", "interpol-ncb-phnom-penh"] as const;
 export type Agency = (typeof AGENCIES)[number];
@@ -27,7 +19,12 @@ interface VectorJwk {
   alg: string;
 }
 
-const KEYS = (JSON.parse(keysText) as { agencies: Record<Agency, { keys: VectorJwk[] }> }).agencies;
+/** A file of tests/vectors/ as text, exactly as committed. */
+function vector(name: string): string {
+  return readFileSync(new URL(`../../../tests/vectors/${name}`, import.meta.url), "utf8");
+}
+
+const KEYS = (JSON.parse(vector("keys.json")) as { agencies: Record<Agency, { keys: VectorJwk[] }> }).agencies;
 
 export interface Vector {
   notice: Record<string, unknown>;
@@ -37,16 +34,16 @@ export interface Vector {
 }
 
 export const NOTICE: Vector = {
-  notice: JSON.parse(noticeText),
-  canonical: noticeCanonical,
-  jws: noticeJws,
-  envelope,
+  notice: JSON.parse(vector("notice.json")),
+  canonical: vector("notice.canonical.json"),
+  jws: vector("notice.jws"),
+  envelope: vector("envelope.json"),
 };
 export const REPLY: Vector = {
-  notice: JSON.parse(replyText),
-  canonical: replyCanonical,
-  jws: replyJws,
-  envelope: replyEnvelope,
+  notice: JSON.parse(vector("reply.json")),
+  canonical: vector("reply.canonical.json"),
+  jws: vector("reply.jws"),
+  envelope: vector("reply.envelope.json"),
 };
 
 export function jwk(agency: Agency, use: "sig" | "enc"): VectorJwk {

@@ -3,9 +3,9 @@
 
 import { CompactSign } from "jose";
 
-import { ConsoleError } from "./errors";
-import type { AgencyKeyring } from "./keys";
-import { uuidOf } from "./notice";
+import { PartnerError } from "./errors.js";
+import type { AgencyKeyring } from "./keys.js";
+import { uuidOf } from "./notice.js";
 
 export const RECEIPT_TYP = "deskbridge-receipt+jws";
 
@@ -19,7 +19,7 @@ export async function makeReceipt(
 ): Promise<string> {
   const notice_id = uuidOf(noticeId);
   if (notice_id === undefined)
-    throw new ConsoleError(`"${noticeId}" is not a notice id, so no receipt was signed.`);
+    throw new PartnerError(`"${noticeId}" is not a notice id, so no receipt was signed.`);
   const iat = Math.floor(now.getTime() / 1000);
   const payload = { notice_id, envelope_sha256: envelopeSha256, agency: ring.agency, iat };
   return new CompactSign(new TextEncoder().encode(JSON.stringify(payload)))

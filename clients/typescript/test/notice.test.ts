@@ -7,8 +7,8 @@ import {
   routingFor,
   uuidOf,
   type Notice,
-} from "../src/crypto/notice";
-import { NOTICE, REPLY } from "./vectors";
+} from "../src/notice.js";
+import { NOTICE, REPLY } from "./vectors.js";
 
 const paths = (value: unknown) => noticeProblems(value).map((p) => p.path);
 const FILE = { filename: "a.txt", media_type: "text/plain", data_b64: "" };
