@@ -11,6 +11,7 @@ the unusual ones. Needs node and `npm ci` in clients/typescript/ (both `make set
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
@@ -28,6 +29,8 @@ from services.envelope.errors import EnvelopeError
 from services.envelope.keys import PublicKey
 from services.envelope.receipts import check_receipt
 from services.envelope.service import Freshness, parse_envelope, verify_outer
+from services.trust.errors import SignatureError
+from services.trust.httpsig import SignaturePolicy, verify_request
 from tests.envelope.test_vectors import NOTICE, REPLY, jwc_open, jwk, lookup, our_open
 
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "typescript"
@@ -67,6 +70,33 @@ def test_python_accepts_the_typescript_receipt() -> None:
     with pytest.raises(EnvelopeError) as caught:
         check_receipt(token, key_at, "kh-cnp", notice_id, "0" * 64, datetime.now(UTC), Freshness.of(300, 30))
     assert caught.value.code == "bad_receipt"
+
+
+async def key_for_request(kid: str, _: datetime) -> PublicKey:
+    return lookup(kid)
+
+
+def test_python_verifies_the_typescript_request_signatures() -> None:
+    for request in produced()["requests"]:
+        method, url, headers, body = request["method"], request["url"], request["headers"], request["body"]
+        verified = asyncio.run(
+            verify_request(
+                method, url, headers, body.encode(), key_for_request, SignaturePolicy(), datetime.now(UTC)
+            )
+        )
+        assert (verified.agency, verified.kid) == ("kh-cnp", jwk("kh-cnp", "sig")["kid"])
+        with pytest.raises(SignatureError):
+            asyncio.run(
+                verify_request(
+                    method,
+                    url + "&x=1",
+                    headers,
+                    body.encode(),
+                    key_for_request,
+                    SignaturePolicy(),
+                    datetime.now(UTC),
+                )
+            )
 
 
 SEALED = [

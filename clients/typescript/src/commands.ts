@@ -14,16 +14,17 @@ import { uuidOf } from "./notice.js";
 import { makeReceipt } from "./receipt.js";
 import { verifyDirectory, type TrustedDirectory } from "./signed-directory.js";
 
-const USAGE = `usage: deskbridge-partner [--server URL] [--home DIR] --as AGENCY COMMAND ...
+const USAGE = `usage: deskbridge-partner [--server URL] [--home DIR] [--sign] --as AGENCY COMMAND ...
 
 commands:
   directory show
-  inbox pull [--follow] [--no-ack] [--json]
+  inbox pull [--follow | --stream] [--no-ack] [--json]
   reply --to NOTICE_ID --summary TEXT [--details TEXT]
   notice send --file DRAFT.json
 
 --server defaults to $DESKBRIDGE_SERVER, else http://127.0.0.1:8000;
---home to $DESKBRIDGE_HOME, else ~/.deskbridge.`;
+--home to $DESKBRIDGE_HOME, else ~/.deskbridge;
+--sign signs each request with the agency's key (RFC 9421) instead of sending its credential.`;
 
 /** Exit statuses: 1 an error, 2 a usage error, 3 some inbox item refused. */
 const ERROR = 1;
@@ -38,6 +39,7 @@ interface Globals {
   server: string;
   home: string;
   as: string;
+  sign: boolean;
 }
 
 interface Context {
@@ -48,11 +50,17 @@ interface Context {
 
 function parseGlobals(argv: string[]): { globals: Globals; rest: string[] } {
   const values: Partial<Record<"server" | "home" | "as", string>> = {};
+  let sign = false;
   let i = 0;
   while (i < argv.length && argv[i]!.startsWith("--")) {
     const [flag, inline] = argv[i]!.split(/=(.*)/s, 2) as [string, string | undefined];
     const name = flag.slice(2);
     if (name === "help") throw new UsageError("");
+    if (name === "sign" && inline === undefined) {
+      sign = true;
+      i++;
+      continue;
+    }
     if (name !== "server" && name !== "home" && name !== "as") throw new UsageError(`unknown option ${flag}`);
     const value = inline ?? argv[++i];
     if (value === undefined || value === "") throw new UsageError(`${flag} needs a value`);
@@ -61,7 +69,8 @@ function parseGlobals(argv: string[]): { globals: Globals; rest: string[] } {
   }
   if (!values.as) throw new UsageError("--as AGENCY is required");
   const server = values.server ?? (process.env.DESKBRIDGE_SERVER || "http://127.0.0.1:8000");
-  return { globals: { server, home: values.home ?? defaultHome(), as: values.as }, rest: argv.slice(i) };
+  const globals = { server, home: values.home ?? defaultHome(), as: values.as, sign };
+  return { globals, rest: argv.slice(i) };
 }
 
 function options<T extends Record<string, { type: "string" | "boolean" }>>(args: string[], spec: T) {
@@ -74,7 +83,8 @@ function options<T extends Record<string, { type: "string" | "boolean" }>>(args:
 
 async function connect(globals: Globals): Promise<Context> {
   const identity = new Identity(globals.home, globals.as);
-  const api = new PartnerApi(globals.server, await identity.credential());
+  const auth = globals.sign ? { keyring: await identity.keyring() } : { credential: await identity.credential() };
+  const api = new PartnerApi(globals.server, auth);
   const directory = await verifyDirectory(await api.directory(), await identity.pin());
   return { identity, api, directory };
 }
@@ -124,17 +134,30 @@ async function showDirectory(ctx: Context): Promise<number> {
 function inboxPull(args: string[]): Command {
   const opts = options(args, {
     follow: { type: "boolean" },
+    stream: { type: "boolean" },
     "no-ack": { type: "boolean" },
     json: { type: "boolean" },
   });
-  return (ctx) => pull(ctx, opts.follow === true, opts["no-ack"] !== true, opts.json === true);
+  if (opts.follow && opts.stream) throw new UsageError("--follow and --stream are two ways of the same");
+  const read = opts.stream ? "stream" : opts.follow ? "follow" : "once";
+  return (ctx) => pull(ctx, read, opts["no-ack"] !== true, opts.json === true);
 }
 
-async function pull(ctx: Context, follow: boolean, ack: boolean, json: boolean): Promise<number> {
+/** Each item of the inbox from the start: pages once, then (follow) long-polls or (stream) the SSE stream. */
+function items(api: PartnerApi, read: "once" | "follow" | "stream"): AsyncGenerator<InboxItem> {
+  return read === "stream" ? api.stream() : api.inbox(read === "follow", FOLLOW_WAIT_S);
+}
+
+async function pull(
+  ctx: Context,
+  read: "once" | "follow" | "stream",
+  ack: boolean,
+  json: boolean,
+): Promise<number> {
   const ring = await ctx.identity.keyring();
   let opened = 0;
   let refused = 0;
-  for await (const item of ctx.api.inbox(follow, FOLLOW_WAIT_S)) {
+  for await (const item of items(ctx.api, read)) {
     if (item.state === "acknowledged" || item.state === "recalled") continue;
     let result;
     try {
