@@ -5,13 +5,20 @@ import { ApiError, message } from "./api";
 import { Status, field, h, replace, select, time } from "./dom";
 import { NOTICE_TYPES, PRIORITIES, TLP, label, tlpClass, tlpText } from "./labels";
 import type { Shell } from "./main";
-import { type AgencyKeyring, importKeyFile } from "./crypto/keys";
-import { loadKeyring, saveKeyring } from "./crypto/keystore";
-import { type Opened, openEnvelope } from "./crypto/envelope";
-import { Refusal } from "./crypto/errors";
-import { makeReceipt } from "./crypto/receipt";
-import { type SealingRecipient, sealNotice } from "./crypto/seal";
-import { type DirectoryKey, readJwks, sealingKey } from "./crypto/directory";
+import {
+  type AgencyKeyring,
+  type DirectoryKey,
+  importKeyFile,
+  makeReceipt,
+  type Opened,
+  openEnvelope,
+  readJwks,
+  Refusal,
+  type SealingRecipient,
+  sealingKey,
+  sealNotice,
+} from "@deskbridge/partner";
+import { loadKeyring, saveKeyring } from "./keystore";
 
 interface InboxItem {
   notice_id: string;
