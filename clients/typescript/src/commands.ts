@@ -22,8 +22,8 @@ commands:
   reply --to NOTICE_ID --summary TEXT [--details TEXT]
   notice send --file DRAFT.json
 
---server defaults to $DESKBRIDGE_SERVER, else http://127.0.0.1:8000;
---home to $DESKBRIDGE_HOME, else ~/.deskbridge;
+--server defaults to $DESKBRIDGE_SERVER, else http://127.0.0.1:8080;
+--home to $DESKBRIDGE_HOME, else var/demo (as the deskbridge CLI);
 --sign signs each request with the agency's key (RFC 9421) instead of sending its credential.`;
 
 /** Exit statuses: 1 an error, 2 a usage error, 3 some inbox item refused. */
@@ -68,7 +68,7 @@ function parseGlobals(argv: string[]): { globals: Globals; rest: string[] } {
     i++;
   }
   if (!values.as) throw new UsageError("--as AGENCY is required");
-  const server = values.server ?? (process.env.DESKBRIDGE_SERVER || "http://127.0.0.1:8000");
+  const server = values.server ?? (process.env.DESKBRIDGE_SERVER || "http://127.0.0.1:8080");
   const globals = { server, home: values.home ?? defaultHome(), as: values.as, sign };
   return { globals, rest: argv.slice(i) };
 }
@@ -165,7 +165,7 @@ async function pull(
     } catch (error) {
       if (!(error instanceof Refusal || error instanceof PartnerError)) throw error;
       const { code, detail } = describe(error);
-      io.err(`refused ${item.notice_id}: ${code}: ${detail}`);
+      io.err(`refused ${item.notice_id}: ${detail} [${code}]`);
       refused++;
       continue;
     }
@@ -275,7 +275,7 @@ export async function main(argv: string[], output: Output = STDIO): Promise<numb
     return await command(await connect(globals));
   } catch (error) {
     const { code, detail } = describe(error);
-    io.err(`error: ${code}: ${detail}`);
+    io.err(`error: ${detail} [${code}]`);
     return ERROR;
   }
 }

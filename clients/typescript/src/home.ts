@@ -2,7 +2,6 @@
 // (services/cli/profiles.py, services/envelope/keys.py, services/trust/signed_directory.py).
 
 import { readFile } from "node:fs/promises";
-import { homedir } from "node:os";
 import { join } from "node:path";
 
 import { PartnerError } from "./errors.js";
@@ -13,7 +12,7 @@ export const KEYS_FILE = "keys.jwks.json";
 export const PIN_FILE = "directory.pin.jwk.json";
 
 export function defaultHome(): string {
-  return process.env.DESKBRIDGE_HOME || join(homedir(), ".deskbridge");
+  return process.env.DESKBRIDGE_HOME || "var/demo";
 }
 
 async function read(path: string, missing: string): Promise<string> {
