@@ -1,0 +1,99 @@
+package org.deskbridge.client;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.IOException;
+import java.net.URI;
+import java.net.URLEncoder;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.time.Instant;
+
+/**
+ * The gateway's HTTP API as a partner uses it, over java.net.http with a bearer credential. A refusal
+ * keeps the server's problem `code` (RFC 9457), so callers see the same codes as docs/errors.md lists.
+ */
+public final class Api {
+    private final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build();
+    private final URI base;
+    private final String credential;
+
+    public Api(String server, String credential) {
+        this.base = URI.create(server.endsWith("/") ? server : server + "/");
+        this.credential = credential;
+    }
+
+    /** The directory, verified against the pinned key: nothing unverified from the server is used. */
+    public Directory directory(AgencyKey pin) {
+        return Directory.verify(call("GET", "v1/directory", null, 30), pin, Instant.now());
+    }
+
+    /** One page of the inbox after `cursor` (null: from the start); `waitSeconds` > 0 long-polls. */
+    public JsonNode inbox(String cursor, int waitSeconds) {
+        StringBuilder path = new StringBuilder("v1/inbox?limit=100");
+        if (cursor != null) {
+            path.append("&after=").append(URLEncoder.encode(cursor, StandardCharsets.UTF_8));
+        }
+        if (waitSeconds > 0) {
+            path.append("&wait=").append(waitSeconds);
+        }
+        return call("GET", path.toString(), null, 30 + waitSeconds);
+    }
+
+    public JsonNode acknowledge(String noticeId, String receipt) {
+        ObjectNode body = Json.MAPPER.createObjectNode().put("receipt", receipt);
+        return call("POST", "v1/inbox/" + noticeId + "/ack", Json.write(body), 30);
+    }
+
+    /** Posts a sealed envelope exactly as sealed (the body bytes are what is hashed and carried). */
+    public JsonNode submit(String envelope) {
+        return call("POST", "v1/envelopes", envelope, 30);
+    }
+
+    private JsonNode call(String method, String path, String body, int timeoutSeconds) {
+        HttpRequest.Builder request = HttpRequest.newBuilder(base.resolve(path))
+                .timeout(Duration.ofSeconds(timeoutSeconds))
+                .header("Authorization", "Bearer " + credential)
+                .header("Accept", "application/json");
+        if (body != null) {
+            request.header("Content-Type", "application/json")
+                    .method(method, HttpRequest.BodyPublishers.ofString(body, StandardCharsets.UTF_8));
+        } else {
+            request.method(method, HttpRequest.BodyPublishers.noBody());
+        }
+        HttpResponse<String> response;
+        try {
+            response = http.send(request.build(), HttpResponse.BodyHandlers.ofString(StandardCharsets.UTF_8));
+        } catch (IOException e) {
+            throw new EnvelopeException("client_error", "cannot reach " + base + ": " + e);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new EnvelopeException("client_error", "interrupted");
+        }
+        if (response.statusCode() >= 400) {
+            String code = "client_error";
+            String detail = response.body().length() > 200 ? response.body().substring(0, 200) : response.body();
+            try {
+                JsonNode problem = Json.MAPPER.readTree(response.body());
+                if (problem != null && problem.path("code").isTextual()) {
+                    code = problem.get("code").asText();
+                }
+                if (problem != null && problem.has("detail")) {
+                    detail = problem.get("detail").isTextual() ? problem.get("detail").asText() : problem.get("detail").toString();
+                }
+            } catch (IOException e) {
+                // not problem details: keep the start of the body
+            }
+            throw new EnvelopeException(code, method + " /" + path.split("\\?")[0] + " failed with "
+                    + response.statusCode() + ": " + detail);
+        }
+        try {
+            return Json.MAPPER.readTree(response.body());
+        } catch (IOException e) {
+            throw new EnvelopeException("client_error", method + " /" + path + " answered something not JSON");
+        }
+    }
+}
