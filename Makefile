@@ -13,10 +13,14 @@ CONSOLE_SOURCES := $(shell find console/src console/public -type f 2>/dev/null) 
   console/index.html console/vite.config.ts console/tsconfig.json
 # Validators compiled from Strimzi's CRD schemas, for the offline check of deploy/k8s (deploy/schemas/README.md).
 STRIMZI_SCHEMAS := deploy/schemas/strimzi/node_modules/.installed
+# The Java partner client (clients/java): its jar with its dependencies in target/lib, rebuilt only when
+# its pom or a main source changed.
+JAVA_CLIENT := clients/java/target/deskbridge-partner.jar
+JAVA_CLIENT_SOURCES := $(shell find clients/java/src/main -type f 2>/dev/null) clients/java/pom.xml
 
 .PHONY: setup run test lint typecheck unit schemas postgres-server chromium screenshots clean
 
-setup: $(INSTALLED) $(JARS) $(CONSOLE) $(STRIMZI_SCHEMAS) postgres-server chromium
+setup: $(INSTALLED) $(JARS) $(CONSOLE) $(STRIMZI_SCHEMAS) $(JAVA_CLIENT) postgres-server chromium
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +39,10 @@ $(NODE_MODULES): console/package.json console/package-lock.json
 
 $(CONSOLE): $(NODE_MODULES) $(CONSOLE_SOURCES)
 	cd console && npx vite build
+	touch $@
+
+$(JAVA_CLIENT): $(JAVA_CLIENT_SOURCES)
+	cd clients/java && mvn -q -B package -DskipTests
 	touch $@
 
 $(STRIMZI_SCHEMAS): deploy/schemas/strimzi/package.json deploy/schemas/strimzi/package-lock.json
@@ -70,6 +78,7 @@ typecheck: $(INSTALLED)
 
 test: setup lint typecheck
 	cd console && npx vitest run
+	cd clients/java && mvn -q -B test
 	$(BIN)/pytest -q
 
 # The console's end-to-end tests again, writing their screenshots into docs/console/ for docs/console.md.
