@@ -17,7 +17,9 @@ import java.time.Instant;
  * keeps the server's problem `code` (RFC 9457), so callers see the same codes as docs/errors.md lists.
  */
 public final class Api {
-    private final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build();
+    // HTTP/1.1: over cleartext the JDK would otherwise offer an h2c upgrade, which uvicorn refuses on a POST.
+    private final HttpClient http = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1)
+            .connectTimeout(Duration.ofSeconds(10)).build();
     private final URI base;
     private final String credential;
 
