@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.time.Instant;
+import java.time.LocalDate;
 import java.time.OffsetDateTime;
 import java.time.ZoneOffset;
 import java.time.format.DateTimeFormatter;
@@ -36,6 +37,16 @@ public final class Notices {
     private static final Set<String> MEMBERS = Set.of("notice_id", "type", "priority", "tlp", "case_ref",
             "recipients", "summary", "details", "interpol_colour", "subjects", "locations", "attachments",
             "expires_at", "in_reply_to", "forwarded_from", "sender", "sent_at");
+    private static final Set<String> COLOURS = Set.of("yellow", "red", "blue", "green", "black", "orange", "purple");
+    private static final Set<String> PERSON = Set.of("name_latin", "name_hangul", "date_of_birth", "nationality",
+            "passport_number", "description");
+    private static final Set<String> LOCATION = Set.of("country", "province", "text", "coordinates");
+    private static final Set<String> ATTACHMENT = Set.of("filename", "media_type", "data_b64");
+    private static final Pattern NATIONALITY = Pattern.compile("^[A-Z]{2,3}$");
+    private static final Pattern COUNTRY = Pattern.compile("^[A-Z]{2}$");
+    private static final Pattern DATE = Pattern.compile("^[0-9]{4}-[0-9]{2}-[0-9]{2}$");
+    private static final Pattern MEDIA_TYPE = Pattern.compile("^[a-z]+/[a-zA-Z0-9.+-]+$");
+    private static final Pattern STANDARD_BASE64 = Pattern.compile("^[A-Za-z0-9+/=]*$");
     private static final Set<String> SHORT_TEXT = Set.of("name_latin", "name_hangul", "province", "filename");
     private static final Set<String> TIMES = Set.of("sent_at", "expires_at");
     private static final Set<String> UUIDS = Set.of("notice_id", "in_reply_to", "forwarded_from");
@@ -130,8 +141,8 @@ public final class Notices {
     }
 
     /**
-     * The shape checks of a notice (`malformed`): closed member set, required members and their forms.
-     * Nested objects (subjects, locations, attachments) are checked by the gateway's schema, not here.
+     * `malformed` unless the notice is valid under schemas/json/notice.schema.json (closed at every depth;
+     * written out here rather than run through a JSON Schema library).
      */
     public static void check(JsonNode notice) {
         if (!notice.isObject()) {
@@ -168,10 +179,85 @@ public final class Notices {
             }
         }
         recipients(notice.get("recipients"), "recipients");
-        for (String list : List.of("subjects", "locations", "attachments")) {
-            if (present(notice, list) && !notice.get(list).isArray()) {
-                throw malformed(list + " is not a list");
+        optionalText(notice, "details", 0, 20000, null);
+        if (present(notice, "interpol_colour") && !COLOURS.contains(notice.get("interpol_colour").asText(""))) {
+            throw malformed("interpol_colour is not one of " + COLOURS);
+        }
+        for (JsonNode person : list(notice, "subjects", 50)) {
+            members(person, "a subject", PERSON);
+            optionalText(person, "name_latin", 1, 500, null);
+            optionalText(person, "name_hangul", 1, 500, null);
+            optionalText(person, "nationality", 0, 3, NATIONALITY);
+            optionalText(person, "passport_number", 0, 32, null);
+            optionalText(person, "description", 0, 20000, null);
+            optionalText(person, "date_of_birth", 0, 10, DATE);
+            if (present(person, "date_of_birth")) {
+                try {
+                    LocalDate.parse(person.get("date_of_birth").asText());
+                } catch (DateTimeParseException e) {
+                    throw malformed("date_of_birth is not a date");
+                }
             }
+        }
+        for (JsonNode location : list(notice, "locations", 50)) {
+            members(location, "a location", LOCATION);
+            requireText(location, "country", COUNTRY);
+            optionalText(location, "province", 1, 500, null);
+            optionalText(location, "text", 0, 20000, null);
+            if (present(location, "coordinates")) {
+                JsonNode at = location.get("coordinates");
+                members(at, "coordinates", Set.of("lat", "lon"));
+                if (!at.path("lat").isNumber() || !at.path("lon").isNumber()
+                        || Math.abs(at.get("lat").asDouble()) > 90 || Math.abs(at.get("lon").asDouble()) > 180) {
+                    throw malformed("coordinates need lat in [-90, 90] and lon in [-180, 180]");
+                }
+            }
+        }
+        for (JsonNode attachment : list(notice, "attachments", 5)) {
+            members(attachment, "an attachment", ATTACHMENT);
+            requireText(attachment, "media_type", MEDIA_TYPE);
+            if (!attachment.path("filename").isTextual() || !attachment.path("data_b64").isTextual()) {
+                throw malformed("an attachment needs filename, media_type and data_b64");
+            }
+            optionalText(attachment, "filename", 1, 500, null);
+            optionalText(attachment, "data_b64", 0, 700_000, STANDARD_BASE64);
+        }
+    }
+
+    private static List<JsonNode> list(JsonNode notice, String member, int max) {
+        if (!present(notice, member)) {
+            return List.of();
+        }
+        JsonNode value = notice.get(member);
+        if (!value.isArray() || value.size() > max) {
+            throw malformed(member + " is not a list of at most " + max);
+        }
+        List<JsonNode> items = new ArrayList<>();
+        value.forEach(items::add);
+        return items;
+    }
+
+    private static void members(JsonNode node, String what, Set<String> allowed) {
+        if (!node.isObject()) {
+            throw malformed(what + " is not a JSON object");
+        }
+        node.fieldNames().forEachRemaining(name -> {
+            if (!allowed.contains(name)) {
+                throw malformed(what + " has an unknown member " + name);
+            }
+        });
+    }
+
+    /** Absent, null, or a string of `min` to `max` characters (code points) matching `pattern`. */
+    private static void optionalText(JsonNode node, String member, int min, int max, Pattern pattern) {
+        if (!present(node, member)) {
+            return;
+        }
+        JsonNode value = node.get(member);
+        String text = value.isTextual() ? value.asText() : null;
+        int length = text == null ? -1 : text.codePointCount(0, text.length());
+        if (text == null || length < min || length > max || (pattern != null && !pattern.matcher(text).matches())) {
+            throw malformed(member + " is not valid");
         }
     }
 

@@ -240,6 +240,29 @@ class VectorsTest {
                 Notices.renderTime(java.time.OffsetDateTime.parse("2025-03-31T10:17:42.25Z")));
     }
 
+    @Test
+    void checksTheNoticeSchemaAtEveryDepth() {
+        Notices.check(readJson("notice.json"));
+        Notices.check(readJson("reply.json"));
+        List<java.util.function.Consumer<ObjectNode>> breakages = List.of(
+                n -> n.put("colour", "x"),
+                n -> n.remove("summary"),
+                n -> n.put("sent_at", "2025-03-31T09:00:00"),
+                n -> n.put("notice_id", "3F1C2A9E7B4D4E8A9C610D5E8F2A7B34"),
+                n -> n.put("tlp", "white"),
+                n -> ((ObjectNode) n.get("subjects").get(0)).put("eye_colour", "brown"),
+                n -> ((ObjectNode) n.get("subjects").get(0)).put("date_of_birth", "1998-02-30"),
+                n -> ((ObjectNode) n.get("locations").get(0)).remove("country"),
+                n -> ((ObjectNode) n.get("locations").get(0).get("coordinates")).put("lat", 91),
+                n -> ((ObjectNode) n.get("attachments").get(0)).put("data_b64", "not_base64url-"),
+                n -> n.putArray("recipients").add("kh-cnp").add("kh-cnp"));
+        for (java.util.function.Consumer<ObjectNode> breakage : breakages) {
+            ObjectNode notice = (ObjectNode) readJson("notice.json");
+            breakage.accept(notice);
+            assertRefused("malformed", () -> Notices.check(notice));
+        }
+    }
+
     /** A new outer JWS by `agency` over `jwe` (to test what lies under a valid outer signature). */
     static String resign(ObjectNode jwe, String agency) {
         AgencyKeys signer = keys(agency);
