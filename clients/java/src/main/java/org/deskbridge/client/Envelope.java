@@ -44,6 +44,7 @@ public final class Envelope {
     private static final Set<String> JWE_HEADER = Set.of("enc", "typ", "cty", "sender", "notice_id",
             "notice_type", "priority", "tlp", "case_ref", "recipients", "sent_at", "expires_at", "in_reply_to",
             "forwarded_from");
+    private static final Set<String> OUTER_HEADER = Set.of("alg", "kid", "typ", "cty");
     private static final Set<String> RECIPIENT_HEADER = Set.of("alg", "kid", "epk");
     private static final SecureRandom RANDOM = new SecureRandom();
 
@@ -218,6 +219,9 @@ public final class Envelope {
     public static void verifyOuter(Parsed envelope, AgencyKey signer) {
         if (!signer.agency().equals(envelope.sender())) {
             throw new EnvelopeException("signer_mismatch", "key " + signer.kid() + " is not a key of " + envelope.sender());
+        }
+        if (!onlyMembers(envelope.outerHeader(), OUTER_HEADER)) {
+            throw new EnvelopeException("bad_signature", "the outer JWS header has a parameter we do not understand");
         }
         byte[] input = (envelope.protectedB64() + "." + envelope.payloadB64()).getBytes(StandardCharsets.US_ASCII);
         if (!Okp.ED25519.equals(signer.crv()) || !Okp.verify(signer.key(), input, envelope.signature())) {

@@ -28,6 +28,8 @@ public final class Main implements Runnable {
     static final int FAILED = 1;
     static final int REFUSED_SOME = 3;
     static final int FOLLOW_WAIT_S = 30;
+    /** The reader of our output left (`... | head`): stop quietly, as a shell's 128 + SIGPIPE. */
+    static final int READER_LEFT = 141;
 
     @Spec
     CommandSpec spec;
@@ -50,6 +52,9 @@ public final class Main implements Runnable {
         CommandLine cli = new CommandLine(new Main());
         cli.setOut(out).setErr(err);
         cli.setExecutionExceptionHandler((exception, commandLine, parsed) -> {
+            if (exception instanceof ReaderLeft) {
+                return READER_LEFT;
+            }
             if (exception instanceof EnvelopeException e) {
                 err.println("error: " + e.code() + ": " + oneLine(e.detail()));
                 return FAILED;
@@ -76,6 +81,17 @@ public final class Main implements Runnable {
     private static String envOr(String name, String fallback) {
         String value = System.getenv(name);
         return value == null || value.isEmpty() ? fallback : value;
+    }
+
+    /** Standard output is gone: nothing more is read, so nothing more is pulled or acknowledged. */
+    static final class ReaderLeft extends RuntimeException {
+        private static final long serialVersionUID = 1L;
+    }
+
+    static void checkReader(PrintWriter out) {
+        if (out.checkError()) {
+            throw new ReaderLeft();
+        }
     }
 
     /** Parent commands that do nothing alone: a usage error (exit 2). */
@@ -160,10 +176,12 @@ public final class Main implements Runnable {
                     return;
                 }
                 counts[0]++;
+                checkReader(out);
                 if (!noAck) {
                     partner.acknowledge(received);
                 }
                 print(out, received, !noAck);
+                checkReader(out);
             });
             if (!json) {
                 out.println(counts[0] + " notice(s) opened" + (counts[1] > 0 ? ", " + counts[1] + " refused" : ""));
