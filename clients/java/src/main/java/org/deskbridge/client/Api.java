@@ -2,6 +2,13 @@ package org.deskbridge.client;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import com.launchdarkly.eventsource.ConnectStrategy;
+import com.launchdarkly.eventsource.ErrorStrategy;
+import com.launchdarkly.eventsource.EventSource;
+import com.launchdarkly.eventsource.HttpConnectStrategy;
+import com.launchdarkly.eventsource.MessageEvent;
+import com.launchdarkly.eventsource.StreamException;
+import com.launchdarkly.eventsource.StreamHttpErrorException;
 import java.io.IOException;
 import java.net.URI;
 import java.net.URLEncoder;
@@ -11,6 +18,8 @@ import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.time.Instant;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Consumer;
 
 /**
  * The gateway's HTTP API as a partner uses it, over java.net.http with a bearer credential. A refusal
@@ -48,6 +57,36 @@ public final class Api {
     public JsonNode acknowledge(String noticeId, String receipt) {
         ObjectNode body = Json.MAPPER.createObjectNode().put("receipt", receipt);
         return call("POST", "v1/inbox/" + noticeId + "/ack", Json.write(body), 30);
+    }
+
+    /**
+     * The inbox as Server-Sent Events (`GET /v1/inbox/stream`), from the start: each `notice` event's item
+     * to `each`, until interrupted. A dropped connection is resumed with Last-Event-ID (the cursor), so
+     * nothing is missed or repeated; a refusal by the server (4xx) ends it.
+     */
+    public void stream(Consumer<JsonNode> each) {
+        HttpConnectStrategy connect = ConnectStrategy.http(base.resolve("v1/inbox/stream"))
+                .header("Authorization", "Bearer " + credential)
+                .readTimeout(2, TimeUnit.MINUTES); // the gateway sends a keep-alive comment every few seconds
+        ErrorStrategy onError = new ErrorStrategy() {
+            @Override
+            public Result apply(StreamException error) {
+                boolean refused = error instanceof StreamHttpErrorException http && http.getCode() < 500;
+                return new Result(refused ? Action.THROW : Action.CONTINUE, this);
+            }
+        };
+        try (EventSource events = new EventSource.Builder(connect).errorStrategy(onError).build()) {
+            while (true) {
+                MessageEvent event = events.readMessage();
+                if ("notice".equals(event.getEventName())) {
+                    each.accept(Json.object(event.getData(), "streamed inbox item"));
+                }
+            }
+        } catch (StreamHttpErrorException e) {
+            throw new EnvelopeException("client_error", "GET /v1/inbox/stream failed with " + e.getCode());
+        } catch (StreamException e) {
+            throw new EnvelopeException("client_error", "the inbox stream ended: " + e);
+        }
     }
 
     /** Posts a sealed envelope exactly as sealed (the body bytes are what is hashed and carried). */

@@ -109,6 +109,11 @@ public final class Partner {
         }
     }
 
+    /** Every inbox item from the start, then each new one as it is delivered, over Server-Sent Events. */
+    public void stream(Consumer<JsonNode> each) {
+        api.stream(each);
+    }
+
     /** The inbox item of `noticeId`, looked for from the start of the inbox. */
     public JsonNode find(String noticeId) {
         List<JsonNode> found = new ArrayList<>();

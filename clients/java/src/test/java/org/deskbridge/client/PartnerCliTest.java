@@ -46,6 +46,7 @@ class PartnerCliTest {
     void start() throws IOException {
         server = HttpServer.create(new InetSocketAddress("127.0.0.1", 0), 0);
         server.createContext("/v1/directory", exchange -> answer(exchange, 200, signedDirectory(directoryIat)));
+        server.createContext("/v1/inbox/stream", this::stream);
         server.createContext("/v1/inbox", this::inbox);
         server.start();
         Path folder = Files.createDirectories(home.resolve("kh-cnp"));
@@ -118,6 +119,24 @@ class PartnerCliTest {
         }
     }
 
+    final List<String> resumedFrom = new ArrayList<>();
+
+    /** One notice event, then the connection drops; the client comes back with Last-Event-ID and is refused. */
+    void stream(HttpExchange exchange) throws IOException {
+        String resume = exchange.getRequestHeaders().getFirst("Last-Event-ID");
+        if (resume != null) {
+            resumedFrom.add(resume);
+            answer(exchange, 403, Json.object("{\"code\":\"forbidden\",\"detail\":\"no\"}", "problem"));
+            return;
+        }
+        exchange.getResponseHeaders().add("Content-Type", "text/event-stream");
+        exchange.sendResponseHeaders(200, 0);
+        String data = Json.write(item(NOTICE_ID, VectorsTest.read("envelope.json"), "c1"));
+        exchange.getResponseBody().write((": keep-alive\n\nevent: notice\nid: c1\ndata: " + data + "\n\n")
+                .getBytes(StandardCharsets.UTF_8));
+        exchange.close();
+    }
+
     static ObjectNode item(String noticeId, String envelope, String cursor) {
         ObjectNode item = Json.MAPPER.createObjectNode();
         item.put("notice_id", noticeId).put("sender", "kr-desk").put("state", "delivered").put("cursor", cursor)
@@ -160,6 +179,16 @@ class PartnerCliTest {
         assertEquals(1, acks.size());
         Receipts.verify(acks.get(0).get("receipt").asText(), VectorsTest.signingKeys(), "kh-cnp", NOTICE_ID,
                 VectorsTest.read("envelope.json"));
+    }
+
+    @Test
+    void streamsTheInboxAndResumesFromTheLastEventId() {
+        Run run = cli("--as", "kh-cnp", "inbox", "pull", "--stream", "--json");
+        assertEquals(1, run.status(), run.err());
+        assertEquals("c1", Json.object(run.out().strip(), "line").get("cursor").asText());
+        assertEquals(List.of("c1"), resumedFrom);
+        assertEquals(1, acks.size());
+        assertEquals("error: client_error: GET /v1/inbox/stream failed with 403", run.err().strip());
     }
 
     @Test

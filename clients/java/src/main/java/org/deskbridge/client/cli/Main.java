@@ -8,6 +8,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Locale;
 import java.util.concurrent.Callable;
+import java.util.function.Consumer;
 import org.deskbridge.client.Directory;
 import org.deskbridge.client.EnvelopeException;
 import org.deskbridge.client.Json;
@@ -150,6 +151,9 @@ public final class Main implements Runnable {
         @Option(names = "--follow", description = "Then keep long-polling for new notices until interrupted.")
         boolean follow;
 
+        @Option(names = "--stream", description = "Like --follow, over Server-Sent Events (GET /v1/inbox/stream).")
+        boolean stream;
+
         @Option(names = "--no-ack", description = "Do not acknowledge.")
         boolean noAck;
 
@@ -162,7 +166,7 @@ public final class Main implements Runnable {
             PrintWriter out = spec.commandLine().getOut();
             PrintWriter err = spec.commandLine().getErr();
             int[] counts = new int[2]; // opened, refused
-            partner.pull(follow, FOLLOW_WAIT_S, item -> {
+            Consumer<JsonNode> each = item -> {
                 String state = item.path("state").asText();
                 if (state.equals("acknowledged") || state.equals("recalled")) {
                     return;
@@ -182,7 +186,12 @@ public final class Main implements Runnable {
                 }
                 print(out, received, !noAck);
                 checkReader(out);
-            });
+            };
+            if (stream) {
+                partner.stream(each);
+            } else {
+                partner.pull(follow, FOLLOW_WAIT_S, each);
+            }
             if (!json) {
                 out.println(counts[0] + " notice(s) opened" + (counts[1] > 0 ? ", " + counts[1] + " refused" : ""));
             }
