@@ -18,6 +18,7 @@ import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.time.Instant;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Consumer;
 
@@ -31,10 +32,18 @@ public final class Api {
             .connectTimeout(Duration.ofSeconds(10)).build();
     private final URI base;
     private final String credential;
+    private final RequestSigner signer;
 
-    public Api(String server, String credential) {
+    /** Authenticates with a bearer `credential`, or, when `signer` is given, with RFC 9421 signatures. */
+    public Api(String server, String credential, RequestSigner signer) {
         this.base = URI.create(server.endsWith("/") ? server : server + "/");
         this.credential = credential;
+        this.signer = signer;
+    }
+
+    private Map<String, String> authentication(String method, URI target, byte[] body) {
+        return signer != null ? signer.sign(method, target, body, Instant.now())
+                : Map.of("Authorization", "Bearer " + credential);
     }
 
     /** The directory, verified against the pinned key: nothing unverified from the server is used. */
@@ -65,8 +74,13 @@ public final class Api {
      * nothing is missed or repeated; a refusal by the server (4xx) ends it.
      */
     public void stream(Consumer<JsonNode> each) {
+        // Signed anew on every (re)connection: a signature's nonce is good once.
         HttpConnectStrategy connect = ConnectStrategy.http(base.resolve("v1/inbox/stream"))
-                .header("Authorization", "Bearer " + credential)
+                .requestTransformer(request -> {
+                    okhttp3.Request.Builder signed = request.newBuilder();
+                    authentication("GET", request.url().uri(), new byte[0]).forEach(signed::header);
+                    return signed.build();
+                })
                 .readTimeout(2, TimeUnit.MINUTES); // the gateway sends a keep-alive comment every few seconds
         ErrorStrategy onError = new ErrorStrategy() {
             @Override
@@ -95,13 +109,15 @@ public final class Api {
     }
 
     private JsonNode call(String method, String path, String body, int timeoutSeconds) {
-        HttpRequest.Builder request = HttpRequest.newBuilder(base.resolve(path))
+        URI target = base.resolve(path);
+        byte[] bytes = body == null ? new byte[0] : body.getBytes(StandardCharsets.UTF_8);
+        HttpRequest.Builder request = HttpRequest.newBuilder(target)
                 .timeout(Duration.ofSeconds(timeoutSeconds))
-                .header("Authorization", "Bearer " + credential)
                 .header("Accept", "application/json");
+        authentication(method, target, bytes).forEach(request::header);
         if (body != null) {
             request.header("Content-Type", "application/json")
-                    .method(method, HttpRequest.BodyPublishers.ofString(body, StandardCharsets.UTF_8));
+                    .method(method, HttpRequest.BodyPublishers.ofByteArray(bytes));
         } else {
             request.method(method, HttpRequest.BodyPublishers.noBody());
         }

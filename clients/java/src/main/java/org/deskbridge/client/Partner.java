@@ -26,6 +26,11 @@ public final class Partner {
     private final Directory directory;
 
     public Partner(String server, Path home, String agency) {
+        this(server, home, agency, false);
+    }
+
+    /** With `sign`, every request is signed with the agency's own key (RFC 9421) instead of its credential. */
+    public Partner(String server, Path home, String agency, boolean sign) {
         Path folder = home.resolve(agency);
         this.agency = agency;
         this.keys = AgencyKeys.load(folder);
@@ -33,7 +38,7 @@ public final class Partner {
             throw new EnvelopeException("key_file", folder.resolve(AgencyKeys.KEYS_FILE) + " holds the keys of "
                     + keys.agency() + ", not of " + agency);
         }
-        this.api = new Api(server, credential(folder));
+        this.api = sign ? new Api(server, null, new RequestSigner(keys)) : new Api(server, credential(folder), null);
         this.directory = api.directory(Directory.loadPin(folder));
     }
 

@@ -98,7 +98,10 @@ class PartnerCliTest {
 
     void inbox(HttpExchange exchange) throws IOException {
         String path = exchange.getRequestURI().getPath();
-        if (!"Bearer test-credential".equals(exchange.getRequestHeaders().getFirst("Authorization"))) {
+        boolean signed = exchange.getRequestHeaders().getFirst("Signature") != null
+                && exchange.getRequestHeaders().getFirst("Authorization") == null;
+        signedRequests += signed ? 1 : 0;
+        if (!signed && !"Bearer test-credential".equals(exchange.getRequestHeaders().getFirst("Authorization"))) {
             answer(exchange, 401, Json.object("{\"code\":\"unauthorized\",\"detail\":\"no\"}", "problem"));
         } else if (path.endsWith("/ack")) {
             acks.add(Json.object(exchange.getRequestBody().readAllBytes(), "ack"));
@@ -120,6 +123,7 @@ class PartnerCliTest {
     }
 
     final List<String> resumedFrom = new ArrayList<>();
+    int signedRequests;
 
     /** One notice event, then the connection drops; the client comes back with Last-Event-ID and is refused. */
     void stream(HttpExchange exchange) throws IOException {
@@ -189,6 +193,13 @@ class PartnerCliTest {
         assertEquals(List.of("c1"), resumedFrom);
         assertEquals(1, acks.size());
         assertEquals("error: client_error: GET /v1/inbox/stream failed with 403", run.err().strip());
+    }
+
+    @Test
+    void signsRequestsInsteadOfSendingTheCredentialWhenAsked() {
+        Run run = cli("--as", "kh-cnp", "--sign", "inbox", "pull", "--json", "--no-ack");
+        assertEquals(3, run.status(), run.err());
+        assertEquals(2, signedRequests); // the two pages
     }
 
     @Test

@@ -263,6 +263,25 @@ class VectorsTest {
         }
     }
 
+    @Test
+    void signsRequestsAsRfc9421AndDocsTrustSay() {
+        java.net.URI target = java.net.URI.create("http://127.0.0.1:8080/v1/inbox?after=djE6MQ&limit=100");
+        Map<String, String> fields = new RequestSigner(keys("kh-cnp")).sign("GET", target, new byte[0],
+                Instant.ofEpochSecond(1_743_411_600L));
+        // RFC 9530: the digest of an empty body.
+        assertEquals("sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:", fields.get("Content-Digest"));
+        String params = fields.get("Signature-Input").substring("sig1=".length());
+        assertTrue(params.matches("\\(\"@method\" \"@target-uri\" \"content-digest\"\\);created=1743411600;keyid=\""
+                + keys("kh-cnp").signingKid() + "\";nonce=\"[A-Za-z0-9_-]{22}\";alg=\"ed25519\""), params);
+        String base = "\"@method\": GET\n\"@target-uri\": " + target + "\n\"content-digest\": "
+                + fields.get("Content-Digest") + "\n\"@signature-params\": " + params;
+        String signature = fields.get("Signature");
+        assertTrue(signature.startsWith("sig1=:") && signature.endsWith(":"));
+        byte[] raw = java.util.Base64.getDecoder().decode(signature.substring(6, signature.length() - 1));
+        AgencyKey key = signingKeys().apply(keys("kh-cnp").signingKid());
+        assertTrue(Okp.verify(key.key(), base.getBytes(StandardCharsets.UTF_8), raw));
+    }
+
     /** A new outer JWS by `agency` over `jwe` (to test what lies under a valid outer signature). */
     static String resign(ObjectNode jwe, String agency) {
         AgencyKeys signer = keys(agency);

@@ -44,6 +44,10 @@ public final class Main implements Runnable {
     @Option(names = "--as", required = true, description = "The agency to act as.")
     String agency;
 
+    @Option(names = "--sign", description = "Sign each request with the agency's own key (RFC 9421) instead of "
+            + "sending its credential.")
+    boolean sign;
+
     public static void main(String[] args) {
         System.exit(run(args, new PrintWriter(System.out, true), new PrintWriter(System.err, true)));
     }
@@ -72,7 +76,7 @@ public final class Main implements Runnable {
     }
 
     Partner partner() {
-        return new Partner(server, home, agency);
+        return new Partner(server, home, agency, sign);
     }
 
     static String oneLine(String text) {
