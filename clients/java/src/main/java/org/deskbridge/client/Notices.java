@@ -117,7 +117,7 @@ public final class Notices {
 
     private static JsonNode render(JsonNode node) {
         if (node.isObject()) {
-            Iterator<Map.Entry<String, JsonNode>> members = node.fields();
+            Iterator<Map.Entry<String, JsonNode>> members = node.properties().iterator();
             while (members.hasNext()) {
                 Map.Entry<String, JsonNode> member = members.next();
                 JsonNode value = member.getValue();

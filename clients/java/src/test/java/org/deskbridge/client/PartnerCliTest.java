@@ -77,7 +77,7 @@ class PartnerCliTest {
         ObjectNode document = Json.MAPPER.createObjectNode();
         document.put("iss", "deskbridge-directory").put("iat", iat);
         ArrayNode agencies = document.putArray("agencies");
-        VectorsTest.KEYS.fields().forEachRemaining(entry -> {
+        VectorsTest.KEYS.properties().forEach(entry -> {
             ObjectNode agency = agencies.addObject();
             agency.put("id", entry.getKey()).put("name", entry.getKey().toUpperCase()).put("kind",
                     entry.getKey().equals("kr-desk") ? "desk" : "partner");
