@@ -19,10 +19,14 @@ CONSOLE_SOURCES := $(shell find console/src console/public -type f 2>/dev/null) 
   console/index.html console/vite.config.ts console/tsconfig.json $(TS_SOURCES)
 # Validators compiled from Strimzi's CRD schemas, for the offline check of deploy/k8s (deploy/schemas/README.md).
 STRIMZI_SCHEMAS := deploy/schemas/strimzi/node_modules/.installed
+# The Java partner client (clients/java): its jar with its dependencies in target/lib, rebuilt only when
+# its pom or a main source changed.
+JAVA_CLIENT := clients/java/target/deskbridge-partner.jar
+JAVA_CLIENT_SOURCES := $(shell find clients/java/src/main -type f 2>/dev/null) clients/java/pom.xml
 
 .PHONY: setup run test lint typecheck unit schemas postgres-server chromium screenshots clean
 
-setup: $(INSTALLED) $(JARS) $(CONSOLE) $(TS_CLIENT) $(STRIMZI_SCHEMAS) postgres-server chromium
+setup: $(INSTALLED) $(JARS) $(CONSOLE) $(TS_CLIENT) $(STRIMZI_SCHEMAS) $(JAVA_CLIENT) postgres-server chromium
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +53,10 @@ $(TS_NODE_MODULES): clients/typescript/package.json clients/typescript/package-l
 
 $(TS_CLIENT): $(TS_NODE_MODULES) $(TS_SOURCES) clients/typescript/tsconfig.json clients/typescript/tsconfig.build.json
 	cd clients/typescript && rm -rf dist && npx tsc -p tsconfig.build.json
+	touch $@
+
+$(JAVA_CLIENT): $(JAVA_CLIENT_SOURCES)
+	cd clients/java && mvn -q -B package -DskipTests
 	touch $@
 
 $(STRIMZI_SCHEMAS): deploy/schemas/strimzi/package.json deploy/schemas/strimzi/package-lock.json
@@ -86,6 +94,7 @@ typecheck: $(INSTALLED)
 test: setup lint typecheck
 	cd console && npx vitest run
 	cd clients/typescript && npx vitest run
+	cd clients/java && mvn -q -B test
 	$(BIN)/pytest -q
 
 # The console's end-to-end tests again, writing their screenshots into docs/console/ for docs/console.md.
