@@ -78,7 +78,7 @@ chromium:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium fonts-noto-cjk; }
 
-run: $(INSTALLED) $(JARS) $(CONSOLE)
+run: $(INSTALLED) $(JARS) $(CONSOLE) $(TS_CLIENT) $(JAVA_CLIENT)
 	$(BIN)/deskbridge up
 
 lint: $(INSTALLED) $(NODE_MODULES) $(TS_NODE_MODULES)
