@@ -9,7 +9,9 @@ import {
   type AgencyKeyring,
   type DirectoryKey,
   importKeyFile,
+  type InboxItem,
   makeReceipt,
+  type Notice,
   type Opened,
   openEnvelope,
   readJwks,
@@ -19,39 +21,6 @@ import {
   sealNotice,
 } from "@deskbridge/partner";
 import { loadKeyring, saveKeyring } from "./keystore";
-
-interface InboxItem {
-  notice_id: string;
-  sender: string;
-  case_ref: string;
-  notice_type: string;
-  priority: string;
-  tlp: string;
-  state: string;
-  delivered_at: string;
-  expires_at?: string | null;
-  cursor: string;
-  envelope: string;
-}
-
-interface Notice {
-  notice_id: string;
-  type: string;
-  priority: string;
-  tlp: string;
-  case_ref: string;
-  sender: string;
-  sent_at: string;
-  recipients: string[];
-  summary: string;
-  details?: string;
-  interpol_colour?: string;
-  expires_at?: string;
-  in_reply_to?: string;
-  subjects?: Record<string, string>[];
-  locations?: { country: string; province?: string; text?: string; coordinates?: { lat: number; lon: number } }[];
-  attachments?: { filename: string; media_type: string; data_b64: string }[];
-}
 
 const WAIT_S = 25;
 const STATE_REFRESH_MS = 5000;
