@@ -421,7 +421,7 @@ async def test_export_verifies_offline_and_a_partner_witnesses_checkpoints(
     assert forged.status_code == 422, forged.text
 
 
-@pytest.mark.settings(checkpoint_interval_s=0.3, audit_query_window_s=0.5)
+@pytest.mark.settings(checkpoint_interval_s=0.3, audit_query_window_s=2)
 async def test_auditor_queries_are_audited_once_per_window(stack: Stack) -> None:
     auditor = stack.client("auditor", audit=True)
     for _ in range(5):
@@ -429,11 +429,15 @@ async def test_auditor_queries_are_audited_once_per_window(stack: Stack) -> None
 
     async def queries() -> list[dict[str, Any]]:
         response = await auditor.get("/v1/audit/events", params={"type": "auditor.query"})
-        return list(response.json()["entries"])
+        entries = list(response.json()["entries"])
+        return entries if sum(e["details"]["requests"] for e in entries) >= 5 else []
 
-    [first, *_] = await eventually(queries, within=30)
-    assert first["actor"].startswith("auditor:") and first["details"]["requests"] >= 5
-    assert "/v1/audit/events=" in first["details"]["routes"]
+    # A window may close amid the five requests on a loaded machine, so they are counted across the
+    # entries, which must be fewer than the requests they count: one entry per window, not per request.
+    entries = await eventually(queries, within=30)
+    assert all(e["actor"].startswith("auditor:") for e in entries)
+    assert len(entries) < sum(e["details"]["requests"] for e in entries)
+    assert "/v1/audit/events=" in entries[0]["details"]["routes"]
 
 
 async def test_leaves_carry_no_notice_content(stack: Stack) -> None:
