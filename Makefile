@@ -20,9 +20,9 @@ CONSOLE_SOURCES := $(shell find console/src console/public -type f 2>/dev/null) 
 # Validators compiled from Strimzi's CRD schemas, for the offline check of deploy/k8s (deploy/schemas/README.md).
 STRIMZI_SCHEMAS := deploy/schemas/strimzi/node_modules/.installed
 # The Java partner client (clients/java): its jar with its dependencies in target/lib, rebuilt only when
-# its pom or a main source changed.
+# its pom or a source changed (the test classes are compiled too: tests/clients runs TestKeysSeal).
 JAVA_CLIENT := clients/java/target/deskbridge-partner.jar
-JAVA_CLIENT_SOURCES := $(shell find clients/java/src/main -type f 2>/dev/null) clients/java/pom.xml
+JAVA_CLIENT_SOURCES := $(shell find clients/java/src -type f 2>/dev/null) clients/java/pom.xml
 
 .PHONY: setup run test lint typecheck unit schemas postgres-server chromium screenshots clean
 

@@ -1,9 +1,9 @@
 """The Java partner client (clients/java) seals envelopes that deskbridge's own code opens.
 
 The JUnit tests (`cd clients/java && mvn -q -B test`) check the Java side against the published vectors;
-this checks the other direction: the Java jar seals the vector notices with the vector keys, and
-deskbridge's `parse_envelope`/`verify_outer`/`open_envelope` and jwcrypto open them, as
-tests/envelope/test_vectors.py does. The jar is built by `make setup`.
+this checks the other direction: the Java client (its test class TestKeysSeal over the jar) seals the
+vector notices with the vector keys, and deskbridge's `parse_envelope`/`verify_outer`/`open_envelope` and
+jwcrypto open them, as tests/envelope/test_vectors.py does. Both are built by `make setup`.
 """
 
 from __future__ import annotations
@@ -16,16 +16,20 @@ import pytest
 
 from tests.envelope.test_vectors import VECTORS, jwc_open, load_vector, our_open, routing_by_hand
 
-JAR = Path(__file__).resolve().parents[2] / "clients" / "java" / "target" / "deskbridge-partner.jar"
+TARGET = Path(__file__).resolve().parents[2] / "clients" / "java" / "target"
+JAR = TARGET / "deskbridge-partner.jar"
+# TestKeysSeal is a test class, not shipped: `mvn package -DskipTests` compiles it into test-classes.
+TEST_CLASSES = TARGET / "test-classes"
+SEALER = TEST_CLASSES / "org" / "deskbridge" / "client" / "TestKeysSeal.class"
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="no Java runtime")
 
 
 def java_seal(name: str) -> bytes:
     """The envelope the Java client seals for tests/vectors/<name>.json with the vector keys."""
-    if not JAR.exists():
+    if not JAR.exists() or not SEALER.exists():
         pytest.fail(f"{JAR} is not built: make setup (or cd clients/java && mvn -q -B package -DskipTests)")
-    command = ["java", "-cp", str(JAR), "org.deskbridge.client.TestKeysSeal"]
+    command = ["java", "-cp", f"{TEST_CLASSES}:{JAR}", "org.deskbridge.client.TestKeysSeal"]
     done = subprocess.run(
         [*command, str(VECTORS / "keys.json"), str(VECTORS / f"{name}.json")],
         capture_output=True,

@@ -2,11 +2,16 @@ package org.deskbridge.client;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.nimbusds.jose.JOSEException;
+import com.nimbusds.jose.JWSAlgorithm;
+import com.nimbusds.jose.JWSHeader;
+import com.nimbusds.jose.JWSSigner;
+import com.nimbusds.jose.crypto.Ed25519Signer;
+import com.nimbusds.jose.jwk.OctetKeyPair;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
-import java.security.PrivateKey;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -19,11 +24,11 @@ public final class AgencyKeys {
     public static final String KEYS_FILE = "keys.jwks.json";
 
     private final String agency;
-    private final PrivateKey signing;
+    private final OctetKeyPair signing;
     private final String signingKid;
-    private final Map<String, PrivateKey> decryption;
+    private final Map<String, OctetKeyPair> decryption;
 
-    private AgencyKeys(String agency, PrivateKey signing, String signingKid, Map<String, PrivateKey> decryption) {
+    private AgencyKeys(String agency, OctetKeyPair signing, String signingKid, Map<String, OctetKeyPair> decryption) {
         this.agency = agency;
         this.signing = signing;
         this.signingKid = signingKid;
@@ -47,14 +52,13 @@ public final class AgencyKeys {
         if (agency.isEmpty()) {
             throw new IllegalArgumentException("the key file names no agency");
         }
-        PrivateKey signing = null;
+        OctetKeyPair signing = null;
         String signingKid = null;
-        Map<String, PrivateKey> decryption = new LinkedHashMap<>();
+        Map<String, OctetKeyPair> decryption = new LinkedHashMap<>();
         for (JsonNode jwk : jwks.path("keys")) {
             String crv = jwk.path("crv").asText();
-            String x = jwk.path("x").asText();
-            PrivateKey key = Okp.privateKey(crv, Base64Url.decode(jwk.path("d").asText()));
-            String kid = Okp.thumbprint(crv, x);
+            OctetKeyPair key = Okp.privateKey(jwk);
+            String kid = Okp.thumbprint(key);
             if ("sig".equals(jwk.path("use").asText()) && Okp.ED25519.equals(crv)) {
                 signing = key;
                 signingKid = kid;
@@ -77,13 +81,26 @@ public final class AgencyKeys {
     }
 
     /** Every X25519 key this agency held, by kid. */
-    public Map<String, PrivateKey> decryptionKeys() {
+    public Map<String, OctetKeyPair> decryptionKeys() {
         return decryption;
     }
 
-    /** A raw Ed25519 signature by the current signing key; the key itself never leaves this object. */
+    /** Nimbus's Ed25519 signer with the current signing key, for the JWSs this agency signs. */
+    JWSSigner signer() {
+        try {
+            return new Ed25519Signer(signing);
+        } catch (JOSEException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** A raw Ed25519 signature over `message` (RFC 9421 request signatures), made by Nimbus's signer. */
     public byte[] sign(byte[] message) {
-        return Okp.sign(signing, message);
+        try {
+            return signer().sign(new JWSHeader(JWSAlgorithm.Ed25519), message).decode();
+        } catch (JOSEException e) {
+            throw new IllegalStateException("Ed25519 signing failed", e);
+        }
     }
 
     @Override

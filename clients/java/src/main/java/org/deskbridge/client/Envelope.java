@@ -1,35 +1,41 @@
 package org.deskbridge.client;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import java.nio.ByteBuffer;
+import com.nimbusds.jose.EncryptionMethod;
+import com.nimbusds.jose.JOSEException;
+import com.nimbusds.jose.JWEAlgorithm;
+import com.nimbusds.jose.JWECryptoParts;
+import com.nimbusds.jose.JWEHeader;
+import com.nimbusds.jose.JWEObjectJSON;
+import com.nimbusds.jose.JWSObject;
+import com.nimbusds.jose.JWSObjectJSON;
+import com.nimbusds.jose.Payload;
+import com.nimbusds.jose.UnprotectedHeader;
+import com.nimbusds.jose.crypto.X25519Decrypter;
+import com.nimbusds.jose.crypto.X25519Encrypter;
+import com.nimbusds.jose.jwk.OctetKeyPair;
+import com.nimbusds.jose.util.Base64URL;
 import java.nio.charset.StandardCharsets;
 import java.security.GeneralSecurityException;
-import java.security.Key;
-import java.security.KeyPair;
-import java.security.KeyPairGenerator;
-import java.security.PrivateKey;
-import java.security.PublicKey;
-import java.security.SecureRandom;
+import java.text.ParseException;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.Collection;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.function.Function;
-import javax.crypto.Cipher;
-import javax.crypto.KeyAgreement;
+import javax.crypto.KeyGenerator;
 import javax.crypto.SecretKey;
-import javax.crypto.spec.GCMParameterSpec;
-import javax.crypto.spec.SecretKeySpec;
 
 /**
  * The deskbridge envelope (docs/envelope.md): an outer flattened JWS over a general JSON JWE
  * (A256GCM, ECDH-ES+A256KW with X25519 per recipient) of a compact JWS over the canonical notice.
- * Built on the JDK's own Ed25519, X25519, AES key wrap and AES-GCM.
+ * The JOSE operations are Nimbus JOSE+JWT's ({@link JWSObjectJSON}, {@link JWEObjectJSON},
+ * {@link X25519Encrypter}, {@link X25519Decrypter}, Ed25519 via {@link CompactJws}); what the envelope
+ * demands beyond JOSE (closed member sets, canonical base64url, the size cap, the steps of §5 in order
+ * with their reason codes, the routing header and its binding) is checked here, around Nimbus.
  */
 public final class Envelope {
     public static final int MAX_BYTES = 2 * 1024 * 1024;
@@ -46,13 +52,11 @@ public final class Envelope {
             "forwarded_from");
     private static final Set<String> OUTER_HEADER = Set.of("alg", "kid", "typ", "cty");
     private static final Set<String> RECIPIENT_HEADER = Set.of("alg", "kid", "epk");
-    private static final SecureRandom RANDOM = new SecureRandom();
 
     private Envelope() {}
 
     /** An envelope read but not yet trusted: enough to look up the signer's key. */
-    public record Parsed(String raw, String protectedB64, String payloadB64, byte[] signature, ObjectNode outerHeader,
-                         ObjectNode jwe, ObjectNode routing) {
+    public record Parsed(String raw, ObjectNode outerHeader, ObjectNode jwe, ObjectNode routing) {
         public String kid() {
             return outerHeader.get("kid").asText();
         }
@@ -88,65 +92,65 @@ public final class Envelope {
         if (!addressed.equals(keyed) || addressed.contains(signer.agency())) {
             throw new EnvelopeException("recipient_mismatch", "a key is needed for exactly each addressed agency");
         }
+        for (AgencyKey recipient : recipients) {
+            if (!Okp.X25519.equals(recipient.crv())) {
+                throw new IllegalArgumentException("key " + recipient.kid() + " is not an X25519 key");
+            }
+        }
         String inner = CompactJws.sign(Json.canonical(notice), signer, NOTICE_TYP, "json");
 
         ObjectNode header = Json.MAPPER.createObjectNode();
         header.put("enc", CONTENT_ALG).put("typ", SEALED_TYP).put("cty", "JOSE");
         header.setAll(routing);
-        String protectedB64 = Base64Url.encode(Json.write(header));
-        byte[] cek = random(32);
-        byte[] iv = random(12);
-        byte[] sealed;
+        JWEObjectJSON jwe;
         try {
-            sealed = aesGcm(Cipher.ENCRYPT_MODE, cek, iv, protectedB64, inner.getBytes(StandardCharsets.US_ASCII));
-        } catch (GeneralSecurityException e) {
-            throw new IllegalStateException("AES-GCM failed", e);
+            jwe = encrypt(JWEHeader.parse(new Base64URL(Base64Url.encode(Json.write(header)))),
+                    inner.getBytes(StandardCharsets.US_ASCII), recipients);
+        } catch (ParseException | JOSEException | GeneralSecurityException e) {
+            throw new IllegalStateException("sealing the JWE failed", e);
         }
-        ObjectNode jwe = Json.MAPPER.createObjectNode();
-        jwe.put("protected", protectedB64);
-        ArrayNode entries = jwe.putArray("recipients");
-        for (AgencyKey recipient : recipients) {
-            entries.add(wrapFor(recipient, cek));
-        }
-        jwe.put("iv", Base64Url.encode(iv));
-        jwe.put("ciphertext", Base64Url.encode(Arrays.copyOf(sealed, sealed.length - 16)));
-        jwe.put("tag", Base64Url.encode(Arrays.copyOfRange(sealed, sealed.length - 16, sealed.length)));
 
         ObjectNode outerHeader = Json.MAPPER.createObjectNode();
         outerHeader.put("alg", CompactJws.ED25519).put("kid", signer.signingKid()).put("typ", ENVELOPE_TYP)
                 .put("cty", SEALED_TYP);
-        String outerProtected = Base64Url.encode(Json.write(outerHeader));
-        String payload = Base64Url.encode(Json.canonical(jwe));
-        byte[] signature = signer.sign((outerProtected + "." + payload).getBytes(StandardCharsets.US_ASCII));
-        ObjectNode envelope = Json.MAPPER.createObjectNode();
-        envelope.put("payload", payload).put("protected", outerProtected).put("signature", Base64Url.encode(signature));
-        return Json.canonicalText(envelope);
+        JWSObjectJSON outer = new JWSObjectJSON(new Payload(Json.canonical(Json.MAPPER.valueToTree(jwe.toGeneralJSONObject()))));
+        try {
+            outer.sign(CompactJws.header(Base64Url.encode(Json.write(outerHeader))), signer.signer());
+        } catch (JOSEException e) {
+            throw new IllegalStateException("Ed25519 signing failed", e);
+        }
+        return Json.canonicalText(Json.MAPPER.valueToTree(outer.toFlattenedJSONObject()));
     }
 
-    private static ObjectNode wrapFor(AgencyKey recipient, byte[] cek) {
-        if (!Okp.X25519.equals(recipient.crv())) {
-            throw new IllegalArgumentException("key " + recipient.kid() + " is not an X25519 key");
+    /**
+     * The general JSON JWE of `plaintext` to each recipient under one content key: Nimbus's X25519Encrypter
+     * per recipient with that shared key (ECDH-ES with a fresh ephemeral key, the Concat KDF, AES key wrap),
+     * the content encrypted by the first (A256GCM, the AAD being the protected header as Nimbus holds it
+     * from `header`'s base64url). Nimbus's MultiEncrypter would do this, but for a single recipient it
+     * leaves out the recipient's header (alg, kid, epk), and replies go to one agency.
+     */
+    private static JWEObjectJSON encrypt(JWEHeader header, byte[] plaintext, Collection<AgencyKey> recipients)
+            throws JOSEException, GeneralSecurityException, ParseException {
+        KeyGenerator generator = KeyGenerator.getInstance("AES");
+        generator.init(256);
+        SecretKey cek = generator.generateKey();
+        byte[] aad = header.toBase64URL().toString().getBytes(StandardCharsets.US_ASCII);
+        List<JWEObjectJSON.Recipient> entries = new ArrayList<>();
+        JWECryptoParts content = null;
+        for (AgencyKey recipient : recipients) {
+            JWEHeader keyed = new JWEHeader.Builder(JWEAlgorithm.ECDH_ES_A256KW, EncryptionMethod.A256GCM)
+                    .keyID(recipient.kid()).build();
+            // The content once; the other recipients only need the content key wrapped.
+            JWECryptoParts parts = new X25519Encrypter(recipient.jwk(), cek)
+                    .encrypt(keyed, content == null ? plaintext : new byte[0], aad);
+            content = content == null ? parts : content;
+            UnprotectedHeader entry = new UnprotectedHeader.Builder()
+                    .param("alg", KEY_WRAP_ALG).keyID(recipient.kid())
+                    .param("epk", parts.getHeader().getEphemeralPublicKey().toJSONObject()).build();
+            entries.add(new JWEObjectJSON.Recipient(entry, parts.getEncryptedKey()));
         }
-        KeyPair ephemeral;
-        try {
-            ephemeral = KeyPairGenerator.getInstance(Okp.X25519).generateKeyPair();
-        } catch (GeneralSecurityException e) {
-            throw new IllegalStateException(e);
-        }
-        byte[] kek = kek(ephemeral.getPrivate(), recipient.key());
-        ObjectNode entry = Json.MAPPER.createObjectNode();
-        ObjectNode header = entry.putObject("header");
-        header.put("alg", KEY_WRAP_ALG).put("kid", recipient.kid());
-        header.putObject("epk").put("kty", "OKP").put("crv", Okp.X25519)
-                .put("x", Base64Url.encode(Okp.raw(ephemeral.getPublic())));
-        try {
-            Cipher wrap = Cipher.getInstance("AESWrap");
-            wrap.init(Cipher.WRAP_MODE, new SecretKeySpec(kek, "AES"));
-            entry.put("encrypted_key", Base64Url.encode(wrap.wrap(new SecretKeySpec(cek, "AES"))));
-        } catch (GeneralSecurityException e) {
-            throw new IllegalStateException("AES key wrap failed", e);
-        }
-        return entry;
+        return new JWEObjectJSON(header, content.getCipherText(), content.getInitializationVector(),
+                content.getAuthenticationTag(), entries, null, null);
     }
 
     // ---------------------------------------------------------------- opening (§5)
@@ -164,7 +168,7 @@ public final class Envelope {
         String payloadB64 = outer.get("payload").asText();
         ObjectNode outerHeader = Json.object(Base64Url.decode(protectedB64), "outer protected header");
         ObjectNode jwe = Json.object(Base64Url.decode(payloadB64), "JWE");
-        byte[] signature = Base64Url.decode(outer.get("signature").asText());
+        Base64Url.decode(outer.get("signature").asText());
         checkJweShape(jwe);
         ObjectNode routing = Json.object(Base64Url.decode(jwe.get("protected").asText()), "JWE protected header");
         Notices.checkRouting(routing);
@@ -192,7 +196,7 @@ public final class Envelope {
                 throw new EnvelopeException("bad_algorithm", "key wrapping must be " + KEY_WRAP_ALG);
             }
         }
-        return new Parsed(raw, protectedB64, payloadB64, signature, outerHeader, jwe, routing);
+        return new Parsed(raw, outerHeader, jwe, routing);
     }
 
     private static void checkJweShape(ObjectNode jwe) {
@@ -223,8 +227,13 @@ public final class Envelope {
         if (!onlyMembers(envelope.outerHeader(), OUTER_HEADER)) {
             throw new EnvelopeException("bad_signature", "the outer JWS header has a parameter we do not understand");
         }
-        byte[] input = (envelope.protectedB64() + "." + envelope.payloadB64()).getBytes(StandardCharsets.US_ASCII);
-        if (!Okp.ED25519.equals(signer.crv()) || !Okp.verify(signer.key(), input, envelope.signature())) {
+        JWSObject signed;
+        try {
+            signed = JWSObjectJSON.parse(envelope.raw()).getSignatures().get(0).toJWSObject();
+        } catch (ParseException e) {
+            throw new EnvelopeException("bad_signature", "the outer JWS header is not one Nimbus reads: " + e.getMessage());
+        }
+        if (!CompactJws.verifies(signer, signed)) {
             throw new EnvelopeException("bad_signature", "outer signature does not verify");
         }
     }
@@ -233,19 +242,17 @@ public final class Envelope {
      * Steps 4-9 of §5. `signerKey(kid)` is the sender's signing key from the directory as of `sent_at`
      * (or throws EnvelopeException: unknown_key, key_revoked, key_not_valid); `myKeys` every X25519 key we hold.
      */
-    public static Opened open(Parsed envelope, Map<String, PrivateKey> myKeys, Function<String, AgencyKey> signerKey) {
+    public static Opened open(Parsed envelope, Map<String, OctetKeyPair> myKeys, Function<String, AgencyKey> signerKey) {
         verifyOuter(envelope, signerKey.apply(envelope.kid()));
-        JsonNode entry = null;
-        for (JsonNode candidate : envelope.jwe().get("recipients")) {
-            if (myKeys.containsKey(candidate.get("header").path("kid").asText())) {
-                entry = candidate;
-                break;
-            }
+        JsonNode entries = envelope.jwe().get("recipients");
+        int index = 0;
+        while (index < entries.size() && !myKeys.containsKey(entries.get(index).get("header").path("kid").asText())) {
+            index++;
         }
-        if (entry == null) {
+        if (index == entries.size()) {
             throw new EnvelopeException("not_a_recipient", "none of the envelope's recipient keys is ours");
         }
-        String inner = decrypt(envelope, entry, myKeys.get(entry.get("header").get("kid").asText()));
+        String inner = decrypt(envelope, index, myKeys.get(entries.get(index).get("header").get("kid").asText()));
 
         CompactJws.Parts jws;
         try {
@@ -277,73 +284,39 @@ public final class Envelope {
         return new Opened(notice, payload, inner, innerSigner.agency());
     }
 
-    private static String decrypt(Parsed envelope, JsonNode entry, PrivateKey mine) {
+    /**
+     * Step 6 with Nimbus's X25519Decrypter on our entry: ECDH-ES, the Concat KDF, AES key unwrap and
+     * A256GCM, with the AAD Nimbus keeps from the received `protected` string. Nimbus's MultiDecrypter is
+     * not used: with a single entry it would look for `alg` and `epk` in the protected header only.
+     */
+    private static String decrypt(Parsed envelope, int index, OctetKeyPair mine) {
         ObjectNode jwe = envelope.jwe();
         if (jwe.has("aad") || jwe.has("unprotected")) {
             throw new EnvelopeException("undecryptable", "the JWE has aad or an unprotected header; we use neither");
         }
-        ObjectNode header = (ObjectNode) entry.get("header");
+        ObjectNode header = (ObjectNode) jwe.get("recipients").get(index).get("header");
         if (!onlyMembers(envelope.routing(), JWE_HEADER) || !onlyMembers(header, RECIPIENT_HEADER)) {
             throw new EnvelopeException("undecryptable", "the JWE has a header parameter we do not understand (e.g. zip)");
         }
-        JsonNode epk = header.get("epk");
         try {
-            if (epk == null || !"OKP".equals(epk.path("kty").asText()) || !Okp.X25519.equals(epk.path("crv").asText())) {
-                throw new GeneralSecurityException("epk is not an X25519 key");
+            // Nimbus reads the JWE text as received: its header keeps the `protected` string, the AAD.
+            JWEObjectJSON sealed = JWEObjectJSON.parse(Json.write(jwe));
+            OctetKeyPair epk = Okp.publicKey(header.path("epk"));
+            if (!Okp.X25519.equals(epk.getCurve().getName()) || sealed.getIV().decode().length != 12
+                    || sealed.getAuthTag().decode().length != 16) {
+                throw new EnvelopeException("undecryptable", "epk is not an X25519 key, or a wrong IV or tag length");
             }
-            PublicKey ephemeral = Okp.publicKey(Okp.X25519, Base64Url.decode(epk.path("x").asText()));
-            byte[] kek = kek(mine, ephemeral);
-            Cipher unwrap = Cipher.getInstance("AESWrap");
-            unwrap.init(Cipher.UNWRAP_MODE, new SecretKeySpec(kek, "AES"));
-            Key cek = unwrap.unwrap(Base64Url.decode(entry.get("encrypted_key").asText()), "AES", Cipher.SECRET_KEY);
-            byte[] iv = Base64Url.decode(jwe.get("iv").asText());
-            byte[] tag = Base64Url.decode(jwe.get("tag").asText());
-            if (cek.getEncoded().length != 32 || iv.length != 12 || tag.length != 16) {
-                throw new GeneralSecurityException("wrong key, IV or tag length");
-            }
-            byte[] plaintext = aesGcm(Cipher.DECRYPT_MODE, cek.getEncoded(), iv, jwe.get("protected").asText(),
-                    Okp.concat(Base64Url.decode(jwe.get("ciphertext").asText()), tag));
+            JWEObjectJSON.Recipient entry = sealed.getRecipients().get(index);
+            JWEHeader joined = (JWEHeader) sealed.getHeader().join(entry.getUnprotectedHeader());
+            byte[] plaintext = new X25519Decrypter(mine).decrypt(joined, entry.getEncryptedKey(), sealed.getIV(),
+                    sealed.getCipherText(), sealed.getAuthTag(), sealed.getAAD());
             if (plaintext.length == 0) {
-                throw new GeneralSecurityException("the envelope has no content");
+                throw new EnvelopeException("undecryptable", "the envelope has no content");
             }
             return new String(plaintext, StandardCharsets.US_ASCII);
-        } catch (GeneralSecurityException | IllegalArgumentException | IllegalStateException | EnvelopeException e) {
+        } catch (JOSEException | ParseException | RuntimeException e) {
             throw new EnvelopeException("undecryptable", "the envelope does not decrypt with our key");
         }
-    }
-
-    // ---------------------------------------------------------------- primitives
-
-    /** ECDH-ES key agreement and the Concat KDF of RFC 7518 §4.6.2 (SHA-256, 256 bits, no apu/apv). */
-    static byte[] kek(PrivateKey own, PublicKey other) {
-        byte[] z;
-        try {
-            KeyAgreement agreement = KeyAgreement.getInstance(Okp.X25519);
-            agreement.init(own);
-            agreement.doPhase(other, true);
-            z = agreement.generateSecret();
-        } catch (GeneralSecurityException e) {
-            throw new IllegalStateException("X25519 agreement failed", e);
-        }
-        byte[] algorithm = KEY_WRAP_ALG.getBytes(StandardCharsets.US_ASCII);
-        ByteBuffer info = ByteBuffer.allocate(4 + z.length + 4 + algorithm.length + 4 + 4 + 4);
-        info.putInt(1).put(z).putInt(algorithm.length).put(algorithm).putInt(0).putInt(0).putInt(256);
-        return Okp.sha256(info.array());
-    }
-
-    private static byte[] aesGcm(int mode, byte[] key, byte[] iv, String aad, byte[] input)
-            throws GeneralSecurityException {
-        Cipher gcm = Cipher.getInstance("AES/GCM/NoPadding");
-        SecretKey secret = new SecretKeySpec(key, "AES");
-        gcm.init(mode, secret, new GCMParameterSpec(128, iv));
-        gcm.updateAAD(aad.getBytes(StandardCharsets.US_ASCII));
-        return gcm.doFinal(input);
-    }
-
-    private static byte[] random(int length) {
-        byte[] out = new byte[length];
-        RANDOM.nextBytes(out);
-        return out;
     }
 
     private static boolean membersExactly(ObjectNode node, Set<String> members) {

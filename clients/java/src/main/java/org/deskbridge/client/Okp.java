@@ -1,84 +1,49 @@
 package org.deskbridge.client;
 
-import java.nio.charset.StandardCharsets;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.nimbusds.jose.JOSEException;
+import com.nimbusds.jose.jwk.Curve;
+import com.nimbusds.jose.jwk.OctetKeyPair;
+import com.nimbusds.jose.util.Base64URL;
 import java.security.GeneralSecurityException;
-import java.security.KeyFactory;
 import java.security.MessageDigest;
-import java.security.PrivateKey;
-import java.security.PublicKey;
-import java.security.Signature;
-import java.security.spec.PKCS8EncodedKeySpec;
-import java.security.spec.X509EncodedKeySpec;
-import java.util.Arrays;
 
 /**
- * OKP keys (RFC 8037) over the JDK's own Ed25519 and X25519: raw 32-byte keys wrapped in the fixed DER
- * prefixes of RFC 8410, so no third-party provider is needed.
+ * OKP keys (RFC 8037) as Nimbus {@link OctetKeyPair}s, built from their `crv` and `x` (and `d`) only, each
+ * checked to be 32 bytes in canonical base64url first: Nimbus takes any length and any spelling, and the
+ * directory's own members (status, nbf, revoked_at, ...) are not JWK parameters Nimbus should judge.
  */
 public final class Okp {
     public static final String ED25519 = "Ed25519";
     public static final String X25519 = "X25519";
 
-    private static final byte[] ED25519_SPKI = hex("302a300506032b6570032100");
-    private static final byte[] X25519_SPKI = hex("302a300506032b656e032100");
-    private static final byte[] ED25519_PKCS8 = hex("302e020100300506032b657004220420");
-    private static final byte[] X25519_PKCS8 = hex("302e020100300506032b656e04220420");
-
     private Okp() {}
 
-    public static PublicKey publicKey(String crv, byte[] raw) {
-        check(raw);
+    /** The public key of a JWK ({kty: OKP, crv: Ed25519 or X25519, x}); IllegalArgumentException otherwise. */
+    public static OctetKeyPair publicKey(JsonNode jwk) {
+        if (!"OKP".equals(jwk.path("kty").asText())) {
+            throw new IllegalArgumentException("not an OKP key");
+        }
+        return new OctetKeyPair.Builder(curve(jwk.path("crv").asText()), bytes32(jwk.path("x").asText())).build();
+    }
+
+    /** The key pair of a JWK with its private part `d`. */
+    public static OctetKeyPair privateKey(JsonNode jwk) {
+        return new OctetKeyPair.Builder(publicKey(jwk)).d(bytes32(jwk.path("d").asText())).build();
+    }
+
+    /** RFC 7638 thumbprint with SHA-256 (Nimbus's): the kid of every deskbridge key. */
+    public static String thumbprint(OctetKeyPair key) {
         try {
-            return KeyFactory.getInstance(crv).generatePublic(new X509EncodedKeySpec(concat(spki(crv), raw)));
-        } catch (GeneralSecurityException e) {
-            throw new IllegalArgumentException("not an " + crv + " public key", e);
+            return key.computeThumbprint().toString();
+        } catch (JOSEException e) {
+            throw new IllegalStateException(e);
         }
     }
 
-    public static PrivateKey privateKey(String crv, byte[] raw) {
-        check(raw);
-        try {
-            return KeyFactory.getInstance(crv).generatePrivate(new PKCS8EncodedKeySpec(concat(pkcs8(crv), raw)));
-        } catch (GeneralSecurityException e) {
-            throw new IllegalArgumentException("not an " + crv + " private key", e);
-        }
-    }
-
-    /** The 32 raw bytes of an Ed25519 or X25519 public key (the JWK's `x`). */
-    public static byte[] raw(PublicKey key) {
-        byte[] der = key.getEncoded();
-        return Arrays.copyOfRange(der, der.length - 32, der.length);
-    }
-
-    /** RFC 7638 thumbprint with SHA-256: the kid of every deskbridge key. */
+    /** The thumbprint of the public key {crv, x}, as docs/envelope.md §2 writes it out. */
     public static String thumbprint(String crv, String x) {
-        String members = "{\"crv\":\"" + crv + "\",\"kty\":\"OKP\",\"x\":\"" + x + "\"}";
-        return Base64Url.encode(sha256(members.getBytes(StandardCharsets.UTF_8)));
-    }
-
-    public static byte[] sign(PrivateKey key, byte[] message) {
-        try {
-            Signature signer = Signature.getInstance(ED25519);
-            signer.initSign(key);
-            signer.update(message);
-            return signer.sign();
-        } catch (GeneralSecurityException e) {
-            throw new IllegalStateException("Ed25519 signing failed", e);
-        }
-    }
-
-    public static boolean verify(PublicKey key, byte[] message, byte[] signature) {
-        if (signature.length != 64) {
-            return false;
-        }
-        try {
-            Signature verifier = Signature.getInstance(ED25519);
-            verifier.initVerify(key);
-            verifier.update(message);
-            return verifier.verify(signature);
-        } catch (GeneralSecurityException e) {
-            return false;
-        }
+        return thumbprint(new OctetKeyPair.Builder(curve(crv), bytes32(x)).build());
     }
 
     public static byte[] sha256(byte[] data) {
@@ -97,39 +62,23 @@ public final class Okp {
         return out.toString();
     }
 
-    private static byte[] spki(String crv) {
-        return ED25519.equals(crv) ? ED25519_SPKI : X25519_SPKI;
+    private static Curve curve(String crv) {
+        if (!ED25519.equals(crv) && !X25519.equals(crv)) {
+            throw new IllegalArgumentException("not an Ed25519 or X25519 key");
+        }
+        return Curve.parse(crv);
     }
 
-    private static byte[] pkcs8(String crv) {
-        return ED25519.equals(crv) ? ED25519_PKCS8 : X25519_PKCS8;
-    }
-
-    private static void check(byte[] raw) {
+    private static Base64URL bytes32(String text) {
+        byte[] raw;
+        try {
+            raw = Base64Url.decode(text);
+        } catch (EnvelopeException e) {
+            throw new IllegalArgumentException("an OKP key member is not canonical base64url", e);
+        }
         if (raw.length != 32) {
             throw new IllegalArgumentException("an OKP key is 32 bytes, not " + raw.length);
         }
-    }
-
-    static byte[] concat(byte[]... parts) {
-        int length = 0;
-        for (byte[] part : parts) {
-            length += part.length;
-        }
-        byte[] out = new byte[length];
-        int at = 0;
-        for (byte[] part : parts) {
-            System.arraycopy(part, 0, out, at, part.length);
-            at += part.length;
-        }
-        return out;
-    }
-
-    private static byte[] hex(String text) {
-        byte[] out = new byte[text.length() / 2];
-        for (int i = 0; i < out.length; i++) {
-            out[i] = (byte) Integer.parseInt(text.substring(2 * i, 2 * i + 2), 16);
-        }
-        return out;
+        return new Base64URL(text);
     }
 }

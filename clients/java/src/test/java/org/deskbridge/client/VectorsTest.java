@@ -142,6 +142,76 @@ class VectorsTest {
     }
 
     @Test
+    void nimbusAuthenticatesTheProtectedHeaderExactlyAsReceived() throws Exception {
+        ObjectNode outer = Json.object(read("envelope.json"), "envelope");
+        String jweText = new String(Base64Url.decode(outer.get("payload").asText()), StandardCharsets.UTF_8);
+        String received = Json.object(jweText, "JWE").get("protected").asText();
+        // What Nimbus would write for the same header differs from deskbridge's bytes...
+        com.nimbusds.jose.JWEHeader header = com.nimbusds.jose.JWEHeader.parse(
+                new String(Base64Url.decode(received), StandardCharsets.UTF_8));
+        assertTrue(!header.toBase64URL().toString().equals(received));
+        // ...so the AAD must be, and is, the received string (and the vector opens: the tag covers it).
+        assertArrayEquals(received.getBytes(StandardCharsets.US_ASCII),
+                com.nimbusds.jose.JWEObjectJSON.parse(jweText).getAAD());
+        assertEquals(read("notice.jws"), open(read("envelope.json"), "kh-cnp").innerJws());
+    }
+
+    @Test
+    void sealsToASingleRecipientWithItsOwnHeader() {
+        ObjectNode notice = (ObjectNode) readJson("notice.json");
+        notice.putArray("recipients").add("kh-cnp");
+        String envelope = Envelope.seal(notice, keys("kr-desk"), List.of(encryptionKey("kh-cnp")));
+        ObjectNode jwe = Envelope.parse(envelope).jwe();
+        assertEquals(1, jwe.get("recipients").size());
+        JsonNode header = jwe.get("recipients").get(0).get("header");
+        assertEquals(List.of("alg", "epk", "kid"), iterableNames(header));
+        assertEquals(Envelope.KEY_WRAP_ALG, header.get("alg").asText());
+        assertEquals(encryptionKey("kh-cnp").kid(), header.get("kid").asText());
+        assertEquals(List.of("crv", "kty", "x"), iterableNames(header.get("epk")));
+        assertEquals(40, Base64Url.decode(jwe.get("recipients").get(0).get("encrypted_key").asText()).length);
+        assertEquals(List.of("ciphertext", "iv", "protected", "recipients", "tag"), iterableNames(jwe));
+        assertEquals(Json.canonicalText(notice), Json.canonicalText(open(envelope, "kh-cnp").notice()));
+        assertRefused("not_a_recipient", () -> open(envelope, "interpol-ncb-phnom-penh"));
+    }
+
+    static List<String> iterableNames(JsonNode node) {
+        List<String> names = new java.util.ArrayList<>();
+        node.fieldNames().forEachRemaining(names::add);
+        names.sort(null);
+        return names;
+    }
+
+    @Test
+    void refusesWhatNimbusWouldTakeButTheEnvelopeForbids() throws Exception {
+        ObjectNode outer = Json.object(read("envelope.json"), "envelope");
+        ObjectNode jwe = Json.object(Base64Url.decode(outer.get("payload").asText()), "JWE");
+        // An unprotected header or aad (Nimbus would merge or authenticate them) is refused.
+        ObjectNode unprotected = jwe.deepCopy();
+        unprotected.putObject("unprotected").put("x-note", "hi");
+        assertRefused("undecryptable", () -> open(resign(unprotected, "kr-desk"), "kh-cnp"));
+        ObjectNode aad = jwe.deepCopy();
+        aad.put("aad", "AAAA");
+        assertRefused("undecryptable", () -> open(resign(aad, "kr-desk"), "kh-cnp"));
+        // A recipient header parameter beyond alg, kid and epk is refused.
+        ObjectNode extra = jwe.deepCopy();
+        ((ObjectNode) extra.get("recipients").get(0).get("header")).put("apu", "QUFB");
+        assertRefused("undecryptable", () -> open(resign(extra, "kr-desk"), "kh-cnp"));
+        // Non-canonical base64url (unused low bits set) Nimbus would decode is refused.
+        ObjectNode bits = jwe.deepCopy();
+        String tag = jwe.get("tag").asText(); // 16 bytes: the last character's low 4 bits are unused
+        bits.put("tag", tag.substring(0, tag.length() - 1) + (char) (tag.charAt(tag.length() - 1) + 1));
+        assertRefused("malformed", () -> Envelope.parse(resign(bits, "kr-desk")));
+        // The outer header is closed: Nimbus verifies a JWS with an unknown parameter, deskbridge refuses it.
+        String header = "{\"alg\":\"Ed25519\",\"kid\":\"" + keys("kr-desk").signingKid()
+                + "\",\"typ\":\"deskbridge-envelope+jws\",\"x-note\":1}";
+        String extraOuter = resign(jwe, "kr-desk", header);
+        CompactJws.Parts signed = new CompactJws.Parts(Json.object(header, "header"),
+                com.nimbusds.jose.JWSObjectJSON.parse(extraOuter).getSignatures().get(0).toJWSObject());
+        assertTrue(CompactJws.verifies(signingKeys().apply(keys("kr-desk").signingKid()), signed.jws()));
+        assertRefused("bad_signature", () -> open(extraOuter, "kh-cnp"));
+    }
+
+    @Test
     void refusesAnEnvelopeForSomeoneElse() {
         assertRefused("not_a_recipient", () -> open(read("envelope.json"), "kr-desk"));
         assertRefused("not_a_recipient", () -> open(read("reply.envelope.json"), "kh-cnp"));
@@ -264,7 +334,7 @@ class VectorsTest {
     }
 
     @Test
-    void signsRequestsAsRfc9421AndDocsTrustSay() {
+    void signsRequestsAsRfc9421AndDocsTrustSay() throws Exception {
         java.net.URI target = java.net.URI.create("http://127.0.0.1:8080/v1/inbox?after=djE6MQ&limit=100");
         Map<String, String> fields = new RequestSigner(keys("kh-cnp")).sign("GET", target, new byte[0],
                 Instant.ofEpochSecond(1_743_411_600L));
@@ -279,14 +349,21 @@ class VectorsTest {
         assertTrue(signature.startsWith("sig1=:") && signature.endsWith(":"));
         byte[] raw = java.util.Base64.getDecoder().decode(signature.substring(6, signature.length() - 1));
         AgencyKey key = signingKeys().apply(keys("kh-cnp").signingKid());
-        assertTrue(Okp.verify(key.key(), base.getBytes(StandardCharsets.UTF_8), raw));
+        assertTrue(new com.nimbusds.jose.crypto.Ed25519Verifier(key.jwk()).verify(
+                new com.nimbusds.jose.JWSHeader(com.nimbusds.jose.JWSAlgorithm.Ed25519),
+                base.getBytes(StandardCharsets.UTF_8), com.nimbusds.jose.util.Base64URL.encode(raw)));
     }
 
     /** A new outer JWS by `agency` over `jwe` (to test what lies under a valid outer signature). */
     static String resign(ObjectNode jwe, String agency) {
-        AgencyKeys signer = keys(agency);
-        String header = Base64Url.encode("{\"alg\":\"Ed25519\",\"kid\":\"" + signer.signingKid()
+        return resign(jwe, agency, "{\"alg\":\"Ed25519\",\"kid\":\"" + keys(agency).signingKid()
                 + "\",\"typ\":\"deskbridge-envelope+jws\",\"cty\":\"deskbridge-notice+jwe\"}");
+    }
+
+    /** The same with the outer protected header `headerJson`. */
+    static String resign(ObjectNode jwe, String agency, String headerJson) {
+        AgencyKeys signer = keys(agency);
+        String header = Base64Url.encode(headerJson);
         String payload = Base64Url.encode(Json.canonical(jwe));
         String signature = Base64Url.encode(signer.sign((header + "." + payload).getBytes(StandardCharsets.US_ASCII)));
         return "{\"payload\":\"" + payload + "\",\"protected\":\"" + header + "\",\"signature\":\"" + signature + "\"}";

@@ -35,11 +35,11 @@ public final class Main implements Runnable {
     @Spec
     CommandSpec spec;
 
-    @Option(names = "--server", description = "Gateway URL (env DESKBRIDGE_SERVER, else http://127.0.0.1:8000).")
-    String server = envOr("DESKBRIDGE_SERVER", "http://127.0.0.1:8000");
+    @Option(names = "--server", description = "Gateway URL (env DESKBRIDGE_SERVER, else http://127.0.0.1:8080).")
+    String server = envOr("DESKBRIDGE_SERVER", "http://127.0.0.1:8080");
 
-    @Option(names = "--home", description = "Identity folders (env DESKBRIDGE_HOME, else ~/.deskbridge).")
-    Path home = Path.of(envOr("DESKBRIDGE_HOME", System.getProperty("user.home") + "/.deskbridge"));
+    @Option(names = "--home", description = "Identity folders (env DESKBRIDGE_HOME, else var/demo, as for the deskbridge CLI).")
+    Path home = Path.of(envOr("DESKBRIDGE_HOME", "var/demo"));
 
     @Option(names = "--as", required = true, description = "The agency to act as.")
     String agency;
@@ -61,10 +61,10 @@ public final class Main implements Runnable {
                 return READER_LEFT;
             }
             if (exception instanceof EnvelopeException e) {
-                err.println("error: " + e.code() + ": " + oneLine(e.detail()));
+                err.println("error: " + oneLine(e.detail()) + " [" + e.code() + "]");
                 return FAILED;
             }
-            err.println("error: client_error: " + oneLine(String.valueOf(exception)));
+            err.println("error: " + oneLine(String.valueOf(exception)) + " [client_error]");
             return FAILED;
         });
         return cli.execute(args);
@@ -179,7 +179,7 @@ public final class Main implements Runnable {
                 try {
                     received = partner.open(item);
                 } catch (EnvelopeException e) {
-                    err.println("refused " + item.path("notice_id").asText() + ": " + e.code() + ": " + oneLine(e.detail()));
+                    err.println("refused " + item.path("notice_id").asText() + ": " + oneLine(e.detail()) + " [" + e.code() + "]");
                     counts[1]++;
                     return;
                 }
