@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.audit import AuditLeaf, AuditPage, AuditRecord, LeafPage, NodePage, TreeNode
 from schemas.events import Event
 from services.transparency import storage, tiles
-from services.transparency.entries import GENESIS_HASH, entry_hash, record_leaf_hash
+from services.transparency.entries import GENESIS_HASH, entry_hash, leaf_data, record_leaf_hash
 from services.transparency.models import AuditEntry
 from services.transparency.storage import TreeError
 
@@ -165,6 +165,23 @@ async def leaves_where(session: AsyncSession, *where: ColumnElement[bool]) -> li
         AuditLeaf(index=r.seq - 1, leaf_hash=stored.get(r.seq - 1, b"").hex(), record=to_record(r))
         for r in rows
     ]
+
+
+async def entry_bundle(session: AsyncSession, index: int, width: int) -> bytes:
+    """tlog-tiles entry bundle `index` of `width` entries (256: full): each leaf's data, which hashes to
+    its leaf hash in level-0 tile `index`, prefixed with its length as a big-endian uint16."""
+    first = index * tiles.WIDTH
+    query = select(AuditEntry).where(AuditEntry.seq > first, AuditEntry.seq <= first + width)
+    rows = list((await session.execute(query.order_by(AuditEntry.seq))).scalars())
+    if len(rows) < width:
+        raise TreeError(f"no entry bundle {tiles.tile_path(None, index, width)}", "tile_not_found")
+    bundle = bytearray()
+    for row in rows:
+        data = leaf_data(to_record(row))
+        if len(data) > 0xFFFF:
+            raise TreeError(f"entry {row.seq} is longer than an entry bundle holds")
+        bundle += len(data).to_bytes(2, "big") + data
+    return bytes(bundle)
 
 
 async def leaves_page(session: AsyncSession, start: int, end: int) -> LeafPage:

@@ -144,6 +144,14 @@ async def with_nodes(session: AsyncSession, compute: Callable[[merkle.GetNode], 
     return compute(get)
 
 
+async def tile(session: AsyncSession, level: int, index: int, width: int) -> bytes:
+    """Tile (level, index) as it was when it held `width` hashes (256: full); tile_not_found if never."""
+    hashes = (await read_tiles_at(session, {(level, index)})).get((level, index), b"")
+    if len(hashes) < width * tiles.HASH:
+        raise TreeError(f"no tile {tiles.tile_path(level, index, width)}", "tile_not_found")
+    return hashes[: width * tiles.HASH]
+
+
 async def leaf_hashes(session: AsyncSession, indexes: set[int]) -> dict[int, bytes]:
     """The stored leaf hashes of these leaves (those present)."""
     found = await read_tiles_at(session, {(0, index >> HEIGHT) for index in indexes})
