@@ -1,5 +1,6 @@
-"""The audit tree as C2SP tlog-tiles: tlog_tiles (append-only, a partial tile superseded by a wider row)
-replaces tlog_nodes, whose rows at the tree levels tiles store (0, 8, 16, ...) become the tiles.
+"""The audit tree as C2SP tlog-tiles: tlog_tiles (append-only: a partial tile is superseded by a wider row,
+and only a superseded row may be deleted) replaces tlog_nodes, whose rows at the tree levels tiles store
+(0, 8, 16, ...) become the tiles.
 
 Revision ID: 0011
 Revises: 0010
@@ -32,7 +33,7 @@ def upgrade() -> None:
         sa.Column("width", sa.SmallInteger(), primary_key=True, autoincrement=False),
         sa.Column("hashes", sa.LargeBinary(), nullable=False),
     )
-    _append_only("tlog_tiles")
+    _tiles_append_only()
     bind = op.get_bind()
     tiles = sa.table(
         "tlog_tiles",
@@ -107,8 +108,51 @@ def _tiles(tile_level: int, first: int, hashes: bytes) -> Iterator[dict[str, obj
         }
 
 
+# A row may go only when a wider row of the same tile begins with its hashes: nothing it held is lost.
+SUPERSEDED = """EXISTS (
+    SELECT 1 FROM tlog_tiles w WHERE w.level = OLD.level AND w.idx = OLD.idx AND w.width > OLD.width
+    AND substr(w.hashes, 1, length(OLD.hashes)) = OLD.hashes
+)"""
+
+
+def _tiles_append_only() -> None:
+    """As for the other log tables, UPDATE and TRUNCATE are refused, and DELETE too but of a partial tile
+    a wider version of it superseded: what a tile held can never change or disappear."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            f"""
+            CREATE FUNCTION tlog_tiles_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF TG_OP = 'DELETE' THEN
+                IF {SUPERSEDED} THEN
+                  RETURN OLD;
+                END IF;
+              END IF;
+              RAISE EXCEPTION 'tlog_tiles is append-only: % refused', TG_OP;
+            END $$;
+            """
+        )
+        op.execute(
+            "CREATE TRIGGER tlog_tiles_no_update_delete BEFORE UPDATE OR DELETE ON tlog_tiles "
+            "FOR EACH ROW EXECUTE FUNCTION tlog_tiles_refuse_change()"
+        )
+        op.execute(
+            "CREATE TRIGGER tlog_tiles_no_truncate BEFORE TRUNCATE ON tlog_tiles "
+            "FOR EACH STATEMENT EXECUTE FUNCTION tlog_tiles_refuse_change()"
+        )
+    else:
+        op.execute(
+            "CREATE TRIGGER tlog_tiles_no_update BEFORE UPDATE ON tlog_tiles "
+            "BEGIN SELECT RAISE(ABORT, 'tlog_tiles is append-only: UPDATE refused'); END"
+        )
+        op.execute(
+            f"CREATE TRIGGER tlog_tiles_no_delete BEFORE DELETE ON tlog_tiles WHEN NOT {SUPERSEDED} "
+            "BEGIN SELECT RAISE(ABORT, 'tlog_tiles is append-only: DELETE refused'); END"
+        )
+
+
 def _append_only(table: str) -> None:
-    """As for audit_log (0001) and the tables of 0005: the database refuses to rewrite the tree."""
+    """As 0005 made tlog_nodes: the database refuses to rewrite the tree."""
     message = f"{table} is append-only"
     if op.get_bind().dialect.name == "postgresql":
         op.execute(

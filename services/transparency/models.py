@@ -33,8 +33,9 @@ class AuditEntry(Base):
 
 class TlogTile(Base):
     """Append-only: a C2SP tlog-tiles tile, the `width` hashes (up to 256, 32 bytes each) of tree level
-    8 * level from node idx * 256 (services/transparency/tiles.py). A partial tile is superseded by a
-    wider row of the same (level, idx), never rewritten; readers take the widest."""
+    8 * level from node idx * 256 (services/transparency/tiles.py). A partial tile is never rewritten: a
+    wider row of the same (level, idx) supersedes it, and only then may it be deleted (the triggers check
+    that the wider row begins with its hashes); readers take the widest."""
 
     __tablename__ = "tlog_tiles"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.platform.errors import Error
@@ -106,8 +106,9 @@ async def add_leaves(
     session: AsyncSession, head: tuple[int, str], leaf_hashes: Sequence[bytes], new_head: tuple[int, str]
 ) -> None:
     """Stores the leaves appended to the log at `head` (size, entry hash), which now ends at `new_head`:
-    each tile they change written once, in the caller's transaction. The edge is kept under `new_head`,
-    so it is used again only if that transaction committed and nothing else appended since."""
+    each tile they change written once, in the caller's transaction, and its narrower row deleted. The
+    edge is kept under `new_head`, so it is used again only if that transaction committed and nothing
+    else appended since."""
     if not leaf_hashes:
         return
     edge = await _edge(session, head)
@@ -116,6 +117,13 @@ async def add_leaves(
         TlogTile(level=level, idx=idx, width=len(hashes) // tiles.HASH, hashes=hashes)
         for (level, idx), hashes in changed.items()
     )
+    await session.flush()
+    # The narrower rows are prefixes of the new ones: the only deletion the database allows.
+    superseded = [
+        and_(TlogTile.level == level, TlogTile.idx == idx, TlogTile.width < len(hashes) // tiles.HASH)
+        for (level, idx), hashes in changed.items()
+    ]
+    await session.execute(delete(TlogTile).where(or_(*superseded)))
     _edges[_database(session)] = (new_head, edge)
 
 

@@ -101,8 +101,8 @@ async def test_appends_store_the_tree_and_proofs_read_from_it(engine: AsyncEngin
         for (level, idx), hashes in stored.items():
             for i in range(len(hashes) // 32):
                 assert hashes[i * 32 : (i + 1) * 32] == reference.get_node(8 * level, idx * 256 + i)
-        # One row per tile a batch changed, none rewritten: a partial tile is superseded by a wider one.
-        assert widths == {0: 10, 1: 2}
+        # One row per tile: each batch's wider row superseded the narrower one, which it deleted.
+        assert widths == {0: 3, 1: 1}
         for size in (1, 2, 5, 16, 37, 255, 256, 257, 511, 512, 600):
             root = await storage.root_at(session, size)
             assert (
@@ -145,6 +145,22 @@ async def test_the_database_refuses_to_rewrite_the_tree_or_a_checkpoint(engine: 
             async with engine.begin() as connection:
                 await connection.execute(text(statement))
         assert "refused" in str(refused.value), statement
+
+    # A row may go only when a wider row of the same tile begins with its hashes (what append does).
+    first, other = b"\x01" * 32, b"\x02" * 32
+    insert = "INSERT INTO tlog_tiles (level, idx, width, hashes) VALUES (5, 0, :w, :h)"
+    delete = "DELETE FROM tlog_tiles WHERE level = 5 AND width = :w"
+    async with engine.begin() as connection:
+        await connection.execute(text(insert), [{"w": 1, "h": first}, {"w": 2, "h": other * 2}])
+    for width in (1, 2):  # not a prefix of a wider row; the widest
+        with pytest.raises(exc.DBAPIError, match="append-only: DELETE refused"):
+            async with engine.begin() as connection:
+                await connection.execute(text(delete), {"w": width})
+    async with engine.begin() as connection:
+        await connection.execute(text(insert), {"w": 3, "h": first + other * 2})
+        await connection.execute(text(delete), {"w": 1})
+        rows = (await connection.execute(text("SELECT width FROM tlog_tiles WHERE level = 5"))).scalars()
+        assert sorted(rows) == [2, 3]
 
 
 async def test_the_start_up_check_starts_at_the_latest_checkpoint_and_refuses_to_sign_when_it_disagrees(
