@@ -87,6 +87,13 @@ async def _fill(engine: AsyncEngine, start: int, end: int) -> None:
                         ),
                         {"level": level, "after": after, "first": before // 256, "last": (after - 1) // 256},
                     )
+                    await connection.execute(  # the row the first of them superseded, as append does
+                        text(
+                            "DELETE FROM tlog_tiles WHERE level = :level AND idx = :first AND width < "
+                            "(SELECT max(width) FROM tlog_tiles WHERE level = :level AND idx = :first)"
+                        ),
+                        {"level": level, "first": before // 256},
+                    )
                 level += 1
     async with engine.begin() as connection:  # fresh statistics, as autovacuum would have by then
         await connection.execute(text("ANALYZE audit_log"))
