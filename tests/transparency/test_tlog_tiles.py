@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from schemas.events import Event, EventType
 from services.transparency import merkle, storage
+from services.transparency.models import TlogTile
 from services.transparency.service import append
 from tests.conftest import Stack
-from tests.transparency.test_tree import QUIET, _checkpointed
+from tests.transparency.test_tree import QUIET, _checkpointed, _expect, _tampered
 
 GO_CLIENT = Path(__file__).parent / "tlogtiles"
 
@@ -62,13 +64,8 @@ async def test_a_tlog_tiles_client_verifies_the_log_and_its_proofs_equal_ours(
     binary = await asyncio.to_thread(_go_client, tmp_path / "tlogtiles")
     vkey = (stack.home / "auditor" / "audit-log.vkey").read_text().strip()
     olds = [1, 17, 256, size - 1]  # the log may grow meanwhile: the client checks its latest checkpoint
-    run = await asyncio.to_thread(
-        subprocess.run,
-        [str(binary), f"{stack.audit_url}/tlog", stack.token("auditor"), vkey, *map(str, olds)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    command = [str(binary), f"{stack.audit_url}/tlog", stack.token("auditor"), vkey, *map(str, olds)]
+    run = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     verified: dict[str, Any] = json.loads(run.stdout)
     size = verified["size"]
@@ -81,6 +78,18 @@ async def test_a_tlog_tiles_client_verifies_the_log_and_its_proofs_equal_ours(
     for old in olds:
         ours = await auditor.get("/v1/audit/proof/consistency", params={"from": old, "to": size})
         assert ours.json()["proof"] == verified["consistency"][str(old)], old
+
+    # A level-1 tile's hash flipped past the triggers: the Go client refuses the tile, and `deskbridge
+    # audit verify` names the node that its children, hashed from the level-0 tile, no longer give.
+    async with stack.sessions() as session:
+        query = select(TlogTile.width, TlogTile.hashes).where(TlogTile.level == 1, TlogTile.idx == 0)
+        width, hashes = (await session.execute(query)).one()
+    update = "UPDATE tlog_tiles SET hashes = :h WHERE level = 1 AND idx = 0 AND width = :w"
+    await _tampered(stack, "tlog_tiles", update, h=bytes([hashes[0] ^ 1]) + hashes[1:], w=width)
+    run = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "downloaded inconsistent tile" in run.stderr, run.stderr
+    await _expect(stack, "node level 8 index 0: stored hash does not match its children")
+    await _tampered(stack, "tlog_tiles", update, h=hashes, w=width)
 
 
 @pytest.mark.settings(**QUIET)
