@@ -125,6 +125,32 @@ async def test_appends_store_the_tree_and_proofs_read_from_it(engine: AsyncEngin
             await storage.inclusion(session, 5, 5)
 
 
+async def test_an_appender_uses_its_edge_only_while_the_head_is_the_one_it_left(engine: AsyncEngine) -> None:
+    sessions = make_sessionmaker(engine)
+    await _append(engine, 1, 300)
+    kept = dict(storage._edges)
+    # Another process appends (its own edge), then this one, whose kept edge is now stale.
+    storage._edges.clear()
+    await _append(engine, 301, 310)
+    storage._edges.update(kept)
+    await _append(engine, 311, 320)
+    # A batch rolled back: the edge kept under its head is never used, the head being the old one.
+    async with sessions() as session:
+        await append(session, [_event(n) for n in range(321, 330)])
+        await session.rollback()
+    await _append(engine, 321, 340)
+    async with sessions() as session:
+        rows = list((await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars())
+        reference = merkle.MemoryTree()
+        for row in rows:
+            reference.append(record_leaf_hash(to_record(row)))
+        assert len(rows) == 340
+        for size in (300, 310, 320, 340):
+            assert await storage.root_at(session, size) == reference.root(size)
+        stored = await storage.read_tiles(session, TlogTile.level >= 0)
+        assert stored[(0, 1)] == b"".join(reference.get_node(0, i) for i in range(256, 340))
+
+
 async def test_the_database_refuses_to_rewrite_the_tree_or_a_checkpoint(engine: AsyncEngine) -> None:
     await _append(engine, 1, 4)
     signer = NoteSigner(ORIGIN, SigningKey.generate("test"))
