@@ -129,8 +129,8 @@ async def add_leaves(
 
 async def with_nodes(session: AsyncSession, compute: Callable[[merkle.GetNode], T]) -> T:
     """Runs a pure tree function over the stored tiles: a dry run learns which nodes it reads (the
-    pattern does not depend on hash values), then one query fetches the tiles that hold them (at most
-    two per tile level: 3-4 tiles up to 2**32 leaves)."""
+    pattern does not depend on hash values), then one query fetches the tiles that hold them: at most two
+    per tile level (the one under the leaf or old size, and the right edge's), 3 levels up to 2**24."""
     wanted: set[tuple[int, int]] = set()
 
     def note(level: int, idx: int) -> bytes:

@@ -1,5 +1,6 @@
 """The audit API: the log's entries for auditors, and its Merkle tree, signed checkpoints and proofs for
-auditors and partner agencies (who also cosign checkpoints as witnesses). Never any notice content."""
+auditors and partner agencies (who also cosign checkpoints as witnesses), and the same log as C2SP
+tlog-tiles under /tlog. Never any notice content."""
 
 from __future__ import annotations
 
