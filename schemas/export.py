@@ -1,4 +1,6 @@
-"""`python -m schemas.export`: writes the JSON Schemas of the boundary models into schemas/json/."""
+"""`python -m schemas.export`: writes the JSON Schemas of the boundary models into schemas/json/. The AsyncAPI
+document (schemas/asyncapi.json) needs the services' own names too, so services/gateway/asyncapi.py makes it;
+`make schemas` runs both."""
 
 from __future__ import annotations
 

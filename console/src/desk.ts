@@ -4,7 +4,7 @@ import { ApiError, message } from "./api";
 import { Status, field, fieldError, h, replace, select, time } from "./dom";
 import { INTERPOL_COLOURS, NOTICE_TYPES, PRIORITIES, STATES, TLP, label, tlpClass, tlpText } from "./labels";
 import type { Shell } from "./main";
-import { noticeProblems } from "./crypto/notice";
+import { noticeProblems } from "@deskbridge/partner";
 
 interface RecipientStatus {
   agency: string;

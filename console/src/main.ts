@@ -6,7 +6,7 @@ import { Status, field, h, replace, select } from "./dom";
 import { deskView } from "./desk";
 import { auditorView } from "./auditor";
 import { partnerView, partnerSignIn } from "./partner";
-import { forgetKeyring } from "./crypto/keystore";
+import { forgetKeyring } from "./keystore";
 import { type ConsoleConfig, type Role, type Session, endSession, loadConfig, loadSession, saveSession } from "./session";
 
 const app = document.getElementById("app")!;

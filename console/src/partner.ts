@@ -5,46 +5,22 @@ import { ApiError, message } from "./api";
 import { Status, field, h, replace, select, time } from "./dom";
 import { NOTICE_TYPES, PRIORITIES, TLP, label, tlpClass, tlpText } from "./labels";
 import type { Shell } from "./main";
-import { type AgencyKeyring, importKeyFile } from "./crypto/keys";
-import { loadKeyring, saveKeyring } from "./crypto/keystore";
-import { type Opened, openEnvelope } from "./crypto/envelope";
-import { Refusal } from "./crypto/errors";
-import { makeReceipt } from "./crypto/receipt";
-import { type SealingRecipient, sealNotice } from "./crypto/seal";
-import { type DirectoryKey, readJwks, sealingKey } from "./crypto/directory";
-
-interface InboxItem {
-  notice_id: string;
-  sender: string;
-  case_ref: string;
-  notice_type: string;
-  priority: string;
-  tlp: string;
-  state: string;
-  delivered_at: string;
-  expires_at?: string | null;
-  cursor: string;
-  envelope: string;
-}
-
-interface Notice {
-  notice_id: string;
-  type: string;
-  priority: string;
-  tlp: string;
-  case_ref: string;
-  sender: string;
-  sent_at: string;
-  recipients: string[];
-  summary: string;
-  details?: string;
-  interpol_colour?: string;
-  expires_at?: string;
-  in_reply_to?: string;
-  subjects?: Record<string, string>[];
-  locations?: { country: string; province?: string; text?: string; coordinates?: { lat: number; lon: number } }[];
-  attachments?: { filename: string; media_type: string; data_b64: string }[];
-}
+import {
+  type AgencyKeyring,
+  type DirectoryKey,
+  importKeyFile,
+  type InboxItem,
+  makeReceipt,
+  type Notice,
+  type Opened,
+  openEnvelope,
+  readJwks,
+  Refusal,
+  type SealingRecipient,
+  sealingKey,
+  sealNotice,
+} from "@deskbridge/partner";
+import { loadKeyring, saveKeyring } from "./keystore";
 
 const WAIT_S = 25;
 const STATE_REFRESH_MS = 5000;

@@ -12,7 +12,16 @@ from services.envelope.errors import EnvelopeError
 from services.envelope.service import Freshness, parse_envelope, sha256_hex
 from services.notices.admission import admit
 from services.notices.service import RECALL_TYPE
-from services.platform.kafka import Topics, header_value, record_time
+from services.platform.kafka import (
+    DLQ_DETAIL,
+    DLQ_OFFSET,
+    DLQ_PARTITION,
+    DLQ_REASON,
+    DLQ_TOPIC,
+    Topics,
+    header_value,
+    record_time,
+)
 from services.trust.keyring import DirectoryView
 
 
@@ -35,9 +44,7 @@ async def to_event(
         return await _submitted(session, directory, record, value, coords, freshness)
     if record.topic == topics.dead_letters:
         headers = list(record.headers)
-        origin = ":".join(
-            header_value(headers, h) or "?" for h in ("dlq_topic", "dlq_partition", "dlq_offset")
-        )
+        origin = ":".join(header_value(headers, h) or "?" for h in (DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET))
         return Event(
             event_id=_record_id(EventType.notice_rejected, origin),
             type=EventType.notice_rejected,
@@ -45,8 +52,8 @@ async def to_event(
             actor="deskbridge/ingest",
             envelope_sha256=sha256_hex(value),
             details={
-                "reason": header_value(headers, "dlq_reason"),
-                "detail": header_value(headers, "dlq_detail"),
+                "reason": header_value(headers, DLQ_REASON),
+                "detail": header_value(headers, DLQ_DETAIL),
                 "record": origin,
             },
         )

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from services.platform.database import Base, UtcDateTime, utcnow
+from services.platform.database import INT64, Base, UtcDateTime, utcnow
 
 
 class NoticeRow(Base):
@@ -47,7 +47,7 @@ class Delivery(Base):
         Index("ix_deliveries_recipient_seq", "recipient", "seq"),
     )
 
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(INT64, primary_key=True, autoincrement=True)
     notice_id: Mapped[str] = mapped_column(ForeignKey("notices.notice_id"))
     recipient: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16))  # delivered | fetched | acknowledged
@@ -73,8 +73,8 @@ class Webhook(Base):
     agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id"), index=True)
     url: Mapped[str] = mapped_column(String(2048))
     filters: Mapped[str] = mapped_column(Text)  # JSON: types, priorities, case_refs; empty admits all
-    cursor_seq: Mapped[int] = mapped_column(Integer, default=0)
-    head_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cursor_seq: Mapped[int] = mapped_column(INT64, default=0)
+    head_seq: Mapped[int | None] = mapped_column(INT64, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
@@ -92,7 +92,7 @@ class WebhookParked(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"), index=True)
-    delivery_seq: Mapped[int] = mapped_column(ForeignKey("deliveries.seq"))
+    delivery_seq: Mapped[int] = mapped_column(INT64, ForeignKey("deliveries.seq"))
     notice_id: Mapped[str] = mapped_column(String(36))
     attempts: Mapped[int] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)

@@ -19,7 +19,7 @@ from services.delivery.deadlines import desk_alerts, escalated_since
 from services.delivery.errors import DeliveryError
 from services.delivery.notify import InboxNotifier
 from services.delivery.service import InboxFilter, decode_cursor
-from services.delivery.webhooks import ParkedDelivery, WebhookIn, WebhookOut, WebhookSender
+from services.delivery.webhooks import ParkedDelivery, WebhookEvent, WebhookIn, WebhookOut, WebhookSender
 from services.platform.database import utcnow
 from services.platform.views import ERRORS, Config, Publisher, Session
 from services.trust.views import Agency, Directory, DirectoryKey, Fresh
@@ -121,11 +121,13 @@ async def stream_inbox(
                 await session.commit()
                 overdue = await escalated_since(session, agency, escalations_since)
             for item in items:
-                yield ServerSentEvent(data=item.model_dump_json(), event="notice", id=item.cursor)
+                yield ServerSentEvent(
+                    data=item.model_dump_json(), event=WebhookEvent.notice.value, id=item.cursor
+                )
                 position = decode_cursor(item.cursor)
             for alert in overdue:
                 # A reminder, not a delivery: no id, so it never moves the client's resume point.
-                yield ServerSentEvent(data=alert.model_dump_json(), event="escalation")
+                yield ServerSentEvent(data=alert.model_dump_json(), event=WebhookEvent.escalation.value)
                 escalations_since = max(escalations_since, alert.since)
             if not items:
                 await notify.wait(agency, version, KEEPALIVE_S)

@@ -80,7 +80,8 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class WebhookEvent(StrEnum):
-    """What a webhook POST is about, named in its `Deskbridge-Event` header."""
+    """What a webhook POST is about, named in its `Deskbridge-Event` header; the inbox stream's events
+    have the same names."""
 
     notice = "notice"  # a delivery, in inbox order
     escalation = "escalation"  # a copy that passed its acknowledgement deadline, sent once more

@@ -10,12 +10,14 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from services.delivery import views as delivery
 from services.delivery.notify import InboxNotifier
 from services.envelope.errors import KeyFileError
 from services.envelope.keys import DeskKeyFile
 from services.envelope.service import MAX_ENVELOPE_BYTES
+from services.gateway import asyncapi
 from services.gateway.console import install_console
 from services.metrics.registry import Metrics
 from services.metrics.views import install_metrics
@@ -70,7 +72,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
         "the agency role is admitted, an agency may instead sign the request with its directory key "
         '(RFC 9421 label sig1 covering "@method" "@target-uri" "content-digest", with created, keyid, '
         'nonce and alg="ed25519"; Content-Digest per RFC 9530). Errors are RFC 9457 problem details '
-        "whose `code` docs/errors.md lists.",
+        "whose `code` docs/errors.md lists. What deskbridge sends asynchronously (Kafka records, webhook "
+        f"POSTs, the inbox stream's events) is the AsyncAPI 3.0 document at {asyncapi.ROUTE}.",
         lifespan=lifespan,
         telemetry=TELEMETRY,
     )
@@ -81,6 +84,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get(asyncapi.ROUTE, include_in_schema=False)
+    async def asyncapi_document() -> JSONResponse:
+        """Unauthenticated, like /openapi.json: the contract is public."""
+        return JSONResponse(asyncapi.document())
 
     install_console(app, settings)
 

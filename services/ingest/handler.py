@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from schemas.events import Event
+from schemas.events import Event, EventType
 from schemas.notices import RecallRequest
 from services.delivery.deadlines import DEFAULT_SLA, Sla
 from services.delivery.service import Materialised, RecordRef, materialise, materialise_many
@@ -26,7 +26,18 @@ from services.notices.service import RECALL_TYPE, apply_recall
 from services.platform import tracing
 from services.platform.consumer import Batch
 from services.platform.errors import Error
-from services.platform.kafka import EventPublisher, cloud_headers, header_value, record_time
+from services.platform.kafka import (
+    DLQ_DETAIL,
+    DLQ_OFFSET,
+    DLQ_PARTITION,
+    DLQ_REASON,
+    DLQ_TOPIC,
+    EventPublisher,
+    ce_type,
+    cloud_headers,
+    header_value,
+    record_time,
+)
 from services.platform.outage import TRANSIENT
 from services.trust.keyring import DirectoryCache, DirectoryView
 
@@ -214,12 +225,12 @@ class NoticeHandler:
         )
         coords = f"{record.topic}:{record.partition}:{record.offset}"
         headers = [
-            *cloud_headers("org.deskbridge.notice.rejected", f"dlq:{coords}", SOURCE),
-            ("dlq_reason", reason.encode()),
-            ("dlq_detail", detail.encode()[:1000]),
-            ("dlq_topic", record.topic.encode()),
-            ("dlq_partition", str(record.partition).encode()),
-            ("dlq_offset", str(record.offset).encode()),
+            *cloud_headers(ce_type(EventType.notice_rejected), f"dlq:{coords}", SOURCE),
+            (DLQ_REASON, reason.encode()),
+            (DLQ_DETAIL, detail.encode()[:1000]),
+            (DLQ_TOPIC, record.topic.encode()),
+            (DLQ_PARTITION, str(record.partition).encode()),
+            (DLQ_OFFSET, str(record.offset).encode()),
         ]
         key = record.key.decode(errors="replace") if record.key else "unkeyed"
         await self.publisher.send(self.publisher.topics.dead_letters, key, record.value or b"", headers)

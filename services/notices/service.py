@@ -31,7 +31,7 @@ from services.notices.errors import NoticeError, RecallRefused
 from services.notices.limits import InboxRoom
 from services.notices.models import Submission
 from services.platform.database import utcnow
-from services.platform.kafka import EventPublisher, cloud_headers
+from services.platform.kafka import EventPublisher, ce_type, cloud_headers
 from services.trust.keyring import DirectoryView
 from services.trust.service import encryption_keys
 
@@ -151,7 +151,7 @@ async def _produce(session: AsyncSession, publisher: EventPublisher, envelope: P
         publisher.topics.notices,
         routing.case_ref,
         envelope.raw,
-        cloud_headers("org.deskbridge.notice.submitted", notice_id, f"{SOURCE}/{routing.sender}"),
+        cloud_headers(ce_type(EventType.notice_submitted), notice_id, f"{SOURCE}/{routing.sender}"),
     )
     submission = _submission(envelope, partition, offset, utcnow())
     session.add(submission)
@@ -176,7 +176,7 @@ async def seal_for_desk(intake: Intake, desk: AgencyKeys, draft: NoticeDraft) ->
     return await accept_envelope(intake, envelope, desk.agency)
 
 
-RECALL_TYPE = "org.deskbridge.notice.recall"
+RECALL_TYPE = ce_type("notice.recall")
 
 
 async def request_recall(

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, event
+from sqlalchemy import BigInteger, DateTime, Integer, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -36,6 +36,11 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# A 64-bit integer: BIGINT on PostgreSQL; on SQLite INTEGER, which is 64 bits already and the only type
+# that makes an autoincrementing rowid key (and the type earlier migrations gave these columns there).
+INT64 = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:

@@ -243,6 +243,17 @@ def record_time(record: ConsumerRecord[bytes, bytes]) -> datetime:
     return datetime.fromtimestamp(record.timestamp / 1000, UTC)
 
 
+# What ingest adds to a dead letter besides the CloudEvents attributes: why it refused the record and where
+# the record was (the audit consumer reads them back; the AsyncAPI document describes them).
+DLQ_REASON, DLQ_DETAIL = "dlq_reason", "dlq_detail"
+DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET = "dlq_topic", "dlq_partition", "dlq_offset"
+
+
+def ce_type(kind: str) -> str:
+    """The CloudEvents type of a record about `kind` (an event type such as notice.submitted)."""
+    return f"org.deskbridge.{kind}"
+
+
 def cloud_headers(ce_type: str, ce_id: str, source: str) -> list[tuple[str, bytes]]:
     """The CloudEvents attributes (Kafka binary mode). The publisher adds the W3C `traceparent` and
     `tracestate` of the record's send span, under the names OpenTelemetry's Kafka instrumentations read."""
@@ -315,7 +326,7 @@ class EventPublisher:
     def _routed(self, event: Event, source: str) -> tuple[str, str, bytes, list[tuple[str, bytes]]]:
         topic = self.notice_events if event.type.value.startswith("notice.") else self.topics.admin
         key = event.case_ref or event.agency or event.actor
-        headers = cloud_headers(f"org.deskbridge.{event.type.value}", event.event_id, source)
+        headers = cloud_headers(ce_type(event.type.value), event.event_id, source)
         return topic, key, event.model_dump_json().encode(), headers
 
     async def publish(self, event: Event, source: str) -> None:

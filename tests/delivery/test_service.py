@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.notices import Notice
@@ -212,3 +212,26 @@ async def test_a_reader_never_sees_a_later_place_before_an_earlier_one_commits(e
     async with sessions() as reader:
         order = [d.notice_id for d, _ in await inbox(reader, "kh-cnp", 0, 10)]
     assert order == [str(first.routing.notice_id), str(second.routing.notice_id)]
+
+
+async def test_inbox_places_go_past_32_bits(engine: AsyncEngine) -> None:
+    """deliveries.seq is 64-bit: at 6,000 rows/s a 32-bit place runs out in about four days."""
+    keys = await _directory(engine)
+    sessions = make_sessionmaker(engine)
+    beyond = 2**31 + 1000
+    async with sessions() as session:
+        if engine.dialect.name == "postgresql":
+            await session.execute(text("SELECT setval('deliveries_seq_seq', :at)"), {"at": beyond})
+        else:  # SQLite numbers a rowid one past the largest: make the largest that far up
+            await materialise(session, parse_envelope(_envelope(keys)), REF)
+            await session.execute(text("UPDATE deliveries SET seq = seq + :by"), {"by": beyond})
+        await session.commit()
+        after = int((await session.execute(select(func.max(Delivery.seq)))).scalar() or beyond)
+    envelope = parse_envelope(_envelope(keys))
+    async with sessions() as session:
+        await materialise(session, envelope, REF)
+        await session.commit()
+    async with sessions() as session:
+        page = await inbox(session, "kh-cnp", after, 10)
+    assert [d.notice_id for d, _ in page] == [str(envelope.routing.notice_id)]
+    assert page[0][0].seq > 2**31 and decode_cursor(encode_cursor(page[0][0].seq)) == page[0][0].seq

@@ -24,6 +24,7 @@ import yaml
 
 from services.audit.app import create_app as create_audit_app
 from services.cli import stack
+from services.gateway import asyncapi
 from services.gateway.app import create_app as create_gateway_app
 from services.platform.kafka import MAX_RECORD_BYTES, Topics, grants, principal
 from services.platform.settings import Settings
@@ -548,7 +549,8 @@ def test_the_ingress_routes_every_api_path_and_not_metrics() -> None:
                 for prefix, kind in paths
             )
 
-        routes = _routes(app) | ({"/console/", "/console/config.json"} if name == "gateway" else set())
+        gateway_pages = {"/console/", "/console/config.json", asyncapi.ROUTE}
+        routes = _routes(app) | (gateway_pages if name == "gateway" else set())
         for route in routes:
             assert routed(route), f"{name}: {route} is not reachable through the ingress"
         assert not routed("/metrics") and not routed("/healthz")
