@@ -1,4 +1,4 @@
-"""Migration 0011 turns a log stored as tree nodes (tlog_nodes, revision 0010) into tiles: the same roots
+"""Migration 0012 turns a log stored as tree nodes (tlog_nodes, revision 0011) into tiles: the same roots
 and proofs, byte for byte, the start-up check and `deskbridge audit verify` pass, appends continue on top,
 and a downgrade gives the nodes back."""
 
@@ -56,9 +56,9 @@ async def _read_nodes(session: AsyncSession) -> dict[tuple[int, int], bytes]:
 
 
 async def _old_log(url: str) -> OldLog:
-    """A log of SIZE entries at revision 0010, its tree stored as every complete subtree (as 0010's
+    """A log of SIZE entries at revision 0011, its tree stored as every complete subtree (as 0005
     code wrote it), and the roots and proofs that code served, read from those rows."""
-    await asyncio.to_thread(_alembic, url, "upgrade", "0010")
+    await asyncio.to_thread(_alembic, url, "upgrade", "0011")
     engine = make_engine(url)
     tree = merkle.MemoryTree()
     old = OldLog(url)
@@ -132,8 +132,8 @@ async def test_the_migration_turns_nodes_into_tiles_with_the_same_proofs(
             signer = NoteSigner(ORIGIN, SigningKey.generate("test"))
             check = await check_tree(session, signer.verifier())
             assert check.healthy and check.size == SIZE and check.root() == old.roots[SIZE]
-        # The downgrade gives back every node, as 0010 stored them.
-        await asyncio.to_thread(_alembic, old.url, "downgrade", "0010")
+        # The downgrade gives back every node, as 0005 stored them.
+        await asyncio.to_thread(_alembic, old.url, "downgrade", "0011")
         async with sessions() as session:
             assert await _read_nodes(session) == old.nodes
             assert (await session.execute(select(func.count()).select_from(AuditEntry))).scalar_one() == SIZE

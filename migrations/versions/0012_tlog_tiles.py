@@ -2,8 +2,8 @@
 and only a superseded row may be deleted) replaces tlog_nodes, whose rows at the tree levels tiles store
 (0, 8, 16, ...) become the tiles.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-14
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 from services.transparency import merkle
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
