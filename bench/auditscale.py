@@ -2,10 +2,10 @@
 
 It runs on a database of its own on the same PostgreSQL server (made by Alembic, dropped afterwards), so
 the stack's log stays the stack's. Entries up to each size are written straight into the tables with
-SQL (placeholder hashes, one row per entry and one tlog node per complete subtree, as many as the real
-log holds); appends and proofs then run the audit service's own code on them: `audit_log.append` (the
-exclusive lock, the chain head, the frontier read, entries and nodes in one commit) and `storage.inclusion`
-(the O(log n) node reads an auditor's proof request makes, without the HTTP around it)."""
+SQL (placeholder hashes, one row per entry and the tlog-tiles tiles they fill, one row per tile and
+width written); appends and proofs then run the audit service's own code on them: `audit_log.append` (the
+exclusive lock, the chain head, the right edge, entries and tiles in one commit) and `storage.inclusion`
+(the tile reads an auditor's proof request makes, without the HTTP around it)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def _events(count: int) -> list[Event]:
 
 
 async def _fill(engine: AsyncEngine, start: int, end: int) -> None:
-    """Entries start+1..end (seq), leaves start..end-1, and every subtree those leaves complete."""
+    """Entries start+1..end (seq), leaves start..end-1, and the tiles those leaves fill or widen."""
     for low in range(start, end, FILL_CHUNK):
         high = min(end, low + FILL_CHUNK)
         async with engine.begin() as connection:
@@ -73,21 +73,31 @@ async def _fill(engine: AsyncEngine, start: int, end: int) -> None:
                 {"first": low + 1, "last": high},
             )
             level = 0
-            while high >> level:
-                first, last = low >> level, (high >> level) - 1  # complete between sizes low and high
-                if first <= last:
+            while high >> (8 * level):
+                before, after = low >> (8 * level), high >> (8 * level)  # nodes of tree level 8 * level
+                if before < after:  # the tiles those new nodes land in, each at its new width
                     await connection.execute(
                         text(
-                            "INSERT INTO tlog_nodes (level, idx, hash) SELECT CAST(:level AS integer), i, "
-                            "decode(md5(i::text) || md5(CAST(:level AS text) || i::text), 'hex') "
-                            "FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS i"
+                            "INSERT INTO tlog_tiles (level, idx, width, hashes) "
+                            "SELECT CAST(:level AS smallint), n, w, "
+                            "decode(repeat(md5(n::text) || md5(CAST(:level AS text) || n::text), w), 'hex') "
+                            "FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS n, "
+                            "LATERAL (SELECT CAST(LEAST(256, CAST(:after AS bigint) - n * 256) AS integer) "
+                            "AS w) AS t"
                         ),
-                        {"level": level, "first": first, "last": last},
+                        {"level": level, "after": after, "first": before // 256, "last": (after - 1) // 256},
+                    )
+                    await connection.execute(  # the row the first of them superseded, as append does
+                        text(
+                            "DELETE FROM tlog_tiles WHERE level = :level AND idx = :first AND width < "
+                            "(SELECT max(width) FROM tlog_tiles WHERE level = :level AND idx = :first)"
+                        ),
+                        {"level": level, "first": before // 256},
                     )
                 level += 1
     async with engine.begin() as connection:  # fresh statistics, as autovacuum would have by then
         await connection.execute(text("ANALYZE audit_log"))
-        await connection.execute(text("ANALYZE tlog_nodes"))
+        await connection.execute(text("ANALYZE tlog_tiles"))
 
 
 async def _append_rates(sessions: Sessions, batches: int, batch: int) -> list[float]:

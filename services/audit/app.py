@@ -85,7 +85,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
         "(C2SP tlog-checkpoint). Entry and leaf routes need an auditor credential; checkpoints and proofs "
         "also an agency's, and agencies cosign checkpoints as witnesses (`Authorization: Bearer "
         "<credential>` or a request signed with the agency's key). Entries carry metadata and hashes, "
-        "never notice contents. Errors are RFC 9457 problem details whose `code` docs/errors.md lists.",
+        "never notice contents. The same log is served read-only as C2SP tlog-tiles under /tlog (hash tiles "
+        "to auditors and agencies, entry bundles to auditors). Errors are RFC 9457 problem details whose "
+        "`code` docs/errors.md lists.",
         lifespan=lifespan,
         telemetry=TELEMETRY,
     )
@@ -93,6 +95,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     # Evidence bundles carry the receipts delivery stored, which sits above the log in the layers.
     app.state.acknowledgements = acknowledgements
     app.include_router(transparency.router)
+    app.include_router(transparency.tlog)
     app.include_router(evidence.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -173,6 +173,8 @@ _TYPES = [
                 "A size, index or range is outside the log or too long."),
     ProblemType("checkpoint_not_found", 404, "No such checkpoint",
                 "No checkpoint (of this size) was published."),
+    ProblemType("tile_not_found", 404, "No such tile",
+                "No tile or entry bundle at this tlog-tiles path: misspelt, or beyond the log."),
     ProblemType("checkpoint_refused", 503, "Checkpoint refused",
                 "The audit service will not sign: no log key, or the stored tree disagrees with its "
                 "entries (the detail names what)."),

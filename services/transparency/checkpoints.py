@@ -20,10 +20,10 @@ from schemas.audit import AuditBundle, CheckpointItem, CheckpointPage, Consisten
 from schemas.events import Event, EventType
 from services.envelope.keys import generate_key_file, load_key_file
 from services.platform.errors import Error
-from services.transparency import merkle, storage
+from services.transparency import merkle, storage, tiles
 from services.transparency.entries import record_leaf_hash
 from services.transparency.lease import Lease, NotLeaseHolder
-from services.transparency.models import AuditEntry, TlogCheckpoint, TlogCosignature, TlogNode
+from services.transparency.models import AuditEntry, TlogCheckpoint, TlogCosignature
 from services.transparency.note import (
     Checkpoint,
     CosignatureVerifier,
@@ -170,23 +170,24 @@ async def export_bundle(session: AsyncSession, start: int, end: int, old: int | 
 # ---- checking the stored tree against the entries ------------------------------------------------
 
 
-async def _nodes_completed_in(session: AsyncSession, start: int, end: int) -> dict[tuple[int, int], bytes]:
-    """The stored nodes leaves [start, end) complete: node (L, i) completes at leaf (i + 1) * 2**L - 1."""
+async def _hashes_completed_in(session: AsyncSession, start: int, end: int) -> dict[tuple[int, int], bytes]:
+    """The stored hashes leaves [start, end) complete, at the tree levels tiles store (8L): node (l, i)
+    completes at leaf (i + 1) * 2**l - 1. One query per tile level."""
     found: dict[tuple[int, int], bytes] = {}
-    for level in range(end.bit_length()):
-        low, high = -(-(start + 1) // (1 << level)) - 1, (end >> level) - 1
-        if low > high:
-            continue
-        query = select(TlogNode).where(TlogNode.level == level, TlogNode.idx >= low, TlogNode.idx <= high)
-        found |= {(n.level, n.idx): n.hash for n in (await session.execute(query)).scalars()}
+    for level in range(0, end.bit_length(), tiles.HEIGHT):
+        low, high = -(-(start + 1) // (1 << level)) - 1, end >> level
+        stored = await storage.stored_hashes(session, level // tiles.HEIGHT, low, high)
+        found |= {(level, idx): value for idx, value in stored.items()}
     return found
 
 
 @dataclass
 class TreeCheck:
     """The tree rebuilt from the entries themselves (a compact range: O(log n) memory), compared with
-    the stored leaf hashes, nodes and checkpoints. Built in full at start-up, then extended before each
-    signing; a checkpoint is signed only while nothing disagrees."""
+    the stored tiles and checkpoints. At start-up it begins at the latest signed checkpoint, checked
+    against the stored tiles: the log key signs a size only after this check passed up to it, so that
+    signature is the remembered mark and a restart reads only the entries appended since. Extended before
+    each signing; a checkpoint is signed only while nothing disagrees."""
 
     log: NoteVerifier
     problems: list[str] = field(default_factory=list)
@@ -203,7 +204,24 @@ class TreeCheck:
     def root(self) -> bytes:
         return self._edge.root()
 
-    async def extend(self, session: AsyncSession, to_size: int, page: int = 1000) -> None:
+    async def start_at(self, session: AsyncSession, row: TlogCheckpoint) -> None:
+        """Takes a signed checkpoint as checked: its signature must verify and the stored tiles must give
+        its root (O(log n) hashes from a few tiles)."""
+        if not self._check_signature(row):
+            return
+        try:
+            edge = await storage.with_nodes(
+                session, lambda get: merkle.CompactRange.from_nodes(row.size, get)
+            )
+        except TreeError as exc:
+            self.problems.append(f"checkpoint {row.size}: {exc}")
+            return
+        if edge.root() != row.root:
+            self.problems.append(f"checkpoint {row.size}: the stored tiles give another root")
+            return
+        self._edge = edge
+
+    async def extend(self, session: AsyncSession, to_size: int, page: int = 1024) -> None:
         """Reads the entries after the checked size up to `to_size`, page by page."""
         if not self.healthy or to_size <= self.size:
             return
@@ -213,7 +231,7 @@ class TreeCheck:
             start, end = self.size, min(to_size, self.size + page)
             entries = select(AuditEntry).where(AuditEntry.seq > start, AuditEntry.seq <= end)
             by_seq = {r.seq: r for r in (await session.execute(entries)).scalars()}
-            stored = await _nodes_completed_in(session, start, end)
+            stored = await _hashes_completed_in(session, start, end)
             for index in range(start, end):
                 row = by_seq.get(index + 1)
                 if row is None:
@@ -223,7 +241,7 @@ class TreeCheck:
                 if stored.get((0, index)) != leaf:
                     self.problems.append(f"leaf {index}: its stored hash does not match entry {index + 1}")
                 for level, idx, value in self._edge.append(leaf)[1:]:
-                    if stored.get((level, idx)) != value:
+                    if level % tiles.HEIGHT == 0 and stored.get((level, idx)) != value:
                         self.problems.append(f"node level {level} index {idx}: does not match the entries")
                 if self.size in checkpoints:
                     self._check_checkpoint(checkpoints[self.size])
@@ -233,23 +251,33 @@ class TreeCheck:
             self.problems.append(f"tree: {exc}")
             return
         if root != self.root():
-            self.problems.append(f"tree: the stored nodes give another root at size {self.size}")
+            self.problems.append(f"tree: the stored tiles give another root at size {self.size}")
 
-    def _check_checkpoint(self, row: TlogCheckpoint) -> None:
+    def _check_signature(self, row: TlogCheckpoint) -> bool:
         try:
             checkpoint, _ = open_checkpoint(row.note, self.log.name, self.log)
         except NoteError as exc:
             self.problems.append(f"checkpoint {row.size}: {exc}")
-            return
-        if checkpoint.size != row.size or checkpoint.root_hash != row.root or row.root != self.root():
+            return False
+        if checkpoint.size != row.size or checkpoint.root_hash != row.root:
+            self.problems.append(f"checkpoint {row.size}: its note does not match its row")
+            return False
+        return True
+
+    def _check_checkpoint(self, row: TlogCheckpoint) -> None:
+        if self._check_signature(row) and row.root != self.root():
             self.problems.append(f"checkpoint {row.size}: does not match the tree rebuilt from the entries")
 
 
 async def check_tree(session: AsyncSession, log: NoteVerifier) -> TreeCheck:
-    """The start-up check: rebuild the whole tree from the entries and compare (O(n), once)."""
+    """The start-up check: from the latest signed checkpoint (checked against the tiles) to the log's
+    end, so its cost follows what was appended since that checkpoint, not the log's size."""
+    size = await storage.tree_size(session)
     check = TreeCheck(log)
-    await _check_not_truncated(session, check, await storage.tree_size(session))
-    await check.extend(session, await storage.tree_size(session))
+    latest = await _check_not_truncated(session, check, size)
+    if latest is not None and latest.size <= size:
+        await check.start_at(session, latest)
+    await check.extend(session, size)
     return check
 
 
@@ -326,7 +354,8 @@ class AuditorQueries:
 @dataclass
 class Publisher:
     """Signs checkpoints on a steady interval when the log grew, and on demand. Refuses to sign while
-    the tree rebuilt from the entries disagrees with what is stored (checked in full at start-up). With
+    the tree rebuilt from the entries disagrees with what is stored (checked at start-up from the latest
+    checkpoint on). With
     a lease, signs only while it holds it, checked again inside the signing transaction (fencing)."""
 
     sessions: async_sessionmaker[AsyncSession]

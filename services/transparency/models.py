@@ -1,11 +1,11 @@
-"""The audit log's tables: entries (append-only), the Merkle tree's stored nodes, signed checkpoints,
+"""The audit log's tables: entries (append-only), the Merkle tree's tiles, signed checkpoints,
 witnesses' cosignatures, and the lease naming the one replica that signs."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, LargeBinary, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.platform.database import Base, UtcDateTime, utcnow
@@ -31,15 +31,18 @@ class AuditEntry(Base):
     entry_hash: Mapped[str] = mapped_column(String(64))
 
 
-class TlogNode(Base):
-    """Append-only: the hash of the complete subtree of 2**level leaves starting at leaf idx * 2**level
-    (level 0: the leaf hashes), written once when the subtree completes (services/transparency/merkle.py)."""
+class TlogTile(Base):
+    """Append-only: a C2SP tlog-tiles tile, the `width` hashes (up to 256, 32 bytes each) of tree level
+    8 * level from node idx * 256 (services/transparency/tiles.py). A partial tile is never rewritten: a
+    wider row of the same (level, idx) supersedes it, and only then may it be deleted (the triggers check
+    that the wider row begins with its hashes); readers take the widest."""
 
-    __tablename__ = "tlog_nodes"
+    __tablename__ = "tlog_tiles"
 
-    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    hash: Mapped[bytes] = mapped_column(LargeBinary)
+    width: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    hashes: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class TlogCheckpoint(Base):

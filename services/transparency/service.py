@@ -8,14 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, and_, func, select, text
+from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.audit import AuditLeaf, AuditPage, AuditRecord, LeafPage, NodePage, TreeNode
 from schemas.events import Event
-from services.transparency import storage
-from services.transparency.entries import GENESIS_HASH, entry_hash, record_leaf_hash
-from services.transparency.models import AuditEntry, TlogNode
+from services.transparency import storage, tiles
+from services.transparency.entries import GENESIS_HASH, entry_hash, leaf_data, record_leaf_hash
+from services.transparency.models import AuditEntry
 from services.transparency.storage import TreeError
 
 
@@ -43,8 +43,8 @@ async def head(session: AsyncSession) -> tuple[int, str]:
 
 
 async def append(session: AsyncSession, events: Sequence[Event]) -> int:
-    """Appends the events not yet in the log, in order, with the tree nodes they complete; returns how
-    many were new. Caller commits: entries and nodes land together or not at all."""
+    """Appends the events not yet in the log, in order, with the tiles they change; returns how many
+    were new. Caller commits: entries and tiles land together or not at all."""
     if session.get_bind().dialect.name == "postgresql":
         # One writer at a time keeps seq contiguous, the chain linear and the tree's right edge ours;
         # readers are not blocked. SQLite has a single writer anyway.
@@ -53,8 +53,7 @@ async def append(session: AsyncSession, events: Sequence[Event]) -> int:
     seen = set(
         (await session.execute(select(AuditEntry.event_id).where(AuditEntry.event_id.in_(ids)))).scalars()
     )
-    seq, prev = await head(session)
-    size = seq
+    seq, prev = before = await head(session)
     leaves: list[bytes] = []
     recorded_at = datetime.now(UTC).isoformat()
     for event in events:
@@ -83,7 +82,7 @@ async def append(session: AsyncSession, events: Sequence[Event]) -> int:
         )
         prev = record.entry_hash
         leaves.append(record_leaf_hash(record))
-    await storage.add_leaves(session, size, leaves)
+    await storage.add_leaves(session, before, leaves, (seq, prev))
     await session.flush()
     return len(leaves)
 
@@ -159,13 +158,30 @@ async def leaves(session: AsyncSession, start: int, end: int) -> list[AuditLeaf]
 
 async def leaves_where(session: AsyncSession, *where: ColumnElement[bool]) -> list[AuditLeaf]:
     """The entries that match, in log order, as leaves with their stored leaf hashes (empty where none
-    is stored): one query, each entry joined to its leaf by primary key."""
-    leaf = and_(TlogNode.level == 0, TlogNode.idx == AuditEntry.seq - 1)
-    query = select(AuditEntry, TlogNode.hash).outerjoin(TlogNode, leaf).where(*where).order_by(AuditEntry.seq)
+    is stored): one query for the entries, one for the level-0 tiles that hold their leaf hashes."""
+    rows = list((await session.execute(select(AuditEntry).where(*where).order_by(AuditEntry.seq))).scalars())
+    stored = await storage.leaf_hashes(session, {r.seq - 1 for r in rows})
     return [
-        AuditLeaf(index=r.seq - 1, leaf_hash=(stored or b"").hex(), record=to_record(r))
-        for r, stored in (await session.execute(query)).all()
+        AuditLeaf(index=r.seq - 1, leaf_hash=stored.get(r.seq - 1, b"").hex(), record=to_record(r))
+        for r in rows
     ]
+
+
+async def entry_bundle(session: AsyncSession, index: int, width: int) -> bytes:
+    """tlog-tiles entry bundle `index` of `width` entries (256: full): each leaf's data, which hashes to
+    its leaf hash in level-0 tile `index`, prefixed with its length as a big-endian uint16."""
+    first = index * tiles.WIDTH
+    query = select(AuditEntry).where(AuditEntry.seq > first, AuditEntry.seq <= first + width)
+    rows = list((await session.execute(query.order_by(AuditEntry.seq))).scalars())
+    if len(rows) < width:
+        raise TreeError(f"no entry bundle {tiles.tile_path(None, index, width)}", "tile_not_found")
+    bundle = bytearray()
+    for row in rows:
+        data = leaf_data(to_record(row))
+        if len(data) > 0xFFFF:
+            raise TreeError(f"entry {row.seq} is longer than an entry bundle holds")
+        bundle += len(data).to_bytes(2, "big") + data
+    return bytes(bundle)
 
 
 async def leaves_page(session: AsyncSession, start: int, end: int) -> LeafPage:
@@ -174,13 +190,16 @@ async def leaves_page(session: AsyncSession, start: int, end: int) -> LeafPage:
 
 
 async def nodes_page(session: AsyncSession, level: int, start: int, end: int) -> NodePage:
-    """Stored complete-subtree hashes of one level, by index range."""
+    """Complete-subtree hashes of one level, by index range: stored at levels 8L (tile level L), hashed
+    from the tile below in between (C2SP tlog-tiles stores no other)."""
     size = await storage.tree_size(session)
     end = leaf_range(start, end, size >> level)
-    query = (
-        select(TlogNode)
-        .where(TlogNode.level == level, TlogNode.idx >= start, TlogNode.idx < end)
-        .order_by(TlogNode.idx)
-    )
-    nodes = [TreeNode(index=n.idx, hash=n.hash.hex()) for n in (await session.execute(query)).scalars()]
+    tile_level, height = divmod(level, tiles.HEIGHT)
+    stored = await storage.stored_hashes(session, tile_level, start << height, end << height)
+    nodes: list[TreeNode] = []
+    for index in range(start, end):
+        first, count = index << height, 1 << height
+        row = b"".join(stored.get(first + i, b"") for i in range(count))
+        if len(row) == count * tiles.HASH:
+            nodes.append(TreeNode(index=index, hash=tiles.subtree(row, 0, count).hex()))
     return NodePage(level=level, size=size, nodes=nodes)

@@ -1,14 +1,16 @@
 """The audit API: the log's entries for auditors, and its Merkle tree, signed checkpoints and proofs for
-auditors and partner agencies (who also cosign checkpoints as witnesses). Never any notice content."""
+auditors and partner agencies (who also cosign checkpoints as witnesses), and the same log as C2SP
+tlog-tiles under /tlog. Never any notice content."""
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from schemas.api import BIGINT_MAX, NO_NUL
 from schemas.audit import (
@@ -23,14 +25,17 @@ from schemas.audit import (
 )
 from schemas.notices import UtcDatetime
 from services.platform.views import ERRORS, Session
-from services.transparency import checkpoints, service, storage
+from services.transparency import checkpoints, service, storage, tiles
 from services.transparency.checkpoints import Publisher
 from services.transparency.service import MAX_PAGE, EventFilter
+from services.transparency.storage import TreeError
 from services.trust.service import Principal
 from services.trust.views import require
 
 log = structlog.get_logger("audit")
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=ERRORS)
+# The same log read as C2SP tlog-tiles (https://c2sp.org/tlog-tiles), so any tlog-tiles client can check it.
+tlog = APIRouter(prefix="/tlog", tags=["tlog-tiles"], responses=ERRORS)
 NOTE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/plain": {}}, "description": "A signed note (C2SP tlog-checkpoint)."}
 }
@@ -66,6 +71,13 @@ Checkpoints = Annotated[Publisher, Depends(_checkpoints)]
 
 def _note(text: str) -> PlainTextResponse:
     return PlainTextResponse(text, media_type="text/plain; charset=utf-8")
+
+
+# Authenticated, so no shared cache keeps them; a tile's bytes at a path never change.
+IMMUTABLE = "private, max-age=31536000, immutable"
+TILE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}, "description": "A tile or entry bundle."}
+}
 
 
 @router.get("/events", summary="Entries, filtered (auditor credential).")
@@ -207,3 +219,55 @@ async def export(
     ] = None,
 ) -> AuditBundle:
     return await checkpoints.export_bundle(session, start, end, old)
+
+
+# ---- C2SP tlog-tiles ------------------------------------------------------------------------------------
+
+
+@tlog.get(
+    "/checkpoint",
+    response_class=PlainTextResponse,
+    responses=NOTE,
+    summary="tlog-tiles: the latest signed checkpoint with its cosignatures (auditor or agency credential).",
+)
+async def get_tlog_checkpoint(_: Reader, session: Session) -> PlainTextResponse:
+    response = _note(await checkpoints.published(session, await checkpoints.checkpoint_row(session)))
+    response.headers["Cache-Control"] = "private, max-age=5"  # mutable: a few seconds at most
+    return response
+
+
+def _index(path: str) -> tuple[int, int]:
+    parsed = tiles.parse_index(path)
+    if parsed is None:
+        raise TreeError(f"{path} is not a tile index as tlog-tiles spells it", "tile_not_found")
+    return parsed
+
+
+@tlog.get(
+    "/tile/entries/{path:path}",
+    response_class=Response,
+    responses=TILE,
+    summary="tlog-tiles: entry bundle <N>[.p/<W>], the leaves' data (auditor credential).",
+)
+async def get_entry_bundle(_: Auditor, session: Session, request: Request, path: str) -> Response:
+    index, width = _index(path)
+    bundle = await service.entry_bundle(session, index, width)
+    headers = {"Cache-Control": IMMUTABLE}
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        bundle, headers["Content-Encoding"] = gzip.compress(bundle), "gzip"
+    return Response(bundle, media_type="application/octet-stream", headers=headers)
+
+
+@tlog.get(
+    "/tile/{level}/{path:path}",
+    response_class=Response,
+    responses=TILE,
+    summary="tlog-tiles: Merkle tree tile <L>/<N>[.p/<W>], hashes only (auditor or agency credential).",
+)
+async def get_tile(_: Reader, session: Session, level: str, path: str) -> Response:
+    tile_level = tiles.parse_level(level)
+    if tile_level is None:
+        raise TreeError(f"{level} is not a tile level (0 to 63)", "tile_not_found")
+    index, width = _index(path)
+    hashes = await storage.tile(session, tile_level, index, width)
+    return Response(hashes, media_type="application/octet-stream", headers={"Cache-Control": IMMUTABLE})

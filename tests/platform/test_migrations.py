@@ -33,13 +33,13 @@ TABLES = {
     "seen_nonces",
     "webhooks",
     "webhook_parked",
-    "tlog_nodes",
+    "tlog_tiles",
     "tlog_checkpoints",
     "directory_generation",
     "tlog_cosignatures",
     "audit_lease",
 }
-HEAD = "0011"
+HEAD = "0012"
 
 
 def _diffs(connection: Connection, metadata: MetaData = Base.metadata) -> list[Any]:

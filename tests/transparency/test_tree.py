@@ -1,4 +1,4 @@
-"""The audit log as a Merkle tree: stored nodes and proofs (SQLite and PostgreSQL), the start-up check,
+"""The audit log as a Merkle tree: stored tiles and proofs (SQLite and PostgreSQL), the start-up check,
 signed checkpoints, and `deskbridge audit verify | export | witness` against a real stack (Kafka,
 PostgreSQL, HTTP), with every kind of tampering the issue lists named by the verifier."""
 
@@ -8,14 +8,14 @@ import asyncio
 import json
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
-from sqlalchemy import exc, select, text
+from sqlalchemy import exc, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner, Result
 
@@ -29,7 +29,7 @@ from services.platform.database import make_sessionmaker
 from services.transparency import merkle, storage
 from services.transparency.checkpoints import check_tree, save_log_vkey, sign_checkpoint
 from services.transparency.entries import leaf_data, record_leaf_hash
-from services.transparency.models import AuditEntry, TlogNode
+from services.transparency.models import AuditEntry, TlogCheckpoint, TlogTile
 from services.transparency.note import (
     Checkpoint,
     CosignatureVerifier,
@@ -73,22 +73,37 @@ async def _append(engine: AsyncEngine, first: int, last: int) -> None:
 
 
 async def test_appends_store_the_tree_and_proofs_read_from_it(engine: AsyncEngine) -> None:
-    # Batches of odd sizes, so subtrees complete across batch boundaries.
-    for first, last in ((1, 1), (2, 6), (7, 7), (8, 20), (21, 37)):
-        await _append(engine, first, last)
+    # Batches of odd sizes, so subtrees and tiles complete across batch boundaries; twice the appender
+    # forgets its right edge (a restart) and rebuilds it from the tiles.
+    size = 0
+    for batch in (1, 5, 1, 13, 17, 219, 1, 300, 43):
+        if batch in (17, 300):
+            storage._edges.clear()
+        await _append(engine, size + 1, size + batch)
+        size += batch
     sessions = make_sessionmaker(engine)
     async with sessions() as session:
         rows = list((await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars())
-        nodes = {(n.level, n.idx): n.hash for n in (await session.execute(select(TlogNode))).scalars()}
+        stored = await storage.read_tiles(session, TlogTile.level >= 0)
+        widths = dict(
+            (await session.execute(select(TlogTile.level, func.count()).group_by(TlogTile.level))).all()
+        )
         reference = merkle.MemoryTree()
         for row in rows:
             reference.append(record_leaf_hash(to_record(row)))
-        # Exactly the complete subtrees, each equal to the reference's.
-        expected = {
-            (level, idx): reference.get_node(level, idx) for level in range(6) for idx in range(37 >> level)
+        # Exactly the tiles of the spec: levels 0 and 8 of the tree, in rows of up to 256 hashes.
+        assert {key: len(hashes) // 32 for key, hashes in stored.items()} == {
+            (0, 0): 256,
+            (0, 1): 256,
+            (0, 2): 88,
+            (1, 0): 2,
         }
-        assert nodes == expected
-        for size in (1, 2, 5, 16, 37):
+        for (level, idx), hashes in stored.items():
+            for i in range(len(hashes) // 32):
+                assert hashes[i * 32 : (i + 1) * 32] == reference.get_node(8 * level, idx * 256 + i)
+        # One row per tile: each batch's wider row superseded the narrower one, which it deleted.
+        assert widths == {0: 3, 1: 1}
+        for size in (1, 2, 5, 16, 37, 255, 256, 257, 511, 512, 600):
             root = await storage.root_at(session, size)
             assert (
                 root
@@ -98,14 +113,42 @@ async def test_appends_store_the_tree_and_proofs_read_from_it(engine: AsyncEngin
             for index in {0, size // 2, size - 1}:
                 proof = await storage.inclusion(session, index, size)
                 leaf = record_leaf_hash(to_record(rows[index]))
+                assert proof == merkle.inclusion_proof(index, size, reference.get_node)
                 assert merkle.verify_inclusion(leaf, index, size, proof, root)
             for old in (0, 1, size // 2, size):
                 proof = await storage.consistency(session, old, size)
+                assert proof == merkle.consistency_proof(old, size, reference.get_node)
                 assert merkle.verify_consistency(old, size, reference.root(old), root, proof)
-        with pytest.raises(TreeError, match="beyond the tree's 37 leaves"):
-            await storage.inclusion(session, 0, 38)
+        with pytest.raises(TreeError, match="beyond the tree's 600 leaves"):
+            await storage.inclusion(session, 0, 601)
         with pytest.raises(TreeError, match="not in a tree of size 5"):
             await storage.inclusion(session, 5, 5)
+
+
+async def test_an_appender_uses_its_edge_only_while_the_head_is_the_one_it_left(engine: AsyncEngine) -> None:
+    sessions = make_sessionmaker(engine)
+    await _append(engine, 1, 300)
+    kept = dict(storage._edges)
+    # Another process appends (its own edge), then this one, whose kept edge is now stale.
+    storage._edges.clear()
+    await _append(engine, 301, 310)
+    storage._edges.update(kept)
+    await _append(engine, 311, 320)
+    # A batch rolled back: the edge kept under its head is never used, the head being the old one.
+    async with sessions() as session:
+        await append(session, [_event(n) for n in range(321, 330)])
+        await session.rollback()
+    await _append(engine, 321, 340)
+    async with sessions() as session:
+        rows = list((await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars())
+        reference = merkle.MemoryTree()
+        for row in rows:
+            reference.append(record_leaf_hash(to_record(row)))
+        assert len(rows) == 340
+        for size in (300, 310, 320, 340):
+            assert await storage.root_at(session, size) == reference.root(size)
+        stored = await storage.read_tiles(session, TlogTile.level >= 0)
+        assert stored[(0, 1)] == b"".join(reference.get_node(0, i) for i in range(256, 340))
 
 
 async def test_the_database_refuses_to_rewrite_the_tree_or_a_checkpoint(engine: AsyncEngine) -> None:
@@ -116,21 +159,37 @@ async def test_the_database_refuses_to_rewrite_the_tree_or_a_checkpoint(engine: 
         assert await sign_checkpoint(session, signer, check) is not None
         await session.commit()
     statements = [
-        "UPDATE tlog_nodes SET hash = hash",
-        "DELETE FROM tlog_nodes WHERE level = 0",
+        "UPDATE tlog_tiles SET hashes = hashes",
+        "DELETE FROM tlog_tiles WHERE level = 0",
         "UPDATE tlog_checkpoints SET note = 'x'",
         "DELETE FROM tlog_checkpoints",
     ]
     if engine.dialect.name == "postgresql":
-        statements += ["TRUNCATE tlog_nodes", "TRUNCATE tlog_checkpoints"]
+        statements += ["TRUNCATE tlog_tiles", "TRUNCATE tlog_checkpoints"]
     for statement in statements:
         with pytest.raises(exc.DBAPIError, match="append-only") as refused:
             async with engine.begin() as connection:
                 await connection.execute(text(statement))
         assert "refused" in str(refused.value), statement
 
+    # A row may go only when a wider row of the same tile begins with its hashes (what append does).
+    first, other = b"\x01" * 32, b"\x02" * 32
+    insert = "INSERT INTO tlog_tiles (level, idx, width, hashes) VALUES (5, 0, :w, :h)"
+    delete = "DELETE FROM tlog_tiles WHERE level = 5 AND width = :w"
+    async with engine.begin() as connection:
+        await connection.execute(text(insert), [{"w": 1, "h": first}, {"w": 2, "h": other * 2}])
+    for width in (1, 2):  # not a prefix of a wider row; the widest
+        with pytest.raises(exc.DBAPIError, match="append-only: DELETE refused"):
+            async with engine.begin() as connection:
+                await connection.execute(text(delete), {"w": width})
+    async with engine.begin() as connection:
+        await connection.execute(text(insert), {"w": 3, "h": first + other * 2})
+        await connection.execute(text(delete), {"w": 1})
+        rows = (await connection.execute(text("SELECT width FROM tlog_tiles WHERE level = 5"))).scalars()
+        assert sorted(rows) == [2, 3]
 
-async def test_the_start_up_check_rebuilds_the_tree_and_refuses_to_sign_when_it_disagrees(
+
+async def test_the_start_up_check_starts_at_the_latest_checkpoint_and_refuses_to_sign_when_it_disagrees(
     engine: AsyncEngine,
 ) -> None:
     signer = NoteSigner(ORIGIN, SigningKey.generate("test"))
@@ -150,23 +209,68 @@ async def test_the_start_up_check_rebuilds_the_tree_and_refuses_to_sign_when_it_
     assert second is not None and second.size == 12
     checkpoint, _ = open_checkpoint(second.note, ORIGIN, signer.verifier())
     assert checkpoint.root_hash == second.root == check.root()
+    await _append(engine, 13, 14)
 
-    # A stored leaf hash flipped past the triggers: a restarted service finds it and signs nothing.
+    async def restarted() -> list[str]:
+        async with sessions() as session:
+            check = await check_tree(session, signer.verifier())
+            assert check.size == 14 or check.problems
+            if check.problems:
+                with pytest.raises(TreeError, match="refusing to sign"):
+                    await sign_checkpoint(session, signer, check)
+            return check.problems
+
+    # A restart reads only the entries after the latest checkpoint: one altered before it is left to
+    # `deskbridge audit verify` (which reads every leaf), so start-up does not grow with the log.
     async with engine.begin() as connection:
         await _bypass(
-            connection,
-            engine.dialect.name,
-            "tlog_nodes",
-            "UPDATE tlog_nodes SET hash = :h WHERE level = 1 AND idx = 2",
-            {"h": b"\x01" * 32},
+            connection, engine.dialect.name, "audit_log", "UPDATE audit_log SET actor = 'x' WHERE seq = 3", {}
         )
-    await _append(engine, 13, 13)
+    assert await restarted() == []
+
+    # A stored leaf hash flipped past the triggers after the checkpoint: found by the entries' check.
+    async def flip(leaf: int) -> bytes:
+        async with sessions() as session:
+            width, hashes = (
+                await session.execute(
+                    select(TlogTile.width, TlogTile.hashes)
+                    .where(TlogTile.level == 0)
+                    .order_by(TlogTile.width.desc())
+                )
+            ).first() or (0, b"")
+        assert width == 14
+        flipped = hashes[: leaf * 32] + bytes([hashes[leaf * 32] ^ 1]) + hashes[leaf * 32 + 1 :]
+        await _set_tile(engine, flipped)
+        return hashes
+
+    original = await flip(12)
+    problems = await restarted()
+    assert "leaf 12: its stored hash does not match entry 13" in problems, problems
+    await _set_tile(engine, original)
+    assert await restarted() == []
+
+    # ... and before it: the stored tiles no longer give the signed root.
+    await flip(5)
+    assert await restarted() == ["checkpoint 12: the stored tiles give another root"]
+    await _set_tile(engine, original)
+
+    # A checkpoint over more leaves than the log holds: truncation, refused.
     async with sessions() as session:
-        restarted = await check_tree(session, signer.verifier())
-        assert not restarted.healthy
-        assert restarted.problems == ["node level 1 index 2: does not match the entries"]
-        with pytest.raises(TreeError, match="refusing to sign"):
-            await sign_checkpoint(session, signer, restarted)
+        body = Checkpoint(ORIGIN, 20, bytes(32)).body()
+        session.add(
+            TlogCheckpoint(
+                size=20, root=bytes(32), note=sign_note(body, [signer]), created_at=datetime.now(UTC)
+            )
+        )
+        await session.commit()
+    problems = await restarted()
+    assert problems == ["checkpoint 20: signed 20 leaves but the log has 14 (truncated)"], problems
+
+
+async def _set_tile(engine: AsyncEngine, hashes: bytes) -> None:
+    statement = "UPDATE tlog_tiles SET hashes = :h WHERE level = 0 AND idx = 0 AND width = 14"
+    async with engine.begin() as connection:
+        await _bypass(connection, engine.dialect.name, "tlog_tiles", statement, {"h": hashes})
 
 
 def test_a_leaf_is_metadata_and_hashes_without_the_chain_fields() -> None:
@@ -266,18 +370,20 @@ async def test_verify_names_every_kind_of_tampering(stack: Stack) -> None:
     await _tampered(stack, "audit_log", "UPDATE audit_log SET actor = :a WHERE seq = 7", a=original["actor"])
     await _expect_intact(stack, 18)
 
-    # A byte of a stored leaf hash, and of a stored inner node.
+    # A byte of a stored leaf hash, in the widest version of the level-0 tile.
     async with stack.sessions() as session:
-        nodes = {(n.level, n.idx): n.hash for n in (await session.execute(select(TlogNode))).scalars()}
-    for level, idx, finding in (
-        (0, 3, "leaf 3: content does not match its stored leaf hash"),
-        (2, 1, "node level 2 index 1: stored hash does not match its children"),
-    ):
-        flipped = bytes([nodes[(level, idx)][0] ^ 1]) + nodes[(level, idx)][1:]
-        update = "UPDATE tlog_nodes SET hash = :h WHERE level = :l AND idx = :i"
-        await _tampered(stack, "tlog_nodes", update, h=flipped, l=level, i=idx)
-        await _expect(stack, finding)
-        await _tampered(stack, "tlog_nodes", update, h=nodes[(level, idx)], l=level, i=idx)
+        width, hashes = (
+            await session.execute(
+                select(TlogTile.width, TlogTile.hashes)
+                .where(TlogTile.level == 0, TlogTile.idx == 0)
+                .order_by(TlogTile.width.desc())
+            )
+        ).first() or (0, b"")
+    flipped = hashes[:96] + bytes([hashes[96] ^ 1]) + hashes[97:]
+    update = "UPDATE tlog_tiles SET hashes = :h WHERE level = 0 AND idx = 0 AND width = :w"
+    await _tampered(stack, "tlog_tiles", update, h=flipped, w=width)
+    await _expect(stack, "leaf 3: content does not match its stored leaf hash")
+    await _tampered(stack, "tlog_tiles", update, h=hashes, w=width)
     await _expect_intact(stack, 18)
 
     # Two rows' contents swapped (all but their seq).
@@ -315,7 +421,7 @@ async def test_verify_names_every_kind_of_tampering(stack: Stack) -> None:
     await _tampered(stack, "tlog_checkpoints", update, n=note)
     await _expect_intact(stack, 18)
 
-    # The tail truncated (entries and nodes), the signed checkpoint left: named as truncation, and the
+    # The tail truncated, the signed checkpoint left: named as truncation, and the
     # running service refuses to sign any checkpoint over the shortened log.
     tail = [await _row(stack, seq) for seq in (16, 17, 18)]
     await _tampered(stack, "audit_log", "DELETE FROM audit_log WHERE seq > 15")
