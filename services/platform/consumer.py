@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+import time
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaConnectionError, KafkaError
 from tenacity import RetryCallState, retry_if_exception_type, wait_exponential
 from tenacity.asyncio import AsyncRetrying
@@ -33,6 +34,7 @@ START_BACKOFF = wait_exponential(multiplier=0.5, max=10)
 BATCH_BACKOFF = wait_exponential(multiplier=0.2, max=10)
 START_RETRY = "kafka not reachable, retrying"  # operators and tests look for these two
 BATCH_RETRY = "batch not durable yet, retrying"
+COMMIT_EVERY_S = 0.1  # offsets of durable batches go to the group coordinator at most this often
 
 
 Batch = Sequence[ConsumerRecord[bytes, bytes]]
@@ -47,11 +49,14 @@ async def consume(
     stop: asyncio.Event,
     max_records: int = 200,
     watch: Callable[[AIOKafkaConsumer], Coroutine[Any, Any, None]] | None = None,
+    commit_every_s: float = COMMIT_EVERY_S,
 ) -> None:
     """At-least-once delivery into `handle_batch`; its writes are idempotent, which makes the effect
-    exactly-once. Offsets are committed only after the batch is durable; a transient failure retries
-    the same batch with backoff instead of skipping it. `watch` runs beside the loop while the consumer
-    does (the metrics' lag follower) and is cancelled with it."""
+    exactly-once. Offsets are committed only after the batch is durable, at most every `commit_every_s`
+    (each commit is a round trip to the group coordinator; what a crash leaves uncommitted is redelivered
+    and written once all the same); a transient failure retries the same batch with backoff instead of
+    skipping it. `watch` runs beside the loop while the consumer does (the metrics' lag follower) and is
+    cancelled with it."""
     consumer = AIOKafkaConsumer(
         *topics,
         **access.client_args(),
@@ -68,35 +73,63 @@ async def consume(
         with tracing.processing(records, group_id):  # each record's span, for each attempt
             await handle_batch(records)
 
+    book = OffsetBook(commit_every_s)
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
             # Every partition's records in one call (each partition's in its order): the per-batch costs
             # (a transaction, a lock, the directory read) are paid once, not once per partition.
             records = [record for partition_records in batches.values() for record in partition_records]
-            if not records:
-                continue
-            await _until_done(traced, records, stop)
-            if stop.is_set():
-                return  # uncommitted: the batch is redelivered to whoever consumes next
-            # Another process of the service may have joined or left the group meanwhile, and the
-            # partitions been dealt again: the batch is durable, and whoever holds a partition now reads
-            # it again from the last commit, which the idempotent writes make harmless. So only the
-            # partitions still ours are committed (checked before commit's first await: no race), and a
-            # commit the group refuses because it rebalanced since is dropped the same way.
-            ours = consumer.assignment()
-            offsets = {partition: rs[-1].offset + 1 for partition, rs in batches.items() if partition in ours}
-            try:
-                if offsets:
-                    await consumer.commit(offsets)
-            except CommitFailedError:
-                log.warning("offsets not committed: the group rebalanced; the batch is redelivered")
+            if records:
+                await _until_done(traced, records, stop)
+                if stop.is_set():
+                    break  # this batch stays uncommitted: redelivered to whoever consumes next
+                book.durable({partition: rs[-1].offset + 1 for partition, rs in batches.items()})
+            if book.due(time.monotonic()):
+                await _commit(consumer, book)
+        with contextlib.suppress(KafkaError):  # unreachable now: the next consumer reads those again
+            await _commit(consumer, book)  # what is durable, before leaving the group
     finally:
         if watching is not None:
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watching
         await consumer.stop()
+
+
+async def _commit(consumer: AIOKafkaConsumer, book: OffsetBook) -> None:
+    # Another process of the service may have joined or left the group meanwhile, and the partitions
+    # been dealt again: the batches are durable, and whoever holds a partition now reads it again from the
+    # last commit, which the idempotent writes make harmless. So only the partitions still ours are
+    # committed (checked before commit's first await: no race), and a commit the group refuses because
+    # it rebalanced since is dropped the same way.
+    offsets = book.take(consumer.assignment(), time.monotonic())
+    try:
+        if offsets:
+            await consumer.commit(offsets)
+    except CommitFailedError:
+        log.warning("offsets not committed: the group rebalanced; the batches are redelivered")
+
+
+class OffsetBook:
+    """The next offset to read of each partition whose batches are durable but not yet committed."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.pending: dict[TopicPartition, int] = {}
+        self.last = 0.0  # when offsets were last taken to commit (monotonic)
+
+    def durable(self, offsets: dict[TopicPartition, int]) -> None:
+        self.pending.update(offsets)  # a partition's later batch supersedes its earlier one
+
+    def due(self, now: float) -> bool:
+        return bool(self.pending) and now - self.last >= self.every_s
+
+    def take(self, ours: Collection[TopicPartition], now: float) -> dict[TopicPartition, int]:
+        offsets = {partition: offset for partition, offset in self.pending.items() if partition in ours}
+        self.pending.clear()
+        self.last = now
+        return offsets
 
 
 async def until_reachable(connect: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:
