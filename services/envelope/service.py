@@ -214,7 +214,7 @@ def _validated(model: type[_Model], data: bytes | dict[str, Any], what: str) -> 
             raise EnvelopeError("malformed", f"{what} is not JSON: {reason}") from exc
         if first["type"] == "model_type":
             raise EnvelopeError("malformed", f"{what} is not a JSON object") from exc
-        where = ".".join(str(p) for p in first["loc"]) or what
+        where = ".".join(str(p) for p in (what, *first["loc"]))
         raise EnvelopeError("malformed", f"{where}: {first['msg']}") from exc
 
 
