@@ -76,13 +76,13 @@ async def _submitted(
         "event_id": _record_id(EventType.notice_submitted, coords),
         "type": EventType.notice_submitted,
         "occurred_at": record_time(record),
-        "envelope_sha256": sha256_hex(value),
     }
     try:
         envelope = parse_envelope(value)
     except EnvelopeError as exc:
         return Event(
             **base,
+            envelope_sha256=sha256_hex(value),
             actor="unknown",
             details={"record": coords, "outer_signature": f"unreadable: {exc.code}"},
         )
@@ -94,6 +94,7 @@ async def _submitted(
         verdict = f"invalid: {exc.code}"
     return Event(
         **base,
+        envelope_sha256=envelope.sha256,
         actor=routing.sender,
         agency=routing.sender,
         notice_id=routing.notice_id,

@@ -10,23 +10,25 @@ An envelope is three standard layers (docs/envelope.md):
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from functools import cached_property
+from typing import Any, TypeVar, cast
 
 import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from joserfc import jwe, jws
 from joserfc.errors import JoseError
 from joserfc.jwe import JWERegistry
 from joserfc.jwk import OKPKey
 from joserfc.jws import JWSRegistry
 from joserfc.registry import HeaderParameter
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas.envelopes import (
     ENVELOPE_TYP,
@@ -112,39 +114,108 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"  # RFC 4648 section 5
+# The last character of a canonical base64url string whose length is 2 or 3 modulo 4 carries 4 or 2 unused
+# low bits, all zero (RFC 4648 section 3.5): these are the characters that may end such a string.
+_LAST_OF_2 = frozenset(B64URL_ALPHABET[::16])
+_LAST_OF_3 = frozenset(B64URL_ALPHABET[::4])
+
+
+def _canonical_tail(value: str) -> bool:
+    """Whether a string in the base64url alphabet is the one canonical unpadded spelling of some bytes,
+    judged by its length and last character alone, without decoding it (for any other string: False,
+    or True when only its alphabet is wrong)."""
+    rest = len(value) % 4
+    if rest == 0:
+        return True
+    if rest == 1:  # six bits more than whole bytes: no byte string encodes to this length
+        return False
+    return value[-1] in (_LAST_OF_2 if rest == 2 else _LAST_OF_3)
+
+
+# '+' and '/' are not base64url: they become a byte the lenient decoder skips, like anything else outside
+# the alphabet ('=', white space), so that it decodes fewer bytes than a canonical string of that length.
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_+/", b"+/..")
+
+
 def _b64url_decode(value: str) -> bytes:
     """Strict: only the one canonical unpadded encoding of some bytes is accepted (RFC 7515 section 2),
-    so no two spellings of one envelope exist and the JOSE library never meets what we let through."""
+    so no two spellings of one envelope exist and the JOSE library never meets what we let through.
+    One pass of the C decoder; a skipped character shows as a short result."""
     try:
-        data = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise EnvelopeError("malformed", "a base64url field does not decode") from exc
-    if base64.urlsafe_b64encode(data).rstrip(b"=").decode() != value:
-        raise EnvelopeError("malformed", "a base64url field is not in canonical unpadded form")
-    return data
+        if _canonical_tail(value):
+            standard = value.encode("ascii").translate(_URLSAFE_TO_STANDARD) + b"=" * (-len(value) % 4)
+            data = binascii.a2b_base64(standard)
+            if len(data) == len(value) * 3 // 4:
+                return data
+    except (UnicodeEncodeError, binascii.Error):
+        pass
+    raise EnvelopeError("malformed", "a base64url field is not in canonical unpadded form")
 
 
 def _check_b64url_fields(sealed: GeneralJwe, outer: FlattenedJws) -> None:
-    for value in (outer.signature, sealed.iv, sealed.ciphertext, sealed.tag):
-        _b64url_decode(value)
-    for entry in sealed.recipients:
-        _b64url_decode(entry.encrypted_key)
+    """The fields parse_envelope does not decode; their schema type (B64Url) has checked the alphabet."""
+    canonical = (
+        _canonical_tail(outer.signature)
+        and _canonical_tail(sealed.iv)
+        and _canonical_tail(sealed.ciphertext)
+        and _canonical_tail(sealed.tag)
+        and all(_canonical_tail(entry.encrypted_key) for entry in sealed.recipients)
+    )
+    if not canonical:
+        raise EnvelopeError("malformed", "a base64url field is not in canonical unpadded form")
 
 
 # What the JOSE library and `cryptography` raise on input they cannot use, besides JoseError.
 _LIBRARY_ERRORS = (JoseError, ValueError, KeyError, TypeError)
 
 
+class _DuplicateMember(ValueError):
+    pass
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise _DuplicateMember
+    return value
+
+
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    """A small JSON object (a protected header) in UTF-8, as the envelope's own JSON must be; a member
+    named twice is refused, not resolved, so no two readers of one header can disagree on what it says
+    (docs/envelope.md 4.4)."""
     try:
-        value = json.loads(data)
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_members)
     except RecursionError as exc:
         raise EnvelopeError("malformed", f"{what} is nested too deeply") from exc
-    except ValueError as exc:  # also JSONDecodeError, UnicodeDecodeError, and over-long numbers
+    except _DuplicateMember as exc:
+        raise EnvelopeError("malformed", f"{what} names a member twice") from exc
+    except ValueError as exc:  # also JSONDecodeError, UnicodeDecodeError, a BOM, and over-long numbers
         raise EnvelopeError("malformed", f"{what} is not JSON") from exc
     if not isinstance(value, dict):
         raise EnvelopeError("malformed", f"{what} is not a JSON object")
     return value
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _validated(model: type[_Model], data: bytes | dict[str, Any], what: str) -> _Model:
+    """One pass from JSON bytes (or a parsed header) to the closed model; any failure is `malformed`."""
+    try:
+        if isinstance(data, dict):
+            return model.model_validate(data)
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":  # also not UTF-8, a lone surrogate, too deep, a number too long
+            reason = first["msg"].removeprefix("Invalid JSON: ")
+            raise EnvelopeError("malformed", f"{what} is not JSON: {reason}") from exc
+        if first["type"] == "model_type":
+            raise EnvelopeError("malformed", f"{what} is not a JSON object") from exc
+        where = ".".join(str(p) for p in (what, *first["loc"]))
+        raise EnvelopeError("malformed", f"{where}: {first['msg']}") from exc
 
 
 @dataclass(frozen=True)
@@ -153,13 +224,15 @@ class ParsedEnvelope:
 
     raw: bytes
     outer: FlattenedJws
+    outer_header: dict[str, Any]
     kid: str
     alg: str
     jwe: GeneralJwe
     routing: RoutingHeader
 
-    @property
+    @cached_property
     def sha256(self) -> str:
+        """Hashed once, when first asked for: the gateway, ingest and audit each need it more than once."""
         return sha256_hex(self.raw)
 
 
@@ -171,17 +244,12 @@ def parse_envelope(raw: bytes | str) -> ParsedEnvelope:
         raise EnvelopeError("malformed", "envelope is not valid UTF-8 text") from exc
     if len(data) > MAX_ENVELOPE_BYTES:
         raise EnvelopeError("oversize", f"envelope is {len(data)} bytes, the limit is {MAX_ENVELOPE_BYTES}")
-    try:
-        outer = FlattenedJws.model_validate(_json_object(data, "envelope"))
-        outer_header = _json_object(_b64url_decode(outer.protected), "outer protected header")
-        sealed = GeneralJwe.model_validate(_json_object(_b64url_decode(outer.payload), "JWE"))
-        jwe_header = _json_object(_b64url_decode(sealed.protected), "JWE protected header")
-        routing = RoutingHeader.model_validate(jwe_header)
-        _check_b64url_fields(sealed, outer)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "envelope"
-        raise EnvelopeError("malformed", f"{where}: {first['msg']}") from exc
+    outer = _validated(FlattenedJws, data, "envelope")
+    outer_header = _json_object(_b64url_decode(outer.protected), "outer protected header")
+    sealed = _validated(GeneralJwe, _b64url_decode(outer.payload), "JWE")
+    jwe_header = _json_object(_b64url_decode(sealed.protected), "JWE protected header")
+    routing = _validated(RoutingHeader, jwe_header, "JWE protected header")
+    _check_b64url_fields(sealed, outer)
     alg, kid = outer_header.get("alg"), outer_header.get("kid")
     if alg not in SIGNATURE_ALGS:
         raise EnvelopeError("bad_algorithm", f"outer signature algorithm {alg!r} is not accepted")
@@ -194,16 +262,24 @@ def parse_envelope(raw: bytes | str) -> ParsedEnvelope:
     for entry in sealed.recipients:
         if entry.header.get("alg") != KEY_WRAP_ALG:
             raise EnvelopeError("bad_algorithm", f"key wrapping must be {KEY_WRAP_ALG}")
-    return ParsedEnvelope(data, outer, kid, alg, sealed, routing)
+    return ParsedEnvelope(data, outer, outer_header, kid, alg, sealed, routing)
 
 
 def verify_outer(envelope: ParsedEnvelope, signer: PublicKey) -> None:
     """Checks the outer signature and that its key belongs to the named sender; needs no decryption key."""
     if signer.agency != envelope.routing.sender:
         raise EnvelopeError("signer_mismatch", f"key {signer.kid} is not a key of {envelope.routing.sender}")
+    outer = envelope.outer
     try:
-        jws.deserialize_json(cast(Any, envelope.outer.model_dump()), signer.key, registry=_JWS_REGISTRY)
-    except _LIBRARY_ERRORS as exc:
+        # What joserfc checked before verifying: its rules for header parameters (crit, the types of the
+        # registered ones, no others), and that the key may verify. Then Ed25519 straight over the segments
+        # as received; parse_envelope has checked alg and that the signature is canonical base64url.
+        _JWS_REGISTRY.check_header(envelope.outer_header)
+        public = signer.key.get_op_key("verify")
+        if not isinstance(public, Ed25519PublicKey):
+            raise TypeError(f"key {signer.kid} is not an Ed25519 key")
+        public.verify(_b64url_decode(outer.signature), f"{outer.protected}.{outer.payload}".encode())
+    except (InvalidSignature, *_LIBRARY_ERRORS) as exc:
         raise EnvelopeError("bad_signature", "outer signature does not verify") from exc
 
 

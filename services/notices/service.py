@@ -41,7 +41,7 @@ SOURCE = "deskbridge/gateway"
 def rejection(actor: str, reason: str, detail: str, raw: bytes, envelope: ParsedEnvelope | None) -> Event:
     """The audit record of a refused submission: who tried, why, and the hash of what they sent."""
     routing = envelope.routing if envelope is not None else None
-    digest = sha256_hex(raw)
+    digest = envelope.sha256 if envelope is not None else sha256_hex(raw)
     return Event(
         event_id=fact_id("rejected", actor, digest, reason),  # the id this fact has always had
         type=EventType.notice_rejected,
