@@ -8,7 +8,15 @@ from enum import StrEnum
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 AGENCY_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
 CASE_REF_PATTERN = r"^[A-Z]{2,8}-[0-9]{4}-[0-9A-Z]{1,12}$"
@@ -63,6 +71,20 @@ def _in_utc(value: datetime) -> datetime:
         raise ValueError("timestamp is outside the years 1 to 9999 once converted to UTC") from None
 
 
+# RFC 3339 section 5.6 date-time, as JSON Schema's "date-time" means it (a missing offset is left to
+# _aware, which names it). pydantic alone would also read a number, or a string of digits, as Unix time,
+# which no other client's schema check takes.
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
+
+
+def _rfc3339_text(value: object) -> object:
+    if isinstance(value, datetime):  # made in Python, not read from text
+        return value
+    if not isinstance(value, str) or RFC3339.fullmatch(value) is None:
+        raise ValueError("timestamp must be RFC 3339 text, e.g. 2025-03-31T09:00:00Z")
+    return value
+
+
 def _aware(value: datetime) -> datetime:
     if value.utcoffset() is None:
         raise ValueError("timestamp must carry a UTC offset (timezone), e.g. 2025-03-31T09:00:00Z")
@@ -77,7 +99,7 @@ def _read_as_utc(value: datetime) -> datetime:
 # A time every stage can compare and store: with an offset, and within datetime's years in UTC too (year
 # 9999 at -14:00 is year 10000 in UTC). Every boundary refuses the same values, so the gateway never takes
 # what ingest, the database or the audit log would then fail on.
-AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+AwareDatetime = Annotated[datetime, BeforeValidator(_rfc3339_text), AfterValidator(_aware)]
 # A time to compare with (a query's bounds): one without an offset is read as UTC; converted to UTC.
 UtcDatetime = Annotated[datetime, AfterValidator(_read_as_utc)]
 

@@ -326,6 +326,17 @@ def test_a_huge_number_in_the_routing_header_is_malformed(envelope: bytes, numbe
     expect("malformed", lambda: parse_envelope(_build(outer, jwe)))
 
 
+@pytest.mark.parametrize(
+    "sent_at", ["1767225600", "1767225600.5", '"1767225600"', '"2026-01-01 00:00:00Z"', '"2026-01-01T00:00Z"']
+)
+def test_a_time_that_is_not_rfc_3339_text_is_malformed(envelope: bytes, sent_at: str) -> None:
+    """Unix time (a number or digits) and other spellings pydantic would read are not RFC 3339."""
+    outer, jwe = _parts(envelope)
+    jwe_header = json.dumps({**json.loads(unb64(jwe["protected"])), "sent_at": "TIME"})
+    jwe["protected"] = b64(jwe_header.replace('"TIME"', sent_at).encode())
+    expect("malformed", lambda: parse_envelope(_build(outer, jwe)))
+
+
 DEEP = 100_000
 
 
