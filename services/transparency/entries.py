@@ -21,6 +21,14 @@ def entry_hash(record: AuditRecord) -> str:
     return sha256_hex(_canonical(record.model_dump(exclude={"entry_hash"})))
 
 
+def chained(fields: dict[str, Any]) -> tuple[str, bytes]:
+    """(entry hash, Merkle leaf hash) of a record given as the fields of an AuditRecord but entry_hash,
+    as model_dump writes them: what entry_hash and record_leaf_hash give, without building the record."""
+    leaf = {name: value for name, value in fields.items() if name != "prev_hash"}
+    plain = _plain(fields)
+    return sha256_hex(canonical_json(fields, plain)), merkle.leaf_hash(canonical_json(leaf, plain))
+
+
 def leaf_data(record: AuditRecord) -> bytes:
     """The Merkle leaf: canonical JSON of the record without its derived chain hashes. It holds metadata
     and envelope hashes only, so erasing a person (destroying a notice's keys) never changes a leaf."""
@@ -28,12 +36,15 @@ def leaf_data(record: AuditRecord) -> bytes:
 
 
 def _canonical(fields: dict[str, Any]) -> bytes:
+    return canonical_json(fields, plain=_plain(fields))
+
+
+def _plain(fields: dict[str, Any]) -> bool:
     # A record holds no floats and its details only safe integers (its schema), so it is plain JSON for
     # canonical_json unless its seq passed 2**53 or a detail's name reaches beyond the BMP.
-    plain = fields["seq"] <= SAFE_INTEGER and all(
+    return fields["seq"] <= SAFE_INTEGER and all(
         max(name, default="") < "\U00010000" for name in fields["details"]
     )
-    return canonical_json(fields, plain=plain)
 
 
 def record_leaf_hash(record: AuditRecord) -> bytes:

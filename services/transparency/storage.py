@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Row, and_, bindparam, delete, event, insert, or_, select, tuple_
+from sqlalchemy import ColumnElement, Row, bindparam, delete, event, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -57,6 +57,12 @@ def _widest(rows: Sequence[Row[Any, Any, Any]]) -> dict[Tile, bytes]:
 _TILE = TlogTile.__table__.c
 _ONE_TILE = select(_TILE.level, _TILE.idx, _TILE.hashes).where(
     _TILE.level == bindparam("level"), _TILE.idx == bindparam("idx")
+)
+_INSERT_TILE = insert(TlogTile)
+_DELETE_NARROWER = delete(TlogTile).where(
+    TlogTile.level == bindparam("level"),
+    TlogTile.idx == bindparam("idx"),
+    TlogTile.width < bindparam("width"),
 )
 _TILES = select(_TILE.level, _TILE.idx, _TILE.hashes).where(
     tuple_(_TILE.level, _TILE.idx).in_(bindparam("tiles", expanding=True))
@@ -130,19 +136,21 @@ async def add_leaves(
         return
     edge = await _edge(session, head)
     changed = edge.append(leaf_hashes)
-    await session.execute(
-        insert(TlogTile),
+    await (await session.connection()).execute(
+        _INSERT_TILE,
         [
             {"level": level, "idx": idx, "width": len(hashes) // tiles.HASH, "hashes": hashes}
             for (level, idx), hashes in changed.items()
         ],
     )
     # The narrower rows are prefixes of the new ones: the only deletion the database allows.
-    superseded = [
-        and_(TlogTile.level == level, TlogTile.idx == idx, TlogTile.width < len(hashes) // tiles.HASH)
-        for (level, idx), hashes in changed.items()
-    ]
-    await session.execute(delete(TlogTile).where(or_(*superseded)))
+    await (await session.connection()).execute(
+        _DELETE_NARROWER,
+        [
+            {"level": level, "idx": idx, "width": len(hashes) // tiles.HASH}
+            for (level, idx), hashes in changed.items()
+        ],
+    )
     url = _database(session)
     _edges[url] = (new_head, edge)
     full = {tile: hashes for tile, hashes in changed.items() if len(hashes) == tiles.TILE_BYTES}
