@@ -178,13 +178,31 @@ def _tiles_read_by(compute: Callable[[merkle.GetNode], Any]) -> set[Tile]:
     return wanted
 
 
-def _run(compute: Callable[[merkle.GetNode], T], found: Mapping[Tile, tiles.TileNodes]) -> T:
+_ZERO = bytes(merkle.HASH_SIZE)
+
+
+def _run(
+    compute: Callable[[merkle.GetNode], T],
+    found: dict[Tile, tiles.TileNodes],
+    lookup: Callable[[Tile], tiles.TileNodes | None] | None = None,
+) -> T:
+    """`compute` over the nodes of the tiles `found`; a tile not there is asked of `lookup` (and kept),
+    and where it has none either, its nodes read as zeroes (a run that only learns what is missing)."""
+
     def get(level: int, idx: int) -> bytes:
         tile, offset, _ = tiles.node_tile(level, idx)
+        nodes = found.get(tile)
+        if nodes is None and lookup is not None:
+            nodes = lookup(tile)
+            if nodes is None:
+                return _ZERO
+            found[tile] = nodes
         height = level % HEIGHT
         try:
-            return found[tile].node(height, offset >> height)
-        except LookupError:  # KeyError too: no such tile stored
+            if nodes is None:
+                raise LookupError(tile)
+            return nodes.node(height, offset >> height)
+        except LookupError:
             raise TreeError(f"the stored tree has no node at level {level} index {idx}") from None
 
     return compute(get)
@@ -284,16 +302,22 @@ async def _proof(session: AsyncSession, size: int, compute: Callable[[merkle.Get
     if known is None or size > known.size:
         _check_size(size, await tree_size(session), "size")
         known = None
-    wanted = _tiles_read_by(compute)
+    # Run at once over what is in memory, noting the tiles that are not (their nodes read as zeroes):
+    # when none is missing, that run is the proof; else a second runs once they are read.
     found: dict[Tile, tiles.TileNodes] = {}
-    for tile in wanted:
+    missing: set[Tile] = set()
+
+    def from_memory(tile: Tile) -> tiles.TileNodes | None:
         nodes = (known.tile(tile) if known is not None else None) or _full.get(url, tile)
-        if nodes is not None:
-            found[tile] = nodes
+        if nodes is None:
+            missing.add(tile)
+        return nodes
+
+    proof = _run(compute, found, from_memory)
+    if not missing and known is not None:
+        return proof
     edge = tiles.partial_tiles(size) if known is None else {}
-    read = await read_tiles_at(
-        session, (wanted - found.keys()) | {(level, idx) for level, (idx, _) in edge.items()}
-    )
+    read = await read_tiles_at(session, missing | {(level, idx) for level, (idx, _) in edge.items()})
     for tile, hashes in read.items():
         found[tile] = tiles.TileNodes(hashes)
         if len(hashes) == tiles.TILE_BYTES:
@@ -301,7 +325,7 @@ async def _proof(session: AsyncSession, size: int, compute: Callable[[merkle.Get
     if known is None and all((level, idx) in read for level, (idx, _) in edge.items()):
         cut = {level: (idx, read[(level, idx)][: width * tiles.HASH]) for level, (idx, width) in edge.items()}
         _learn(url, _Known.of(size, cut))
-    return _run(compute, found)
+    return proof if not missing else _run(compute, found)
 
 
 async def tile(session: AsyncSession, level: int, index: int, width: int) -> bytes:
