@@ -262,7 +262,11 @@ _COMMITTED = "tlog_tiles.committed"  # session.info: what an append's commit mak
 
 
 def _learn(url: str, known: _Known) -> None:
-    if url not in _known or known.size > _known[url].size:
+    older = _known.get(url)
+    if older is None or known.size > older.size:
+        for level, (idx, nodes) in known.partial.items():
+            if (was := older.partial.get(level) if older is not None else None) is not None and was[0] == idx:
+                nodes.grows(was[1])
         _known[url] = known
 
 

@@ -53,34 +53,47 @@ class TileNodes:
     """A tile's hashes and every subtree hash within them, hashed once on first use rather than per proof:
     row h holds the nodes of tree level 8L + h over the tile's span (row 0 the stored hashes), as many as
     the tile's width completes. Tiles never change once full, and a partial tile only grows, so the
-    nodes a tile of some width completes are those of every wider version of it."""
+    nodes a tile of some width completes are those of every wider version of it: a wider version hashes
+    only its new nodes when it is told of a narrower one (`grows`)."""
 
-    __slots__ = ("hashes", "_rows")
+    __slots__ = ("hashes", "_rows", "_narrower")
 
     def __init__(self, hashes: bytes) -> None:
         self.hashes = hashes
         self._rows: list[bytes] | None = None
+        self._narrower: TileNodes | None = None
+
+    def grows(self, narrower: TileNodes) -> None:
+        """Takes the nodes a narrower version of this tile hashed (or will have, when first used); at most
+        one version is held, one whose nodes were hashed, so a run of versions never used keeps nothing."""
+        base = narrower if narrower._rows is not None else narrower._narrower
+        if self._rows is None and base is not None and self.hashes.startswith(base.hashes):
+            self._narrower = base
 
     def node(self, height: int, index: int) -> bytes:
         """Node `index` (from the tile's left) of row `height`; LookupError if the tile does not reach it."""
         if self._rows is None:
-            self._rows = _rows(self.hashes)
+            self._rows = _rows(self.hashes, self._narrower._rows if self._narrower is not None else None)
+            self._narrower = None
         row = self._rows[height] if height < len(self._rows) else b""
         if (index + 1) * HASH > len(row) or index < 0:
             raise LookupError(f"the tile holds no node {index} at height {height}")
         return row[index * HASH : (index + 1) * HASH]
 
 
-def _rows(hashes: bytes) -> list[bytes]:
-    """Each row from the one below: a pair of adjacent hashes is 64 consecutive bytes (RFC 9162 node)."""
+def _rows(hashes: bytes, kept: list[bytes] | None = None) -> list[bytes]:
+    """Each row from the one below: a pair of adjacent hashes is 64 consecutive bytes (RFC 9162 node).
+    `kept`: the rows of a narrower version of the tile, whose nodes are not hashed again."""
     sha256 = hashlib.sha256
     rows = [hashes]
     while len(rows[-1]) >= 2 * HASH:
         below = rows[-1]
+        done = kept[len(rows)] if kept is not None and len(rows) < len(kept) else b""
         rows.append(
-            b"".join(
+            done
+            + b"".join(
                 sha256(b"\x01" + below[i : i + 2 * HASH]).digest()
-                for i in range(0, len(below) - 2 * HASH + 1, 2 * HASH)
+                for i in range(2 * len(done), len(below) - 2 * HASH + 1, 2 * HASH)
             )
         )
     return rows

@@ -176,6 +176,10 @@ async def test_proofs_from_memory_are_those_of_the_stored_tiles(engine: AsyncEng
     for batch in (3, 300, 1, 250, 70):
         await _append(engine, size + 1, size + batch)
         size += batch
+        async with make_sessionmaker(engine)() as session:  # a proof between appends, as in service
+            for index in (0, size - 1):
+                stored = await storage.with_nodes(session, partial(merkle.inclusion_proof, index, size))
+                assert await storage.inclusion(session, index, size) == stored
     assert storage._known[url].size == size == 624
     statements = _Statements(engine)
     async with make_sessionmaker(engine)() as session:
