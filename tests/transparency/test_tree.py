@@ -211,6 +211,12 @@ async def test_proofs_from_memory_are_those_of_the_stored_tiles(engine: AsyncEng
                 assert len(storage._full._tiles) == 1
         finally:
             storage._full.capacity = storage.CACHED_TILES
+    # A session with no transaction open is left so: the tile is read on a connection of its own.
+    storage._full.clear()
+    async with make_sessionmaker(engine)() as session:
+        statements.taken()
+        assert await storage.inclusion(session, 5, 600) == merkle.inclusion_proof(5, 600, reference.get_node)
+        assert statements.taken() == 1 and not session.in_transaction()
     # A batch rolled back is never known: the size beyond is asked of the database, which refuses it.
     async with make_sessionmaker(engine)() as session:
         await append(session, [_event(n) for n in range(625, 700)])
