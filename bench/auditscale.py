@@ -76,14 +76,19 @@ async def _fill(engine: AsyncEngine, start: int, end: int) -> None:
             while high >> (8 * level):
                 before, after = low >> (8 * level), high >> (8 * level)  # nodes of tree level 8 * level
                 if before < after:  # the tiles those new nodes land in, each at its new width
+                    # A tile partly written before (by the appends timed at a smaller size) keeps its
+                    # hashes as the prefix of its wider row: the only growth the database allows.
                     await connection.execute(
                         text(
                             "INSERT INTO tlog_tiles (level, idx, width, hashes) "
-                            "SELECT CAST(:level AS smallint), n, w, "
+                            "SELECT CAST(:level AS smallint), n, w, coalesce(p.hashes, '') || substring("
                             "decode(repeat(md5(n::text) || md5(CAST(:level AS text) || n::text), w), 'hex') "
-                            "FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS n, "
-                            "LATERAL (SELECT CAST(LEAST(256, CAST(:after AS bigint) - n * 256) AS integer) "
-                            "AS w) AS t"
+                            "FROM coalesce(length(p.hashes), 0) + 1) "
+                            "FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS n "
+                            "CROSS JOIN LATERAL (SELECT CAST(LEAST(256, CAST(:after AS bigint) - n * 256) "
+                            "AS integer) AS w) AS t "
+                            "LEFT JOIN LATERAL (SELECT hashes FROM tlog_tiles "
+                            "WHERE level = :level AND idx = n ORDER BY width DESC LIMIT 1) AS p ON true"
                         ),
                         {"level": level, "after": after, "first": before // 256, "last": (after - 1) // 256},
                     )

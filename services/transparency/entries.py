@@ -3,6 +3,7 @@ the check of a run of entries against that chain. The log's storage is service.p
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -14,11 +15,29 @@ from services.transparency import merkle
 
 GENESIS_HASH = "0" * 64
 DERIVED_FIELDS = frozenset({"prev_hash", "entry_hash"})
+_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def entry_hash(record: AuditRecord) -> str:
     """SHA-256 over the canonical JSON of every field but the hash itself, the previous hash included."""
     return sha256_hex(_canonical(record.model_dump(exclude={"entry_hash"})))
+
+
+def chained(fields: dict[str, Any]) -> tuple[str, bytes]:
+    """(entry hash, Merkle leaf hash) of a record given as the fields of an AuditRecord but entry_hash,
+    as model_dump writes them: what entry_hash and record_leaf_hash give, without building the record,
+    and with one canonical encoding, not two: the entry hash covers the leaf's JSON with prev_hash added,
+    and prev_hash sorts just before the top-level recorded_at. That key is the last `,"recorded_at":`
+    in the leaf's JSON: only a key's opening quote follows a comma (a quote inside a string is escaped,
+    and a string's closing quote is followed by `,`, `:` or `}`), and the only other object, details,
+    comes before it."""
+    prev = fields["prev_hash"]
+    if not _HEX.fullmatch(prev):
+        raise ValueError("prev_hash is not a SHA-256 in lowercase hex")
+    data = _canonical({name: value for name, value in fields.items() if name != "prev_hash"})
+    at = data.rindex(b',"recorded_at":') + 1
+    entry = b"".join((data[:at], b'"prev_hash":"', prev.encode(), b'",', data[at:]))
+    return sha256_hex(entry), merkle.leaf_hash(data)
 
 
 def leaf_data(record: AuditRecord) -> bytes:
@@ -28,12 +47,15 @@ def leaf_data(record: AuditRecord) -> bytes:
 
 
 def _canonical(fields: dict[str, Any]) -> bytes:
+    return canonical_json(fields, plain=_plain(fields))
+
+
+def _plain(fields: dict[str, Any]) -> bool:
     # A record holds no floats and its details only safe integers (its schema), so it is plain JSON for
     # canonical_json unless its seq passed 2**53 or a detail's name reaches beyond the BMP.
-    plain = fields["seq"] <= SAFE_INTEGER and all(
+    return fields["seq"] <= SAFE_INTEGER and all(
         max(name, default="") < "\U00010000" for name in fields["details"]
     )
-    return canonical_json(fields, plain=plain)
 
 
 def record_leaf_hash(record: AuditRecord) -> bytes:

@@ -93,10 +93,11 @@ def _range_hash(start: int, end: int, get_node: GetNode) -> bytes:
     is >= end - start, so the range splits into aligned complete subtrees read with get_node."""
     subtrees: list[bytes] = []
     width = end - start
-    for level in reversed(range(width.bit_length())):
-        if width >> level & 1:
-            subtrees.append(get_node(level, start >> level))
-            start += 1 << level
+    while width:  # one step per set bit, largest first (a proof makes ~log2(n) of these calls)
+        level = width.bit_length() - 1
+        subtrees.append(get_node(level, start >> level))
+        start += 1 << level
+        width -= 1 << level
     return _fold(subtrees)
 
 

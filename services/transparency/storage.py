@@ -1,6 +1,8 @@
 """The audit log's RFC 9162 Merkle tree in the database as C2SP tlog-tiles (table tlog_tiles, append-only):
 each append writes the tiles it changed, once per batch, from the right edge the appending process keeps
-in memory; roots and proofs read a handful of tiles (one query) and hash within them.
+in memory; roots and proofs read a handful of tiles (one query) and hash within them. Proofs are served
+from what this process knows once committed (the right edge at the latest size it saw, full tiles in an
+LRU cache), so a proof reads at most the one tile under its leaf from the database.
 
 The maths is merkle.py and tiles.py (pure); this module is their storage and nothing else. What a leaf
 is belongs to the log (entries.py), the signed checkpoints to checkpoints.py.
@@ -8,11 +10,14 @@ is belongs to the log (entries.py), the signed checkpoints to checkpoints.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, Row, bindparam, delete, event, insert, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 from services.platform.errors import Error
 from services.transparency import merkle, tiles
@@ -34,28 +39,46 @@ class TreeError(Error):
 
 async def read_tiles(session: AsyncSession, *where: ColumnElement[bool]) -> dict[Tile, bytes]:
     """The widest stored version of each tile that matches, in one query: a partial tile is a prefix of
-    every wider version of it, so the widest serves any width up to its own."""
-    widest = (
-        select(TlogTile.level, TlogTile.idx, func.max(TlogTile.width).label("width"))
-        .where(*where)
-        .group_by(TlogTile.level, TlogTile.idx)
-        .subquery()
-    )
-    query = select(TlogTile.level, TlogTile.idx, TlogTile.hashes).join(
-        widest,
-        and_(
-            TlogTile.level == widest.c.level, TlogTile.idx == widest.c.idx, TlogTile.width == widest.c.width
-        ),
-    )
-    return {(level, idx): hashes for level, idx, hashes in (await session.execute(query)).all()}
+    every wider version of it, so the widest serves any width up to its own. (A committed log holds one
+    row per tile: an append deletes the narrower row in the transaction that writes the wider one.)"""
+    query = select(TlogTile.level, TlogTile.idx, TlogTile.hashes).where(*where)
+    return _widest((await session.execute(query)).all())
 
 
-async def read_tiles_at(session: AsyncSession, wanted: set[Tile]) -> dict[Tile, bytes]:
+def _widest(rows: Sequence[Row[Any, Any, Any]]) -> dict[Tile, bytes]:
+    found: dict[Tile, bytes] = {}
+    for level, idx, hashes in rows:
+        if len(hashes) > len(found.get((level, idx), b"")):
+            found[(level, idx)] = hashes
+    return found
+
+
+# Built once: building a statement per proof costs more than the query it sends.
+_TILE = TlogTile.__table__.c
+_ONE_TILE = select(_TILE.level, _TILE.idx, _TILE.hashes).where(
+    _TILE.level == bindparam("level"), _TILE.idx == bindparam("idx")
+)
+_INSERT_TILE = insert(TlogTile)
+_DELETE_NARROWER = delete(TlogTile).where(
+    TlogTile.level == bindparam("level"),
+    TlogTile.idx == bindparam("idx"),
+    TlogTile.width < bindparam("width"),
+)
+_TILES = select(_TILE.level, _TILE.idx, _TILE.hashes).where(
+    tuple_(_TILE.level, _TILE.idx).in_(bindparam("tiles", expanding=True))
+)
+
+
+async def read_tiles_at(session: AsyncSession | AsyncConnection, wanted: set[Tile]) -> dict[Tile, bytes]:
+    """The widest stored version of each of these tiles, in one query."""
     if not wanted:
         return {}
-    return await read_tiles(
-        session, or_(*(and_(TlogTile.level == level, TlogTile.idx == idx) for level, idx in sorted(wanted)))
-    )
+    if len(wanted) == 1:
+        [(level, idx)] = wanted
+        result = await session.execute(_ONE_TILE, {"level": level, "idx": idx})
+    else:
+        result = await session.execute(_TILES, {"tiles": sorted(wanted)})
+    return _widest(result.all())
 
 
 async def stored_hashes(session: AsyncSession, tile_level: int, start: int, end: int) -> dict[int, bytes]:
@@ -113,43 +136,212 @@ async def add_leaves(
         return
     edge = await _edge(session, head)
     changed = edge.append(leaf_hashes)
-    session.add_all(
-        TlogTile(level=level, idx=idx, width=len(hashes) // tiles.HASH, hashes=hashes)
-        for (level, idx), hashes in changed.items()
+    await (await session.connection()).execute(
+        _INSERT_TILE,
+        [
+            {"level": level, "idx": idx, "width": len(hashes) // tiles.HASH, "hashes": hashes}
+            for (level, idx), hashes in changed.items()
+        ],
     )
-    await session.flush()
     # The narrower rows are prefixes of the new ones: the only deletion the database allows.
-    superseded = [
-        and_(TlogTile.level == level, TlogTile.idx == idx, TlogTile.width < len(hashes) // tiles.HASH)
-        for (level, idx), hashes in changed.items()
-    ]
-    await session.execute(delete(TlogTile).where(or_(*superseded)))
-    _edges[_database(session)] = (new_head, edge)
+    await (await session.connection()).execute(
+        _DELETE_NARROWER,
+        [
+            {"level": level, "idx": idx, "width": len(hashes) // tiles.HASH}
+            for (level, idx), hashes in changed.items()
+        ],
+    )
+    url = _database(session)
+    _edges[url] = (new_head, edge)
+    full = {tile: hashes for tile, hashes in changed.items() if len(hashes) == tiles.TILE_BYTES}
+    session.info[_COMMITTED] = (url, _Known.of(edge.size, edge.partial()), full)
 
 
 async def with_nodes(session: AsyncSession, compute: Callable[[merkle.GetNode], T]) -> T:
     """Runs a pure tree function over the stored tiles: a dry run learns which nodes it reads (the
     pattern does not depend on hash values), then one query fetches the tiles that hold them: at most two
-    per tile level (the one under the leaf or old size, and the right edge's), 3 levels up to 2**24."""
-    wanted: set[tuple[int, int]] = set()
+    per tile level (the one under the leaf or old size, and the right edge's), 3 levels up to 2**24.
+    Always from the database: what the start-up check compares with the entries."""
+    wanted = _tiles_read_by(compute)
+    found = await read_tiles_at(session, wanted)
+    return _run(compute, {tile: tiles.TileNodes(hashes) for tile, hashes in found.items()})
+
+
+def _tiles_read_by(compute: Callable[[merkle.GetNode], Any]) -> set[Tile]:
+    wanted: set[Tile] = set()
 
     def note(level: int, idx: int) -> bytes:
-        wanted.add((level, idx))
+        wanted.add(tiles.node_tile(level, idx)[0])
         return bytes(merkle.HASH_SIZE)
 
     compute(note)
-    found = await read_tiles_at(session, {tiles.node_tile(level, idx)[0] for level, idx in wanted})
-    nodes: dict[tuple[int, int], bytes] = {}
+    return wanted
+
+
+_ZERO = bytes(merkle.HASH_SIZE)
+
+
+def _run(
+    compute: Callable[[merkle.GetNode], T],
+    found: dict[Tile, tiles.TileNodes],
+    lookup: Callable[[Tile], tiles.TileNodes | None] | None = None,
+) -> T:
+    """`compute` over the nodes of the tiles `found`; a tile not there is asked of `lookup` (and kept),
+    and where it has none either, its nodes read as zeroes (a run that only learns what is missing)."""
 
     def get(level: int, idx: int) -> bytes:
-        if (level, idx) not in nodes:
-            try:
-                nodes[(level, idx)] = tiles.node_from_tiles(level, idx, found)
-            except LookupError:
-                raise TreeError(f"the stored tree has no node at level {level} index {idx}") from None
-        return nodes[(level, idx)]
+        tile, offset, _ = tiles.node_tile(level, idx)
+        nodes = found.get(tile)
+        if nodes is None and lookup is not None:
+            nodes = lookup(tile)
+            if nodes is None:
+                return _ZERO
+            found[tile] = nodes
+        height = level % HEIGHT
+        try:
+            if nodes is None:
+                raise LookupError(tile)
+            return nodes.node(height, offset >> height)
+        except LookupError:
+            raise TreeError(f"the stored tree has no node at level {level} index {idx}") from None
 
     return compute(get)
+
+
+# ---- what this process knows of the committed tree -----------------------------------------------------
+
+CACHED_TILES = 2048  # full tiles kept per process, ~17 KB each with their inner nodes: ~34 MB at most
+
+
+class _FullTiles:
+    """An LRU cache of full tiles, keyed by database and tile: a full tile never changes, so what was
+    read or written once serves every later proof."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._tiles: OrderedDict[tuple[str, int, int], tiles.TileNodes] = OrderedDict()
+
+    def get(self, url: str, tile: Tile) -> tiles.TileNodes | None:
+        found = self._tiles.get((url, *tile))
+        if found is not None:
+            self._tiles.move_to_end((url, *tile))
+        return found
+
+    def put(self, url: str, tile: Tile, nodes: tiles.TileNodes) -> None:
+        self._tiles[(url, *tile)] = nodes
+        self._tiles.move_to_end((url, *tile))
+        while len(self._tiles) > self.capacity:
+            self._tiles.popitem(last=False)
+
+    def clear(self) -> None:
+        self._tiles.clear()
+
+
+@dataclass(frozen=True)
+class _Known:
+    """The committed tree at `size`: its partial tile of each level, (index, nodes). Entries once
+    committed never change, so these serve a proof at any size up to this one without asking the
+    database how large the tree is, nor reading its right edge."""
+
+    size: int
+    partial: dict[int, tuple[int, tiles.TileNodes]]
+
+    @classmethod
+    def of(cls, size: int, partial: Mapping[int, tuple[int, bytes]]) -> _Known:
+        return cls(size, {level: (idx, tiles.TileNodes(h)) for level, (idx, h) in partial.items()})
+
+    def tile(self, tile: Tile) -> tiles.TileNodes | None:
+        level, idx = tile
+        found = self.partial.get(level)
+        return found[1] if found is not None and found[0] == idx else None
+
+
+_full = _FullTiles(CACHED_TILES)
+_known: dict[str, _Known] = {}  # per database: the largest committed tree this process saw
+_COMMITTED = "tlog_tiles.committed"  # session.info: what an append's commit makes known
+
+
+def _learn(url: str, known: _Known) -> None:
+    older = _known.get(url)
+    if older is None or known.size > older.size:
+        for level, (idx, nodes) in known.partial.items():
+            if (was := older.partial.get(level) if older is not None else None) is not None and was[0] == idx:
+                nodes.grows(was[1])
+        _known[url] = known
+
+
+def forget() -> None:
+    """Drops what this process knows of every tree (tests; a restored database)."""
+    _known.clear()
+    _full.clear()
+    _edges.clear()
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    # After after_commit, which took it: what an append left in a transaction that ended otherwise
+    # (rolled back, closed) is never known.
+    if transaction.parent is None:
+        session.info.pop(_COMMITTED, None)
+
+
+@event.listens_for(Session, "after_commit")
+def _committed(session: Session) -> None:
+    committed = session.info.pop(_COMMITTED, None)
+    if committed is not None:
+        url, known, full = committed
+        _learn(url, known)
+        for tile, hashes in full.items():
+            _full.put(url, tile, tiles.TileNodes(hashes))
+
+
+async def _proof(session: AsyncSession, size: int, compute: Callable[[merkle.GetNode], T]) -> T:
+    """Runs a proof of the tree at `size` over what this process knows, reading only the rest (one
+    query): up to the largest size it saw committed (its own appends, or earlier reads), neither the
+    tree's size nor its right edge is read; beyond it (another appender, or a standby that appends
+    nothing) the database's size is checked and the right edge at `size` is read with the proof's tiles,
+    then known for the next proofs."""
+    url = _database(session)
+    known = _known.get(url)
+    if known is None or size > known.size:
+        _check_size(size, await tree_size(session), "size")
+        known = None
+    # Run at once over what is in memory, noting the tiles that are not (their nodes read as zeroes):
+    # when none is missing, that run is the proof; else a second runs once they are read.
+    found: dict[Tile, tiles.TileNodes] = {}
+    missing: set[Tile] = set()
+
+    def from_memory(tile: Tile) -> tiles.TileNodes | None:
+        nodes = (known.tile(tile) if known is not None else None) or _full.get(url, tile)
+        if nodes is None:
+            missing.add(tile)
+        return nodes
+
+    proof = _run(compute, found, from_memory)
+    if not missing and known is not None:
+        return proof
+    edge = tiles.partial_tiles(size) if known is None else {}
+    read = await _read_alone(session, missing | {(level, idx) for level, (idx, _) in edge.items()})
+    for tile, hashes in read.items():
+        found[tile] = tiles.TileNodes(hashes)
+        if len(hashes) == tiles.TILE_BYTES:
+            _full.put(url, tile, found[tile])
+    if known is None and all((level, idx) in read for level, (idx, _) in edge.items()):
+        cut = {level: (idx, read[(level, idx)][: width * tiles.HASH]) for level, (idx, width) in edge.items()}
+        _learn(url, _Known.of(size, cut))
+    return proof if not missing else _run(compute, found)
+
+
+async def _read_alone(session: AsyncSession, wanted: set[Tile]) -> dict[Tile, bytes]:
+    """read_tiles_at; while the session has no transaction open, on a connection of its own in
+    autocommit: one round trip rather than BEGIN and the query. It reads nothing but tiles, which only
+    grow (the widest row is taken), so no transaction's snapshot is needed to read them consistently."""
+    engine = session.bind
+    if session.in_transaction() or not isinstance(engine, AsyncEngine) or not wanted:
+        return await read_tiles_at(session, wanted)
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        return await read_tiles_at(connection, wanted)
 
 
 async def tile(session: AsyncSession, level: int, index: int, width: int) -> bytes:
@@ -189,14 +381,14 @@ async def root_at(session: AsyncSession, size: int) -> bytes:
 
 
 async def inclusion(session: AsyncSession, index: int, size: int) -> list[bytes]:
-    _check_size(size, await tree_size(session), "size")
     if not 0 <= index < size:
+        _check_size(size, await tree_size(session), "size")
         raise TreeError(f"leaf {index} is not in a tree of size {size}")
-    return await with_nodes(session, lambda get: merkle.inclusion_proof(index, size, get))
+    return await _proof(session, size, lambda get: merkle.inclusion_proof(index, size, get))
 
 
 async def consistency(session: AsyncSession, old: int, new: int) -> list[bytes]:
-    _check_size(new, await tree_size(session), "size")
     if not 0 <= old <= new:
+        _check_size(new, await tree_size(session), "size")
         raise TreeError(f"no consistency proof from size {old} to size {new}")
-    return await with_nodes(session, lambda get: merkle.consistency_proof(old, new, get))
+    return await _proof(session, new, lambda get: merkle.consistency_proof(old, new, get))

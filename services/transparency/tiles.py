@@ -8,6 +8,7 @@ tile of each level is partial (width 1 to 255). storage.py keeps each width it w
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 
@@ -48,6 +49,56 @@ def node_from_tiles(level: int, index: int, tiles: Mapping[Tile, bytes]) -> byte
     return subtree(tiles[tile], offset, count)
 
 
+class TileNodes:
+    """A tile's hashes and every subtree hash within them, hashed once on first use rather than per proof:
+    row h holds the nodes of tree level 8L + h over the tile's span (row 0 the stored hashes), as many as
+    the tile's width completes. Tiles never change once full, and a partial tile only grows, so the
+    nodes a tile of some width completes are those of every wider version of it: a wider version hashes
+    only its new nodes when it is told of a narrower one (`grows`)."""
+
+    __slots__ = ("hashes", "_rows", "_narrower")
+
+    def __init__(self, hashes: bytes) -> None:
+        self.hashes = hashes
+        self._rows: list[bytes] | None = None
+        self._narrower: TileNodes | None = None
+
+    def grows(self, narrower: TileNodes) -> None:
+        """Takes the nodes a narrower version of this tile hashed (or will have, when first used); at most
+        one version is held, one whose nodes were hashed, so a run of versions never used keeps nothing."""
+        base = narrower if narrower._rows is not None else narrower._narrower
+        if self._rows is None and base is not None and self.hashes.startswith(base.hashes):
+            self._narrower = base
+
+    def node(self, height: int, index: int) -> bytes:
+        """Node `index` (from the tile's left) of row `height`; LookupError if the tile does not reach it."""
+        if self._rows is None:
+            self._rows = _rows(self.hashes, self._narrower._rows if self._narrower is not None else None)
+            self._narrower = None
+        row = self._rows[height] if height < len(self._rows) else b""
+        if (index + 1) * HASH > len(row) or index < 0:
+            raise LookupError(f"the tile holds no node {index} at height {height}")
+        return row[index * HASH : (index + 1) * HASH]
+
+
+def _rows(hashes: bytes, kept: list[bytes] | None = None) -> list[bytes]:
+    """Each row from the one below: a pair of adjacent hashes is 64 consecutive bytes (RFC 9162 node).
+    `kept`: the rows of a narrower version of the tile, whose nodes are not hashed again."""
+    sha256 = hashlib.sha256
+    rows = [hashes]
+    while len(rows[-1]) >= 2 * HASH:
+        below = rows[-1]
+        done = kept[len(rows)] if kept is not None and len(rows) < len(kept) else b""
+        rows.append(
+            done
+            + b"".join(
+                sha256(b"\x01" + below[i : i + 2 * HASH]).digest()
+                for i in range(2 * len(done), len(below) - 2 * HASH + 1, 2 * HASH)
+            )
+        )
+    return rows
+
+
 class TiledEdge:
     """The right edge of the tiled tree, all an append touches: the rightmost partial tile of each level
     and the tree's compact range (merkle.CompactRange), rebuilt from those tiles alone. An append returns
@@ -66,6 +117,11 @@ class TiledEdge:
     @property
     def size(self) -> int:
         return self.range.size
+
+    def partial(self) -> dict[int, tuple[int, bytes]]:
+        """The partial tile of each level now: level -> (index, hashes), copied."""
+        edge = partial_tiles(self.size)
+        return {level: (index, bytes(self._partial[level])) for level, (index, _) in edge.items()}
 
     def append(self, leaf_hashes: Iterable[bytes]) -> dict[Tile, bytes]:
         """Adds leaf hashes; returns the tiles they changed, as (level, index) -> their hashes now."""

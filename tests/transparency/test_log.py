@@ -29,7 +29,15 @@ from services.delivery.models import NoticeRow
 from services.platform.database import make_sessionmaker
 from services.transparency import service as audit_log
 from services.transparency import storage
-from services.transparency.entries import GENESIS_HASH, ChainBreak, entry_hash, leaf_data, verify_chain
+from services.transparency.entries import (
+    GENESIS_HASH,
+    ChainBreak,
+    chained,
+    entry_hash,
+    leaf_data,
+    record_leaf_hash,
+    verify_chain,
+)
 from services.transparency.models import AuditEntry
 from services.transparency.service import append, to_record
 from tests.conftest import Stack, eventually, receipt
@@ -221,6 +229,26 @@ def test_a_records_bytes_are_what_rfc8785_writes(record: AuditRecord) -> None:
     assert leaf_data(record) == rfc8785.dumps(record.model_dump(exclude={"prev_hash", "entry_hash"}))
     jcs_entry = rfc8785.dumps(record.model_dump(exclude={"entry_hash"}))
     assert entry_hash(record) == hashlib.sha256(jcs_entry).hexdigest()
+
+
+# Detail names that are the record's own field names, where a careless reading of its JSON would look.
+FIELD_NAMES = st.sampled_from(["recorded_at", "prev_hash", "seq", "details", "a"]) | TEXT
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(
+    RECORDS
+    | RECORDS.flatmap(
+        lambda r: st.dictionaries(FIELD_NAMES | STRADDLING, st.none() | TEXT, max_size=5).map(
+            lambda names: r.model_copy(update={"details": names})
+        )
+    )
+)
+def test_append_hashes_a_record_as_the_record_hashes(record: AuditRecord) -> None:
+    """append hashes each entry from its fields with one canonical encoding (entries.chained): the same
+    entry hash and leaf hash as the record's own, whatever its details are called or hold."""
+    fields = record.model_dump(exclude={"entry_hash"})
+    assert chained(fields) == (entry_hash(record), record_leaf_hash(record))
 
 
 def test_a_record_past_what_rfc8785_can_write_is_refused_not_written_otherwise() -> None:

@@ -88,3 +88,24 @@ def test_a_subtree_is_the_rfc_hash_of_its_run_of_hashes() -> None:
     assert tiles.subtree(row, 2, 2) == right
     with pytest.raises(LookupError):
         tiles.subtree(row, 2, 4)
+
+
+def test_tile_nodes_are_the_subtrees_of_the_tile_and_a_wider_version_hashes_only_its_new_ones() -> None:
+    row = b"".join(_leaf(n) for n in range(256))
+    for widths in [(1, 2, 3), (37, 100, 256), (128, 129, 200), (5, 5, 7)]:
+        versions = [tiles.TileNodes(row[: width * 32]) for width in widths]
+        versions[0].node(0, 0)  # hashed; the middle version never is: the widest takes the first's nodes
+        versions[1].grows(versions[0])
+        versions[2].grows(versions[1])
+        for width, nodes in reversed(list(zip(widths, versions, strict=True))):
+            for height in range(9):
+                for index in range(width >> height):
+                    expected = tiles.subtree(row, index << height, 1 << height)
+                    assert nodes.node(height, index) == expected
+                with pytest.raises(LookupError):
+                    nodes.node(height, width >> height)
+    other = tiles.TileNodes(b"\x07" * 64)
+    other.node(0, 0)
+    grown = tiles.TileNodes(row[:96])
+    grown.grows(other)  # not a narrower version of this tile: ignored
+    assert grown.node(1, 0) == tiles.subtree(row, 0, 2)

@@ -9,13 +9,14 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
-from sqlalchemy import exc, func, select, text
+from sqlalchemy import event, exc, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner, Result
 
@@ -149,6 +150,122 @@ async def test_an_appender_uses_its_edge_only_while_the_head_is_the_one_it_left(
             assert await storage.root_at(session, size) == reference.root(size)
         stored = await storage.read_tiles(session, TlogTile.level >= 0)
         assert stored[(0, 1)] == b"".join(reference.get_node(0, i) for i in range(256, 340))
+
+
+class _Statements:
+    """Counts the statements an engine runs."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.count = 0
+        event.listen(engine.sync_engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, *_: object) -> None:
+        self.count += 1
+
+    def taken(self) -> int:
+        count, self.count = self.count, 0
+        return count
+
+
+async def test_proofs_from_memory_are_those_of_the_stored_tiles(engine: AsyncEngine) -> None:
+    # What this process knows once its appends commit (the right edge, the full tiles in the LRU
+    # cache) serves proofs byte for byte as the stored tiles do, without reading the database.
+    storage.forget()
+    url = str(engine.url)
+    size = 0
+    for batch in (3, 300, 1, 250, 70):
+        await _append(engine, size + 1, size + batch)
+        size += batch
+        async with make_sessionmaker(engine)() as session:  # a proof between appends, as in service
+            for index in (0, size - 1):
+                stored = await storage.with_nodes(session, partial(merkle.inclusion_proof, index, size))
+                assert await storage.inclusion(session, index, size) == stored
+    assert storage._known[url].size == size == 624
+    statements = _Statements(engine)
+    async with make_sessionmaker(engine)() as session:
+        rows = list((await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars())
+        reference = merkle.MemoryTree()
+        for row in rows:
+            reference.append(record_leaf_hash(to_record(row)))
+        for at in (1, 2, 255, 256, 257, 300, 511, 512, 600, 624):
+            for index in {0, 1 % at, at // 2, at - 1}:
+                statements.taken()
+                proof = await storage.inclusion(session, index, at)
+                assert statements.taken() == 0
+                stored = await storage.with_nodes(session, partial(merkle.inclusion_proof, index, at))
+                assert proof == stored == merkle.inclusion_proof(index, at, reference.get_node)
+            for old in {0, 1, at // 3, at - 1, at}:
+                proof = await storage.consistency(session, old, at)
+                stored = await storage.with_nodes(session, partial(merkle.consistency_proof, old, at))
+                assert proof == stored == merkle.consistency_proof(old, at, reference.get_node)
+        # Full tiles leave the bounded cache least recently used first and are read again when needed.
+        storage._full.capacity = 1
+        try:
+            storage._full.clear()
+            statements.taken()
+            for index in (0, 300, 0):
+                assert await storage.inclusion(session, index, 624) == merkle.inclusion_proof(
+                    index, 624, reference.get_node
+                )
+                assert statements.taken() == 1  # the full level-0 tile under the leaf
+                assert len(storage._full._tiles) == 1
+        finally:
+            storage._full.capacity = storage.CACHED_TILES
+    # A session with no transaction open is left so: the tile is read on a connection of its own.
+    storage._full.clear()
+    async with make_sessionmaker(engine)() as session:
+        statements.taken()
+        assert await storage.inclusion(session, 5, 600) == merkle.inclusion_proof(5, 600, reference.get_node)
+        assert statements.taken() == 1 and not session.in_transaction()
+    # A batch rolled back is never known: the size beyond is asked of the database, which refuses it.
+    async with make_sessionmaker(engine)() as session:
+        await append(session, [_event(n) for n in range(625, 700)])
+        await session.rollback()
+        assert storage._known[url].size == 624
+        with pytest.raises(TreeError, match="beyond the tree's 624 leaves"):
+            await storage.inclusion(session, 0, 625)
+    async with make_sessionmaker(engine)() as session:
+        await append(session, [_event(n) for n in range(625, 700)])
+    assert storage._known[url].size == 624  # closed without a commit
+
+
+async def test_a_tree_grown_by_another_appender_is_read_and_then_known(engine: AsyncEngine) -> None:
+    # Another audit replica appends (here: this process made to forget its own appends), or this one
+    # is a standby that appends nothing: proofs beyond what it knows read the size and the right edge.
+    storage.forget()
+    url = str(engine.url)
+    await _append(engine, 1, 300)
+    known = dict(storage._known)
+    await _append(engine, 301, 340)
+    storage._known.clear()
+    storage._known.update(known)
+    storage._full.clear()
+    statements = _Statements(engine)
+    async with make_sessionmaker(engine)() as session:
+        rows = list((await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars())
+        reference = merkle.MemoryTree()
+        for row in rows:
+            reference.append(record_leaf_hash(to_record(row)))
+        statements.taken()
+        assert await storage.inclusion(session, 310, 340) == merkle.inclusion_proof(
+            310, 340, reference.get_node
+        )
+        assert statements.taken() == 2  # the size, then the tiles with the right edge at 340
+        assert storage._known[url].size == 340
+        assert await storage.inclusion(session, 339, 340) == merkle.inclusion_proof(
+            339, 340, reference.get_node
+        )
+        assert await storage.consistency(session, 300, 340) == merkle.consistency_proof(
+            300, 340, reference.get_node
+        )
+        assert statements.taken() == 0
+        with pytest.raises(TreeError, match="beyond the tree's 340 leaves"):
+            await storage.inclusion(session, 0, 341)
+        storage.forget()  # a standby that never appended
+        assert await storage.inclusion(session, 5, 320) == merkle.inclusion_proof(5, 320, reference.get_node)
+        assert storage._known[url].size == 320
+        assert await storage.inclusion(session, 5, 340) == merkle.inclusion_proof(5, 340, reference.get_node)
+        assert storage._known[url].size == 340
 
 
 async def test_the_database_refuses_to_rewrite_the_tree_or_a_checkpoint(engine: AsyncEngine) -> None:
