@@ -287,6 +287,9 @@ async def _records(stack: Stack, wanted: dict[str, int]) -> dict[str, list[Consu
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     for record in records:
                         found[record.topic].append(record)
+    except TimeoutError:
+        counts = {topic: len(found[topic]) for topic in wanted}
+        raise AssertionError(f"records wanted {wanted}, found {counts} within 60 s") from None
     finally:
         await consumer.stop()
     return found
