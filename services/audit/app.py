@@ -66,7 +66,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None, tree: TreeMem
             _load_signer(settings),
             AuditorQueries(timedelta(seconds=settings.audit_query_window_s)),
             lease,
-            tree,
+            tree=tree,
         )
         app.state.checkpoints = publisher
         await publisher.start()

@@ -359,14 +359,14 @@ class Publisher:
     """Signs checkpoints on a steady interval when the log grew, and on demand. Refuses to sign while
     the tree rebuilt from the entries disagrees with what is stored (checked at start-up from the latest
     checkpoint on). With a lease, signs only while it holds it, checked again inside the signing
-    transaction (fencing). What it appends (the auditor queries' tally) it tells `memory`, its process's
+    transaction (fencing). What it appends (the auditor queries' tally) it tells `tree`, its process's
     memory of the tree, once committed."""
 
     sessions: async_sessionmaker[AsyncSession]
     signer: NoteSigner | None
     queries: AuditorQueries
     lease: Lease | None = None
-    memory: TreeMemory = field(default_factory=TreeMemory)
+    tree: TreeMemory = field(default_factory=TreeMemory)
     check: TreeCheck | None = None
     # What it last saw of the log, for the metrics: at start, then at every tick.
     size: int = 0
@@ -401,9 +401,9 @@ class Publisher:
         events = self.queries.drain(now)
         if events:
             async with self.sessions() as session:
-                growth = await append(session, events, self.memory)
+                growth = await append(session, events, self.tree)
                 await session.commit()
-            self.memory.committed(growth)
+            self.tree.committed(growth)
 
     async def publish(self) -> TlogCheckpoint | None:
         """A new checkpoint if the log grew since the last one; raises TreeError if it cannot sign."""
