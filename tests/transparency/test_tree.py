@@ -129,7 +129,9 @@ async def test_appends_store_the_tree_and_proofs_read_from_it(engine: AsyncEngin
             await storage.inclusion(session, 5, 5)
 
 
-async def test_an_appender_uses_its_edge_only_while_the_head_is_the_one_it_left(engine: AsyncEngine) -> None:
+async def test_an_appender_uses_its_edge_only_while_the_head_is_the_one_it_left(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sessions = make_sessionmaker(engine)
     mine, other = TreeMemory(), TreeMemory()
     await _append(engine, 1, 300, mine)
@@ -141,16 +143,25 @@ async def test_an_appender_uses_its_edge_only_while_the_head_is_the_one_it_left(
         await append(session, [_event(n) for n in range(321, 330)], mine)
         await session.rollback()
     await _append(engine, 321, 340, mine)
+    # An append that fails after its edge took the batch in (here: writing the tiles): the edge, changed,
+    # is not kept under the head it started from, which the batch retried finds again.
+    with monkeypatch.context() as patched:
+        patched.setattr(storage, "_INSERT_TILE", text("INSERT INTO no_such_table VALUES (:level)"))
+        async with sessions() as session:
+            with pytest.raises(exc.DBAPIError):
+                await append(session, [_event(n) for n in range(341, 350)], mine)
+            await session.rollback()
+    await _append(engine, 341, 350, mine)
     async with sessions() as session:
         rows = list((await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars())
         reference = merkle.MemoryTree()
         for row in rows:
             reference.append(record_leaf_hash(to_record(row)))
-        assert len(rows) == 340
-        for size in (300, 310, 320, 340):
+        assert len(rows) == 350
+        for size in (300, 310, 320, 340, 350):
             assert await storage.root_at(session, size) == reference.root(size)
         stored = await storage.read_tiles(session, TlogTile.level >= 0)
-        assert stored[(0, 1)] == b"".join(reference.get_node(0, i) for i in range(256, 340))
+        assert stored[(0, 1)] == b"".join(reference.get_node(0, i) for i in range(256, 350))
 
 
 class _Statements:
