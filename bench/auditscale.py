@@ -5,7 +5,8 @@ the stack's log stays the stack's. Entries up to each size are written straight 
 SQL (placeholder hashes, one row per entry and the tlog-tiles tiles they fill, one row per tile and
 width written); appends and proofs then run the audit service's own code on them: `audit_log.append` (the
 exclusive lock, the chain head, the right edge, entries and tiles in one commit) and `storage.inclusion`
-(the tile reads an auditor's proof request makes, without the HTTP around it)."""
+(the tile reads an auditor's proof request makes, without the HTTP around it), with one memory of the tree
+(`storage.TreeMemory`) as the audit process has."""
 
 from __future__ import annotations
 
@@ -105,25 +106,31 @@ async def _fill(engine: AsyncEngine, start: int, end: int) -> None:
         await connection.execute(text("ANALYZE tlog_tiles"))
 
 
-async def _append_rates(sessions: Sessions, batches: int, batch: int) -> list[float]:
+async def _append_rates(
+    sessions: Sessions, tree: storage.TreeMemory, batches: int, batch: int
+) -> list[float]:
     rates = []
     for _ in range(batches):
         events = _events(batch)
         async with sessions() as session:
             began = time.perf_counter()
-            assert await audit_log.append(session, events) == batch
+            growth = await audit_log.append(session, events, tree)
+            assert growth.added == batch
             await session.commit()
+            tree.committed(growth)
             rates.append(batch / (time.perf_counter() - began))
     return rates
 
 
-async def _proof_times(sessions: Sessions, size: int, proofs: int, rng: random.Random) -> list[float]:
+async def _proof_times(
+    sessions: Sessions, tree: storage.TreeMemory, size: int, proofs: int, rng: random.Random
+) -> list[float]:
     times = []
     async with sessions() as session:
         for _ in range(proofs):
             index = rng.randrange(size)
             began = time.perf_counter()
-            proof = await storage.inclusion(session, index, size)
+            proof = await storage.inclusion(session, index, size, tree)
             times.append((time.perf_counter() - began) * 1000)
             assert len(proof) <= size.bit_length()
             await session.rollback()  # each proof in a transaction of its own, as each request is
@@ -145,6 +152,7 @@ async def audit_scaling(
     try:
         await asyncio.to_thread(upgrade, own)
         sessions = make_sessionmaker(engine)
+        tree = storage.TreeMemory()
         rng = random.Random(7)
         results: dict[int, AuditScale] = {}
         size = 0
@@ -152,9 +160,9 @@ async def audit_scaling(
             if target > size:
                 await _fill(engine, size, target)
                 size = target
-            rates = await _append_rates(sessions, batches, batch)
+            rates = await _append_rates(sessions, tree, batches, batch)
             size += batches * batch
-            times = await _proof_times(sessions, size, proofs, rng)
+            times = await _proof_times(sessions, tree, size, proofs, rng)
             results[target] = AuditScale(Figure.of_rates(rates), Figure.of_durations(times), batch)
         return results
     finally:

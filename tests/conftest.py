@@ -32,6 +32,7 @@ from services.platform.database import make_engine, make_sessionmaker, upgrade
 from services.platform.kafka import EventPublisher, KafkaAccess, Topics, create_topics, header_value
 from services.platform.logs import configure
 from services.platform.settings import Settings
+from services.transparency.storage import TreeMemory
 from tests.support.fixtures import *  # noqa: F403
 from tests.support.postgres import PostgresCluster
 
@@ -215,10 +216,11 @@ async def stack(
     gateway_url = await services.serve(gateway, settings.gateway_port)
     audit = as_service(settings, kafka_broker, "audit")
     audit_metrics = Metrics()  # the audit process's: its app serves its consumer's lag
-    audit_url = await services.serve(create_audit_app(audit, audit_metrics), settings.audit_port)
+    audit_tree = TreeMemory()  # and its proofs read what its consumer's appends made known
+    audit_url = await services.serve(create_audit_app(audit, audit_metrics, audit_tree), settings.audit_port)
     if request.node.get_closest_marker("without_ingest") is None:
         services.run(run_ingest(as_service(settings, kafka_broker, "ingest"), services.stop))
-    services.run(run_consumer(audit, services.stop, audit_metrics))
+    services.run(run_consumer(audit, services.stop, audit_metrics, audit_tree))
     engine = make_engine(stack_db)
     sessions = make_sessionmaker(engine)
     identities = kafka_broker.certificates

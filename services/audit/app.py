@@ -28,6 +28,7 @@ from services.transparency import views as transparency
 from services.transparency.checkpoints import AuditorQueries, Publisher
 from services.transparency.lease import Lease
 from services.transparency.note import NoteSigner
+from services.transparency.storage import TreeMemory
 from services.trust.views import open_app_state
 
 log = structlog.get_logger("audit")
@@ -50,9 +51,11 @@ def console_origins(settings: Settings) -> list[str]:
     return list(dict.fromkeys([f"http://{settings.gateway_host}:{port}", f"http://localhost:{port}"]))
 
 
-def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
-    """`metrics`: the process's registry, shared with its consumer (main.py); a new one by default."""
+def create_app(settings: Settings, metrics: Metrics | None = None, tree: TreeMemory | None = None) -> FastAPI:
+    """`metrics`: the process's registry, and `tree` what it knows of the log's tree (its consumer's
+    appends), both shared with its consumer (main.py); new ones by default."""
     metrics = metrics or Metrics()
+    tree = tree if tree is not None else TreeMemory()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,6 +66,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
             _load_signer(settings),
             AuditorQueries(timedelta(seconds=settings.audit_query_window_s)),
             lease,
+            tree=tree,
         )
         app.state.checkpoints = publisher
         await publisher.start()
@@ -94,6 +98,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     install_error_handlers(app)
     # Evidence bundles carry the receipts delivery stored, which sits above the log in the layers.
     app.state.acknowledgements = acknowledgements
+    app.state.tree = tree  # proofs are served from it (services/transparency/views.py)
     app.include_router(transparency.router)
     app.include_router(transparency.tlog)
     app.include_router(evidence.router)

@@ -13,6 +13,7 @@ from services.platform import tracing
 from services.platform.consumer import Batch
 from services.platform.kafka import Topics
 from services.transparency import service as audit_log
+from services.transparency.storage import TreeMemory
 from services.trust.keyring import DirectoryCache
 
 log = structlog.get_logger("audit")
@@ -21,11 +22,13 @@ log = structlog.get_logger("audit")
 @dataclass
 class AuditHandler:
     """Commit policy: entries are committed before the offsets; a redelivered record has the same
-    event id, which append() skips, so each fact is in the log once."""
+    event id, which append() skips, so each fact is in the log once. `tree` learns each append once its
+    transaction committed."""
 
     sessions: async_sessionmaker[AsyncSession]
     topics: Topics
     freshness: Freshness
+    tree: TreeMemory
     directory: DirectoryCache = field(default_factory=DirectoryCache)
 
     async def __call__(self, records: Batch) -> None:
@@ -40,7 +43,8 @@ class AuditHandler:
                         continue
                 events.append(event)
             await session.rollback()  # end the read transaction before taking the append lock
-            added = await audit_log.append(session, events)
+            growth = await audit_log.append(session, events, self.tree)
             await session.commit()
-        if added:
-            log.debug("appended", entries=added)
+        self.tree.committed(growth)
+        if growth.added:
+            log.debug("appended", entries=growth.added)

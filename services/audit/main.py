@@ -19,16 +19,18 @@ from services.platform.kafka import KafkaAccess
 from services.platform.logs import configure
 from services.platform.process import stop_on_signals
 from services.platform.settings import Settings
+from services.transparency.storage import TreeMemory
 
 log = structlog.get_logger("audit")
 
 
-async def run_consumer(settings: Settings, stop: asyncio.Event, metrics: Metrics) -> None:
-    """`metrics`: the process's, which its app serves (its lag per partition)."""
+async def run_consumer(settings: Settings, stop: asyncio.Event, metrics: Metrics, tree: TreeMemory) -> None:
+    """`metrics`: the process's, which its app serves (its lag per partition); `tree`: what the process
+    knows of the log's tree, which its appends teach and its app's proofs read."""
     topics = await ready_topics(settings, stop, "audit")
     engine = make_engine(settings.database_url)
     handler = AuditHandler(
-        make_sessionmaker(engine), topics, Freshness.of(settings.freshness_s, settings.clock_skew_s)
+        make_sessionmaker(engine), topics, Freshness.of(settings.freshness_s, settings.clock_skew_s), tree
     )
     log.info("audit consuming", topics=topics.all())
     try:
@@ -47,16 +49,17 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, metrics: Metrics
 async def serve(settings: Settings) -> None:
     stop = stop_on_signals()
     metrics = Metrics()
+    tree = TreeMemory()  # one database, one memory of its tree for the consumer and the app
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, metrics),
+            create_app(settings, metrics, tree),
             host=settings.audit_host,
             port=settings.audit_port,
             log_level="warning",
             lifespan="on",
         )
     )
-    consumer = asyncio.create_task(run_consumer(settings, stop, metrics))
+    consumer = asyncio.create_task(run_consumer(settings, stop, metrics, tree))
     api = asyncio.create_task(server.serve())
     await stop.wait()
     server.should_exit = True

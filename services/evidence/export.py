@@ -32,7 +32,7 @@ from services.transparency.checkpoints import Publisher
 from services.transparency.models import AuditEntry, TlogCheckpoint
 from services.transparency.note import CosignatureVerifier, parse_note
 from services.transparency.service import leaves_where
-from services.transparency.storage import TreeError
+from services.transparency.storage import TreeError, TreeMemory
 from services.trust.models import AgencyKey
 from services.trust.service import public_key
 from services.trust.signed_directory import directory_key_entry
@@ -62,9 +62,11 @@ async def export_evidence(
     acknowledgements: AcknowledgementSource,
     notice_id: str,
     size: int | None = None,
+    memory: TreeMemory | None = None,
 ) -> EvidenceBundle:
     """The bundle proved against the checkpoint of `size`, or by default the latest one, which is signed
-    on the spot (as POST /v1/audit/checkpoints does) when the notice's newest leaf is not in it yet."""
+    on the spot (as POST /v1/audit/checkpoints does) when the notice's newest leaf is not in it yet; the
+    proofs over what `memory` knows of the tree."""
     newest = await _newest_seq(session, AuditEntry.notice_id == notice_id)
     if newest is None:
         raise UnknownNotice(f"the audit log has no event of notice {notice_id}")
@@ -89,7 +91,7 @@ async def export_evidence(
         origin=checkpoints.checkpoint_origin(row.note),
         checkpoint=note,
         tree_size=row.size,
-        events=await _proved(session, leaves, row.size),
+        events=await _proved(session, leaves, row.size, memory),
         receipts=[
             EvidenceReceipt(agency=a, receipt=r, receipt_sha256=hashlib.sha256(r.encode()).hexdigest())
             for a, r in sorted(receipts.items())
@@ -97,7 +99,10 @@ async def export_evidence(
         directory=EvidenceDirectory(
             keys=keys,
             events=await _proved(
-                session, [leaf for leaf in key_leaves if leaf.record.details.get("kid") in kids], row.size
+                session,
+                [leaf for leaf in key_leaves if leaf.record.details.get("kid") in kids],
+                row.size,
+                memory,
             ),
         ),
     )
@@ -131,13 +136,15 @@ def _logged_envelope(leaves: Sequence[AuditLeaf]) -> str | None:
     return (submitted or named)[0].envelope_sha256 if named else None
 
 
-async def _proved(session: AsyncSession, leaves: Sequence[AuditLeaf], size: int) -> list[EvidenceEvent]:
+async def _proved(
+    session: AsyncSession, leaves: Sequence[AuditLeaf], size: int, memory: TreeMemory | None
+) -> list[EvidenceEvent]:
     return [
         EvidenceEvent(
             index=leaf.index,
             leaf_hash=leaf.leaf_hash,
             record=leaf.record,
-            inclusion_proof=[p.hex() for p in await storage.inclusion(session, leaf.index, size)],
+            inclusion_proof=[p.hex() for p in await storage.inclusion(session, leaf.index, size, memory)],
         )
         for leaf in leaves
     ]

@@ -11,7 +11,7 @@ from schemas.api import BIGINT_MAX
 from schemas.audit import EvidenceBundle
 from services.evidence.export import AcknowledgementSource, export_evidence
 from services.platform.views import ERRORS, Session
-from services.transparency.views import Auditor, Checkpoints
+from services.transparency.views import Auditor, Checkpoints, Tree
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=ERRORS)
 
@@ -33,6 +33,7 @@ async def get_evidence(
     _: Auditor,
     session: Session,
     publisher: Checkpoints,
+    tree: Tree,
     acknowledgements: Acknowledgements,
     notice_id: uuid.UUID,
     size: Annotated[
@@ -45,4 +46,4 @@ async def get_evidence(
         ),
     ] = None,
 ) -> EvidenceBundle:
-    return await export_evidence(session, publisher, acknowledgements, str(notice_id), size)
+    return await export_evidence(session, publisher, acknowledgements, str(notice_id), size, tree)

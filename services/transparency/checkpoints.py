@@ -36,7 +36,7 @@ from services.transparency.note import (
     vkey,
 )
 from services.transparency.service import MAX_PAGE, append, leaf_range, leaves, to_record
-from services.transparency.storage import TreeError
+from services.transparency.storage import TreeError, TreeMemory
 from services.trust.service import Principal, active_signing_keys
 
 log = structlog.get_logger("audit")
@@ -141,20 +141,23 @@ class CosignatureRefused(Error):
     code = "cosignature_refused"
 
 
-async def export_bundle(session: AsyncSession, start: int, end: int, old: int | None) -> AuditBundle:
-    """Leaves [start, end) with the latest checkpoint and every proof, for offline checks; with `old`,
-    also the consistency proof from that size."""
+async def export_bundle(
+    session: AsyncSession, start: int, end: int, old: int | None, memory: TreeMemory | None = None
+) -> AuditBundle:
+    """Leaves [start, end) with the latest checkpoint and every proof (over what `memory` knows), for
+    offline checks; with `old`, also the consistency proof from that size."""
     checkpoint = await checkpoint_row(session)
     if end > checkpoint.size:
         raise TreeError(f"leaves up to {end} are not all in the latest checkpoint (size {checkpoint.size})")
     leaf_range(start, end, checkpoint.size, limit=10 * MAX_PAGE)
     served = await leaves(session, start, end)
     inclusion = [
-        [p.hex() for p in await storage.inclusion(session, leaf.index, checkpoint.size)] for leaf in served
+        [p.hex() for p in await storage.inclusion(session, leaf.index, checkpoint.size, memory)]
+        for leaf in served
     ]
     consistency = None
     if old is not None:
-        proof = await storage.consistency(session, old, checkpoint.size)
+        proof = await storage.consistency(session, old, checkpoint.size, memory)
         consistency = ConsistencyProof(from_size=old, to_size=checkpoint.size, proof=[p.hex() for p in proof])
     return AuditBundle(
         origin=checkpoint_origin(checkpoint.note),
@@ -355,13 +358,15 @@ class AuditorQueries:
 class Publisher:
     """Signs checkpoints on a steady interval when the log grew, and on demand. Refuses to sign while
     the tree rebuilt from the entries disagrees with what is stored (checked at start-up from the latest
-    checkpoint on). With
-    a lease, signs only while it holds it, checked again inside the signing transaction (fencing)."""
+    checkpoint on). With a lease, signs only while it holds it, checked again inside the signing
+    transaction (fencing). What it appends (the auditor queries' tally) it tells `tree`, its process's
+    memory of the tree, once committed."""
 
     sessions: async_sessionmaker[AsyncSession]
     signer: NoteSigner | None
     queries: AuditorQueries
     lease: Lease | None = None
+    tree: TreeMemory = field(default_factory=TreeMemory)
     check: TreeCheck | None = None
     # What it last saw of the log, for the metrics: at start, then at every tick.
     size: int = 0
@@ -396,8 +401,9 @@ class Publisher:
         events = self.queries.drain(now)
         if events:
             async with self.sessions() as session:
-                await append(session, events)
+                growth = await append(session, events, self.tree)
                 await session.commit()
+            self.tree.committed(growth)
 
     async def publish(self) -> TlogCheckpoint | None:
         """A new checkpoint if the log grew since the last one; raises TreeError if it cannot sign."""

@@ -30,7 +30,7 @@ from schemas.events import Event
 from services.transparency import storage, tiles
 from services.transparency.entries import GENESIS_HASH, chained, leaf_data
 from services.transparency.models import AuditEntry
-from services.transparency.storage import TreeError
+from services.transparency.storage import Growth, TreeError, TreeMemory
 
 
 def to_record(row: AuditEntry) -> AuditRecord:
@@ -103,9 +103,11 @@ async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
         await connection.execute(_INSERT, rows)
 
 
-async def append(session: AsyncSession, events: Sequence[Event]) -> int:
-    """Appends the events not yet in the log, in order, with the tiles they change; returns how many
-    were new. Caller commits: entries and tiles land together or not at all."""
+async def append(session: AsyncSession, events: Sequence[Event], memory: TreeMemory | None = None) -> Growth:
+    """Appends the events not yet in the log, in order, with the tiles they change, from the right edge
+    `memory` keeps (without one, read from the tiles); returns how many were new (`added`) and what the
+    commit makes known. Caller commits (entries and tiles land together or not at all), then tells the
+    memory: `memory.committed(growth)`."""
     if session.get_bind().dialect.name == "postgresql":
         # One writer at a time keeps seq contiguous, the chain linear and the tree's right edge ours;
         # readers are not blocked. SQLite has a single writer anyway.
@@ -140,8 +142,7 @@ async def append(session: AsyncSession, events: Sequence[Event]) -> int:
         rows.append({**fields, "details": json.dumps(event.details), "entry_hash": prev})
         leaves.append(leaf)
     await _insert(session, rows)
-    await storage.add_leaves(session, before, leaves, (seq, prev))
-    return len(leaves)
+    return await storage.add_leaves(session, before, leaves, (seq, prev), memory)
 
 
 async def count(session: AsyncSession) -> int:

@@ -2,7 +2,9 @@
 each append writes the tiles it changed, once per batch, from the right edge the appending process keeps
 in memory; roots and proofs read a handful of tiles (one query) and hash within them. Proofs are served
 from what this process knows once committed (the right edge at the latest size it saw, full tiles in an
-LRU cache), so a proof reads at most the one tile under its leaf from the database.
+LRU cache), so a proof reads at most the one tile under its leaf from the database. That knowledge is a
+TreeMemory, one per database, which whoever owns the engine creates and hands to the appends and proofs
+(the audit process shares one between its consumer and its app); without one, a call reads the database.
 
 The maths is merkle.py and tiles.py (pure); this module is their storage and nothing else. What a leaf
 is belongs to the log (entries.py), the signed checkpoints to checkpoints.py.
@@ -12,12 +14,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Row, bindparam, delete, event, insert, select, tuple_
+from sqlalchemy import ColumnElement, Row, bindparam, delete, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session, SessionTransaction
 
 from services.platform.errors import Error
 from services.transparency import merkle, tiles
@@ -100,20 +101,11 @@ async def stored_hashes(session: AsyncSession, tile_level: int, start: int, end:
     return out
 
 
-# This process's right edge per database, with the head (size, entry hash) it is the edge of.
-_edges: dict[str, tuple[tuple[int, str], tiles.TiledEdge]] = {}
-
-
-def _database(session: AsyncSession) -> str:
-    return str(session.get_bind().engine.url)
-
-
-async def _edge(session: AsyncSession, head: tuple[int, str]) -> tiles.TiledEdge:
-    """The right edge at `head` (size, entry hash): this process's own when nothing else appended (or
-    rolled back) since, else rebuilt from the partial tiles, one query."""
-    url = _database(session)
-    kept_head, kept = _edges.get(url, ((-1, ""), None))
-    if kept is not None and kept_head == head:
+async def _edge(session: AsyncSession, head: tuple[int, str], memory: TreeMemory | None) -> tiles.TiledEdge:
+    """The right edge at `head` (size, entry hash): the memory's, taken from it, when nothing else
+    appended (or rolled back) since, else rebuilt from the partial tiles, one query."""
+    kept = memory.take_edge(head) if memory is not None else None
+    if kept is not None:
         return kept
     size = head[0]
     partial = tiles.partial_tiles(size)
@@ -126,15 +118,20 @@ async def _edge(session: AsyncSession, head: tuple[int, str]) -> tiles.TiledEdge
 
 
 async def add_leaves(
-    session: AsyncSession, head: tuple[int, str], leaf_hashes: Sequence[bytes], new_head: tuple[int, str]
-) -> None:
+    session: AsyncSession,
+    head: tuple[int, str],
+    leaf_hashes: Sequence[bytes],
+    new_head: tuple[int, str],
+    memory: TreeMemory | None = None,
+) -> Growth:
     """Stores the leaves appended to the log at `head` (size, entry hash), which now ends at `new_head`:
     each tile they change written once, in the caller's transaction, and its narrower row deleted. The
-    edge is kept under `new_head`, so it is used again only if that transaction committed and nothing
-    else appended since."""
+    memory's edge is used and then kept under `new_head`, so it is used again only if that transaction
+    committed and nothing else appended since. Returns what the commit makes known, which the caller
+    tells the memory once its commit succeeded (TreeMemory.committed)."""
     if not leaf_hashes:
-        return
-    edge = await _edge(session, head)
+        return Growth(0)
+    edge = await _edge(session, head, memory)
     changed = edge.append(leaf_hashes)
     await (await session.connection()).execute(
         _INSERT_TILE,
@@ -151,10 +148,10 @@ async def add_leaves(
             for (level, idx), hashes in changed.items()
         ],
     )
-    url = _database(session)
-    _edges[url] = (new_head, edge)
+    if memory is not None:
+        memory.keep_edge(new_head, edge)
     full = {tile: hashes for tile, hashes in changed.items() if len(hashes) == tiles.TILE_BYTES}
-    session.info[_COMMITTED] = (url, _Known.of(edge.size, edge.partial()), full)
+    return Growth(len(leaf_hashes), _Known.of(edge.size, edge.partial()), full)
 
 
 async def with_nodes(session: AsyncSession, compute: Callable[[merkle.GetNode], T]) -> T:
@@ -210,26 +207,29 @@ def _run(
 
 # ---- what this process knows of the committed tree -----------------------------------------------------
 
-CACHED_TILES = 2048  # full tiles kept per process, ~17 KB each with their inner nodes: ~34 MB at most
+CACHED_TILES = 2048  # full tiles kept per memory, ~17 KB each with their inner nodes: ~34 MB at most
 
 
 class _FullTiles:
-    """An LRU cache of full tiles, keyed by database and tile: a full tile never changes, so what was
-    read or written once serves every later proof."""
+    """An LRU cache of full tiles: a full tile never changes, so what was read or written once serves
+    every later proof."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._tiles: OrderedDict[tuple[str, int, int], tiles.TileNodes] = OrderedDict()
+        self._tiles: OrderedDict[Tile, tiles.TileNodes] = OrderedDict()
 
-    def get(self, url: str, tile: Tile) -> tiles.TileNodes | None:
-        found = self._tiles.get((url, *tile))
+    def __len__(self) -> int:
+        return len(self._tiles)
+
+    def get(self, tile: Tile) -> tiles.TileNodes | None:
+        found = self._tiles.get(tile)
         if found is not None:
-            self._tiles.move_to_end((url, *tile))
+            self._tiles.move_to_end(tile)
         return found
 
-    def put(self, url: str, tile: Tile, nodes: tiles.TileNodes) -> None:
-        self._tiles[(url, *tile)] = nodes
-        self._tiles.move_to_end((url, *tile))
+    def put(self, tile: Tile, nodes: tiles.TileNodes) -> None:
+        self._tiles[tile] = nodes
+        self._tiles.move_to_end(tile)
         while len(self._tiles) > self.capacity:
             self._tiles.popitem(last=False)
 
@@ -256,53 +256,66 @@ class _Known:
         return found[1] if found is not None and found[0] == idx else None
 
 
-_full = _FullTiles(CACHED_TILES)
-_known: dict[str, _Known] = {}  # per database: the largest committed tree this process saw
-_COMMITTED = "tlog_tiles.committed"  # session.info: what an append's commit makes known
+@dataclass(frozen=True)
+class Growth:
+    """What an append added: `added` leaves and, once its transaction commits, the tree at its new size
+    and the full tiles it wrote (nothing when it added no leaf)."""
+
+    added: int
+    known: _Known | None = None
+    full: Mapping[Tile, bytes] = field(default_factory=dict)
 
 
-def _learn(url: str, known: _Known) -> None:
-    older = _known.get(url)
-    if older is None or known.size > older.size:
-        for level, (idx, nodes) in known.partial.items():
-            if (was := older.partial.get(level) if older is not None else None) is not None and was[0] == idx:
-                nodes.grows(was[1])
-        _known[url] = known
+class TreeMemory:
+    """What a process knows of ONE database's tree: the largest committed tree it saw (its own appends'
+    once told they committed, or what proofs read), the full tiles in an LRU cache of `capacity`, and
+    its appender's right edge with the head (size, entry hash) it is the edge of. Created by whoever owns
+    the engine and handed to the appends and proofs on that database; a new one knows nothing (a restart,
+    a restored database)."""
+
+    def __init__(self, capacity: int = CACHED_TILES) -> None:
+        self.full = _FullTiles(capacity)
+        self.known: _Known | None = None
+        self._edge: tuple[tuple[int, str], tiles.TiledEdge] | None = None
+
+    def take_edge(self, head: tuple[int, str]) -> tiles.TiledEdge | None:
+        """The edge kept at `head`, if it is the head kept, given up: an append that fails halfway
+        through must not leave it changed under the head it started from."""
+        kept, self._edge = self._edge, None
+        return kept[1] if kept is not None and kept[0] == head else None
+
+    def keep_edge(self, head: tuple[int, str], edge: tiles.TiledEdge) -> None:
+        self._edge = (head, edge)
+
+    def committed(self, growth: Growth) -> None:
+        """Learns what an append made known; only once its transaction committed (never for a batch
+        rolled back or a session closed without committing)."""
+        if growth.known is not None:
+            self.learn(growth.known)
+        for tile, hashes in growth.full.items():
+            self.full.put(tile, tiles.TileNodes(hashes))
+
+    def learn(self, known: _Known) -> None:
+        """Knows the committed tree at `known.size`, if larger than the one it knew."""
+        older = self.known
+        if older is None or known.size > older.size:
+            for level, (idx, nodes) in known.partial.items():
+                was = older.partial.get(level) if older is not None else None
+                if was is not None and was[0] == idx:
+                    nodes.grows(was[1])
+            self.known = known
 
 
-def forget() -> None:
-    """Drops what this process knows of every tree (tests; a restored database)."""
-    _known.clear()
-    _full.clear()
-    _edges.clear()
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _ended(session: Session, transaction: SessionTransaction) -> None:
-    # After after_commit, which took it: what an append left in a transaction that ended otherwise
-    # (rolled back, closed) is never known.
-    if transaction.parent is None:
-        session.info.pop(_COMMITTED, None)
-
-
-@event.listens_for(Session, "after_commit")
-def _committed(session: Session) -> None:
-    committed = session.info.pop(_COMMITTED, None)
-    if committed is not None:
-        url, known, full = committed
-        _learn(url, known)
-        for tile, hashes in full.items():
-            _full.put(url, tile, tiles.TileNodes(hashes))
-
-
-async def _proof(session: AsyncSession, size: int, compute: Callable[[merkle.GetNode], T]) -> T:
-    """Runs a proof of the tree at `size` over what this process knows, reading only the rest (one
-    query): up to the largest size it saw committed (its own appends, or earlier reads), neither the
-    tree's size nor its right edge is read; beyond it (another appender, or a standby that appends
-    nothing) the database's size is checked and the right edge at `size` is read with the proof's tiles,
-    then known for the next proofs."""
-    url = _database(session)
-    known = _known.get(url)
+async def _proof(
+    session: AsyncSession, size: int, compute: Callable[[merkle.GetNode], T], memory: TreeMemory | None
+) -> T:
+    """Runs a proof of the tree at `size` over what the memory knows, reading only the rest (one query):
+    up to the largest size it saw committed (its own appends, or earlier reads), neither the tree's size
+    nor its right edge is read; beyond it (another appender, or a standby that appends nothing) the
+    database's size is checked and the right edge at `size` is read with the proof's tiles, then known
+    for the next proofs. Without a memory, a new one: what a process that knows nothing reads."""
+    memory = memory if memory is not None else TreeMemory()
+    known = memory.known
     if known is None or size > known.size:
         _check_size(size, await tree_size(session), "size")
         known = None
@@ -312,7 +325,7 @@ async def _proof(session: AsyncSession, size: int, compute: Callable[[merkle.Get
     missing: set[Tile] = set()
 
     def from_memory(tile: Tile) -> tiles.TileNodes | None:
-        nodes = (known.tile(tile) if known is not None else None) or _full.get(url, tile)
+        nodes = (known.tile(tile) if known is not None else None) or memory.full.get(tile)
         if nodes is None:
             missing.add(tile)
         return nodes
@@ -325,10 +338,10 @@ async def _proof(session: AsyncSession, size: int, compute: Callable[[merkle.Get
     for tile, hashes in read.items():
         found[tile] = tiles.TileNodes(hashes)
         if len(hashes) == tiles.TILE_BYTES:
-            _full.put(url, tile, found[tile])
+            memory.full.put(tile, found[tile])
     if known is None and all((level, idx) in read for level, (idx, _) in edge.items()):
         cut = {level: (idx, read[(level, idx)][: width * tiles.HASH]) for level, (idx, width) in edge.items()}
-        _learn(url, _Known.of(size, cut))
+        memory.learn(_Known.of(size, cut))
     return proof if not missing else _run(compute, found)
 
 
@@ -380,15 +393,19 @@ async def root_at(session: AsyncSession, size: int) -> bytes:
     return await with_nodes(session, lambda get: merkle.root_from_nodes(size, get))
 
 
-async def inclusion(session: AsyncSession, index: int, size: int) -> list[bytes]:
+async def inclusion(
+    session: AsyncSession, index: int, size: int, memory: TreeMemory | None = None
+) -> list[bytes]:
     if not 0 <= index < size:
         _check_size(size, await tree_size(session), "size")
         raise TreeError(f"leaf {index} is not in a tree of size {size}")
-    return await _proof(session, size, lambda get: merkle.inclusion_proof(index, size, get))
+    return await _proof(session, size, lambda get: merkle.inclusion_proof(index, size, get), memory)
 
 
-async def consistency(session: AsyncSession, old: int, new: int) -> list[bytes]:
+async def consistency(
+    session: AsyncSession, old: int, new: int, memory: TreeMemory | None = None
+) -> list[bytes]:
     if not 0 <= old <= new:
         _check_size(new, await tree_size(session), "size")
         raise TreeError(f"no consistency proof from size {old} to size {new}")
-    return await _proof(session, new, lambda get: merkle.consistency_proof(old, new, get))
+    return await _proof(session, new, lambda get: merkle.consistency_proof(old, new, get), memory)

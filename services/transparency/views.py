@@ -28,7 +28,7 @@ from services.platform.views import ERRORS, Session
 from services.transparency import checkpoints, service, storage, tiles
 from services.transparency.checkpoints import Publisher
 from services.transparency.service import MAX_PAGE, EventFilter
-from services.transparency.storage import TreeError
+from services.transparency.storage import TreeError, TreeMemory
 from services.trust.service import Principal
 from services.trust.views import require
 
@@ -63,10 +63,17 @@ def _audited(*roles: str) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
+def _tree(request: Request) -> TreeMemory:
+    """What the app's process knows of the tree, which its proofs are served from (services/audit/app.py)."""
+    memory: TreeMemory = request.app.state.tree
+    return memory
+
+
 Auditor = Annotated[Principal, Depends(_audited("auditor"))]
 Reader = Annotated[Principal, Depends(_audited("auditor", "agency"))]
 Witness = Annotated[Principal, Depends(require("agency"))]
 Checkpoints = Annotated[Publisher, Depends(_checkpoints)]
+Tree = Annotated[TreeMemory, Depends(_tree)]
 
 
 def _note(text: str) -> PlainTextResponse:
@@ -184,9 +191,9 @@ async def get_nodes(
     summary="The inclusion proof of leaf `index` in the tree of `size` (auditor or agency credential).",
 )
 async def get_inclusion(
-    _: Reader, session: Session, index: Count, size: Annotated[Count, Query(ge=1)]
+    _: Reader, session: Session, tree: Tree, index: Count, size: Annotated[Count, Query(ge=1)]
 ) -> InclusionProof:
-    proof = await storage.inclusion(session, index, size)
+    proof = await storage.inclusion(session, index, size, tree)
     return InclusionProof(index=index, size=size, proof=[p.hex() for p in proof])
 
 
@@ -197,10 +204,11 @@ async def get_inclusion(
 async def get_consistency(
     _: Reader,
     session: Session,
+    tree: Tree,
     old: Annotated[Count, Query(alias="from")],
     new: Annotated[Count, Query(alias="to")],
 ) -> ConsistencyProof:
-    proof = await storage.consistency(session, old, new)
+    proof = await storage.consistency(session, old, new, tree)
     return ConsistencyProof(from_size=old, to_size=new, proof=[p.hex() for p in proof])
 
 
@@ -211,6 +219,7 @@ async def get_consistency(
 async def export(
     _: Auditor,
     session: Session,
+    tree: Tree,
     start: Count,
     end: Count,
     old: Annotated[
@@ -218,7 +227,7 @@ async def export(
         Query(alias="from", ge=0, le=BIGINT_MAX, description="Also prove consistency from this size."),
     ] = None,
 ) -> AuditBundle:
-    return await checkpoints.export_bundle(session, start, end, old)
+    return await checkpoints.export_bundle(session, start, end, old, tree)
 
 
 # ---- C2SP tlog-tiles ------------------------------------------------------------------------------------

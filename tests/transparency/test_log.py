@@ -282,9 +282,9 @@ async def _rows(engine: AsyncEngine) -> list[AuditEntry]:
 
 async def _append(engine: AsyncEngine, events: Sequence[Event]) -> int:
     async with make_sessionmaker(engine)() as session:
-        added = await append(session, events)
+        growth = await append(session, events)
         await session.commit()
-        return added
+        return growth.added
 
 
 async def test_append_links_contiguous_entries_once_per_event(engine: AsyncEngine) -> None:

@@ -41,7 +41,7 @@ from services.transparency.note import (
     sign_note,
 )
 from services.transparency.service import append, to_record
-from services.transparency.storage import TreeError
+from services.transparency.storage import TreeError, TreeMemory
 from tests.conftest import ServiceTasks, Stack, eventually
 from tests.support.sealing import notice_body
 from tests.transparency.test_log import _chain
@@ -64,10 +64,13 @@ def _event(n: int) -> Event:
     )
 
 
-async def _append(engine: AsyncEngine, first: int, last: int) -> None:
+async def _append(engine: AsyncEngine, first: int, last: int, tree: TreeMemory | None = None) -> None:
+    """Appends and commits events first..last, as a process whose memory of the tree is `tree`."""
     async with make_sessionmaker(engine)() as session:
-        await append(session, [_event(n) for n in range(first, last + 1)])
+        growth = await append(session, [_event(n) for n in range(first, last + 1)], tree)
         await session.commit()
+    if tree is not None:
+        tree.committed(growth)
 
 
 # ---- storage, proofs and the start-up check, on SQLite and PostgreSQL ---------------------------------
@@ -76,11 +79,11 @@ async def _append(engine: AsyncEngine, first: int, last: int) -> None:
 async def test_appends_store_the_tree_and_proofs_read_from_it(engine: AsyncEngine) -> None:
     # Batches of odd sizes, so subtrees and tiles complete across batch boundaries; twice the appender
     # forgets its right edge (a restart) and rebuilds it from the tiles.
-    size = 0
+    size, tree = 0, TreeMemory()
     for batch in (1, 5, 1, 13, 17, 219, 1, 300, 43):
         if batch in (17, 300):
-            storage._edges.clear()
-        await _append(engine, size + 1, size + batch)
+            tree = TreeMemory()
+        await _append(engine, size + 1, size + batch, tree)
         size += batch
     sessions = make_sessionmaker(engine)
     async with sessions() as session:
@@ -126,30 +129,39 @@ async def test_appends_store_the_tree_and_proofs_read_from_it(engine: AsyncEngin
             await storage.inclusion(session, 5, 5)
 
 
-async def test_an_appender_uses_its_edge_only_while_the_head_is_the_one_it_left(engine: AsyncEngine) -> None:
+async def test_an_appender_uses_its_edge_only_while_the_head_is_the_one_it_left(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sessions = make_sessionmaker(engine)
-    await _append(engine, 1, 300)
-    kept = dict(storage._edges)
+    mine, other = TreeMemory(), TreeMemory()
+    await _append(engine, 1, 300, mine)
     # Another process appends (its own edge), then this one, whose kept edge is now stale.
-    storage._edges.clear()
-    await _append(engine, 301, 310)
-    storage._edges.update(kept)
-    await _append(engine, 311, 320)
+    await _append(engine, 301, 310, other)
+    await _append(engine, 311, 320, mine)
     # A batch rolled back: the edge kept under its head is never used, the head being the old one.
     async with sessions() as session:
-        await append(session, [_event(n) for n in range(321, 330)])
+        await append(session, [_event(n) for n in range(321, 330)], mine)
         await session.rollback()
-    await _append(engine, 321, 340)
+    await _append(engine, 321, 340, mine)
+    # An append that fails after its edge took the batch in (here: writing the tiles): the edge, changed,
+    # is not kept under the head it started from, which the batch retried finds again.
+    with monkeypatch.context() as patched:
+        patched.setattr(storage, "_INSERT_TILE", text("INSERT INTO no_such_table VALUES (:level)"))
+        async with sessions() as session:
+            with pytest.raises(exc.DBAPIError):
+                await append(session, [_event(n) for n in range(341, 350)], mine)
+            await session.rollback()
+    await _append(engine, 341, 350, mine)
     async with sessions() as session:
         rows = list((await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars())
         reference = merkle.MemoryTree()
         for row in rows:
             reference.append(record_leaf_hash(to_record(row)))
-        assert len(rows) == 340
-        for size in (300, 310, 320, 340):
+        assert len(rows) == 350
+        for size in (300, 310, 320, 340, 350):
             assert await storage.root_at(session, size) == reference.root(size)
         stored = await storage.read_tiles(session, TlogTile.level >= 0)
-        assert stored[(0, 1)] == b"".join(reference.get_node(0, i) for i in range(256, 340))
+        assert stored[(0, 1)] == b"".join(reference.get_node(0, i) for i in range(256, 350))
 
 
 class _Statements:
@@ -170,17 +182,16 @@ class _Statements:
 async def test_proofs_from_memory_are_those_of_the_stored_tiles(engine: AsyncEngine) -> None:
     # What this process knows once its appends commit (the right edge, the full tiles in the LRU
     # cache) serves proofs byte for byte as the stored tiles do, without reading the database.
-    storage.forget()
-    url = str(engine.url)
+    tree = TreeMemory()
     size = 0
     for batch in (3, 300, 1, 250, 70):
-        await _append(engine, size + 1, size + batch)
+        await _append(engine, size + 1, size + batch, tree)
         size += batch
         async with make_sessionmaker(engine)() as session:  # a proof between appends, as in service
             for index in (0, size - 1):
                 stored = await storage.with_nodes(session, partial(merkle.inclusion_proof, index, size))
-                assert await storage.inclusion(session, index, size) == stored
-    assert storage._known[url].size == size == 624
+                assert await storage.inclusion(session, index, size, tree) == stored
+    assert tree.known is not None and tree.known.size == size == 624
     statements = _Statements(engine)
     async with make_sessionmaker(engine)() as session:
         rows = list((await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars())
@@ -190,56 +201,53 @@ async def test_proofs_from_memory_are_those_of_the_stored_tiles(engine: AsyncEng
         for at in (1, 2, 255, 256, 257, 300, 511, 512, 600, 624):
             for index in {0, 1 % at, at // 2, at - 1}:
                 statements.taken()
-                proof = await storage.inclusion(session, index, at)
+                proof = await storage.inclusion(session, index, at, tree)
                 assert statements.taken() == 0
                 stored = await storage.with_nodes(session, partial(merkle.inclusion_proof, index, at))
                 assert proof == stored == merkle.inclusion_proof(index, at, reference.get_node)
             for old in {0, 1, at // 3, at - 1, at}:
-                proof = await storage.consistency(session, old, at)
+                proof = await storage.consistency(session, old, at, tree)
                 stored = await storage.with_nodes(session, partial(merkle.consistency_proof, old, at))
                 assert proof == stored == merkle.consistency_proof(old, at, reference.get_node)
         # Full tiles leave the bounded cache least recently used first and are read again when needed.
-        storage._full.capacity = 1
-        try:
-            storage._full.clear()
-            statements.taken()
-            for index in (0, 300, 0):
-                assert await storage.inclusion(session, index, 624) == merkle.inclusion_proof(
-                    index, 624, reference.get_node
-                )
-                assert statements.taken() == 1  # the full level-0 tile under the leaf
-                assert len(storage._full._tiles) == 1
-        finally:
-            storage._full.capacity = storage.CACHED_TILES
+        tree.full.capacity = 1
+        tree.full.clear()
+        statements.taken()
+        for index in (0, 300, 0):
+            assert await storage.inclusion(session, index, 624, tree) == merkle.inclusion_proof(
+                index, 624, reference.get_node
+            )
+            assert statements.taken() == 1  # the full level-0 tile under the leaf
+            assert len(tree.full) == 1
     # A session with no transaction open is left so: the tile is read on a connection of its own.
-    storage._full.clear()
+    tree.full.clear()
     async with make_sessionmaker(engine)() as session:
         statements.taken()
-        assert await storage.inclusion(session, 5, 600) == merkle.inclusion_proof(5, 600, reference.get_node)
+        assert await storage.inclusion(session, 5, 600, tree) == merkle.inclusion_proof(
+            5, 600, reference.get_node
+        )
         assert statements.taken() == 1 and not session.in_transaction()
-    # A batch rolled back is never known: the size beyond is asked of the database, which refuses it.
+    # An append makes nothing known before its commit, which the appender then tells the memory: a
+    # batch rolled back, or closed without a commit, is never known, and the size beyond is asked of the
+    # database, which refuses it.
     async with make_sessionmaker(engine)() as session:
-        await append(session, [_event(n) for n in range(625, 700)])
+        await append(session, [_event(n) for n in range(625, 700)], tree)
         await session.rollback()
-        assert storage._known[url].size == 624
+        assert tree.known is not None and tree.known.size == 624
         with pytest.raises(TreeError, match="beyond the tree's 624 leaves"):
-            await storage.inclusion(session, 0, 625)
+            await storage.inclusion(session, 0, 625, tree)
     async with make_sessionmaker(engine)() as session:
-        await append(session, [_event(n) for n in range(625, 700)])
-    assert storage._known[url].size == 624  # closed without a commit
+        await append(session, [_event(n) for n in range(625, 700)], tree)
+    assert tree.known is not None and tree.known.size == 624
 
 
 async def test_a_tree_grown_by_another_appender_is_read_and_then_known(engine: AsyncEngine) -> None:
-    # Another audit replica appends (here: this process made to forget its own appends), or this one
-    # is a standby that appends nothing: proofs beyond what it knows read the size and the right edge.
-    storage.forget()
-    url = str(engine.url)
-    await _append(engine, 1, 300)
-    known = dict(storage._known)
-    await _append(engine, 301, 340)
-    storage._known.clear()
-    storage._known.update(known)
-    storage._full.clear()
+    # Another audit replica appends (a memory of its own), or this one is a standby that appends
+    # nothing: proofs beyond what it knows read the size and the right edge.
+    tree = TreeMemory()
+    await _append(engine, 1, 300, tree)
+    await _append(engine, 301, 340, TreeMemory())
+    tree.full.clear()
     statements = _Statements(engine)
     async with make_sessionmaker(engine)() as session:
         rows = list((await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars())
@@ -247,25 +255,33 @@ async def test_a_tree_grown_by_another_appender_is_read_and_then_known(engine: A
         for row in rows:
             reference.append(record_leaf_hash(to_record(row)))
         statements.taken()
-        assert await storage.inclusion(session, 310, 340) == merkle.inclusion_proof(
+        assert await storage.inclusion(session, 310, 340, tree) == merkle.inclusion_proof(
             310, 340, reference.get_node
         )
         assert statements.taken() == 2  # the size, then the tiles with the right edge at 340
-        assert storage._known[url].size == 340
-        assert await storage.inclusion(session, 339, 340) == merkle.inclusion_proof(
+        assert tree.known is not None and tree.known.size == 340
+        assert await storage.inclusion(session, 339, 340, tree) == merkle.inclusion_proof(
             339, 340, reference.get_node
         )
-        assert await storage.consistency(session, 300, 340) == merkle.consistency_proof(
+        assert await storage.consistency(session, 300, 340, tree) == merkle.consistency_proof(
             300, 340, reference.get_node
         )
         assert statements.taken() == 0
         with pytest.raises(TreeError, match="beyond the tree's 340 leaves"):
-            await storage.inclusion(session, 0, 341)
-        storage.forget()  # a standby that never appended
-        assert await storage.inclusion(session, 5, 320) == merkle.inclusion_proof(5, 320, reference.get_node)
-        assert storage._known[url].size == 320
+            await storage.inclusion(session, 0, 341, tree)
+        standby = TreeMemory()  # a standby that never appended
+        assert await storage.inclusion(session, 5, 320, standby) == merkle.inclusion_proof(
+            5, 320, reference.get_node
+        )
+        assert standby.known is not None and standby.known.size == 320
+        assert await storage.inclusion(session, 5, 340, standby) == merkle.inclusion_proof(
+            5, 340, reference.get_node
+        )
+        assert standby.known.size == 340
+        # Without a memory, a proof reads what it needs, every time.
+        statements.taken()
         assert await storage.inclusion(session, 5, 340) == merkle.inclusion_proof(5, 340, reference.get_node)
-        assert storage._known[url].size == 340
+        assert statements.taken() == 2
 
 
 async def test_the_database_refuses_to_rewrite_the_tree_or_a_checkpoint(engine: AsyncEngine) -> None:
