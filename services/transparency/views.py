@@ -239,8 +239,8 @@ async def export(
     responses=NOTE,
     summary="tlog-tiles: the latest signed checkpoint with its cosignatures (auditor or agency credential).",
 )
-async def get_tlog_checkpoint(_: Reader, session: Session) -> PlainTextResponse:
-    response = _note(await checkpoints.published(session, await checkpoints.checkpoint_row(session)))
+async def get_tlog_checkpoint(reader: Reader, session: Session) -> PlainTextResponse:
+    response = await get_latest_checkpoint(reader, session)
     response.headers["Cache-Control"] = "private, max-age=5"  # mutable: a few seconds at most
     return response
 

@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import event, exc, func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from typer.testing import CliRunner, Result
 
 from devstack.kafka import free_port
@@ -153,11 +153,8 @@ async def test_an_appender_uses_its_edge_only_while_the_head_is_the_one_it_left(
             await session.rollback()
     await _append(engine, 341, 350, mine)
     async with sessions() as session:
-        rows = list((await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars())
-        reference = merkle.MemoryTree()
-        for row in rows:
-            reference.append(record_leaf_hash(to_record(row)))
-        assert len(rows) == 350
+        reference = await _reference_tree(session)
+        assert reference.size == 350
         for size in (300, 310, 320, 340, 350):
             assert await storage.root_at(session, size) == reference.root(size)
         stored = await storage.read_tiles(session, TlogTile.level >= 0)
@@ -194,10 +191,7 @@ async def test_proofs_from_memory_are_those_of_the_stored_tiles(engine: AsyncEng
     assert tree.known is not None and tree.known.size == size == 624
     statements = _Statements(engine)
     async with make_sessionmaker(engine)() as session:
-        rows = list((await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars())
-        reference = merkle.MemoryTree()
-        for row in rows:
-            reference.append(record_leaf_hash(to_record(row)))
+        reference = await _reference_tree(session)
         for at in (1, 2, 255, 256, 257, 300, 511, 512, 600, 624):
             for index in {0, 1 % at, at // 2, at - 1}:
                 statements.taken()
@@ -250,10 +244,7 @@ async def test_a_tree_grown_by_another_appender_is_read_and_then_known(engine: A
     tree.full.clear()
     statements = _Statements(engine)
     async with make_sessionmaker(engine)() as session:
-        rows = list((await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars())
-        reference = merkle.MemoryTree()
-        for row in rows:
-            reference.append(record_leaf_hash(to_record(row)))
+        reference = await _reference_tree(session)
         statements.taken()
         assert await storage.inclusion(session, 310, 340, tree) == merkle.inclusion_proof(
             310, 340, reference.get_node
@@ -796,3 +787,12 @@ async def test_verify_reports_a_fork_and_a_rollback_from_a_split_view(tmp_path: 
         assert "error: the latest checkpoint:" in result.output
     finally:
         await services.close()
+
+
+async def _reference_tree(session: AsyncSession) -> merkle.MemoryTree:
+    """The tree of the stored entries, built in memory from their leaves alone."""
+    rows = (await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars()
+    reference = merkle.MemoryTree()
+    for row in rows:
+        reference.append(record_leaf_hash(to_record(row)))
+    return reference
