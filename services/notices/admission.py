@@ -9,13 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.envelopes import RoutingHeader
 from schemas.notices import Tlp
 from services.delivery.models import Delivery, NoticeRow
 from services.envelope.errors import EnvelopeError
 from services.envelope.service import Freshness, ParsedEnvelope, recipient_kids, verify_outer
+from services.platform.database import Reader
 from services.trust.keyring import DirectoryView
 
 # TLP 2.0 from least to most restricted; a forward may tighten the label, never loosen it.
@@ -24,7 +24,7 @@ CLOSED_TLP = {Tlp.amber_strict, Tlp.red}  # may not go beyond the original sende
 
 
 async def admit(
-    session: AsyncSession,
+    reader: Reader,
     directory: DirectoryView,
     envelope: ParsedEnvelope,
     received_at: datetime,
@@ -51,27 +51,28 @@ async def admit(
         raise EnvelopeError("recipient_mismatch", "the wrapped keys do not match the addressed agencies")
     if routing.sender in routing.recipients:
         raise EnvelopeError("recipient_mismatch", "an agency cannot address a notice to itself")
-    await check_thread(session, routing)
+    await check_thread(reader, routing)
 
 
-async def audience(session: AsyncSession, notice: NoticeRow) -> set[str]:
+async def audience(reader: Reader, notice_id: str, sender: str) -> set[str]:
     """Who a notice was shared with: its sender and its recipients (one inbox row each)."""
-    query = select(Delivery.recipient).where(Delivery.notice_id == notice.notice_id)
-    return {notice.sender, *(await session.execute(query)).scalars()}
+    query = select(Delivery.recipient).where(Delivery.notice_id == notice_id)
+    return {sender, *(await reader.execute(query)).scalars()}
 
 
-async def check_thread(session: AsyncSession, routing: RoutingHeader) -> None:
+async def check_thread(reader: Reader, routing: RoutingHeader) -> None:
     """A reply or forward refers to a notice its sender was shared, in the same case, and TLP holds:
     an amber+strict or red notice goes to nobody outside its audience, and no label is loosened."""
     for field, ref in (("in_reply_to", routing.in_reply_to), ("forwarded_from", routing.forwarded_from)):
         if ref is None:
             continue
-        original = await session.get(NoticeRow, str(ref))
+        referred = select(NoticeRow.notice_id, NoticeRow.sender, NoticeRow.case_ref, NoticeRow.tlp)
+        original = (await reader.execute(referred.where(NoticeRow.notice_id == str(ref)))).first()
         if original is None:
             raise EnvelopeError(
                 "unknown_reference", f"{field} names notice {ref}, which deskbridge has not seen"
             )
-        shared = await audience(session, original)
+        shared = await audience(reader, original.notice_id, original.sender)
         if routing.sender not in shared:
             raise EnvelopeError("tlp_violation", f"{routing.sender} was never shared notice {ref}")
         if original.case_ref != routing.case_ref:

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.delivery.models import Delivery
 from services.notices.errors import NoticeError
+from services.platform.database import Reader
 
 
 @dataclass
@@ -59,12 +59,12 @@ class InboxRoom:
     recheck_s: float
     _counts: dict[str, tuple[int, float]] = field(default_factory=dict)  # agency -> (pending, counted at)
 
-    async def check(self, session: AsyncSession, recipients: Sequence[str]) -> None:
+    async def check(self, reader: Reader, recipients: Sequence[str]) -> None:
         now = time.monotonic()
         for agency in recipients:
             pending, counted_at = self._counts.get(agency, (0, -math.inf))
             if now - counted_at > self.recheck_s or pending >= self.cap:
-                pending = await _pending(session, agency, self.cap)
+                pending = await _pending(reader, agency, self.cap)
                 self._counts[agency] = (pending, now)
             if pending >= self.cap:
                 raise NoticeError(
@@ -80,7 +80,7 @@ class InboxRoom:
             self._counts[agency] = (pending + 1, counted_at)
 
 
-async def _pending(session: AsyncSession, agency: str, cap: int) -> int:
+async def _pending(reader: Reader, agency: str, cap: int) -> int:
     """Unacknowledged notices in `agency`'s inbox, counted only up to `cap` so it stays cheap."""
     pending = (
         select(Delivery.seq)
@@ -89,4 +89,4 @@ async def _pending(session: AsyncSession, agency: str, cap: int) -> int:
         .limit(cap)
         .subquery()
     )
-    return int((await session.execute(select(func.count()).select_from(pending))).scalar_one())
+    return int((await reader.execute(select(func.count()).select_from(pending))).scalar_one())

@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import bindparam, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import defer
 
 from schemas.api import DeliveryState, NoticeStatus, RecipientStatus, SentNotice, SentPage
@@ -62,9 +62,11 @@ async def _refuse(publisher: EventPublisher, event: Event) -> None:
 
 @dataclass(frozen=True)
 class Intake:
-    """What admitting one submission needs, gathered per request."""
+    """What admitting one submission needs, gathered per request. `database` runs without transactions
+    (platform.database.autocommit): a submission is a few single statements, none of them needing
+    another's atomicity, so no BEGIN or COMMIT is paid and nothing is held open while Kafka acknowledges."""
 
-    session: AsyncSession
+    database: AsyncEngine
     directory: DirectoryView
     publisher: EventPublisher
     freshness: Freshness
@@ -73,7 +75,6 @@ class Intake:
 
 async def accept_envelope(intake: Intake, raw: bytes, caller: str) -> Submission:
     """Admits an envelope sent by `caller` and returns only after Kafka holds it with acks=all."""
-    session = intake.session
     envelope: ParsedEnvelope | None = None
     try:
         envelope = parse_envelope(raw)
@@ -81,51 +82,61 @@ async def accept_envelope(intake: Intake, raw: bytes, caller: str) -> Submission
             raise EnvelopeError(
                 "not_the_sender", f"the envelope is sent as {envelope.routing.sender}, you are {caller}"
             )
-        again = await _same_again(session, envelope)
-        if again is not None:
-            return again
-        await admit(session, intake.directory, envelope, utcnow(), intake.freshness)
-        await intake.room.check(session, envelope.routing.recipients)
+        async with intake.database.connect() as connection:
+            again = await _same_again(connection, envelope)
+            if again is not None:
+                return again
+            await admit(connection, intake.directory, envelope, utcnow(), intake.freshness)
+            await intake.room.check(connection, envelope.routing.recipients)
     except EnvelopeError as exc:
-        await session.rollback()
         await _refuse(intake.publisher, rejection(caller, exc.code, exc.detail, raw, envelope))
         raise
-    submission = await _produce(session, intake.publisher, envelope)
+    submission = await _produce(intake, envelope)
     intake.room.accepted(envelope.routing.recipients)
     return submission
 
 
-async def _same_again(session: AsyncSession, envelope: ParsedEnvelope) -> Submission | None:
+# Both tables in one statement, since this runs on every POST: the gateway's record and ingest's.
+EARLIER = select(
+    select(Submission.envelope_sha256).where(Submission.notice_id == bindparam("id")).scalar_subquery(),
+    select(NoticeRow.envelope_sha256).where(NoticeRow.notice_id == bindparam("id")).scalar_subquery(),
+)
+SUBMISSION = select(*Submission.__table__.columns).where(Submission.notice_id == bindparam("id"))
+INGESTED_AT = select(NoticeRow.kafka_partition, NoticeRow.kafka_offset, NoticeRow.ingested_at).where(
+    NoticeRow.notice_id == bindparam("id")
+)
+
+
+async def _same_again(connection: AsyncConnection, envelope: ParsedEnvelope) -> Submission | None:
     """A client whose answer was lost may post the very same bytes again and get the same 202; any other
-    envelope reusing a notice id is refused. One query for both tables: this runs on every POST."""
+    envelope reusing a notice id is refused."""
     notice_id = str(envelope.routing.notice_id)
-    earlier = select(Submission.envelope_sha256).where(Submission.notice_id == notice_id)
-    ingested = select(NoticeRow.envelope_sha256).where(NoticeRow.notice_id == notice_id)
-    submitted_sha, stored_sha = (
-        await session.execute(select(earlier.scalar_subquery(), ingested.scalar_subquery()))
-    ).one()
+    submitted_sha, stored_sha = (await connection.execute(EARLIER, {"id": notice_id})).one()
     if submitted_sha == envelope.sha256:
-        return await session.get(Submission, notice_id)
+        return await _recorded(connection, notice_id)
     if submitted_sha is None and stored_sha == envelope.sha256:
-        return await _record_lost_submission(session, envelope)
+        return await _record_lost_submission(connection, envelope)
     if submitted_sha is not None or stored_sha is not None:
         raise EnvelopeError("duplicate_notice", f"notice id {notice_id} was already used; choose a new id")
     return None
 
 
-async def _record_lost_submission(session: AsyncSession, envelope: ParsedEnvelope) -> Submission:
+async def _recorded(connection: AsyncConnection, notice_id: str) -> Submission:
+    row = (await connection.execute(SUBMISSION, {"id": notice_id})).one()
+    return Submission(**row._asdict())
+
+
+async def _record_lost_submission(connection: AsyncConnection, envelope: ParsedEnvelope) -> Submission:
     """Kafka acknowledged an earlier post of these very bytes and ingest stored them, but the gateway
     died (or the database went away) before recording the submission, so that client never saw its 202.
     The record is written now from where ingest found the envelope, and the client gets its 202."""
     notice_id = str(envelope.routing.notice_id)
-    stored = await session.get_one(NoticeRow, notice_id)
+    stored = (await connection.execute(INGESTED_AT, {"id": notice_id})).one()
     submission = _submission(envelope, stored.kafka_partition, stored.kafka_offset, stored.ingested_at)
-    session.add(submission)
     try:
-        await session.commit()
+        await _insert(connection, submission)
     except IntegrityError:
-        await session.rollback()  # a concurrent re-post recorded it first: the same answer
-        return await session.get_one(Submission, notice_id)
+        return await _recorded(connection, notice_id)  # a concurrent re-post recorded it first
     return submission
 
 
@@ -144,22 +155,27 @@ def _submission(envelope: ParsedEnvelope, partition: int, offset: int, at: datet
     )
 
 
-async def _produce(session: AsyncSession, publisher: EventPublisher, envelope: ParsedEnvelope) -> Submission:
+async def _insert(connection: AsyncConnection, submission: Submission) -> None:
+    """One INSERT, committed on its own (the connection has no transaction)."""
+    values = {column.key: getattr(submission, column.key) for column in Submission.__table__.columns}
+    await connection.execute(insert(Submission), values)
+
+
+async def _produce(intake: Intake, envelope: ParsedEnvelope) -> Submission:
     routing = envelope.routing
     notice_id = str(routing.notice_id)
-    partition, offset = await publisher.send(
-        publisher.topics.notices,
+    partition, offset = await intake.publisher.send(
+        intake.publisher.topics.notices,
         routing.case_ref,
         envelope.raw,
         cloud_headers(ce_type(EventType.notice_submitted), notice_id, f"{SOURCE}/{routing.sender}"),
     )
     submission = _submission(envelope, partition, offset, utcnow())
-    session.add(submission)
     try:
-        await session.commit()
+        async with intake.database.connect() as connection:
+            await _insert(connection, submission)
     except IntegrityError as exc:
         # A concurrent request with the same id won the race; ingest drops the second envelope as a replay.
-        await session.rollback()
         raise EnvelopeError(
             "duplicate_notice", f"notice id {notice_id} was already used; choose a new id"
         ) from exc
@@ -170,7 +186,8 @@ async def seal_for_desk(intake: Intake, desk: AgencyKeys, draft: NoticeDraft) ->
     """The desk's path: the gateway holds the desk's keys, seals, then admits like any other envelope."""
     if desk.agency in draft.recipients:
         raise NoticeError("recipient_mismatch", "the desk cannot address a notice to itself")
-    recipients = await encryption_keys(intake.session, draft.recipients)
+    async with intake.database.connect() as connection, AsyncSession(bind=connection) as session:
+        recipients = await encryption_keys(session, draft.recipients)
     notice = Notice(**draft.model_dump(), sender=desk.agency, sent_at=utcnow())
     envelope = seal_notice(notice, desk.signer(), recipients)
     return await accept_envelope(intake, envelope, desk.agency)

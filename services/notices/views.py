@@ -28,7 +28,7 @@ from services.metrics.views import Meters
 from services.notices import service
 from services.notices.cases import case_thread
 from services.notices.errors import NoticeError
-from services.notices.limits import InboxRoom, TokenBuckets
+from services.notices.limits import TokenBuckets
 from services.notices.models import Submission
 from services.platform.errors import Unavailable
 from services.platform.kafka import commit_audited
@@ -58,11 +58,11 @@ async def desk_keys(request: Request) -> AgencyKeys:
 
 
 async def intake(
-    request: Request, session: Session, directory: Directory, publisher: Publisher, fresh: Fresh
+    request: Request, directory: Directory, publisher: Publisher, fresh: Fresh
 ) -> service.Intake:
     """What admitting a submission needs, for both ways in (async: a plain def would run in a thread)."""
-    room: InboxRoom = request.app.state.inbox_room
-    return service.Intake(session, directory, publisher, fresh, room)
+    state = request.app.state
+    return service.Intake(state.autocommit, directory, publisher, fresh, state.inbox_room)
 
 
 LimitedAgency = Annotated[Principal, Depends(rate_limited)]

@@ -13,7 +13,13 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import BigInteger, DateTime, Integer, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
@@ -76,9 +82,21 @@ def make_engine(url: str) -> AsyncEngine:
         return engine
     # No pre-ping: it costs a round trip per checkout. A connection broken by a database restart fails
     # once (503, or a retried batch) and SQLAlchemy then discards the whole pool.
+    # A connection opened past pool_size is closed again when returned: under a burst of requests that
+    # churn (a TLS handshake and a cold statement cache each time) cost more than the idle connections.
     return create_async_engine(
-        url, pool_size=10, max_overflow=10, connect_args={"async_creator_fn": _connect}
+        url, pool_size=24, max_overflow=16, connect_args={"async_creator_fn": _connect}
     )
+
+
+Reader = AsyncSession | AsyncConnection  # anything a Core statement can be executed on
+
+
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The engine's pool without transactions: each statement commits on its own, with no BEGIN or
+    COMMIT round trip around it. For hot paths made of single statements that need no atomicity between
+    them (and so hold no transaction open while they wait on anything else)."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

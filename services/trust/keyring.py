@@ -1,7 +1,8 @@
 """The directory held in memory: every key and credential, re-read only when the database's
 directory generation moves (migration 0007 bumps it by trigger on any change). Checking a signature or
 a bearer credential then costs one tiny read instead of a lookup per key, and a revocation is still
-seen by the very next request, in every process, because that read is made each time."""
+seen by the very next request, in every process, because that read is made each time. The gateway makes
+it on a connection of its own without a transaction (one round trip, no BEGIN)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.envelope.keys import PublicKey
-from services.platform.database import utcnow
+from services.platform.database import Reader, utcnow
 from services.trust.models import AgencyKey, Credential, DirectoryGeneration
 from services.trust.service import TOKEN_PREFIX, Principal, public_key, signing_key_at
 
@@ -100,8 +101,8 @@ class DirectoryCache:
         self._loading = asyncio.Lock()
         self.loads = 0  # how many times the directory was read whole (tests and metrics)
 
-    async def view(self, session: AsyncSession) -> DirectoryView:
-        generation = await _generation(session)
+    async def view(self, reader: Reader) -> DirectoryView:
+        generation = await _generation(reader)
         current = self._view
         if current is not None and current.generation == generation:
             return current
@@ -111,13 +112,20 @@ class DirectoryCache:
                 return current
             # Read after the generation: what is read is at least that new, so caching it under that
             # number can only make the next request read again, never keep a stale key.
-            self._view = current = await _load(session, generation)
+            if isinstance(reader, AsyncConnection):
+                async with AsyncSession(bind=reader) as session:
+                    self._view = current = await _load(session, generation)
+            else:
+                self._view = current = await _load(reader, generation)
             self.loads += 1
             return current
 
 
-async def _generation(session: AsyncSession) -> int:
-    value = (await session.execute(select(DirectoryGeneration.generation))).scalar_one()
+GENERATION = select(DirectoryGeneration.generation)
+
+
+async def _generation(reader: Reader) -> int:
+    value = (await reader.execute(GENERATION)).scalar_one()
     return int(value)
 
 

@@ -27,7 +27,7 @@ from schemas.directory import SignedDirectory
 from schemas.notices import AgencyId
 from services.envelope.keys import SigningKey
 from services.envelope.service import Freshness
-from services.platform.database import make_engine, make_sessionmaker, utcnow
+from services.platform.database import autocommit, make_engine, make_sessionmaker, utcnow
 from services.platform.errors import Unavailable
 from services.platform.kafka import commit_audited
 from services.platform.settings import Settings
@@ -50,15 +50,19 @@ def open_app_state(app: FastAPI, settings: Settings) -> AsyncEngine:
     engine = make_engine(settings.database_url)
     app.state.settings = settings
     app.state.sessions = make_sessionmaker(engine)
+    app.state.autocommit = autocommit(engine)
     app.state.directory = DirectoryCache()
     return engine
 
 
-async def directory_view(request: Request, session: Session) -> DirectoryView:
+async def directory_view(request: Request) -> DirectoryView:
     """The directory as of this request (one small read; see keyring.py). FastAPI resolves it once per
-    request, so authentication and the route share it."""
+    request, so authentication and the route share it. The connection is only borrowed for that read:
+    a long-poll does not hold it."""
     cache: DirectoryCache = request.app.state.directory
-    return await cache.view(session)
+    database: AsyncEngine = request.app.state.autocommit
+    async with database.connect() as connection:
+        return await cache.view(connection)
 
 
 Directory = Annotated[DirectoryView, Depends(directory_view)]
