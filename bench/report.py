@@ -617,7 +617,7 @@ def _ceiling(results: Results) -> str:
         text += f" The cores were {100 * busy:.0f} % busy during those runs: " + (
             "the rate is bound by CPU work per notice, not by waiting."
             if busy >= 0.85
-            else "the rest of the time went to waiting (round trips, locks, commits)."
+            else "the rest of the time the stack waited."
         )
     others = results.cpu_ms_per_notice.get(OTHERS, 0.0)
     if FLOOR_RECIPIENTS in results.e2e and others > 0:
@@ -768,16 +768,23 @@ def _scaling(results: Results) -> str:
         + "\nThe audit log as it grows (bench/auditscale.py): on a database of its own on the same server, "
         "entries up to each size written straight into the tables, then the audit service's own append "
         "(`transparency.service.append`: the table lock, the chain head, the tree's right edge, entries and "
-        "nodes in one commit) and inclusion proofs of random leaves (`transparency.storage.inclusion`, "
-        "what `GET /v1/audit/proof/inclusion` runs, without the HTTP). p99 of a rate is the slow tail.\n\n"
+        "tiles in one commit, with the audit process's memory of the tree) and inclusion proofs of random "
+        "leaves (`transparency.storage.inclusion`, what `GET /v1/audit/proof/inclusion` runs, without the "
+        "HTTP). p99 of a rate is the slow tail.\n\n"
         + audit
         + "\nThe audit service's start-up on the stack's own log, early in the run and again after the "
         "loads: the process stopped (SIGTERM) and started again, timed from the start of the new process "
         "to its first answer on `/healthz` with its checkpoint publisher built (its tree checked), and the "
         "CPU the new process spent until then.\n\n"
         + startup
-        + "\nPeak resident memory of each process over the whole run (`VmHWM`: one value per process, "
-        "so no median):\n\n" + rss
+        + "\nPeak resident memory of each process over the whole run"
+        + (
+            ", the audit service's since its restart before the loads"
+            if len(results.audit_startup) > 1
+            else ""
+        )
+        + " (`VmHWM`: one value per process, so no median):\n\n"
+        + rss
     )
 
 

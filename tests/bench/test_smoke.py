@@ -72,7 +72,9 @@ def test_the_quick_bench_reports_every_section_with_positive_figures(
         stderr=subprocess.PIPE,
     )
     try:
-        stdout, stderr = bench.communicate(timeout=120)
+        # A guard against a hang, not a measure: on 2 cores shared with other work (a load average of
+        # 11) the run took nearly two minutes.
+        stdout, stderr = bench.communicate(timeout=180)
     finally:
         bench.kill()  # after a timeout; nothing left to kill otherwise
         bench.wait()
@@ -91,15 +93,16 @@ def test_the_quick_bench_reports_every_section_with_positive_figures(
         "e2e >= 0.5 x the floor (3 recipients)",
         "p99 POST-to-inbox (ms) <= 50 ms at 500 notices/s offered",
         "audit append (entries/s, at every size measured) >= 20,000",
-        "audit start-up (CPU s of the process) at ",
         "gateway peak RSS <= 200 MB",
         "flash notice to a waiting long-poll (ms) unchanged or better",
     ):
         row = next(row for row in goals if row[0].startswith(expected))
         assert row[-1] != "not measured" and float(row[1].replace(",", "")) > 0, row
-    # The quick run's audit log is far from 10^7 entries: the proof target is not measured, not passed.
-    proof = next(row for row in goals if row[0].startswith("inclusion proof"))
-    assert proof[1:] == ["—", "—", "not measured"]
+    # The quick run's audit log is far from 10^7 entries, and its audit service restarts at one log size
+    # only: those targets are not measured, not passed.
+    for unmeasured in ("inclusion proof", "audit start-up"):
+        row = next(row for row in goals if row[0].startswith(unmeasured))
+        assert row[1:] == ["—", "—", "not measured"], row
     figures = 0
     for header, rows in tables:
         if rows is goals:
