@@ -261,9 +261,10 @@ async def measure(
 
 async def audit_startup(stack: Stack, engine: AsyncEngine, results: Results, restarts: int) -> None:
     """Stops the audit service (SIGTERM) and starts it again `restarts` times on the stack's log as it is
-    now (quiet: every notice sent is in it), timing each new process from its start to its first answer
-    on /healthz with its checkpoint publisher built, which happens after its tree is checked; and the CPU
-    the new process spent until then, which a machine shared with other work disturbs far less."""
+    now (its size read first; the stack idle, bar the last entries of a phase just ended), timing each new
+    process from its start to its first answer on /healthz with its checkpoint publisher built, which
+    happens after its tree is checked; and the CPU the new process spent until then, which a machine
+    shared with other work disturbs far less."""
     async with engine.connect() as connection:
         size = int(
             (await connection.execute(text("SELECT coalesce(max(seq), 0) FROM audit_log"))).scalar_one()
