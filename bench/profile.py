@@ -160,14 +160,17 @@ class CpuMeter:
         self._spent = dict.fromkeys(clocks, 0.0)
         self._started: dict[str, float] = {}
         self.notices = 0
+        self.windows: list[dict[str, float]] = []  # CPU ms per notice of each clock, window by window
 
     def start(self) -> None:
         self._started = {name: clock() for name, clock in self._clocks.items()}
 
     def stop(self, notices: int) -> None:
-        for name, clock in self._clocks.items():
-            self._spent[name] += clock() - self._started[name]
+        window = {name: clock() - self._started[name] for name, clock in self._clocks.items()}
+        for name, seconds in window.items():
+            self._spent[name] += seconds
         self.notices += notices
+        self.windows.append({name: 1000 * seconds / notices for name, seconds in window.items()})
 
     def ms_per_notice(self, machine: str) -> dict[str, float]:
         """Per process; the `machine` clock's excess over the named processes is named "everything else"."""

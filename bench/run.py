@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import platform
@@ -23,22 +24,37 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench import auditscale, load, parts, profile
-from bench.crypto import RECIPIENT_COUNTS, crypto_floor
-from bench.report import Machine, Results, markdown, number, plot, table, targets
+from bench.crypto import RECIPIENT_COUNTS, crypto_floor, signing_key
+from bench.report import (
+    FLOOR_RECIPIENTS,
+    LOAD_GENERATOR,
+    Machine,
+    Results,
+    StartUp,
+    markdown,
+    number,
+    plot,
+    table,
+    targets,
+)
 from bench.stack import (
     BENCH_ENVIRONMENT,
     FLASH_READER,
     PULL_READER,
+    READERS,
+    SENDERS,
     Infrastructure,
     Stack,
     infrastructure,
     kafka_version,
     running_stack,
 )
+from bench.stats import Figure
 from devstack.certs import Certificates
 from services.platform.database import ROOT, make_engine
 from services.platform.kafka import KafkaAccess
@@ -50,7 +66,7 @@ class Sizes:
     crypto_calls: int  # calls per timed run
     crypto_runs: int
     raw_messages: int
-    rows: int
+    floor_notices: int  # notices' rows written by COPY a run
     e2e_notices: int
     senders: int  # connections per sending agency
     loads: tuple[tuple[float, float], ...]  # (notices/s, seconds)
@@ -62,42 +78,51 @@ class Sizes:
     audit_batches: int = 3  # appends timed at each size
     audit_batch: int = 100  # entries per append
     audit_proofs: int = 10  # inclusion proofs timed at each size
+    restarts: int = 1  # audit service restarts timed at each log size
+    early_restart: bool = False  # also at the small log of the run's start (a --quick run spares it)
 
     def describe(self) -> dict[str, str]:
         return {
             "repetitions of each phase": str(self.repeats),
             "crypto": f"{self.crypto_runs} runs of {self.crypto_calls} calls",
             "raw aiokafka": f"{self.raw_messages:,} messages a run",
-            "PostgreSQL inserts": f"{self.rows:,} rows a run",
+            "PostgreSQL COPY": f"the rows of {self.floor_notices:,} notices a run",
             "end to end": f"{self.e2e_notices:,} notices a run",
             "senders": f"{self.senders} connections each",
             "open-loop loads": ", ".join(f"{rate:g}/s for {seconds:g} s" for rate, seconds in self.loads),
             "flash notices": str(self.flash),
             "inbox pulls": f"{self.pulls} at each size",
             "audit log": f"{self.audit_batches} appends of {self.audit_batch} entries and "
-            f"{self.audit_proofs} inclusion proofs at each size",
+            f"{self.audit_proofs} inclusion proofs at each of "
+            + ", ".join(f"{n:,}" for n in self.audit_sizes)
+            + " entries",
+            "audit start-up": f"{self.restarts} restart(s) at each of "
+            + ("two log sizes" if self.early_restart else "one log size"),
         }
 
 
-QUICK = Sizes(1, 20, 1, 300, 1000, 30, 4, ((20, 1), (50, 1)), 3, (1000,), 5, 0)
-# Sized so the whole run takes about ten minutes on a 2-core machine where deskbridge does ~50 notices/s.
+QUICK = Sizes(1, 20, 1, 300, 500, 30, 4, ((20, 1), (500, 0.1)), 3, (1000,), 5, 0)
+# Sized for a 2-core machine where deskbridge does ~100 notices/s; filling the audit log to 10^7 entries
+# (bench/auditscale.py) is the longest phase.
 FULL = Sizes(
     repeats=3,
     crypto_calls=200,
     crypto_runs=30,
     raw_messages=10_000,
-    rows=20_000,
+    floor_notices=5_000,
     e2e_notices=600,
     senders=16,
-    loads=((10, 10), (50, 10), (200, 5), (1000, 2)),
+    loads=((10, 10), (50, 10), (200, 5), (500, 3), (1000, 2)),
     flash=30,
     pull_sizes=(1000, 100_000, 1_000_000),
     pulls=50,
     profile_seconds=15,
-    audit_sizes=(1000, 100_000, 1_000_000),
+    audit_sizes=(1000, 100_000, 1_000_000, 10_000_000),
     audit_batches=20,
     audit_batch=200,
     audit_proofs=200,
+    restarts=3,
+    early_restart=True,
 )
 
 
@@ -145,13 +170,22 @@ async def measure(
         keyring = load.Keyring(stack.home)
         say("warming up")
         await load.closed_loop(stack, engine, keyring, 3, 20, 4, 1)
+        if sizes.early_restart:
+            await audit_startup(stack, engine, results, sizes.restarts)
         early = [n for n in sizes.pull_sizes if n <= 10_000]
         say(f"inbox pulls at {early} stored notices")
-        envelope = keyring.seal("kr-desk", ["bench-01", "bench-02", "bench-03"]).raw
+        sealed = keyring.seal(SENDERS[0], READERS[:FLOOR_RECIPIENTS])
+        envelope = sealed.raw
         results.pull_ms.update(
             await load.inbox_pull_scaling(stack, engine, PULL_READER, early, sizes.pulls, len(envelope))
         )
-        say("raw aiokafka produce and consume")
+        say("the floor: raw Ed25519 verifies, raw aiokafka produce and consume, COPY")
+        results.verify_us = parts.ed25519_verify_us(
+            envelope,
+            signing_key(keyring.senders[sealed.sender]).ed25519(),
+            sizes.crypto_calls,
+            sizes.crypto_runs,
+        )
         results.kafka = await parts.raw_kafka(
             KafkaAccess.of(stack.settings),
             stack.settings.topic_prefix,
@@ -159,12 +193,11 @@ async def measure(
             sizes.raw_messages,
             sizes.repeats,
         )
-        say("raw PostgreSQL inserts")
-        results.row_writes = await parts.row_writes(engine, sizes.rows, sizes.repeats)
+        results.rows = await parts.copy_rows(engine, sizes.floor_notices, FLOOR_RECIPIENTS, sizes.repeats)
         meter = profile.CpuMeter(
             {
                 **{name: service.cpu_seconds for name, service in stack.services.items()},
-                "load generator (this process)": time.process_time,
+                LOAD_GENERATOR: time.process_time,
                 **infra.cpu_clocks,
                 "machine": profile.machine_busy_seconds,
             }
@@ -179,13 +212,15 @@ async def measure(
                 sizes.e2e_notices,
                 sizes.senders,
                 sizes.repeats,
-                meter if recipients == 3 else None,
+                meter if recipients == FLOOR_RECIPIENTS else None,
             )
         results.cpu_ms_per_notice = meter.ms_per_notice("machine")
+        results.cpu_windows = [window["machine"] for window in meter.windows]
         for rate, seconds in sizes.loads:
             say(f"open loop at {rate:g} notices/s")
             runs = [
-                await load.open_loop(stack, engine, keyring, rate, seconds, 3) for _ in range(sizes.repeats)
+                await load.open_loop(stack, engine, keyring, rate, seconds, FLOOR_RECIPIENTS)
+                for _ in range(sizes.repeats)
             ]
             results.latency.append(
                 load.Latency(
@@ -208,6 +243,9 @@ async def measure(
             results.pull_ms.update(
                 await load.inbox_pull_scaling(stack, engine, PULL_READER, late, sizes.pulls, len(envelope))
             )
+        # Read before the audit service restarts again: a new process has a peak of its own.
+        results.peak_rss_mb = {name: service.peak_rss_mb() for name, service in stack.services.items()}
+        await audit_startup(stack, engine, results, sizes.restarts)
         say(f"audit log appends and inclusion proofs at {list(sizes.audit_sizes)} entries")
         results.audit_scale = await auditscale.audit_scaling(
             stack.settings.database_url,
@@ -216,10 +254,44 @@ async def measure(
             sizes.audit_batch,
             sizes.audit_proofs,
         )
-        results.peak_rss_mb = {name: service.peak_rss_mb() for name, service in stack.services.items()}
         results.logged_errors = {name: service.logged_errors() for name, service in stack.services.items()}
     finally:
         await engine.dispose()
+
+
+async def audit_startup(stack: Stack, engine: AsyncEngine, results: Results, restarts: int) -> None:
+    """Stops the audit service (SIGTERM) and starts it again `restarts` times on the stack's log as it is
+    now (its size read first; the stack idle, bar the last entries of a phase just ended), timing each new
+    process from its start to its first answer on /healthz with its checkpoint publisher built, which
+    happens after its tree is checked; and the CPU the new process spent until then, which a machine
+    shared with other work disturbs far less."""
+    async with engine.connect() as connection:
+        size = int(
+            (await connection.execute(text("SELECT coalesce(max(seq), 0) FROM audit_log"))).scalar_one()
+        )
+    say(f"audit service start-up at {size:,} entries")
+    wall, cpu = [], []
+    async with httpx.AsyncClient(timeout=1) as client:
+        for _ in range(restarts):
+            old = stack.services["audit"].process
+            old.terminate()
+            await asyncio.to_thread(old.wait, 30)
+            began = time.perf_counter()
+            service = stack.spawn("audit")
+            deadline = began + 120
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    answer = await client.get(stack.url("audit") + "/healthz")
+                    if answer.status_code == 200 and answer.json().get("checkpoints") is not None:
+                        break
+                if service.process.poll() is not None or time.perf_counter() > deadline:
+                    raise RuntimeError(
+                        f"the audit service did not start again:\n{service.log.read_text()[-3000:]}"
+                    )
+                await asyncio.sleep(0.01)
+            wall.append(time.perf_counter() - began)
+            cpu.append(service.cpu_seconds())
+    results.audit_startup[size] = StartUp(Figure.of_durations(wall), Figure.of_durations(cpu))
 
 
 async def profile_services(
@@ -246,12 +318,12 @@ async def profile_services(
 
 
 def summary(results: Results) -> str:
-    lines = [table(["target", "measured", "verdict"], targets(results))]
+    lines = [table(["target", "median", "p99", "verdict"], [t.row() for t in targets(results)])]
     for recipients, t in sorted(results.e2e.items()):
         lines.append(
             f"end to end, {recipients} recipient(s): {number(t.completed.median)} notices/s (median)"
         )
-    lines += [f"raw aiokafka {name}: {number(f.median)} messages/s" for name, f in results.kafka.items()]
+    lines += [f"raw aiokafka {name}: {number(p.rate.median)} messages/s" for name, p in results.kafka.items()]
     for name, f in results.crypto.items():
         if name.startswith(("seal", "open")):
             lines.append(f"{name}: {number(f.median)} µs")

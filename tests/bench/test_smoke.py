@@ -25,6 +25,7 @@ SECTIONS = [
     "Latency",
     "Scaling",
     "The floor",
+    "Where the time goes",
     "Not measured yet",
 ]
 FIGURE_COLUMN = re.compile(r"median|p99|\(MB\)|per notice")
@@ -71,7 +72,9 @@ def test_the_quick_bench_reports_every_section_with_positive_figures(
         stderr=subprocess.PIPE,
     )
     try:
-        stdout, stderr = bench.communicate(timeout=120)
+        # A guard against a hang, not a measure: on 2 cores shared with other work (a load average of
+        # 11) the run took nearly two minutes.
+        stdout, stderr = bench.communicate(timeout=180)
     finally:
         bench.kill()  # after a timeout; nothing left to kill otherwise
         bench.wait()
@@ -81,8 +84,29 @@ def test_the_quick_bench_reports_every_section_with_positive_figures(
     assert [h for h in headings if h in SECTIONS] == SECTIONS
 
     tables = _tables(report)
+    goals = next(rows for header, rows in tables if header == ["target", "median", "p99", "verdict"])
+    assert {row[-1] for row in goals} <= {"met", "**missed**", "not measured"}
+    for expected in (
+        "e2e, 3 recipients >= 1,000 notices/s",
+        "e2e, 3 recipients >= 2,000 notices/s (the goal beyond)",
+        "CPU per notice, the whole machine, 3 recipients <= 2 ms",
+        "e2e >= 0.5 x the floor (3 recipients)",
+        "p99 POST-to-inbox (ms) <= 50 ms at 500 notices/s offered",
+        "audit append (entries/s, at every size measured) >= 20,000",
+        "gateway peak RSS <= 200 MB",
+        "flash notice to a waiting long-poll (ms) unchanged or better",
+    ):
+        row = next(row for row in goals if row[0].startswith(expected))
+        assert row[-1] != "not measured" and float(row[1].replace(",", "")) > 0, row
+    # The quick run's audit log is far from 10^7 entries, and its audit service restarts at one log size
+    # only: those targets are not measured, not passed.
+    for unmeasured in ("inclusion proof", "audit start-up"):
+        row = next(row for row in goals if row[0].startswith(unmeasured))
+        assert row[1:] == ["—", "—", "not measured"], row
     figures = 0
     for header, rows in tables:
+        if rows is goals:
+            continue  # figures with their units, or "—" where a target has no p99
         columns = [i for i, name in enumerate(header) if FIGURE_COLUMN.search(name)]
         for row in rows:
             for i in columns:
@@ -94,6 +118,5 @@ def test_the_quick_bench_reports_every_section_with_positive_figures(
         assert expected in names
     e2e = next(rows for header, rows in tables if header[0] == "recipients")
     assert [row[0] for row in e2e] == ["1", "3", "10"]
-    assert "e2e, 3 recipients >= 2,000 notices/s" in report
     if importlib.util.find_spec("matplotlib") is not None:  # the bench extra; `make test` installs only test
         assert out.with_suffix(".png").stat().st_size > 10_000
