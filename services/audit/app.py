@@ -80,6 +80,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None, tree: TreeMem
         stop.set()
         await asyncio.gather(*loops)
         await lease.release()  # after the last checkpoint: a standby takes over at its next tick
+        await app.state.autocommit.close()
         await engine.dispose()
 
     app = FastAPI(

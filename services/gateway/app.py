@@ -62,6 +62,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
         stop.set()
         await following
         await app.state.publisher.close()
+        await app.state.autocommit.close()
         await engine.dispose()
 
     app = FastAPI(

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from schemas.api import DeliveryState, NoticeStatus, RecipientStatus, SentNotice, SentPage
@@ -30,7 +30,7 @@ from services.notices.admission import admit
 from services.notices.errors import NoticeError, RecallRefused
 from services.notices.limits import InboxRoom
 from services.notices.models import Submission
-from services.platform.database import utcnow
+from services.platform.database import Autocommit, utcnow
 from services.platform.kafka import EventPublisher, ce_type, cloud_headers
 from services.trust.keyring import DirectoryView
 from services.trust.service import encryption_keys
@@ -62,11 +62,11 @@ async def _refuse(publisher: EventPublisher, event: Event) -> None:
 
 @dataclass(frozen=True)
 class Intake:
-    """What admitting one submission needs, gathered per request. `database` runs without transactions
-    (platform.database.autocommit): a submission is a few single statements, none of them needing
+    """What admitting one submission needs, gathered per request. `database` runs single statements
+    without a transaction (platform.database.Autocommit): a submission is a few of them, none needing
     another's atomicity, so no BEGIN or COMMIT is paid and nothing is held open while Kafka acknowledges."""
 
-    database: AsyncEngine
+    database: Autocommit
     directory: DirectoryView
     publisher: EventPublisher
     freshness: Freshness
@@ -82,12 +82,13 @@ async def accept_envelope(intake: Intake, raw: bytes, caller: str) -> Submission
             raise EnvelopeError(
                 "not_the_sender", f"the envelope is sent as {envelope.routing.sender}, you are {caller}"
             )
-        async with intake.database.connect() as connection:
-            again = await _same_again(connection, envelope)
-            if again is not None:
-                return again
-            await admit(connection, intake.directory, envelope, utcnow(), intake.freshness)
-            await intake.room.check(connection, envelope.routing.recipients)
+        again = await _same_again(intake.database, envelope)
+        if again is not None:
+            return again
+        # Only a reply, a forward or an inbox count that is due reads more: the session connects then.
+        async with intake.database.session() as session:
+            await admit(session, intake.directory, envelope, utcnow(), intake.freshness)
+            await intake.room.check(session, envelope.routing.recipients)
     except EnvelopeError as exc:
         await _refuse(intake.publisher, rejection(caller, exc.code, exc.detail, raw, envelope))
         raise
@@ -101,42 +102,48 @@ EARLIER = select(
     select(Submission.envelope_sha256).where(Submission.notice_id == bindparam("id")).scalar_subquery(),
     select(NoticeRow.envelope_sha256).where(NoticeRow.notice_id == bindparam("id")).scalar_subquery(),
 )
+COLUMNS = tuple(column.key for column in Submission.__table__.columns)
 SUBMISSION = select(*Submission.__table__.columns).where(Submission.notice_id == bindparam("id"))
 INGESTED_AT = select(NoticeRow.kafka_partition, NoticeRow.kafka_offset, NoticeRow.ingested_at).where(
     NoticeRow.notice_id == bindparam("id")
 )
+RECORD = insert(Submission).values({name: bindparam(name) for name in COLUMNS})
 
 
-async def _same_again(connection: AsyncConnection, envelope: ParsedEnvelope) -> Submission | None:
+async def _same_again(database: Autocommit, envelope: ParsedEnvelope) -> Submission | None:
     """A client whose answer was lost may post the very same bytes again and get the same 202; any other
     envelope reusing a notice id is refused."""
     notice_id = str(envelope.routing.notice_id)
-    submitted_sha, stored_sha = (await connection.execute(EARLIER, {"id": notice_id})).one()
+    earlier = await database.first(EARLIER, {"id": notice_id})
+    submitted_sha, stored_sha = earlier if earlier is not None else (None, None)
     if submitted_sha == envelope.sha256:
-        return await _recorded(connection, notice_id)
+        return await _recorded(database, notice_id)
     if submitted_sha is None and stored_sha == envelope.sha256:
-        return await _record_lost_submission(connection, envelope)
+        return await _record_lost_submission(database, envelope)
     if submitted_sha is not None or stored_sha is not None:
         raise EnvelopeError("duplicate_notice", f"notice id {notice_id} was already used; choose a new id")
     return None
 
 
-async def _recorded(connection: AsyncConnection, notice_id: str) -> Submission:
-    row = (await connection.execute(SUBMISSION, {"id": notice_id})).one()
-    return Submission(**row._asdict())
+async def _recorded(database: Autocommit, notice_id: str) -> Submission:
+    row = await database.first(SUBMISSION, {"id": notice_id})
+    assert row is not None  # submissions are never deleted
+    return Submission(**dict(zip(COLUMNS, row, strict=True)))
 
 
-async def _record_lost_submission(connection: AsyncConnection, envelope: ParsedEnvelope) -> Submission:
+async def _record_lost_submission(database: Autocommit, envelope: ParsedEnvelope) -> Submission:
     """Kafka acknowledged an earlier post of these very bytes and ingest stored them, but the gateway
     died (or the database went away) before recording the submission, so that client never saw its 202.
     The record is written now from where ingest found the envelope, and the client gets its 202."""
     notice_id = str(envelope.routing.notice_id)
-    stored = (await connection.execute(INGESTED_AT, {"id": notice_id})).one()
-    submission = _submission(envelope, stored.kafka_partition, stored.kafka_offset, stored.ingested_at)
+    stored = await database.first(INGESTED_AT, {"id": notice_id})
+    assert stored is not None  # its sha was just read
+    partition, offset, at = stored
+    submission = _submission(envelope, partition, offset, at)
     try:
-        await _insert(connection, submission)
+        await _insert(database, submission)
     except IntegrityError:
-        return await _recorded(connection, notice_id)  # a concurrent re-post recorded it first
+        return await _recorded(database, notice_id)  # a concurrent re-post recorded it first
     return submission
 
 
@@ -155,10 +162,9 @@ def _submission(envelope: ParsedEnvelope, partition: int, offset: int, at: datet
     )
 
 
-async def _insert(connection: AsyncConnection, submission: Submission) -> None:
-    """One INSERT, committed on its own (the connection has no transaction)."""
-    values = {column.key: getattr(submission, column.key) for column in Submission.__table__.columns}
-    await connection.execute(insert(Submission), values)
+async def _insert(database: Autocommit, submission: Submission) -> None:
+    """One INSERT, committed on its own."""
+    await database.run(RECORD, {name: getattr(submission, name) for name in COLUMNS})
 
 
 async def _produce(intake: Intake, envelope: ParsedEnvelope) -> Submission:
@@ -172,8 +178,7 @@ async def _produce(intake: Intake, envelope: ParsedEnvelope) -> Submission:
     )
     submission = _submission(envelope, partition, offset, utcnow())
     try:
-        async with intake.database.connect() as connection:
-            await _insert(connection, submission)
+        await _insert(intake.database, submission)
     except IntegrityError as exc:
         # A concurrent request with the same id won the race; ingest drops the second envelope as a replay.
         raise EnvelopeError(
@@ -186,7 +191,7 @@ async def seal_for_desk(intake: Intake, desk: AgencyKeys, draft: NoticeDraft) ->
     """The desk's path: the gateway holds the desk's keys, seals, then admits like any other envelope."""
     if desk.agency in draft.recipients:
         raise NoticeError("recipient_mismatch", "the desk cannot address a notice to itself")
-    async with intake.database.connect() as connection, AsyncSession(bind=connection) as session:
+    async with intake.database.session() as session:
         recipients = await encryption_keys(session, draft.recipients)
     notice = Notice(**draft.model_dump(), sender=desk.agency, sent_at=utcnow())
     envelope = seal_notice(notice, desk.signer(), recipients)

@@ -4,15 +4,18 @@ only, never create_all."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import BigInteger, DateTime, Integer, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -22,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.expression import ClauseElement, Executable
 from sqlalchemy.types import TypeDecorator
 
 from services.platform.errors import DatabaseUnavailable
@@ -92,11 +96,91 @@ def make_engine(url: str) -> AsyncEngine:
 Reader = AsyncSession | AsyncConnection  # anything a Core statement can be executed on
 
 
-def autocommit(engine: AsyncEngine) -> AsyncEngine:
-    """The engine's pool without transactions: each statement commits on its own, with no BEGIN or
-    COMMIT round trip around it. For hot paths made of single statements that need no atomicity between
-    them (and so hold no transaction open while they wait on anything else)."""
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
+class Autocommit:
+    """Single statements without a transaction (no BEGIN or COMMIT round trip around them), for a hot
+    path whose statements need no atomicity between them and must hold nothing open while it waits on
+    something else.
+
+    On PostgreSQL they go straight to asyncpg, on a small pool of their own, as the SQL SQLAlchemy
+    compiles from the same Core statements (once each): SQLAlchemy's checkout and execution cost about
+    five times the statement itself (measured: some 300 µs of CPU against 50 µs a statement). Nothing
+    these connections run leaves session state behind, so they go back to the pool without asyncpg's
+    reset round trip. Elsewhere (SQLite, for local use) the statements run through SQLAlchemy.
+
+    `session()` is for the rare statement that is ORM-shaped: it connects on first use only."""
+
+    def __init__(self, engine: AsyncEngine, pool_size: int = 8) -> None:
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._direct = engine.dialect.name == "postgresql"
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+        self._compiled: dict[Executable, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+
+    def session(self) -> AsyncSession:
+        return AsyncSession(self.engine, expire_on_commit=False)
+
+    async def first(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Any] | None:
+        """The first row of `statement`'s result, or None."""
+        if not self._direct:
+            async with self.engine.connect() as connection:
+                found: Sequence[Any] | None = (await connection.execute(statement, dict(params))).first()
+                return found
+        sql, args = self._sql(statement, params)
+        async with (await self._open()).acquire() as connection:
+            row: Sequence[Any] | None = await _direct(connection.fetchrow(sql, *args), sql, params)
+            return row
+
+    async def run(self, statement: Executable, params: Mapping[str, Any]) -> None:
+        """Runs `statement` (an INSERT, say), committed on its own; IntegrityError as SQLAlchemy's."""
+        if not self._direct:
+            async with self.engine.connect() as connection:
+                await connection.execute(statement, dict(params))
+            return
+        sql, args = self._sql(statement, params)
+        async with (await self._open()).acquire() as connection:
+            await _direct(connection.execute(sql, *args), sql, params)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def _sql(self, statement: Executable, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        compiled = self._compiled.get(statement)
+        if compiled is None:
+            done = cast(ClauseElement, statement).compile(dialect=self.engine.dialect)
+            order: list[str] = getattr(done, "positiontup", None) or []  # asyncpg's $n are positional
+            # The values the statement carries itself (a literal in a WHERE) are anonymous parameters.
+            self._compiled[statement] = compiled = (str(done), tuple(order), dict(done.params))
+        sql, names, carried = compiled
+        return sql, [params[name] if name in params else carried[name] for name in names]
+
+    async def _open(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._opening:
+                if self._pool is None:
+                    args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+                    self._pool = await asyncpg.create_pool(
+                        *args,
+                        **kwargs,
+                        min_size=1,
+                        max_size=self._pool_size,
+                        connect=_connect,
+                        reset=_unchanged,
+                    )
+        return self._pool
+
+
+async def _direct(call: Awaitable[Any], sql: str, params: Mapping[str, Any]) -> Any:
+    try:
+        return await call
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        raise IntegrityError(sql, dict(params), exc) from exc
+
+
+async def _unchanged(connection: asyncpg.Connection) -> None:
+    """Autocommit's connections change no session state: nothing to reset between uses."""
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -2,7 +2,7 @@
 directory generation moves (migration 0007 bumps it by trigger on any change). Checking a signature or
 a bearer credential then costs one tiny read instead of a lookup per key, and a revocation is still
 seen by the very next request, in every process, because that read is made each time. The gateway makes
-it on a connection of its own without a transaction (one round trip, no BEGIN)."""
+it without a transaction (platform.database.Autocommit: one round trip, no BEGIN)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.envelope.keys import PublicKey
-from services.platform.database import Reader, utcnow
+from services.platform.database import Autocommit, utcnow
 from services.trust.models import AgencyKey, Credential, DirectoryGeneration
 from services.trust.service import TOKEN_PREFIX, Principal, public_key, signing_key_at
 
@@ -101,7 +101,7 @@ class DirectoryCache:
         self._loading = asyncio.Lock()
         self.loads = 0  # how many times the directory was read whole (tests and metrics)
 
-    async def view(self, reader: Reader) -> DirectoryView:
+    async def view(self, reader: AsyncSession | Autocommit) -> DirectoryView:
         generation = await _generation(reader)
         current = self._view
         if current is not None and current.generation == generation:
@@ -112,8 +112,8 @@ class DirectoryCache:
                 return current
             # Read after the generation: what is read is at least that new, so caching it under that
             # number can only make the next request read again, never keep a stale key.
-            if isinstance(reader, AsyncConnection):
-                async with AsyncSession(bind=reader) as session:
+            if isinstance(reader, Autocommit):
+                async with reader.session() as session:
                     self._view = current = await _load(session, generation)
             else:
                 self._view = current = await _load(reader, generation)
@@ -124,9 +124,12 @@ class DirectoryCache:
 GENERATION = select(DirectoryGeneration.generation)
 
 
-async def _generation(reader: Reader) -> int:
-    value = (await reader.execute(GENERATION)).scalar_one()
-    return int(value)
+async def _generation(reader: AsyncSession | Autocommit) -> int:
+    if isinstance(reader, Autocommit):
+        row = await reader.first(GENERATION, {})
+        assert row is not None  # migration 0007 writes the one row
+        return int(row[0])
+    return int((await reader.execute(GENERATION)).scalar_one())
 
 
 async def _load(session: AsyncSession, generation: int) -> DirectoryView:

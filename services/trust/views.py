@@ -27,7 +27,7 @@ from schemas.directory import SignedDirectory
 from schemas.notices import AgencyId
 from services.envelope.keys import SigningKey
 from services.envelope.service import Freshness
-from services.platform.database import autocommit, make_engine, make_sessionmaker, utcnow
+from services.platform.database import Autocommit, make_engine, make_sessionmaker, utcnow
 from services.platform.errors import Unavailable
 from services.platform.kafka import commit_audited
 from services.platform.settings import Settings
@@ -45,24 +45,23 @@ SOURCE = "deskbridge/gateway/directory"
 
 
 def open_app_state(app: FastAPI, settings: Settings) -> AsyncEngine:
-    """What every app's routes read from its state: the settings, database sessions and the directory
-    cache authentication reads; the caller disposes of the engine when the app stops."""
+    """What every app's routes read from its state: the settings, database sessions, single statements
+    without a transaction and the directory cache authentication reads; the caller closes
+    `app.state.autocommit` and disposes of the engine when the app stops."""
     engine = make_engine(settings.database_url)
     app.state.settings = settings
     app.state.sessions = make_sessionmaker(engine)
-    app.state.autocommit = autocommit(engine)
+    app.state.autocommit = Autocommit(engine)
     app.state.directory = DirectoryCache()
     return engine
 
 
 async def directory_view(request: Request) -> DirectoryView:
     """The directory as of this request (one small read; see keyring.py). FastAPI resolves it once per
-    request, so authentication and the route share it. The connection is only borrowed for that read:
-    a long-poll does not hold it."""
+    request, so authentication and the route share it. The read holds no connection after it: a
+    long-poll does not keep one."""
     cache: DirectoryCache = request.app.state.directory
-    database: AsyncEngine = request.app.state.autocommit
-    async with database.connect() as connection:
-        return await cache.view(connection)
+    return await cache.view(request.app.state.autocommit)
 
 
 Directory = Annotated[DirectoryView, Depends(directory_view)]

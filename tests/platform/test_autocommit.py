@@ -1,0 +1,74 @@
+"""Single statements without a transaction: the same Core statements give the same answers on asyncpg
+directly (PostgreSQL) and through SQLAlchemy (SQLite), a unique violation is SQLAlchemy's IntegrityError
+either way, each write is committed on its own, and a connection PostgreSQL dropped is replaced."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import bindparam, insert, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.notices.models import Submission
+from services.platform.database import Autocommit
+
+AT = datetime(2026, 12, 1, 12, 0, 30, 123456, tzinfo=UTC)
+COLUMNS = tuple(column.key for column in Submission.__table__.columns)
+RECORD = insert(Submission).values({name: bindparam(name) for name in COLUMNS})
+BOTH = select(
+    select(Submission.sender).where(Submission.notice_id == bindparam("id")).scalar_subquery(),
+    select(Submission.submitted_at).where(Submission.notice_id == bindparam("id")).scalar_subquery(),
+)
+
+
+def _row(notice_id: str) -> dict[str, object]:
+    return {
+        "notice_id": notice_id,
+        "sender": "kh-cnp",
+        "case_ref": "KR-2026-0001",
+        "recipients": '["kr-desk"]',
+        "envelope_sha256": "ab" * 32,
+        "kafka_partition": 2,
+        "kafka_offset": 2**40,
+        "submitted_at": AT,
+    }
+
+
+async def test_statements_answer_alike_and_each_write_commits_on_its_own(engine: AsyncEngine) -> None:
+    database = Autocommit(engine)
+    try:
+        assert await database.first(BOTH, {"id": "n-1"}) == (None, None)
+        await database.run(RECORD, _row("n-1"))
+        # A parameter used twice is bound once; times come back aware, in UTC, to the microsecond.
+        assert tuple(await database.first(BOTH, {"id": "n-1"}) or ()) == ("kh-cnp", AT)
+        with pytest.raises(IntegrityError):
+            await database.run(RECORD, _row("n-1"))
+        # Committed without any commit call: another connection of the engine sees the row.
+        async with engine.connect() as connection:
+            count = await connection.scalar(text("SELECT count(*) FROM submissions"))
+            offset = await connection.scalar(select(Submission.kafka_offset))
+        assert (count, offset) == (1, 2**40)
+        assert (
+            await database.first(select(Submission.sender).where(Submission.sender == "nobody"), {}) is None
+        )
+    finally:
+        await database.close()
+
+
+async def test_a_connection_postgresql_dropped_is_replaced(engine: AsyncEngine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no server to drop a connection")
+    database = Autocommit(engine, pool_size=1)
+    try:
+        pid = await database.first(select(text("pg_backend_pid()")), {})
+        assert pid is not None
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid[0]})
+        # The pool finds its one connection closed and opens another (a query in flight would fail once,
+        # as an outage: platform.outage).
+        again = await database.first(select(text("pg_backend_pid()")), {})
+        assert again is not None and again[0] != pid[0]
+    finally:
+        await database.close()
