@@ -2,11 +2,12 @@
 
 It runs on a database of its own on the same PostgreSQL server (made by Alembic, dropped afterwards), so
 the stack's log stays the stack's. Entries up to each size are written straight into the tables with
-SQL (placeholder hashes, one row per entry and the tlog-tiles tiles they fill, one row per tile and
-width written); appends and proofs then run the audit service's own code on them: `audit_log.append` (the
-exclusive lock, the chain head, the right edge, entries and tiles in one commit) and `storage.inclusion`
-(the tile reads an auditor's proof request makes, without the HTTP around it), with one memory of the tree
-(`storage.TreeMemory`) as the audit process has."""
+SQL (placeholder hashes, random event and notice ids as the real ones are, one row per entry and the
+tlog-tiles tiles they fill, one row per tile and width written; a fill of 10^6 entries or more builds
+audit_log's other indexes after its rows, so that 10^7 takes minutes); appends and proofs then run the
+audit service's own code on them: `audit_log.append` (the exclusive lock, the chain head, the right edge,
+entries and tiles in one commit) and `storage.inclusion` (the tile reads an auditor's proof request makes,
+without the HTTP around it), with one memory of the tree (`storage.TreeMemory`) as the audit process has."""
 
 from __future__ import annotations
 
@@ -20,7 +21,13 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from bench.stats import Figure
 from schemas.events import Event, EventType
@@ -37,6 +44,7 @@ class AuditScale:
     append_per_s: Figure  # entries/s of each batch appended at this size
     proof_ms: Figure  # one inclusion proof of a random leaf in the tree of this size
     batch: int
+    fill_s: float = 0.0  # how long the bulk fill up to this size took
 
 
 def _events(count: int) -> list[Event]:
@@ -57,8 +65,16 @@ def _events(count: int) -> list[Event]:
     ]
 
 
+# A fill this large writes the entries first and then builds audit_log's other indexes in one sort each:
+# far quicker than as many random insertions into b-trees larger than the cache (event and notice ids
+# are random, as uuid5 and uuid4 make them).
+REBUILD_FROM = 1_000_000
+
+
 async def _fill(engine: AsyncEngine, start: int, end: int) -> None:
     """Entries start+1..end (seq), leaves start..end-1, and the tiles those leaves fill or widen."""
+    async with engine.begin() as connection:
+        rebuilt = await _drop_indexes(connection) if end - start >= REBUILD_FROM else []
     for low in range(start, end, FILL_CHUNK):
         high = min(end, low + FILL_CHUNK)
         async with engine.begin() as connection:
@@ -66,9 +82,10 @@ async def _fill(engine: AsyncEngine, start: int, end: int) -> None:
                 text(
                     "INSERT INTO audit_log (seq, event_id, event_type, occurred_at, recorded_at, actor, "
                     "agency, notice_id, case_ref, envelope_sha256, details, prev_hash, entry_hash) "
-                    "SELECT s, 'bench-fill-' || s, 'notice.delivered', '2026-01-01T00:00:00+00:00', "
-                    "'2026-01-01T00:00:00+00:00', 'deskbridge/ingest', 'bench-01', NULL, 'KD-2025-0001', "
-                    "NULL, '{}', md5((s - 1)::text) || md5(s::text), md5(s::text) || md5((s + 1)::text) "
+                    "SELECT s, md5('bench-fill-' || s)::uuid::text, 'notice.delivered', "
+                    "'2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00', 'deskbridge/ingest', "
+                    "'bench-01', md5('bench-notice-' || s / 8)::uuid::text, 'KD-2025-0001', NULL, '{}', "
+                    "md5((s - 1)::text) || md5(s::text), md5(s::text) || md5((s + 1)::text) "
                     "FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS s"
                 ),
                 {"first": low + 1, "last": high},
@@ -78,13 +95,15 @@ async def _fill(engine: AsyncEngine, start: int, end: int) -> None:
                 before, after = low >> (8 * level), high >> (8 * level)  # nodes of tree level 8 * level
                 if before < after:  # the tiles those new nodes land in, each at its new width
                     # A tile partly written before (by the appends timed at a smaller size) keeps its
-                    # hashes as the prefix of its wider row: the only growth the database allows.
+                    # hashes as the prefix of its wider row: the only growth the database allows. The
+                    # hashes are SHA-256 outputs, as incompressible as real ones (stored out of line).
                     await connection.execute(
                         text(
                             "INSERT INTO tlog_tiles (level, idx, width, hashes) "
-                            "SELECT CAST(:level AS smallint), n, w, coalesce(p.hashes, '') || substring("
-                            "decode(repeat(md5(n::text) || md5(CAST(:level AS text) || n::text), w), 'hex') "
-                            "FROM coalesce(length(p.hashes), 0) + 1) "
+                            "SELECT CAST(:level AS smallint), n, w, coalesce(p.hashes, '') || ("
+                            "SELECT string_agg(sha256(int8send(n * 256 + k) || int2send(CAST(:level AS "
+                            "smallint))), '' ORDER BY k) FROM generate_series(coalesce(length(p.hashes), 0) "
+                            "/ 32, w - 1) AS k) "
                             "FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS n "
                             "CROSS JOIN LATERAL (SELECT CAST(LEAST(256, CAST(:after AS bigint) - n * 256) "
                             "AS integer) AS w) AS t "
@@ -101,9 +120,41 @@ async def _fill(engine: AsyncEngine, start: int, end: int) -> None:
                         {"level": level, "first": before // 256},
                     )
                 level += 1
-    async with engine.begin() as connection:  # fresh statistics, as autovacuum would have by then
-        await connection.execute(text("ANALYZE audit_log"))
-        await connection.execute(text("ANALYZE tlog_tiles"))
+    async with engine.begin() as connection:
+        await connection.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
+        for statement in rebuilt:
+            await connection.execute(text(statement))
+    # Vacuumed (hint bits set, the visibility map written) and with fresh statistics, as autovacuum
+    # would have left an append-only table by then: else the first read of each page writes it.
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await connection.execute(text("VACUUM (ANALYZE) audit_log"))
+        await connection.execute(text("VACUUM (ANALYZE) tlog_tiles"))
+
+
+async def _drop_indexes(connection: AsyncConnection) -> list[str]:
+    """Drops audit_log's indexes but its primary key; returns the statements that make them again."""
+    rows = await connection.execute(
+        text(
+            "SELECT c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c "
+            "WHERE c.conrelid = 'audit_log'::regclass AND c.contype = 'u'"
+        )
+    )
+    again = []
+    for name, definition in rows.all():
+        await connection.execute(text(f'ALTER TABLE audit_log DROP CONSTRAINT "{name}"'))
+        again.append(f'ALTER TABLE audit_log ADD CONSTRAINT "{name}" {definition}')
+    rows = await connection.execute(
+        text(
+            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.tablename = 'audit_log' "
+            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
+            "WHERE c.conname = i.indexname AND c.conrelid = 'audit_log'::regclass)"
+        )
+    )
+    for name, definition in rows.all():
+        await connection.execute(text(f'DROP INDEX "{name}"'))
+        again.append(definition)
+    return again
 
 
 async def _append_rates(
@@ -157,13 +208,15 @@ async def audit_scaling(
         results: dict[int, AuditScale] = {}
         size = 0
         for target in sorted(sizes):
+            began = time.perf_counter()
             if target > size:
                 await _fill(engine, size, target)
                 size = target
+            fill_s = time.perf_counter() - began
             rates = await _append_rates(sessions, tree, batches, batch)
             size += batches * batch
             times = await _proof_times(sessions, tree, size, proofs, rng)
-            results[target] = AuditScale(Figure.of_rates(rates), Figure.of_durations(times), batch)
+            results[target] = AuditScale(Figure.of_rates(rates), Figure.of_durations(times), batch, fill_s)
         return results
     finally:
         await engine.dispose()

@@ -34,15 +34,21 @@ class AuditHandler:
     async def __call__(self, records: Batch) -> None:
         async with self.sessions() as session:
             events = []
-            directory = await self.directory.view(session)  # as of the batch's start
+            directory = None
             for record in records:
                 with tracing.within(record):  # the consume loop's span of the record
+                    if directory is None and record.topic == self.topics.notices:
+                        directory = await self.directory.view(session)  # read once, if needed
                     event = await to_event(session, directory, self.topics, record, self.freshness)
                     if event is None:
                         log.warning("unreadable event skipped", topic=record.topic, offset=record.offset)
                         continue
                 events.append(event)
-            await session.rollback()  # end the read transaction before taking the append lock
+            if session.get_bind().dialect.name != "postgresql":
+                # SQLite cannot turn a read transaction into a write once another connection wrote.
+                # PostgreSQL's READ COMMITTED reads the log afresh after append's table lock, so the
+                # reads and the append share one transaction (no ROLLBACK and BEGIN between).
+                await session.rollback()
             growth = await audit_log.append(session, events, self.tree)
             await session.commit()
         self.tree.committed(growth)

@@ -31,7 +31,7 @@ def _record_id(kind: EventType, coords: str) -> str:
 
 async def to_event(
     session: AsyncSession,
-    directory: DirectoryView,
+    directory: DirectoryView | None,
     topics: Topics,
     record: ConsumerRecord[bytes, bytes],
     freshness: Freshness,
@@ -41,6 +41,8 @@ async def to_event(
     if record.topic == topics.notices and header_value(list(record.headers), "ce_type") == RECALL_TYPE:
         return _recall_requested(value, coords, record)
     if record.topic == topics.notices:
+        if directory is None:
+            raise ValueError("a notice is checked against the directory: read it for the notices topic")
         return await _submitted(session, directory, record, value, coords, freshness)
     if record.topic == topics.dead_letters:
         headers = list(record.headers)

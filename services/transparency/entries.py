@@ -3,9 +3,11 @@ the check of a run of entries against that chain. The log's storage is service.p
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 from schemas.audit import AuditRecord
@@ -23,21 +25,63 @@ def entry_hash(record: AuditRecord) -> str:
     return sha256_hex(_canonical(record.model_dump(exclude={"entry_hash"})))
 
 
-def chained(fields: dict[str, Any]) -> tuple[str, bytes]:
-    """(entry hash, Merkle leaf hash) of a record given as the fields of an AuditRecord but entry_hash,
-    as model_dump writes them: what entry_hash and record_leaf_hash give, without building the record,
-    and with one canonical encoding, not two: the entry hash covers the leaf's JSON with prev_hash added,
-    and prev_hash sorts just before the top-level recorded_at. That key is the last `,"recorded_at":`
-    in the leaf's JSON: only a key's opening quote follows a comma (a quote inside a string is escaped,
-    and a string's closing quote is followed by `,`, `:` or `}`), and the only other object, details,
-    comes before it."""
+_STRING = encode_basestring  # a str as json.dumps(ensure_ascii=False) writes it, in C
+_KEYS = frozenset(AuditRecord.model_fields) - {"entry_hash"}
+# What canonical_json(plain=True) writes, its encoder built once (json.dumps builds one per call).
+_PLAIN_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_BEYOND_BMP = re.compile("[\U00010000-\U0010ffff]")
+
+
+def chained(fields: dict[str, Any]) -> tuple[str, bytes, str]:
+    """(entry hash, Merkle leaf hash, the details' canonical JSON) of a record given as the fields of an
+    AuditRecord but entry_hash, as model_dump writes them: what entry_hash and record_leaf_hash give,
+    without building the record, and with one canonical encoding, not two: the entry hash covers the
+    leaf's JSON with prev_hash added between occurred_at and recorded_at, where it sorts. A plain record
+    (_plain) is written field by field in key order, its only object (details) by the C encoder; any
+    other goes through canonical_json whole."""
     prev = fields["prev_hash"]
     if not _HEX.fullmatch(prev):
         raise ValueError("prev_hash is not a SHA-256 in lowercase hex")
-    data = _canonical({name: value for name, value in fields.items() if name != "prev_hash"})
-    at = data.rindex(b',"recorded_at":') + 1
-    entry = b"".join((data[:at], b'"prev_hash":"', prev.encode(), b'",', data[at:]))
-    return sha256_hex(entry), merkle.leaf_hash(data)
+    if fields.keys() != _KEYS:
+        raise ValueError("the fields are not an audit record's")
+    if not _plain(fields):
+        leaf_fields = {name: value for name, value in fields.items() if name != "prev_hash"}
+        data = _canonical(leaf_fields)
+        at = data.rindex(b',"recorded_at":') + 1  # the last such key: details, the only object, is before
+        entry = b"".join((data[:at], b'"prev_hash":"', prev.encode(), b'",', data[at:]))
+        details = canonical_json(fields["details"]).decode()
+        return sha256_hex(entry), merkle.leaf_hash(data), details
+    details = _PLAIN_JSON(fields["details"])
+    head = "".join(
+        (
+            '{"actor":',
+            _STRING(fields["actor"]),
+            ',"agency":',
+            _json_text(fields["agency"]),
+            ',"case_ref":',
+            _json_text(fields["case_ref"]),
+            ',"details":',
+            details,
+            ',"envelope_sha256":',
+            _json_text(fields["envelope_sha256"]),
+            ',"event_id":',
+            _STRING(fields["event_id"]),
+            ',"event_type":',
+            _STRING(fields["event_type"]),
+            ',"notice_id":',
+            _json_text(fields["notice_id"]),
+            ',"occurred_at":',
+            _STRING(fields["occurred_at"]),
+            ",",
+        )
+    )
+    tail = f'"recorded_at":{_STRING(fields["recorded_at"])},"seq":{int(fields["seq"])}}}'
+    entry_data = f'{head}"prev_hash":"{prev}",{tail}'.encode()
+    return sha256_hex(entry_data), merkle.leaf_hash((head + tail).encode()), details
+
+
+def _json_text(value: str | None) -> str:
+    return "null" if value is None else _STRING(value)
 
 
 def leaf_data(record: AuditRecord) -> bytes:
@@ -53,9 +97,7 @@ def _canonical(fields: dict[str, Any]) -> bytes:
 def _plain(fields: dict[str, Any]) -> bool:
     # A record holds no floats and its details only safe integers (its schema), so it is plain JSON for
     # canonical_json unless its seq passed 2**53 or a detail's name reaches beyond the BMP.
-    return fields["seq"] <= SAFE_INTEGER and all(
-        max(name, default="") < "\U00010000" for name in fields["details"]
-    )
+    return fields["seq"] <= SAFE_INTEGER and not _BEYOND_BMP.search("".join(fields["details"]))
 
 
 def record_leaf_hash(record: AuditRecord) -> bytes:

@@ -19,7 +19,6 @@ from sqlalchemy import (
     insert,
     null,
     select,
-    text,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -95,12 +94,111 @@ async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
         return
     connection = await session.connection()
     if connection.dialect.driver == "asyncpg":
-        driver = (await connection.get_raw_connection()).driver_connection
-        assert driver is not None
+        driver = await _driver(session)
         records = [tuple(row[name] for name in _COLUMNS) for row in rows]
         await driver.copy_records_to_table(AuditEntry.__tablename__, records=records, columns=_COLUMNS)
     else:
         await connection.execute(_INSERT, rows)
+
+
+async def _driver(session: AsyncSession) -> Any:
+    """The asyncpg connection under the session's, in its transaction."""
+    connection = await session.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None
+    return driver
+
+
+@dataclass
+class _Chain:
+    """Events as the entries that follow `head`: their rows, leaf hashes and the head they end at."""
+
+    head: tuple[int, str]
+    rows: list[dict[str, Any]]
+    leaves: list[bytes]
+    end: tuple[int, str]
+
+    @classmethod
+    def of(cls, events: Sequence[Event], head: tuple[int, str], seen: set[str]) -> _Chain:
+        """The events whose ids are not in `seen`, each once, in order."""
+        seq, prev = head
+        rows: list[dict[str, Any]] = []
+        leaves: list[bytes] = []
+        recorded_at = datetime.now(UTC).isoformat()
+        seen = set(seen)
+        for event in events:
+            if event.event_id in seen:
+                continue
+            seen.add(event.event_id)
+            seq += 1
+            # The fields of the AuditRecord it is (schemas/audit.py), as its model_dump writes them: the
+            # event was validated already, so the record is not built (and validated) again.
+            fields: dict[str, Any] = {
+                "seq": seq,
+                "event_id": event.event_id,
+                "event_type": event.type.value,
+                "occurred_at": event.occurred_at.astimezone(UTC).isoformat(),
+                "recorded_at": recorded_at,
+                "actor": event.actor,
+                "agency": event.agency,
+                "notice_id": str(event.notice_id) if event.notice_id else None,
+                "case_ref": event.case_ref,
+                "envelope_sha256": event.envelope_sha256,
+                "details": event.details,
+                "prev_hash": prev,
+            }
+            prev, leaf, details = chained(fields)
+            fields["details"], fields["entry_hash"] = details, prev
+            rows.append(fields)
+            leaves.append(leaf)
+        return cls(head, rows, leaves, (seq, prev))
+
+
+# On PostgreSQL, when the appender's memory holds the edge at the head it expects: the entries and the
+# tiles they change in one statement (one round trip, rows as arrays), written only if the log still ends
+# at that head and holds none of the batch's event ids; else nothing is written (it answers false) and the
+# append reads the head and which ids are held, as without a memory. The head is read after the table
+# lock (a later statement, so a later snapshot); the unique index on event_id still guarantees once.
+_APPEND_AT_HEAD = """
+WITH go AS (
+  SELECT coalesce(
+    (SELECT seq::text || ':' || entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1), '0:' || repeat('0', 64)
+  ) = $14 AND NOT EXISTS (SELECT 1 FROM audit_log WHERE event_id = ANY($2::text[])) AS ok
+), entries AS (
+  INSERT INTO audit_log (seq, event_id, event_type, occurred_at, recorded_at, actor, agency, notice_id,
+    case_ref, envelope_sha256, details, prev_hash, entry_hash)
+  SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+    $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+  WHERE (SELECT ok FROM go)
+), tiles AS (
+  INSERT INTO tlog_tiles (level, idx, width, hashes)
+  SELECT * FROM unnest($15::smallint[], $16::bigint[], $17::smallint[], $18::bytea[])
+  WHERE (SELECT ok FROM go)
+)
+SELECT ok FROM go
+"""
+# The statement spells out the genesis hash and the table's columns, in this order.
+assert (
+    GENESIS_HASH == "0" * 64
+    and [
+        *("seq", "event_id", "event_type", "occurred_at", "recorded_at", "actor", "agency", "notice_id"),
+        *("case_ref", "envelope_sha256", "details", "prev_hash", "entry_hash"),
+    ]
+    == _COLUMNS
+)
+
+
+async def _append_at_head(session: AsyncSession, chain: _Chain, memory: TreeMemory) -> Growth | None:
+    """The chain appended by _APPEND_AT_HEAD, or None (nothing written) if the log moved from its head
+    or holds one of its events."""
+    edge, changed = await storage.grow(session, chain.head, chain.leaves, memory)
+    tiles_ = storage.tile_rows(changed)
+    arguments: list[Any] = [[row[name] for row in chain.rows] for name in _COLUMNS]
+    arguments.append(f"{chain.head[0]}:{chain.head[1]}")
+    arguments += [[tile[name] for tile in tiles_] for name in ("level", "idx", "width", "hashes")]
+    if not await (await _driver(session)).fetchval(_APPEND_AT_HEAD, *arguments):
+        return None  # the memory gave its edge up: the append reads it again
+    return await storage.supersede(session, edge, changed, len(chain.leaves), chain.end, memory)
 
 
 async def append(session: AsyncSession, events: Sequence[Event], memory: TreeMemory | None = None) -> Growth:
@@ -108,41 +206,22 @@ async def append(session: AsyncSession, events: Sequence[Event], memory: TreeMem
     `memory` keeps (without one, read from the tiles); returns how many were new (`added`) and what the
     commit makes known. Caller commits (entries and tiles land together or not at all), then tells the
     memory: `memory.committed(growth)`."""
-    if session.get_bind().dialect.name == "postgresql":
+    if not events:
+        return Growth(0)
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
         # One writer at a time keeps seq contiguous, the chain linear and the tree's right edge ours;
         # readers are not blocked. SQLite has a single writer anyway.
-        await session.execute(text("LOCK TABLE audit_log IN EXCLUSIVE MODE"))
+        await connection.exec_driver_sql("LOCK TABLE audit_log IN EXCLUSIVE MODE")
+        expected = memory.edge_head() if memory is not None else None
+        if memory is not None and expected is not None and connection.dialect.driver == "asyncpg":
+            growth = await _append_at_head(session, _Chain.of(events, expected, set()), memory)
+            if growth is not None:
+                return growth
     before, seen = await _head_and_seen(session, {e.event_id for e in events})
-    seq, prev = before
-    rows: list[dict[str, Any]] = []
-    leaves: list[bytes] = []
-    recorded_at = datetime.now(UTC).isoformat()
-    for event in events:
-        if event.event_id in seen:
-            continue
-        seen.add(event.event_id)
-        seq += 1
-        # The fields of the AuditRecord it is (schemas/audit.py), as its model_dump writes them: the
-        # event was validated already, so the record is not built (and validated) again.
-        fields: dict[str, Any] = {
-            "seq": seq,
-            "event_id": event.event_id,
-            "event_type": event.type.value,
-            "occurred_at": event.occurred_at.astimezone(UTC).isoformat(),
-            "recorded_at": recorded_at,
-            "actor": event.actor,
-            "agency": event.agency,
-            "notice_id": str(event.notice_id) if event.notice_id else None,
-            "case_ref": event.case_ref,
-            "envelope_sha256": event.envelope_sha256,
-            "details": event.details,
-            "prev_hash": prev,
-        }
-        prev, leaf = chained(fields)
-        rows.append({**fields, "details": json.dumps(event.details), "entry_hash": prev})
-        leaves.append(leaf)
-    await _insert(session, rows)
-    return await storage.add_leaves(session, before, leaves, (seq, prev), memory)
+    chain = _Chain.of(events, before, seen)
+    await _insert(session, chain.rows)
+    return await storage.add_leaves(session, before, chain.leaves, chain.end, memory)
 
 
 async def count(session: AsyncSession) -> int:

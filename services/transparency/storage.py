@@ -131,15 +131,38 @@ async def add_leaves(
     tells the memory once its commit succeeded (TreeMemory.committed)."""
     if not leaf_hashes:
         return Growth(0)
+    edge, changed = await grow(session, head, leaf_hashes, memory)
+    await (await session.connection()).execute(_INSERT_TILE, tile_rows(changed))
+    return await supersede(session, edge, changed, len(leaf_hashes), new_head, memory)
+
+
+async def grow(
+    session: AsyncSession, head: tuple[int, str], leaf_hashes: Sequence[bytes], memory: TreeMemory | None
+) -> tuple[tiles.TiledEdge, dict[Tile, bytes]]:
+    """The right edge at `head` (the memory's, given up, or read) with the leaves added, and the tiles
+    they changed: what add_leaves writes, for a caller that writes them with its own statement and then
+    calls `supersede`."""
     edge = await _edge(session, head, memory)
-    changed = edge.append(leaf_hashes)
-    await (await session.connection()).execute(
-        _INSERT_TILE,
-        [
-            {"level": level, "idx": idx, "width": len(hashes) // tiles.HASH, "hashes": hashes}
-            for (level, idx), hashes in changed.items()
-        ],
-    )
+    return edge, edge.append(leaf_hashes)
+
+
+def tile_rows(changed: Mapping[Tile, bytes]) -> list[dict[str, Any]]:
+    return [
+        {"level": level, "idx": idx, "width": len(hashes) // tiles.HASH, "hashes": hashes}
+        for (level, idx), hashes in changed.items()
+    ]
+
+
+async def supersede(
+    session: AsyncSession,
+    edge: tiles.TiledEdge,
+    changed: Mapping[Tile, bytes],
+    added: int,
+    new_head: tuple[int, str],
+    memory: TreeMemory | None,
+) -> Growth:
+    """Once the `changed` tiles (by `added` leaves) are written: deletes the narrower rows they
+    supersede, keeps the edge in the memory under `new_head` and returns the Growth (see add_leaves)."""
     # The narrower rows are prefixes of the new ones: the only deletion the database allows.
     await (await session.connection()).execute(
         _DELETE_NARROWER,
@@ -151,7 +174,7 @@ async def add_leaves(
     if memory is not None:
         memory.keep_edge(new_head, edge)
     full = {tile: hashes for tile, hashes in changed.items() if len(hashes) == tiles.TILE_BYTES}
-    return Growth(len(leaf_hashes), _Known.of(edge.size, edge.partial()), full)
+    return Growth(added, _Known.of(edge.size, edge.partial()), full)
 
 
 async def with_nodes(session: AsyncSession, compute: Callable[[merkle.GetNode], T]) -> T:
@@ -286,6 +309,11 @@ class TreeMemory:
 
     def keep_edge(self, head: tuple[int, str], edge: tiles.TiledEdge) -> None:
         self._edge = (head, edge)
+
+    def edge_head(self) -> tuple[int, str] | None:
+        """The head the kept edge is at (kept, not given up): what an appender expects the log's head
+        to be when nothing else appended since."""
+        return self._edge[0] if self._edge is not None else None
 
     def committed(self, growth: Growth) -> None:
         """Learns what an append made known; only once its transaction committed (never for a batch

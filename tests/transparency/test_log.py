@@ -248,7 +248,11 @@ def test_append_hashes_a_record_as_the_record_hashes(record: AuditRecord) -> Non
     """append hashes each entry from its fields with one canonical encoding (entries.chained): the same
     entry hash and leaf hash as the record's own, whatever its details are called or hold."""
     fields = record.model_dump(exclude={"entry_hash"})
-    assert chained(fields) == (entry_hash(record), record_leaf_hash(record))
+    assert chained(fields) == (
+        entry_hash(record),
+        record_leaf_hash(record),
+        rfc8785.dumps(record.details).decode(),  # what is stored: the details as canonical JSON
+    )
 
 
 def test_a_record_past_what_rfc8785_can_write_is_refused_not_written_otherwise() -> None:

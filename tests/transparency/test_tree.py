@@ -29,7 +29,7 @@ from services.envelope.keys import AgencyKeys, SigningKey
 from services.platform.database import make_sessionmaker
 from services.transparency import merkle, storage
 from services.transparency.checkpoints import check_tree, save_log_vkey, sign_checkpoint
-from services.transparency.entries import leaf_data, record_leaf_hash
+from services.transparency.entries import leaf_data, record_leaf_hash, verify_chain
 from services.transparency.models import AuditEntry, TlogCheckpoint, TlogTile
 from services.transparency.note import (
     Checkpoint,
@@ -143,10 +143,11 @@ async def test_an_appender_uses_its_edge_only_while_the_head_is_the_one_it_left(
         await append(session, [_event(n) for n in range(321, 330)], mine)
         await session.rollback()
     await _append(engine, 321, 340, mine)
-    # An append that fails after its edge took the batch in (here: writing the tiles): the edge, changed,
-    # is not kept under the head it started from, which the batch retried finds again.
+    # An append that fails after its edge took the batch in (here: deleting the tile rows its own
+    # superseded, after the entries and tiles were written, by one statement or by three): the edge,
+    # changed, is not kept under the head it started from, which the batch retried finds again.
     with monkeypatch.context() as patched:
-        patched.setattr(storage, "_INSERT_TILE", text("INSERT INTO no_such_table VALUES (:level)"))
+        patched.setattr(storage, "_DELETE_NARROWER", text("DELETE FROM no_such_table WHERE x = :level"))
         async with sessions() as session:
             with pytest.raises(exc.DBAPIError):
                 await append(session, [_event(n) for n in range(341, 350)], mine)
@@ -159,6 +160,28 @@ async def test_an_appender_uses_its_edge_only_while_the_head_is_the_one_it_left(
             assert await storage.root_at(session, size) == reference.root(size)
         stored = await storage.read_tiles(session, TlogTile.level >= 0)
         assert stored[(0, 1)] == b"".join(reference.get_node(0, i) for i in range(256, 350))
+
+
+async def test_an_appender_that_knows_the_head_still_records_a_repeated_event_once(
+    engine: AsyncEngine,
+) -> None:
+    # With the edge in memory, a new batch is written by one statement on PostgreSQL, which writes nothing
+    # when the log holds one of its events (a redelivery): the batch is then appended as without a memory.
+    mine = TreeMemory()
+    await _append(engine, 1, 300, mine)
+    async with make_sessionmaker(engine)() as session:
+        growth = await append(session, [_event(n) for n in (*range(295, 311), 305)], mine)
+        await session.commit()
+    mine.committed(growth)
+    assert growth.added == 10
+    await _append(engine, 311, 320, mine)
+    async with make_sessionmaker(engine)() as session:
+        reference = await _reference_tree(session)
+        assert reference.size == 320 == await storage.tree_size(session)
+        records = [to_record(r) for r in (await session.execute(select(AuditEntry))).scalars()]
+        assert verify_chain(sorted(records, key=lambda r: r.seq)) == []
+        for size in (300, 310, 320):
+            assert await storage.root_at(session, size) == reference.root(size)
 
 
 class _Statements:
