@@ -163,8 +163,8 @@ def _submission(envelope: ParsedEnvelope, partition: int, offset: int, at: datet
 
 
 async def _insert(database: Autocommit, submission: Submission) -> None:
-    """One INSERT, committed on its own."""
-    await database.run(RECORD, {name: getattr(submission, name) for name in COLUMNS})
+    """One row, committed with those of the requests that arrive while the one before is written."""
+    await database.run_together(RECORD, {name: getattr(submission, name) for name in COLUMNS})
 
 
 async def _produce(intake: Intake, envelope: ParsedEnvelope) -> Submission:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -111,11 +112,13 @@ class Autocommit:
 
     def __init__(self, engine: AsyncEngine, pool_size: int = 8) -> None:
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._atomic = engine
         self._direct = engine.dialect.name == "postgresql"
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
         self._compiled: dict[Executable, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+        self._groups: dict[Executable, _Group] = {}
 
     def session(self) -> AsyncSession:
         return AsyncSession(self.engine, expire_on_commit=False)
@@ -140,6 +143,53 @@ class Autocommit:
         sql, args = self._sql(statement, params)
         async with (await self._open()).acquire() as connection:
             await _direct(connection.execute(sql, *args), sql, params)
+
+    async def run_together(self, statement: Executable, params: Mapping[str, Any]) -> None:
+        """As run(), grouped with the other callers of `statement` (group commit): while one group is
+        being written, the rows that arrive wait and go next as one executemany and one commit, so a
+        burst costs a round trip per group instead of per row, and a lone row waits for nothing. A group
+        refused as a whole (a unique violation) is written row by row, so only the offending caller gets
+        the IntegrityError."""
+        group = self._groups.setdefault(statement, _Group())
+        done = asyncio.get_running_loop().create_future()
+        group.waiting.append((params, done))
+        if group.writer is None:
+            group.writer = asyncio.create_task(self._write_groups(statement, group))
+        await done
+
+    async def _write_groups(self, statement: Executable, group: _Group) -> None:
+        try:
+            while group.waiting:
+                rows, group.waiting = group.waiting, []
+                try:
+                    await self._run_many(statement, [params for params, _ in rows])
+                except IntegrityError:
+                    for params, done in rows:
+                        await _settle(done, self.run(statement, params))
+                except Exception as exc:
+                    for _, done in rows:
+                        if not done.done():
+                            done.set_exception(exc)
+                else:
+                    for _, done in rows:
+                        if not done.done():  # its request may have gone meanwhile; the row is written
+                            done.set_result(None)
+        finally:
+            group.writer = None
+
+    async def _run_many(self, statement: Executable, rows: list[Mapping[str, Any]]) -> None:
+        if len(rows) == 1:
+            return await self.run(statement, rows[0])
+        if not self._direct:
+            async with self._atomic.begin() as connection:  # all rows or none, as on asyncpg
+                await connection.execute(statement, [dict(params) for params in rows])
+            return None
+        sql, _ = self._sql(statement, rows[0])
+        args = [self._sql(statement, params)[1] for params in rows]
+        async with (await self._open()).acquire() as connection:
+            # asyncpg runs the rows in one transaction: all of them or none.
+            await _direct(connection.executemany(sql, args), sql, {"rows": len(rows)})
+        return None
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -170,6 +220,25 @@ class Autocommit:
                         reset=_unchanged,
                     )
         return self._pool
+
+
+@dataclass
+class _Group:
+    """Rows waiting for run_together, each with its caller's future, and the task writing them."""
+
+    waiting: list[tuple[Mapping[str, Any], asyncio.Future[None]]] = field(default_factory=list)
+    writer: asyncio.Task[None] | None = None
+
+
+async def _settle(done: asyncio.Future[None], running: Awaitable[None]) -> None:
+    try:
+        await running
+    except Exception as exc:
+        if not done.done():
+            done.set_exception(exc)
+    else:
+        if not done.done():
+            done.set_result(None)
 
 
 async def _direct(call: Awaitable[Any], sql: str, params: Mapping[str, Any]) -> Any:

@@ -4,6 +4,7 @@ either way, each write is committed on its own, and a connection PostgreSQL drop
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -70,5 +71,36 @@ async def test_a_connection_postgresql_dropped_is_replaced(engine: AsyncEngine) 
         # as an outage: platform.outage).
         again = await database.first(select(text("pg_backend_pid()")), {})
         assert again is not None and again[0] != pid[0]
+    finally:
+        await database.close()
+
+
+async def test_rows_run_together_are_each_written_once_and_only_a_duplicate_is_refused(
+    engine: AsyncEngine,
+) -> None:
+    database = Autocommit(engine)
+    try:
+        await database.run(RECORD, _row("taken"))
+        ids = [f"n-{i}" for i in range(20)]
+        ids[13] = "taken"  # lands in a group with others: that group is refused whole, then row by row
+        outcomes = await asyncio.gather(
+            *(database.run_together(RECORD, _row(i)) for i in ids), return_exceptions=True
+        )
+        refused = [i for i, outcome in zip(ids, outcomes, strict=True) if outcome is not None]
+        assert refused == ["taken"] and isinstance(outcomes[13], IntegrityError)
+        async with engine.connect() as connection:
+            stored = (await connection.execute(select(Submission.notice_id))).scalars().all()
+        assert sorted(stored) == sorted(ids)  # each once: "taken" from before, the rest from the groups
+        # A caller that gives up while its row waits leaves the others' rows, and its own, written.
+        waiting = [asyncio.create_task(database.run_together(RECORD, _row(f"m-{i}"))) for i in range(5)]
+        await asyncio.sleep(0)
+        waiting[3].cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        async with engine.connect() as connection:
+            later = await connection.scalar(
+                text("SELECT count(*) FROM submissions WHERE notice_id LIKE 'm-%'")
+            )
+        assert later in (4, 5)  # the cancelled row is written if its group was already out
+        assert all(task.exception() is None for i, task in enumerate(waiting) if i != 3)
     finally:
         await database.close()
