@@ -5,7 +5,7 @@ only, never create_all."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,7 +118,7 @@ class Autocommit:
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
         self._compiled: dict[Executable, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
-        self._groups: dict[Executable, _Group] = {}
+        self._groups: dict[tuple[str, Executable], _Group] = {}
 
     def session(self) -> AsyncSession:
         return AsyncSession(self.engine, expire_on_commit=False)
@@ -131,7 +131,9 @@ class Autocommit:
                 return found
         sql, args = self._sql(statement, params)
         async with (await self._open()).acquire() as connection:
-            row: Sequence[Any] | None = await _direct(connection.fetchrow(sql, *args), sql, params)
+            row: Sequence[Any] | None = await _direct(
+                connection, connection.fetchrow(sql, *args), sql, params
+            )
             return row
 
     async def run(self, statement: Executable, params: Mapping[str, Any]) -> None:
@@ -142,7 +144,7 @@ class Autocommit:
             return
         sql, args = self._sql(statement, params)
         async with (await self._open()).acquire() as connection:
-            await _direct(connection.execute(sql, *args), sql, params)
+            await _direct(connection, connection.execute(sql, *args), sql, params)
 
     async def run_together(self, statement: Executable, params: Mapping[str, Any]) -> None:
         """As run(), grouped with the other callers of `statement` (group commit): while one group is
@@ -150,32 +152,30 @@ class Autocommit:
         burst costs a round trip per group instead of per row, and a lone row waits for nothing. A group
         refused as a whole (a unique violation) is written row by row, so only the offending caller gets
         the IntegrityError."""
-        group = self._groups.setdefault(statement, _Group())
-        done = asyncio.get_running_loop().create_future()
-        group.waiting.append((params, done))
-        if group.writer is None:
-            group.writer = asyncio.create_task(self._write_groups(statement, group))
-        await done
 
-    async def _write_groups(self, statement: Executable, group: _Group) -> None:
-        try:
-            while group.waiting:
-                rows, group.waiting = group.waiting, []
-                try:
-                    await self._run_many(statement, [params for params, _ in rows])
-                except IntegrityError:
-                    for params, done in rows:
-                        await _settle(done, self.run(statement, params))
-                except Exception as exc:
-                    for _, done in rows:
-                        if not done.done():
-                            done.set_exception(exc)
-                else:
-                    for _, done in rows:
-                        if not done.done():  # its request may have gone meanwhile; the row is written
-                            done.set_result(None)
-        finally:
-            group.writer = None
+        async def write(rows: list[Waiting]) -> None:
+            try:
+                await self._run_many(statement, [params for params, _ in rows])
+            except IntegrityError:
+                for params, done in rows:
+                    await _settle(done, self.run(statement, params))
+            else:
+                _answer(rows, None)
+
+        await _together(self._groups.setdefault(("write", statement), _Group()), params, write)
+
+    async def first_shared(self, statement: Executable) -> Sequence[Any] | None:
+        """first() of a statement without parameters, shared by the callers that arrive while one read
+        is out: they all get the next read, which starts after each of them arrived, so none is handed a
+        result older than its call (what the directory's generation must never be)."""
+
+        async def read(callers: list[Waiting]) -> None:
+            _answer(callers, await self.first(statement, {}))
+
+        row: Sequence[Any] | None = await _together(
+            self._groups.setdefault(("read", statement), _Group()), {}, read
+        )
+        return row
 
     async def _run_many(self, statement: Executable, rows: list[Mapping[str, Any]]) -> None:
         if len(rows) == 1:
@@ -188,7 +188,7 @@ class Autocommit:
         args = [self._sql(statement, params)[1] for params in rows]
         async with (await self._open()).acquire() as connection:
             # asyncpg runs the rows in one transaction: all of them or none.
-            await _direct(connection.executemany(sql, args), sql, {"rows": len(rows)})
+            await _direct(connection, connection.executemany(sql, args), sql, {"rows": len(rows)})
         return None
 
     async def close(self) -> None:
@@ -222,15 +222,50 @@ class Autocommit:
         return self._pool
 
 
+Waiting = tuple[Mapping[str, Any], asyncio.Future[Any]]  # a caller's parameters and its answer
+
+
 @dataclass
 class _Group:
-    """Rows waiting for run_together, each with its caller's future, and the task writing them."""
+    """The callers waiting for the next group of one statement, and the task working through them."""
 
-    waiting: list[tuple[Mapping[str, Any], asyncio.Future[None]]] = field(default_factory=list)
-    writer: asyncio.Task[None] | None = None
+    waiting: list[Waiting] = field(default_factory=list)
+    worker: asyncio.Task[None] | None = None
 
 
-async def _settle(done: asyncio.Future[None], running: Awaitable[None]) -> None:
+Work = Callable[[list[Waiting]], Awaitable[None]]  # answers every caller it is given
+
+
+async def _together(group: _Group, params: Mapping[str, Any], work: Work) -> Any:
+    """Waits for `work` to answer this call along with the others waiting when it takes them."""
+    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    group.waiting.append((params, done))
+    if group.worker is None:
+        group.worker = asyncio.create_task(_work_through(group, work))
+    return await done
+
+
+async def _work_through(group: _Group, work: Work) -> None:
+    try:
+        while group.waiting:
+            callers, group.waiting = group.waiting, []
+            try:
+                await work(callers)
+            except Exception as exc:
+                for _, done in callers:
+                    if not done.done():
+                        done.set_exception(exc)
+    finally:
+        group.worker = None
+
+
+def _answer(callers: list[Waiting], value: Any) -> None:
+    for _, done in callers:
+        if not done.done():  # a caller may have gone meanwhile (its request ended); the work is done
+            done.set_result(value)
+
+
+async def _settle(done: asyncio.Future[Any], running: Awaitable[None]) -> None:
     try:
         await running
     except Exception as exc:
@@ -241,11 +276,27 @@ async def _settle(done: asyncio.Future[None], running: Awaitable[None]) -> None:
             done.set_result(None)
 
 
-async def _direct(call: Awaitable[Any], sql: str, params: Mapping[str, Any]) -> Any:
+# What a connection that broke under asyncpg raises (PostgreSQL restarted or dropped it): the connection
+# is thrown away rather than handed out again, and the caller sees an outage (503 or a retried batch).
+BROKEN = (
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    OSError,
+)
+
+
+async def _direct(
+    connection: asyncpg.Connection, call: Awaitable[Any], sql: str, params: Mapping[str, Any]
+) -> Any:
     try:
         return await call
     except asyncpg.IntegrityConstraintViolationError as exc:
         raise IntegrityError(sql, dict(params), exc) from exc
+    except BROKEN as exc:
+        connection.terminate()
+        raise DatabaseUnavailable(f"the connection broke: {type(exc).__name__}") from exc
 
 
 async def _unchanged(connection: asyncpg.Connection) -> None:

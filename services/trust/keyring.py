@@ -126,7 +126,7 @@ GENERATION = select(DirectoryGeneration.generation)
 
 async def _generation(reader: AsyncSession | Autocommit) -> int:
     if isinstance(reader, Autocommit):
-        row = await reader.first(GENERATION, {})
+        row = await reader.first_shared(GENERATION)
         assert row is not None  # migration 0007 writes the one row
         return int(row[0])
     return int((await reader.execute(GENERATION)).scalar_one())
