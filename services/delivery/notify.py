@@ -3,6 +3,9 @@
 Each gateway reads the deliveries topic from its end, with no consumer group: every instance sees
 every event, and none of them owns an offset. The database stays the truth; a wake-up only says
 "look again", and waiters look again at least every `FALLBACK_S` even if no event comes.
+
+Reading every delivery event costs about 1 % of the gateway's CPU under load (py-spy, 3 recipients a
+notice), so PostgreSQL LISTEN/NOTIFY, which would add a NOTIFY to every ingest commit, was not worth it.
 """
 
 from __future__ import annotations

@@ -65,6 +65,9 @@ async def consume(
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_bytes=16 * 1024 * 1024,
+        # fetch_min_bytes stays 1 and fetch_max_wait_ms 500: asking the broker to wait 5 ms for 256 KiB
+        # saved nothing under load and made an idle consumer fetch 200 times a second (the idle broker
+        # went from 0.08 to 0.5 of a core over TLS).
     )
     await until_reachable(consumer.start, stop)
     watching = asyncio.create_task(watch(consumer)) if watch is not None else None
