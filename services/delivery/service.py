@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, String, any_, bindparam, insert, or_, select, text, update
+from sqlalchemy import Executable, Select, String, bindparam, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -124,12 +124,11 @@ async def materialise(
     routing = envelope.routing
     notice_id = str(routing.notice_id)
     now = utcnow()
-    stored = await _stored_hashes(session, [notice_id])
+    stored = await _stored_hashes(session, [notice_id])  # and holds the inbox lock
     if notice_id in stored:
         if stored[notice_id] != envelope.sha256:
             raise _replay(notice_id)
         return _delivered(envelope, written=False, now=now)
-    await _one_writer_at_a_time(session)
     await _insert(session, [_notice_row(envelope, ref, now)], _inbox_rows(envelope, now, sla))
     delivered = _delivered(envelope, written=True, now=now)
     replied = await _mark_replied(session, routing.in_reply_to, routing.sender, now)
@@ -165,23 +164,34 @@ async def materialise_many(
         rows += _inbox_rows(envelope, now, sla)
         outcomes.append(_delivered(envelope, written=True, now=now))
     if notices:
-        await _one_writer_at_a_time(session)
         await _insert(session, notices, rows)
     return outcomes
 
 
-# Built once; on PostgreSQL the ids go as one array (= ANY), one statement whatever their number.
-_STORED = select(NoticeRow.notice_id, NoticeRow.envelope_sha256)
-_STORED_HASHES = {
-    "postgresql": _STORED.where(NoticeRow.notice_id == any_(bindparam("ids", type_=ARRAY(String)))),
-    "sqlite": _STORED.where(NoticeRow.notice_id.in_(bindparam("ids", expanding=True))),
+INBOX_WRITE_LOCK = 0x6465736B  # any fixed number, the same in every ingest process
+
+# Inbox places (`seq`) must become visible in the order they are handed out, or a reader's cursor could
+# pass a place that commits later. With several ingest processes on PostgreSQL, a transaction lock
+# serialises the inbox writes until commit (SQLite has one writer anyway); verifying envelopes still runs
+# in parallel. The read of what is stored takes it, in the same round trip: the read sees the database as
+# of before the lock, as a read of its own before the lock would, and a notice another process stored
+# in between makes the insert fail (the caller then goes one at a time). The ids go as one array.
+_STORED_HASHES: dict[str, Executable] = {
+    "postgresql": text(
+        "SELECT notices.notice_id, notices.envelope_sha256 FROM pg_advisory_xact_lock(:key) AS held"
+        " LEFT JOIN notices ON notices.notice_id = ANY(:ids)"
+    ).bindparams(bindparam("ids", type_=ARRAY(String)), key=INBOX_WRITE_LOCK),
+    "sqlite": select(NoticeRow.notice_id, NoticeRow.envelope_sha256).where(
+        NoticeRow.notice_id.in_(bindparam("ids", expanding=True))
+    ),
 }
 
 
 async def _stored_hashes(session: AsyncSession, notice_ids: list[str]) -> dict[str, str]:
-    """The envelope hash of each of these notices that is stored already."""
+    """The envelope hash of each of these notices that is stored already; takes the inbox lock."""
     query = _STORED_HASHES[session.get_bind().dialect.name]
-    return {notice_id: sha for notice_id, sha in (await session.execute(query, {"ids": notice_ids})).all()}
+    rows = (await session.execute(query, {"ids": notice_ids})).all()
+    return {notice_id: sha for notice_id, sha in rows if notice_id is not None}
 
 
 _INSERT_NOTICES, _INSERT_DELIVERIES = insert(NoticeRow), insert(Delivery)
@@ -193,18 +203,6 @@ async def _insert(session: AsyncSession, notices: list[dict[str, Any]], rows: li
     connection = await session.connection()
     await connection.execute(_INSERT_NOTICES, notices)
     await connection.execute(_INSERT_DELIVERIES, rows)
-
-
-INBOX_WRITE_LOCK = 0x6465736B  # any fixed number, the same in every ingest process
-
-
-async def _one_writer_at_a_time(session: AsyncSession) -> None:
-    """Inbox places (`seq`) must become visible in the order they are handed out, or a reader's cursor
-    could pass a place that commits later. With several ingest processes on PostgreSQL, a transaction
-    lock serialises the inbox writes until commit (SQLite has one writer anyway); verifying envelopes
-    still runs in parallel."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INBOX_WRITE_LOCK})
 
 
 async def _mark_replied(
