@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Executable, Select, String, bindparam, insert, or_, select, text, update
+from sqlalchemy import Executable, FromClause, Select, String, bindparam, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.api import (
@@ -194,15 +195,68 @@ async def _stored_hashes(session: AsyncSession, notice_ids: list[str]) -> dict[s
     return {notice_id: sha for notice_id, sha in rows if notice_id is not None}
 
 
+# What ingest writes of a notice and of each of its inbox rows (the other columns start empty, or numbered).
+_NOTICE_COLUMNS = (
+    "notice_id",
+    "sender",
+    "case_ref",
+    "notice_type",
+    "priority",
+    "tlp",
+    "sent_at",
+    "expires_at",
+    "in_reply_to",
+    "forwarded_from",
+    "envelope",
+    "envelope_sha256",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "ingested_at",
+    "traceparent",
+)
+_INBOX_COLUMNS = ("notice_id", "recipient", "state", "delivered_at", "ack_due_at")
+
+
+_POSTGRESQL = PGDialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
+
+
+def _unnest(table: FromClause, columns: Sequence[str], prefix: str) -> str:
+    """unnest() of one array parameter per column, of the column's type (strings unbounded: a cast to
+    varchar(n) would cut a longer one short, where the insert refuses it)."""
+    types = {c: table.c[c].type for c in columns}
+    names = {
+        c: "varchar" if isinstance(t, String) else t.compile(dialect=_POSTGRESQL) for c, t in types.items()
+    }
+    return f"unnest({', '.join(f'CAST(:{prefix}{c} AS {names[c]}[])' for c in columns)})"
+
+
+# PostgreSQL: both tables in one statement (one round trip), each from one array per column. The inbox
+# rows are numbered in their arrays' order; their foreign key is checked at the end of the statement,
+# with the notices in.
+_INBOX = ", ".join(_INBOX_COLUMNS)
+_INSERT_BOTH = text(
+    f"WITH stored AS (INSERT INTO notices ({', '.join(_NOTICE_COLUMNS)})"  # noqa: S608 (our names, no input)
+    f" SELECT * FROM {_unnest(NoticeRow.__table__, _NOTICE_COLUMNS, 'n_')})"
+    f" INSERT INTO deliveries ({_INBOX}) SELECT {_INBOX}"
+    f" FROM {_unnest(Delivery.__table__, _INBOX_COLUMNS, 'd_')} WITH ORDINALITY AS d({_INBOX}, place)"
+    " ORDER BY place"
+)
+# SQLite: one executemany per table, in Core.
 _INSERT_NOTICES, _INSERT_DELIVERIES = insert(NoticeRow), insert(Delivery)
 
 
 async def _insert(session: AsyncSession, notices: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
-    """The notice rows, then their inbox rows (which refer to them), each table in one executemany in
-    Core, in the given order: that is the order the inbox places (`seq`) are handed out in."""
+    """The notice rows and their inbox rows (which refer to them), in the given order: that is the order
+    the inbox places (`seq`) are handed out in."""
     connection = await session.connection()
-    await connection.execute(_INSERT_NOTICES, notices)
-    await connection.execute(_INSERT_DELIVERIES, rows)
+    if connection.dialect.name == "postgresql":
+        columns = {f"n_{c}": [n[c] for n in notices] for c in _NOTICE_COLUMNS}
+        columns.update({f"d_{c}": [r[c] for r in rows] for c in _INBOX_COLUMNS})
+        await connection.execute(_INSERT_BOTH, columns)
+    else:
+        await connection.execute(_INSERT_NOTICES, notices)
+        await connection.execute(_INSERT_DELIVERIES, rows)
 
 
 async def _mark_replied(
