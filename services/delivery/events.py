@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 from schemas.events import Event, EventType, fact_id
 from services.delivery.models import Delivery, NoticeRow
@@ -12,15 +13,30 @@ from services.platform.database import utcnow
 
 
 def delivery_event(kind: EventType, notice: NoticeRow, recipient: str, actor: str) -> Event:
+    return notice_event(
+        kind, uuid.UUID(notice.notice_id), notice.case_ref, notice.envelope_sha256, recipient, actor, utcnow()
+    )
+
+
+def notice_event(
+    kind: EventType,
+    notice_id: uuid.UUID,
+    case_ref: str,
+    envelope_sha256: str,
+    recipient: str,
+    actor: str,
+    at: datetime,
+) -> Event:
+    """The event of a fact about one recipient's copy of a notice."""
     return Event(
-        event_id=fact_id(kind, notice.notice_id, recipient),
+        event_id=fact_id(kind, str(notice_id), recipient),
         type=kind,
-        occurred_at=utcnow(),
+        occurred_at=at,
         actor=actor,
         agency=recipient,
-        notice_id=uuid.UUID(notice.notice_id),
-        case_ref=notice.case_ref,
-        envelope_sha256=notice.envelope_sha256,
+        notice_id=notice_id,
+        case_ref=case_ref,
+        envelope_sha256=envelope_sha256,
     )
 
 

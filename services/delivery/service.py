@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, or_, select, text, update
+from sqlalchemy import Executable, FromClause, Select, String, bindparam, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.api import (
@@ -24,7 +26,7 @@ from schemas.api import (
 from schemas.events import Event, EventType
 from services.delivery.deadlines import DEFAULT_SLA, Sla
 from services.delivery.errors import DeliveryError
-from services.delivery.events import delivery_event, fetched_events
+from services.delivery.events import delivery_event, fetched_events, notice_event
 from services.delivery.models import Delivery, NoticeRow
 from services.envelope.errors import EnvelopeError
 from services.envelope.receipts import check_receipt
@@ -47,36 +49,35 @@ class RecordRef:
     traceparent: str | None = None
 
 
-def _notice_row(envelope: ParsedEnvelope, ref: RecordRef, now: datetime) -> NoticeRow:
+def _notice_row(envelope: ParsedEnvelope, ref: RecordRef, now: datetime) -> dict[str, Any]:
+    """The notices row, as the parameters of a Core insert (no ORM object: it is only inserted)."""
     routing = envelope.routing
-    return NoticeRow(
-        notice_id=str(routing.notice_id),
-        sender=routing.sender,
-        case_ref=routing.case_ref,
-        notice_type=routing.notice_type.value,
-        priority=routing.priority.value,
-        tlp=routing.tlp.value,
-        sent_at=routing.sent_at,
-        expires_at=routing.expires_at,
-        in_reply_to=str(routing.in_reply_to) if routing.in_reply_to else None,
-        forwarded_from=str(routing.forwarded_from) if routing.forwarded_from else None,
-        envelope=envelope.raw,
-        envelope_sha256=envelope.sha256,
-        kafka_topic=ref.topic,
-        kafka_partition=ref.partition,
-        kafka_offset=ref.offset,
-        ingested_at=now,
-        traceparent=ref.traceparent,
-    )
+    return {
+        "notice_id": str(routing.notice_id),
+        "sender": routing.sender,
+        "case_ref": routing.case_ref,
+        "notice_type": routing.notice_type.value,
+        "priority": routing.priority.value,
+        "tlp": routing.tlp.value,
+        "sent_at": routing.sent_at,
+        "expires_at": routing.expires_at,
+        "in_reply_to": str(routing.in_reply_to) if routing.in_reply_to else None,
+        "forwarded_from": str(routing.forwarded_from) if routing.forwarded_from else None,
+        "envelope": envelope.raw,
+        "envelope_sha256": envelope.sha256,
+        "kafka_topic": ref.topic,
+        "kafka_partition": ref.partition,
+        "kafka_offset": ref.offset,
+        "ingested_at": now,
+        "traceparent": ref.traceparent,
+    }
 
 
-def _inbox_rows(envelope: ParsedEnvelope, now: datetime, sla: Sla) -> list[Delivery]:
+def _inbox_rows(envelope: ParsedEnvelope, now: datetime, sla: Sla) -> list[dict[str, Any]]:
     routing = envelope.routing
-    due = sla.due(routing.priority.value, now)
+    notice_id, due = str(routing.notice_id), sla.due(routing.priority.value, now)
     return [
-        Delivery(
-            notice_id=str(routing.notice_id), recipient=r, state="delivered", delivered_at=now, ack_due_at=due
-        )
+        {"notice_id": notice_id, "recipient": r, "state": "delivered", "delivered_at": now, "ack_due_at": due}
         for r in routing.recipients
     ]
 
@@ -90,8 +91,22 @@ class Materialised:
     written: bool
 
 
-def _delivered(notice: NoticeRow, recipients: Sequence[str], written: bool) -> Materialised:
-    events = [delivery_event(EventType.notice_delivered, notice, r, "ingest") for r in recipients]
+def _delivered(envelope: ParsedEnvelope, written: bool, now: datetime) -> Materialised:
+    """The same events whether the rows are written now or were before: the envelope is the same bytes,
+    so its notice id, case and hash are the stored ones."""
+    routing = envelope.routing
+    events = [
+        notice_event(
+            EventType.notice_delivered,
+            routing.notice_id,
+            routing.case_ref,
+            envelope.sha256,
+            r,
+            "ingest",
+            now,
+        )
+        for r in routing.recipients
+    ]
     return Materialised(events, written)
 
 
@@ -109,19 +124,14 @@ async def materialise(
     """
     routing = envelope.routing
     notice_id = str(routing.notice_id)
-    existing = await session.get(NoticeRow, notice_id)
-    if existing is not None:
-        if existing.envelope_sha256 != envelope.sha256:
-            raise _replay(notice_id)
-        return _delivered(existing, routing.recipients, written=False)
     now = utcnow()
-    notice = _notice_row(envelope, ref, now)
-    await _one_writer_at_a_time(session)
-    session.add(notice)
-    await session.flush()  # the notice row first: deliveries refer to it
-    session.add_all(_inbox_rows(envelope, now, sla))
-    await session.flush()
-    delivered = _delivered(notice, routing.recipients, written=True)
+    stored = await _stored_hashes(session, [notice_id])  # and holds the inbox lock
+    if notice_id in stored:
+        if stored[notice_id] != envelope.sha256:
+            raise _replay(notice_id)
+        return _delivered(envelope, written=False, now=now)
+    await _insert(session, [_notice_row(envelope, ref, now)], _inbox_rows(envelope, now, sla))
+    delivered = _delivered(envelope, written=True, now=now)
     replied = await _mark_replied(session, routing.in_reply_to, routing.sender, now)
     return Materialised(delivered.events + replied, written=True)
 
@@ -138,49 +148,115 @@ async def materialise_many(
     """
     if any(e.routing.in_reply_to or e.routing.forwarded_from for e, _ in admitted):
         raise ValueError("replies and forwards go through materialise(), one at a time")
-    ids = [str(e.routing.notice_id) for e, _ in admitted]
-    known = {
-        row.notice_id: row
-        for row in (await session.execute(select(NoticeRow).where(NoticeRow.notice_id.in_(ids)))).scalars()
-    }
+    known = await _stored_hashes(session, [str(e.routing.notice_id) for e, _ in admitted])
     now = utcnow()
     outcomes: list[Materialised | EnvelopeError] = []
-    notices: list[NoticeRow] = []
-    rows: list[Delivery] = []
+    notices: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     for envelope, ref in admitted:
         notice_id = str(envelope.routing.notice_id)
         earlier = known.get(notice_id)
         if earlier is not None:
-            same = earlier.envelope_sha256 == envelope.sha256
-            outcomes.append(
-                _delivered(earlier, envelope.routing.recipients, written=False)
-                if same
-                else _replay(notice_id)
-            )
+            same = earlier == envelope.sha256
+            outcomes.append(_delivered(envelope, written=False, now=now) if same else _replay(notice_id))
             continue
-        known[notice_id] = notice = _notice_row(envelope, ref, now)
-        notices.append(notice)
+        known[notice_id] = envelope.sha256
+        notices.append(_notice_row(envelope, ref, now))
         rows += _inbox_rows(envelope, now, sla)
-        outcomes.append(_delivered(notice, envelope.routing.recipients, written=True))
+        outcomes.append(_delivered(envelope, written=True, now=now))
     if notices:
-        await _one_writer_at_a_time(session)
-        session.add_all(notices)
-        await session.flush()  # the notice rows first: deliveries refer to them
-        session.add_all(rows)
-        await session.flush()
+        await _insert(session, notices, rows)
     return outcomes
 
 
 INBOX_WRITE_LOCK = 0x6465736B  # any fixed number, the same in every ingest process
 
+# Inbox places (`seq`) must become visible in the order they are handed out, or a reader's cursor could
+# pass a place that commits later. With several ingest processes on PostgreSQL, a transaction lock
+# serialises the inbox writes until commit (SQLite has one writer anyway); verifying envelopes still runs
+# in parallel. The read of what is stored takes it, in the same round trip: the read sees the database as
+# of before the lock, as a read of its own before the lock would, and a notice another process stored
+# in between makes the insert fail (the caller then goes one at a time). The ids go as one array.
+_STORED_HASHES: dict[str, Executable] = {
+    "postgresql": text(
+        "SELECT notices.notice_id, notices.envelope_sha256 FROM pg_advisory_xact_lock(:key) AS held"
+        " LEFT JOIN notices ON notices.notice_id = ANY(:ids)"
+    ).bindparams(bindparam("ids", type_=ARRAY(String)), key=INBOX_WRITE_LOCK),
+    "sqlite": select(NoticeRow.notice_id, NoticeRow.envelope_sha256).where(
+        NoticeRow.notice_id.in_(bindparam("ids", expanding=True))
+    ),
+}
 
-async def _one_writer_at_a_time(session: AsyncSession) -> None:
-    """Inbox places (`seq`) must become visible in the order they are handed out, or a reader's cursor
-    could pass a place that commits later. With several ingest processes on PostgreSQL, a transaction
-    lock serialises the inbox writes until commit (SQLite has one writer anyway); verifying envelopes
-    still runs in parallel."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INBOX_WRITE_LOCK})
+
+async def _stored_hashes(session: AsyncSession, notice_ids: list[str]) -> dict[str, str]:
+    """The envelope hash of each of these notices that is stored already; takes the inbox lock."""
+    query = _STORED_HASHES[session.get_bind().dialect.name]
+    rows = (await session.execute(query, {"ids": notice_ids})).all()
+    return {notice_id: sha for notice_id, sha in rows if notice_id is not None}
+
+
+# What ingest writes of a notice and of each of its inbox rows (the other columns start empty, or numbered).
+_NOTICE_COLUMNS = (
+    "notice_id",
+    "sender",
+    "case_ref",
+    "notice_type",
+    "priority",
+    "tlp",
+    "sent_at",
+    "expires_at",
+    "in_reply_to",
+    "forwarded_from",
+    "envelope",
+    "envelope_sha256",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "ingested_at",
+    "traceparent",
+)
+_INBOX_COLUMNS = ("notice_id", "recipient", "state", "delivered_at", "ack_due_at")
+
+
+_POSTGRESQL = PGDialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
+
+
+def _unnest(table: FromClause, columns: Sequence[str], prefix: str) -> str:
+    """unnest() of one array parameter per column, of the column's type (strings unbounded: a cast to
+    varchar(n) would cut a longer one short, where the insert refuses it)."""
+    types = {c: table.c[c].type for c in columns}
+    names = {
+        c: "varchar" if isinstance(t, String) else t.compile(dialect=_POSTGRESQL) for c, t in types.items()
+    }
+    return f"unnest({', '.join(f'CAST(:{prefix}{c} AS {names[c]}[])' for c in columns)})"
+
+
+# PostgreSQL: both tables in one statement (one round trip), each from one array per column. The inbox
+# rows are numbered in their arrays' order; their foreign key is checked at the end of the statement,
+# with the notices in.
+_INBOX = ", ".join(_INBOX_COLUMNS)
+_INSERT_BOTH = text(
+    f"WITH stored AS (INSERT INTO notices ({', '.join(_NOTICE_COLUMNS)})"  # noqa: S608 (our names, no input)
+    f" SELECT * FROM {_unnest(NoticeRow.__table__, _NOTICE_COLUMNS, 'n_')})"
+    f" INSERT INTO deliveries ({_INBOX}) SELECT {_INBOX}"
+    f" FROM {_unnest(Delivery.__table__, _INBOX_COLUMNS, 'd_')} WITH ORDINALITY AS d({_INBOX}, place)"
+    " ORDER BY place"
+)
+# SQLite: one executemany per table, in Core.
+_INSERT_NOTICES, _INSERT_DELIVERIES = insert(NoticeRow), insert(Delivery)
+
+
+async def _insert(session: AsyncSession, notices: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+    """The notice rows and their inbox rows (which refer to them), in the given order: that is the order
+    the inbox places (`seq`) are handed out in."""
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        columns = {f"n_{c}": [n[c] for n in notices] for c in _NOTICE_COLUMNS}
+        columns.update({f"d_{c}": [r[c] for r in rows] for c in _INBOX_COLUMNS})
+        await connection.execute(_INSERT_BOTH, columns)
+    else:
+        await connection.execute(_INSERT_NOTICES, notices)
+        await connection.execute(_INSERT_DELIVERIES, rows)
 
 
 async def _mark_replied(

@@ -97,6 +97,7 @@ class NoticeHandler:
         to a notice in that run, and then goes alone in a savepoint of its own."""
         events: Announced = []
         run: list[tuple[ConsumerRecord[bytes, bytes], ParsedEnvelope]] = []
+        first = True  # nothing written yet in the batch's transaction
         for record in records:
             if header_value(list(record.headers), "ce_type") != RECALL_TYPE:
                 with tracing.within(record):
@@ -111,10 +112,10 @@ class NoticeHandler:
                     except Exception as exc:  # a poison record must never stop the partition
                         await self._refuse(record, exc)
                         continue
-            events += await self._write(run, directory, session, arrived)
-            run = []
+            events += await self._write(run, directory, session, arrived, first)
+            first, run = False, []
             events += await self.handle(record, directory, arrived, session)
-        return events + await self._write(run, directory, session, arrived)
+        return events + await self._write(run, directory, session, arrived, first)
 
     async def _write(
         self,
@@ -122,15 +123,23 @@ class NoticeHandler:
         directory: DirectoryView,
         session: AsyncSession,
         arrived: list[Arrival],
+        first: bool,
     ) -> Announced:
+        """Writes a run together. The batch's first writes need no savepoint (two round trips): were they
+        refused, rolling back the whole transaction undoes only them."""
         if not run:
             return []
         admitted = [(envelope, _ref(record)) for record, envelope in run]
         try:
-            async with session.begin_nested():
+            if first:
                 outcomes = await materialise_many(session, admitted, self.sla)
+            else:
+                async with session.begin_nested():
+                    outcomes = await materialise_many(session, admitted, self.sla)
         except IntegrityError:
             # Another consumer stored one of these notice ids meanwhile: one at a time, which looks again.
+            if first:
+                await session.rollback()
             events: Announced = []
             for record, _ in run:
                 events += await self.handle(record, directory, arrived, session)
