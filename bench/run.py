@@ -80,14 +80,15 @@ class Sizes:
     audit_proofs: int = 10  # inclusion proofs timed at each size
     restarts: int = 1  # audit service restarts timed at each log size
     early_restart: bool = False  # also at the small log of the run's start (a --quick run spares it)
-    # Notices sent before anything is timed. The broker's JIT compiler takes more CPU than the requests
-    # themselves in the broker's first minute of load; a deskbridge in service has been up for days.
-    warmup: int = 20
+    # Notices sent before the floor and the loads are timed. The broker's JIT compiler takes more CPU
+    # than the requests themselves in the broker's first minute of load; a deskbridge in service has
+    # been up for days.
+    warmup: int = 0
 
     def describe(self) -> dict[str, str]:
         return {
             "repetitions of each phase": str(self.repeats),
-            "warm-up before timing": f"{self.warmup:,} notices",
+            "warm-up before timing": f"{self.warmup + 20:,} notices",
             "crypto": f"{self.crypto_runs} runs of {self.crypto_calls} calls",
             "raw aiokafka": f"{self.raw_messages:,} messages a run",
             "PostgreSQL COPY": f"the rows of {self.floor_notices:,} notices a run",
@@ -173,8 +174,8 @@ async def measure(
     try:
         results.machine = machine(await database_version(engine))
         keyring = load.Keyring(stack.home)
-        say(f"warming up with {sizes.warmup:,} notices")
-        await load.closed_loop(stack, engine, keyring, 3, sizes.warmup, sizes.senders, 1)
+        say("warming up")
+        await load.closed_loop(stack, engine, keyring, 3, 20, 4, 1)
         if sizes.early_restart:
             await audit_startup(stack, engine, results, sizes.restarts)
         early = [n for n in sizes.pull_sizes if n <= 10_000]
@@ -184,6 +185,9 @@ async def measure(
         results.pull_ms.update(
             await load.inbox_pull_scaling(stack, engine, PULL_READER, early, sizes.pulls, len(envelope))
         )
+        if sizes.warmup:  # after the pulls at a small inbox, which want few notices stored
+            say(f"warming up with {sizes.warmup:,} notices more")
+            await load.closed_loop(stack, engine, keyring, 3, sizes.warmup, sizes.senders, 1)
         say("the floor: raw Ed25519 verifies, raw aiokafka produce and consume, COPY")
         results.verify_us = parts.ed25519_verify_us(
             envelope,
