@@ -139,8 +139,9 @@ def machine(database_version: str) -> Machine:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
     ).stdout.strip()
+    # The report and plot a run writes are not changes to what it measures.
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/performance.*"],
         cwd=ROOT,
         capture_output=True,
         text=True,
