@@ -9,13 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.envelopes import RoutingHeader
 from schemas.notices import Tlp
 from services.delivery.models import Delivery, NoticeRow
 from services.envelope.errors import EnvelopeError
 from services.envelope.service import Freshness, ParsedEnvelope, recipient_kids, verify_outer
-from services.platform.database import Reader
 from services.trust.keyring import DirectoryView
 
 # TLP 2.0 from least to most restricted; a forward may tighten the label, never loosen it.
@@ -24,7 +24,7 @@ CLOSED_TLP = {Tlp.amber_strict, Tlp.red}  # may not go beyond the original sende
 
 
 async def admit(
-    reader: Reader,
+    reader: AsyncSession,
     directory: DirectoryView,
     envelope: ParsedEnvelope,
     received_at: datetime,
@@ -54,13 +54,13 @@ async def admit(
     await check_thread(reader, routing)
 
 
-async def audience(reader: Reader, notice_id: str, sender: str) -> set[str]:
+async def audience(reader: AsyncSession, notice_id: str, sender: str) -> set[str]:
     """Who a notice was shared with: its sender and its recipients (one inbox row each)."""
     query = select(Delivery.recipient).where(Delivery.notice_id == notice_id)
     return {sender, *(await reader.execute(query)).scalars()}
 
 
-async def check_thread(reader: Reader, routing: RoutingHeader) -> None:
+async def check_thread(reader: AsyncSession, routing: RoutingHeader) -> None:
     """A reply or forward refers to a notice its sender was shared, in the same case, and TLP holds:
     an amber+strict or red notice goes to nobody outside its audience, and no label is loosened."""
     for field, ref in (("in_reply_to", routing.in_reply_to), ("forwarded_from", routing.forwarded_from)):

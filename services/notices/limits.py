@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.delivery.models import Delivery
 from services.notices.errors import NoticeError
-from services.platform.database import Reader
 
 
 @dataclass
@@ -59,7 +59,7 @@ class InboxRoom:
     recheck_s: float
     _counts: dict[str, tuple[int, float]] = field(default_factory=dict)  # agency -> (pending, counted at)
 
-    async def check(self, reader: Reader, recipients: Sequence[str]) -> None:
+    async def check(self, reader: AsyncSession, recipients: Sequence[str]) -> None:
         now = time.monotonic()
         for agency in recipients:
             pending, counted_at = self._counts.get(agency, (0, -math.inf))
@@ -80,7 +80,7 @@ class InboxRoom:
             self._counts[agency] = (pending + 1, counted_at)
 
 
-async def _pending(reader: Reader, agency: str, cap: int) -> int:
+async def _pending(reader: AsyncSession, agency: str, cap: int) -> int:
     """Unacknowledged notices in `agency`'s inbox, counted only up to `cap` so it stays cheap."""
     pending = (
         select(Delivery.seq)

@@ -18,7 +18,6 @@ from sqlalchemy import BigInteger, DateTime, Integer, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -92,9 +91,6 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(
         url, pool_size=24, max_overflow=16, connect_args={"async_creator_fn": _connect}
     )
-
-
-Reader = AsyncSession | AsyncConnection  # anything a Core statement can be executed on
 
 
 class Autocommit:
