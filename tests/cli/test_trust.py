@@ -33,6 +33,11 @@ async def _send(stack: Stack, tmp_path: Path, sender: str, to: str, *extra: str)
     return found.group(1)
 
 
+async def _stored(stack: Stack, notice_id: str) -> bool:
+    async with stack.sessions() as session:
+        return await session.get(NoticeRow, notice_id) is not None
+
+
 async def _pull(stack: Stack, agency: str, count: int) -> list[dict[str, object]]:
     opened: list[dict[str, object]] = []
 
@@ -66,6 +71,8 @@ async def test_a_partner_replies_from_its_own_machine_and_the_desk_sees_the_thre
 
 async def test_rotation_from_the_cli_keeps_old_notices_open(stack: Stack, tmp_path: Path) -> None:
     before = await _send(stack, tmp_path, "kr-desk", "kh-cnp")
+    # A reply may name only a notice deskbridge has stored, which ingest does just after the 202.
+    await eventually(lambda: _stored(stack, before))
     # Signed with kh-cnp's current key; the desk reads it only after that key has expired.
     early_reply = await _send(stack, tmp_path, "kh-cnp", "kr-desk", "reply", "--in-reply-to", before)
     old = AgencyKeys.load(stack.home / "kh-cnp")
