@@ -44,6 +44,19 @@ def tree_cpu_seconds(root: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def jit_cpu_seconds(jvm: int) -> float:
+    """CPU seconds of a JVM's JIT compiler threads ("C1 CompilerThread0", ... as /proc truncates them)."""
+    ticks = 0
+    for task in Path(f"/proc/{jvm}/task").iterdir():
+        try:
+            if "CompilerThre" in (task / "comm").read_text():
+                fields = _stat(f"{jvm}/task/{task.name}")
+                ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError):
+            continue  # a thread that ended meanwhile
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds spent not idle on all cores since boot (/proc/stat)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]

@@ -81,9 +81,12 @@ class Sizes:
     restarts: int = 1  # audit service restarts timed at each log size
     early_restart: bool = False  # also at the small log of the run's start (a --quick run spares it)
     # Notices sent before the floor and the loads are timed. The broker's JIT compiler takes more CPU
-    # than the requests themselves in the broker's first minute of load; a deskbridge in service has
-    # been up for days.
+    # than the requests themselves in the broker's first minutes of load; a deskbridge in service has
+    # been up for days. After `warmup`, rounds of `settle_round` notices go on (at most `settle_rounds`)
+    # until the compiler took under JIT_SETTLED of the broker's CPU in a round.
     warmup: int = 0
+    settle_round: int = 1000
+    settle_rounds: int = 0
 
     def describe(self) -> dict[str, str]:
         return {
@@ -124,6 +127,7 @@ FULL = Sizes(
     profile_seconds=15,
     audit_sizes=(1000, 100_000, 1_000_000, 10_000_000),
     warmup=3000,
+    settle_rounds=25,
     audit_batches=20,
     audit_batch=200,
     audit_proofs=200,
@@ -168,6 +172,37 @@ def say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+JIT_SETTLED = 0.1  # the broker's JIT compiler's share of its CPU in a warm-up round that ends warming
+
+
+async def settle_broker(
+    stack: Stack, infra: Infrastructure, engine: AsyncEngine, keyring: load.Keyring, sizes: Sizes
+) -> str:
+    """Warm-up rounds until the broker's JIT compiler has settled (or the rounds run out); says how far."""
+    sent = 20 + sizes.warmup
+    if not sizes.settle_rounds:
+        return f"{sent:,} notices"
+    if infra.broker_jit is None or "Kafka broker" not in infra.cpu_clocks:
+        return f"{sent:,} notices (the broker was not started by the bench: its JIT not watched)"
+    share = 1.0
+    for _ in range(sizes.settle_rounds):
+        meter = profile.CpuMeter({"broker": infra.cpu_clocks["Kafka broker"], "jit": infra.broker_jit})
+        await load.closed_loop(stack, engine, keyring, 3, sizes.settle_round, sizes.senders, 1, meter)
+        sent += sizes.settle_round
+        spent = meter.windows[-1]
+        share = spent["jit"] / spent["broker"] if spent["broker"] else 0.0
+        say(f"warm-up: {sent:,} notices, the broker's JIT compiler took {share:.0%} of its CPU")
+        if share < JIT_SETTLED:
+            return (
+                f"{sent:,} notices, until the Kafka broker's JIT compiler took under {JIT_SETTLED:.0%} of "
+                f"the broker's CPU in a round of {sizes.settle_round:,} ({share:.0%} in the last)"
+            )
+    return (
+        f"{sent:,} notices; the Kafka broker's JIT compiler still took {share:.0%} of the broker's CPU "
+        f"in the last round of {sizes.settle_round:,} (settled is under {JIT_SETTLED:.0%})"
+    )
+
+
 async def measure(
     stack: Stack, infra: Infrastructure, results: Results, sizes: Sizes, work: Path, profiling: bool
 ) -> None:
@@ -189,6 +224,7 @@ async def measure(
         if sizes.warmup:  # after the pulls at a small inbox, which want few notices stored
             say(f"warming up with {sizes.warmup:,} notices more")
             await load.closed_loop(stack, engine, keyring, 3, sizes.warmup, sizes.senders, 1)
+            results.sizes["warm-up before timing"] = await settle_broker(stack, infra, engine, keyring, sizes)
         say("the floor: raw Ed25519 verifies, raw aiokafka produce and consume, COPY")
         results.verify_us = parts.ed25519_verify_us(
             envelope,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.profile import tree_cpu_seconds
+from bench.profile import jit_cpu_seconds, tree_cpu_seconds
 from devstack.certs import ADMIN, Certificates, ensure_certificates
 from devstack.kafka import KafkaBroker, KafkaCluster, ensure_jars, free_port
 from devstack.processes import spawn_child
@@ -52,7 +52,7 @@ BENCH_ENVIRONMENT = {
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Timeout|Exit)\w*: ")
 
 
-def _pid_running(argument: str) -> int:
+def pid_running(argument: str) -> int:
     """The process whose command line holds `argument`."""
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -80,6 +80,7 @@ class Infrastructure:
     kafka: list[KafkaBroker] = field(default_factory=list)
     database: PostgresCluster | None = None
     certificates: Certificates | None = None
+    broker_jit: Callable[[], float] | None = None  # CPU seconds of the broker's JIT compiler, if started here
 
 
 @contextlib.contextmanager
@@ -98,6 +99,7 @@ def infrastructure(
     broker: KafkaBroker | KafkaCluster | None = None
     cluster: PostgresCluster | None = None
     clocks: dict[str, Callable[[], float]] = {}
+    jit: Callable[[], float] | None = None
     try:
         if bootstrap is None and brokers > 1:
             broker = KafkaCluster(
@@ -118,8 +120,9 @@ def infrastructure(
             )
             broker.start(timeout=120)
             bootstrap = broker.bootstrap
-            jvm = _pid_running(str(broker.data_dir / "server.properties"))
+            jvm = pid_running(str(broker.data_dir / "server.properties"))
             clocks["Kafka broker"] = partial(tree_cpu_seconds, jvm)
+            jit = partial(jit_cpu_seconds, jvm)
         if database_url is None:
             cluster = PostgresCluster()
             cluster.start()
@@ -127,7 +130,7 @@ def infrastructure(
             postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
             clocks["PostgreSQL"] = partial(tree_cpu_seconds, postmaster)
         nodes = broker.nodes if isinstance(broker, KafkaCluster) else [broker] if broker else []
-        yield Infrastructure(bootstrap, database_url, clocks, nodes, cluster, certificates)
+        yield Infrastructure(bootstrap, database_url, clocks, nodes, cluster, certificates, jit)
     finally:
         if broker is not None:
             broker.stop()
