@@ -93,6 +93,9 @@ def make_engine(url: str) -> AsyncEngine:
     )
 
 
+_COMPILED_AT_MOST = 256
+
+
 class Autocommit:
     """Single statements without a transaction (no BEGIN or COMMIT round trip around them), for a hot
     path whose statements need no atomicity between them and must hold nothing open while it waits on
@@ -104,7 +107,9 @@ class Autocommit:
     these connections run leaves session state behind, so they go back to the pool without asyncpg's
     reset round trip. Elsewhere (SQLite, for local use) the statements run through SQLAlchemy.
 
-    `session()` is for the rare statement that is ORM-shaped: it connects on first use only."""
+    `session()` is for the rare statement that is ORM-shaped: it connects on first use only. Statements
+    are meant to be module constants: each is compiled once and keyed by identity (run_together and
+    first_shared group their callers by it too)."""
 
     def __init__(self, engine: AsyncEngine, pool_size: int = 8) -> None:
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -195,6 +200,8 @@ class Autocommit:
     def _sql(self, statement: Executable, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         compiled = self._compiled.get(statement)
         if compiled is None:
+            if len(self._compiled) >= _COMPILED_AT_MOST:  # a caller that builds statements per call
+                self._compiled.clear()  # must not grow this forever; module constants recompile once
             done = cast(ClauseElement, statement).compile(dialect=self.engine.dialect)
             order: list[str] = getattr(done, "positiontup", None) or []  # asyncpg's $n are positional
             # The values the statement carries itself (a literal in a WHERE) are anonymous parameters.

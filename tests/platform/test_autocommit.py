@@ -127,3 +127,17 @@ async def test_a_shared_read_starts_after_every_caller_it_answers(engine: AsyncE
         assert [row[0] if row is not None else None for row in rows] == [1, 2, 2, 2]
     finally:
         await database.close()
+
+
+async def test_statements_built_per_call_answer_right_and_are_not_remembered_forever(
+    engine: AsyncEngine,
+) -> None:
+    database = Autocommit(engine)
+    try:
+        await database.run(RECORD, _row("n-1"))
+        for n in range(300):  # each a new statement object, its literal a parameter of its own
+            query = select(Submission.kafka_partition + n).where(Submission.notice_id == "n-1")
+            assert tuple(await database.first(query, {}) or ()) == (2 + n,)
+        assert len(database._compiled) <= 256
+    finally:
+        await database.close()
