@@ -8,7 +8,7 @@ import itertools
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -323,12 +323,25 @@ async def stored_notices(engine: AsyncEngine) -> int:
         return int((await connection.execute(text("SELECT count(*) FROM notices"))).scalar_one())
 
 
+@dataclass(frozen=True)
+class Pulls:
+    ms: Figure  # wall milliseconds a pull
+    cpu_ms: dict[str, float]  # CPU milliseconds a pull of each of the meter's clocks
+
+
 async def inbox_pull_scaling(
-    stack: Stack, engine: AsyncEngine, reader: str, sizes: Sequence[int], pulls: int, envelope_bytes: int
-) -> dict[int, Figure]:
+    stack: Stack,
+    engine: AsyncEngine,
+    reader: str,
+    sizes: Sequence[int],
+    pulls: int,
+    envelope_bytes: int,
+    clocks: dict[str, Callable[[], float]],
+) -> dict[int, Pulls]:
     """Milliseconds for `GET /v1/inbox` of the newest 10 notices in `reader`'s inbox as the number of
-    notices stored grows to each of `sizes`."""
-    figures: dict[int, Figure] = {}
+    notices stored grows to each of `sizes`, and the CPU each of `clocks` spent a pull meanwhile: unlike
+    the wall time, robust to whatever else the machine runs then."""
+    figures: dict[int, Pulls] = {}
     headers = {"Authorization": f"Bearer {stack.token(reader)}"}
     async with httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=120) as inbox:
         for size in sizes:
@@ -354,11 +367,14 @@ async def inbox_pull_scaling(
                 params["after"] = encode_cursor(seqs[-1])
             await inbox.get("/v1/inbox", params=params)  # marks the page fetched; the timed pulls only read
             samples = []
+            meter = CpuMeter(clocks)
+            meter.start()
             for _ in range(pulls):
                 began = time.perf_counter()
                 response = await inbox.get("/v1/inbox", params=params)
                 samples.append((time.perf_counter() - began) * 1000)
                 if response.status_code != 200 or len(response.json()["items"]) != min(10, len(seqs)):
                     raise RuntimeError(f"inbox pull answered {response.status_code}: {response.text[:300]}")
-            figures[size] = Figure.of_durations(samples)
+            meter.stop(pulls)
+            figures[size] = Pulls(Figure.of_durations(samples), meter.windows[0])
     return figures

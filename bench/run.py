@@ -210,6 +210,12 @@ async def measure(
     try:
         results.machine = machine(await database_version(engine))
         keyring = load.Keyring(stack.home)
+        clocks = {
+            **{name: service.cpu_seconds for name, service in stack.services.items()},
+            LOAD_GENERATOR: time.process_time,
+            **infra.cpu_clocks,
+            "machine": profile.machine_busy_seconds,
+        }
         say("warming up")
         await load.closed_loop(stack, engine, keyring, 3, 20, 4, 1)
         if sizes.early_restart:
@@ -218,8 +224,10 @@ async def measure(
         say(f"inbox pulls at {early} stored notices")
         sealed = keyring.seal(SENDERS[0], READERS[:FLOOR_RECIPIENTS])
         envelope = sealed.raw
-        results.pull_ms.update(
-            await load.inbox_pull_scaling(stack, engine, PULL_READER, early, sizes.pulls, len(envelope))
+        results.pulls.update(
+            await load.inbox_pull_scaling(
+                stack, engine, PULL_READER, early, sizes.pulls, len(envelope), clocks
+            )
         )
         if sizes.warmup:  # after the pulls at a small inbox, which want few notices stored
             say(f"warming up with {sizes.warmup:,} notices more")
@@ -240,14 +248,7 @@ async def measure(
             sizes.repeats,
         )
         results.rows = await parts.copy_rows(engine, sizes.floor_notices, FLOOR_RECIPIENTS, sizes.repeats)
-        meter = profile.CpuMeter(
-            {
-                **{name: service.cpu_seconds for name, service in stack.services.items()},
-                LOAD_GENERATOR: time.process_time,
-                **infra.cpu_clocks,
-                "machine": profile.machine_busy_seconds,
-            }
-        )
+        meter = profile.CpuMeter(clocks)
         for recipients in RECIPIENT_COUNTS:
             say(f"end to end, {recipients} recipient(s)")
             results.e2e[recipients] = await load.closed_loop(
@@ -286,8 +287,10 @@ async def measure(
         late = [n for n in sizes.pull_sizes if n > 10_000]
         if late:
             say(f"inbox pulls at {late} stored notices")
-            results.pull_ms.update(
-                await load.inbox_pull_scaling(stack, engine, PULL_READER, late, sizes.pulls, len(envelope))
+            results.pulls.update(
+                await load.inbox_pull_scaling(
+                    stack, engine, PULL_READER, late, sizes.pulls, len(envelope), clocks
+                )
             )
         # Read before the audit service restarts again: a new process has a peak of its own.
         results.peak_rss_mb = {name: service.peak_rss_mb() for name, service in stack.services.items()}

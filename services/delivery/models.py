@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.platform.database import INT64, Base, UtcDateTime, utcnow
@@ -15,6 +25,16 @@ class NoticeRow(Base):
     """A verified envelope, stored once however many recipients it has."""
 
     __tablename__ = "notices"
+    # The expiry sweep (deadlines.expire_due, every 30 s) reads notices by expires_at: without this it scans
+    # the whole table (257 ms at 10^6 notices). Partial: most notices never expire, and cost it nothing.
+    __table_args__ = (
+        Index(
+            "ix_notices_expires_at",
+            "expires_at",
+            postgresql_where=text("expires_at IS NOT NULL"),
+            sqlite_where=text("expires_at IS NOT NULL"),
+        ),
+    )
 
     notice_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     sender: Mapped[str] = mapped_column(String(64), index=True)
