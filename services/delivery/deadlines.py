@@ -133,6 +133,7 @@ async def overdue_alerts(session: AsyncSession, limit: int = 1000) -> list[Alert
         .join(NoticeRow, NoticeRow.notice_id == Delivery.notice_id)
         .where(Delivery.escalated_at.is_not(None), Delivery.state != "acknowledged")
         .where(Delivery.recalled_at.is_(None), Delivery.expired_at.is_(None))
+        .where(Delivery.ack_due_at.is_not(None))  # an escalated copy has one; it lets the partial index serve
         .order_by(Delivery.ack_due_at)
         .limit(limit)
     )

@@ -58,6 +58,11 @@ class NoticeRow(Base):
     traceparent: Mapped[str | None] = mapped_column(String(55), nullable=True)
 
 
+AWAITING_ACK = (
+    "ack_due_at IS NOT NULL AND state <> 'acknowledged' AND recalled_at IS NULL AND expired_at IS NULL"
+)
+
+
 class Delivery(Base):
     """One recipient's inbox row; `seq` orders the inbox and (notice, recipient) makes it exactly-once."""
 
@@ -65,6 +70,14 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("notice_id", "recipient", name="uq_delivery_notice_recipient"),
         Index("ix_deliveries_recipient_seq", "recipient", "seq"),
+        # The SLA sweep (deadlines.escalate_due) and the desk's overdue list read copies still awaiting
+        # their acknowledgement by due time: partial, so acknowledged history does not grow their scan.
+        Index(
+            "ix_deliveries_awaiting_ack",
+            "ack_due_at",
+            postgresql_where=text(AWAITING_ACK),
+            sqlite_where=text(AWAITING_ACK),
+        ),
     )
 
     seq: Mapped[int] = mapped_column(INT64, primary_key=True, autoincrement=True)
@@ -78,7 +91,7 @@ class Delivery(Base):
     expired_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     receipt: Mapped[str | None] = mapped_column(Text, nullable=True)  # compact JWS by the recipient
     replied_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    ack_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, index=True)
+    ack_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     escalated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 

@@ -39,7 +39,7 @@ TABLES = {
     "tlog_cosignatures",
     "audit_lease",
 }
-HEAD = "0013"
+HEAD = "0014"
 
 
 def _diffs(connection: Connection, metadata: MetaData = Base.metadata) -> list[Any]:
