@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import (
 
 from bench.stats import Figure
 from schemas.events import Event, EventType
-from services.platform.database import make_engine, make_sessionmaker, upgrade
+from services.platform.database import Autocommit, make_engine, make_sessionmaker, upgrade
 from services.transparency import service as audit_log
 from services.transparency import storage
 
@@ -200,10 +200,11 @@ async def audit_scaling(
         await connection.execute(text(f'CREATE DATABASE "{name}"'))
     own = url.set(database=name).render_as_string(hide_password=False)
     engine = make_engine(own)
+    reader = Autocommit(engine)
     try:
         await asyncio.to_thread(upgrade, own)
         sessions = make_sessionmaker(engine)
-        tree = storage.TreeMemory()
+        tree = storage.TreeMemory(reader=reader)  # as the audit process's, which reads with its Autocommit
         rng = random.Random(7)
         results: dict[int, AuditScale] = {}
         size = 0
@@ -219,6 +220,7 @@ async def audit_scaling(
             results[target] = AuditScale(Figure.of_rates(rates), Figure.of_durations(times), batch, fill_s)
         return results
     finally:
+        await reader.close()
         await engine.dispose()
         async with server.connect() as connection:
             await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -60,6 +60,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None, tree: TreeMem
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = open_app_state(app, settings)
+        tree.reader = app.state.autocommit  # proofs read the tiles they lack straight on asyncpg
         lease = Lease(app.state.sessions, timedelta(seconds=settings.audit_lease_s))
         publisher = Publisher(
             app.state.sessions,
@@ -80,6 +81,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None, tree: TreeMem
         stop.set()
         await asyncio.gather(*loops)
         await lease.release()  # after the last checkpoint: a standby takes over at its next tick
+        tree.reader = None
         await app.state.autocommit.close()
         await engine.dispose()
 

@@ -137,6 +137,18 @@ class Autocommit:
             )
             return row
 
+    async def all(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """Every row of `statement`'s result."""
+        if not self._direct:
+            async with self.engine.connect() as connection:
+                return (await connection.execute(statement, dict(params))).all()
+        sql, args = self._sql(statement, params)
+        async with (await self._open()).acquire() as connection:
+            rows: Sequence[Sequence[Any]] = await _direct(
+                connection, connection.fetch(sql, *args), sql, params
+            )
+            return rows
+
     async def run(self, statement: Executable, params: Mapping[str, Any]) -> None:
         """Runs `statement` (an INSERT, say), committed on its own; IntegrityError as SQLAlchemy's."""
         if not self._direct:

@@ -56,6 +56,11 @@ async def test_statements_answer_alike_and_each_write_commits_on_its_own(engine:
         assert (
             await database.first(select(Submission.sender).where(Submission.sender == "nobody"), {}) is None
         )
+        await database.run(RECORD, _row("n-2"))
+        senders = select(Submission.notice_id, Submission.sender).order_by(Submission.notice_id)
+        rows = await database.all(senders, {})
+        assert [tuple(row) for row in rows] == [("n-1", "kh-cnp"), ("n-2", "kh-cnp")]
+        assert await database.all(senders.where(Submission.sender == "nobody"), {}) == []
     finally:
         await database.close()
 
