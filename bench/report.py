@@ -49,6 +49,7 @@ class Machine:
     postgres: str
     commit: str
     date: str
+    postgres_buffers: str = "?"  # the server's shared_buffers
 
 
 @dataclass(frozen=True)
@@ -482,7 +483,11 @@ def markdown(results: Results) -> str:
                 ["memory", f"{m.memory_gb:.1f} GB"],
                 ["Python", m.python],
                 ["Apache Kafka", f"{m.kafka} (KRaft, one broker, on this machine)"],
-                ["PostgreSQL", f"{m.postgres} (throwaway cluster: fsync off, synchronous_commit on)"],
+                [
+                    "PostgreSQL",
+                    f"{m.postgres} (throwaway cluster: fsync off, synchronous_commit on, "
+                    f"{m.postgres_buffers} of shared buffers)",
+                ],
                 ["commit", f"`{m.commit}`"],
             ],
         )

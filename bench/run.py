@@ -136,7 +136,7 @@ FULL = Sizes(
 )
 
 
-def machine(database_version: str) -> Machine:
+def machine(database_version: str, shared_buffers: str = "?") -> Machine:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
     memory = re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
@@ -158,6 +158,7 @@ def machine(database_version: str) -> Machine:
         python=platform.python_version(),
         kafka=kafka_version(),
         postgres=database_version,
+        postgres_buffers=shared_buffers,
         commit=(commit or "unknown") + (" (with uncommitted changes)" if dirty else ""),
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
@@ -166,6 +167,11 @@ def machine(database_version: str) -> Machine:
 async def database_version(engine: AsyncEngine) -> str:
     async with engine.connect() as connection:
         return str((await connection.execute(text("SHOW server_version"))).scalar_one()).split()[0]
+
+
+async def database_setting(engine: AsyncEngine, name: str) -> str:
+    async with engine.connect() as connection:
+        return str((await connection.execute(text(f"SHOW {name}"))).scalar_one())
 
 
 def say(message: str) -> None:
@@ -208,7 +214,8 @@ async def measure(
 ) -> None:
     engine = make_engine(stack.settings.database_url)
     try:
-        results.machine = machine(await database_version(engine))
+        buffers = await database_setting(engine, "shared_buffers")
+        results.machine = machine(await database_version(engine), buffers)
         keyring = load.Keyring(stack.home)
         clocks = {
             **{name: service.cpu_seconds for name, service in stack.services.items()},

@@ -26,6 +26,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from devstack.kafka import free_port
@@ -66,8 +67,11 @@ class PostgresCluster(Started):
     (with crash recovery). ``stop()`` shuts down and deletes everything.
     """
 
-    def __init__(self, bin_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, bin_dir: Path | None = None, port: int | None = None, settings: Mapping[str, str] | None = None
+    ) -> None:
         self.bin_dir = bin_dir or find_bin_dir()
+        self.settings = {**_SERVER_SETTINGS, **(settings or {})}  # postgresql.conf values, quoted as there
         self.port = port or free_port()
         self._as_root = os.geteuid() == 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -132,7 +136,7 @@ class PostgresCluster(Started):
         )
         # Settings go into postgresql.conf (not the command line) so a restart after kill() reuses them.
         settings = {
-            **_SERVER_SETTINGS,
+            **self.settings,
             "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
         }
