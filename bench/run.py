@@ -61,6 +61,8 @@ from devstack.certs import Certificates
 from services.platform.database import ROOT, make_engine
 from services.platform.kafka import KafkaAccess
 
+FIRST_NOTICES = 20  # sent before anything else, to see the stack work end to end
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -93,7 +95,7 @@ class Sizes:
     def describe(self) -> dict[str, str]:
         return {
             "repetitions of each phase": str(self.repeats),
-            "warm-up before timing": f"{self.warmup + 20:,} notices",
+            "warm-up before timing": f"{FIRST_NOTICES + self.warmup:,} notices",
             "crypto": f"{self.crypto_runs} runs of {self.crypto_calls} calls",
             "raw aiokafka": f"{self.raw_messages:,} messages a run",
             "PostgreSQL COPY": f"the rows of {self.floor_notices:,} notices a run",
@@ -191,7 +193,7 @@ async def settle_broker(
     stack: Stack, infra: Infrastructure, engine: AsyncEngine, keyring: load.Keyring, sizes: Sizes
 ) -> str:
     """Warm-up rounds until the broker's JIT compiler has settled (or the rounds run out); says how far."""
-    sent = 20 + sizes.warmup
+    sent = FIRST_NOTICES + sizes.warmup
     if not sizes.settle_rounds:
         return f"{sent:,} notices"
     if infra.broker_jit is None or "Kafka broker" not in infra.cpu_clocks:
@@ -231,7 +233,7 @@ async def measure(
             "machine": profile.machine_busy_seconds,
         }
         say("warming up")
-        await load.closed_loop(stack, engine, keyring, 3, 20, 4, 1)
+        await load.closed_loop(stack, engine, keyring, 3, FIRST_NOTICES, 4, 1)
         if sizes.early_restart:
             await audit_startup(stack, engine, results, sizes.restarts)
         early = [n for n in sizes.pull_sizes if n <= 10_000]
