@@ -71,6 +71,52 @@ def _events(count: int) -> list[Event]:
 REBUILD_FROM = 1_000_000
 
 
+# The inner nodes of a tile (tiles.TileNodes.inner): rows of hashed pairs up to its two top nodes.
+_TILE_INNER = r"""
+CREATE OR REPLACE FUNCTION pg_temp.tile_inner(hashes bytea) RETURNS bytea LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+  inner_nodes bytea := '';
+  below bytea := hashes;
+  made bytea;
+BEGIN
+  WHILE length(below) > 64 LOOP
+    SELECT string_agg(sha256('\x01'::bytea || substring(below FROM i * 64 + 1 FOR 64)), '' ORDER BY i)
+      INTO made FROM generate_series(0, length(below) / 64 - 1) AS i;
+    inner_nodes := inner_nodes || made;
+    below := made;
+  END LOOP;
+  RETURN inner_nodes;
+END $$
+"""
+# The tiles of one level that new nodes land in, each at its new width, a full one with its inner nodes as
+# the appender stores them. A tile partly written before (by the appends timed at a smaller size) keeps
+# its hashes as the prefix of its wider row: the only growth the database allows. The leaf hashes are
+# placeholders (SHA-256 outputs, as incompressible as real ones, stored out of line); the hashes of a
+# level above are the roots of the full tiles below (the hash of their two top nodes), so that the tree
+# is one tree and a proof's check of a tile's stored inner nodes against its root holds, as in the log.
+_FILL_TILES = r"""
+INSERT INTO tlog_tiles (level, idx, width, hashes, nodes)
+SELECT level, n, w, hashes, CASE WHEN w = 256 THEN pg_temp.tile_inner(hashes) END
+FROM (
+  SELECT CAST(:level AS smallint) AS level, n, w, coalesce(p.hashes, '') || (
+    SELECT string_agg(
+      CASE WHEN CAST(:level AS smallint) = 0
+      THEN sha256(int8send(n * 256 + k) || int2send(CAST(0 AS smallint)))
+      ELSE (
+        SELECT sha256('\x01'::bytea || substring(c.nodes FROM 8065 FOR 64)) FROM tlog_tiles c
+        WHERE c.level = CAST(:level AS smallint) - 1 AND c.idx = n * 256 + k AND c.width = 256
+      ) END, '' ORDER BY k)
+    FROM generate_series(coalesce(length(p.hashes), 0) / 32, w - 1) AS k
+  ) AS hashes
+  FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS n
+  CROSS JOIN LATERAL (SELECT CAST(LEAST(256, CAST(:after AS bigint) - n * 256) AS integer) AS w) AS t
+  LEFT JOIN LATERAL (
+    SELECT hashes FROM tlog_tiles WHERE level = :level AND idx = n ORDER BY width DESC LIMIT 1
+  ) AS p ON true
+) AS made
+"""
+
+
 async def _fill(engine: AsyncEngine, start: int, end: int) -> None:
     """Entries start+1..end (seq), leaves start..end-1, and the tiles those leaves fill or widen."""
     async with engine.begin() as connection:
@@ -94,22 +140,9 @@ async def _fill(engine: AsyncEngine, start: int, end: int) -> None:
             while high >> (8 * level):
                 before, after = low >> (8 * level), high >> (8 * level)  # nodes of tree level 8 * level
                 if before < after:  # the tiles those new nodes land in, each at its new width
-                    # A tile partly written before (by the appends timed at a smaller size) keeps its
-                    # hashes as the prefix of its wider row: the only growth the database allows. The
-                    # hashes are SHA-256 outputs, as incompressible as real ones (stored out of line).
+                    await connection.execute(text(_TILE_INNER))
                     await connection.execute(
-                        text(
-                            "INSERT INTO tlog_tiles (level, idx, width, hashes) "
-                            "SELECT CAST(:level AS smallint), n, w, coalesce(p.hashes, '') || ("
-                            "SELECT string_agg(sha256(int8send(n * 256 + k) || int2send(CAST(:level AS "
-                            "smallint))), '' ORDER BY k) FROM generate_series(coalesce(length(p.hashes), 0) "
-                            "/ 32, w - 1) AS k) "
-                            "FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS n "
-                            "CROSS JOIN LATERAL (SELECT CAST(LEAST(256, CAST(:after AS bigint) - n * 256) "
-                            "AS integer) AS w) AS t "
-                            "LEFT JOIN LATERAL (SELECT hashes FROM tlog_tiles "
-                            "WHERE level = :level AND idx = n ORDER BY width DESC LIMIT 1) AS p ON true"
-                        ),
+                        text(_FILL_TILES),
                         {"level": level, "after": after, "first": before // 256, "last": (after - 1) // 256},
                     )
                     await connection.execute(  # the row the first of them superseded, as append does

@@ -91,14 +91,19 @@ def root(leaf_hashes: Sequence[bytes]) -> bytes:
 def _range_hash(start: int, end: int, get_node: GetNode) -> bytes:
     """MTH(D[start:end]) for a range of the RFC recursion: start is a multiple of a power of two that
     is >= end - start, so the range splits into aligned complete subtrees read with get_node."""
-    subtrees: list[bytes] = []
+    return _fold([get_node(level, index) for level, index in _subtrees(start, end)])
+
+
+def _subtrees(start: int, end: int) -> list[tuple[int, int]]:
+    """The aligned complete subtrees (level, index) such a range splits into, largest first."""
+    subtrees: list[tuple[int, int]] = []
     width = end - start
-    while width:  # one step per set bit, largest first (a proof makes ~log2(n) of these calls)
+    while width:  # one step per set bit, largest first
         level = width.bit_length() - 1
-        subtrees.append(get_node(level, start >> level))
+        subtrees.append((level, start >> level))
         start += 1 << level
         width -= 1 << level
-    return _fold(subtrees)
+    return subtrees
 
 
 def root_from_nodes(size: int, get_node: GetNode) -> bytes:
@@ -110,20 +115,26 @@ def root_from_nodes(size: int, get_node: GetNode) -> bytes:
 
 def inclusion_proof(index: int, size: int, get_node: GetNode) -> list[bytes]:
     """PATH(index, D[size]) (RFC 9162 2.1.3.1), nearest the leaf first."""
+    return [_fold([get_node(*node) for node in hashed]) for hashed in inclusion_nodes(index, size)]
+
+
+def inclusion_nodes(index: int, size: int) -> list[list[tuple[int, int]]]:
+    """What PATH(index, D[size]) is made of, without a hash: each of its hashes the MTH of complete
+    subtrees (level, index), one subtree but for the right edge's. A store reads them at once, without a
+    run over the tree to learn which (transparency-dev/merkle's proof.Inclusion, the RFC's recursion
+    unrolled): the siblings up to the `fork`, the highest node on the leaf's path with the same span in
+    the tree of `size` as in a perfect tree; the range right of the fork, if any; the left siblings above."""
     if not 0 <= index < size:
         raise ValueError(f"leaf {index} is not in a tree of size {size}")
-    proof: list[bytes] = []
-    start, end = 0, size
-    while end - start > 1:
-        k = _split(end - start)
-        if index < start + k:
-            proof.append(_range_hash(start + k, end, get_node))
-            end = start + k
-        else:
-            proof.append(_range_hash(start, start + k, get_node))
-            start += k
-    proof.reverse()
-    return proof
+    fork = (index ^ size).bit_length() - 1  # the highest bit where they differ: index 0, size 1
+    path = [[(level, (index >> level) ^ 1)] for level in range(fork)]
+    end = ((index >> fork) + 1) << fork
+    if end < size:
+        path.append(_subtrees(end, size))
+    path += [
+        [(level, (index >> level) ^ 1)] for level in range(fork + 1, size.bit_length()) if index >> level & 1
+    ]
+    return path
 
 
 def consistency_proof(old_size: int, new_size: int, get_node: GetNode) -> list[bytes]:

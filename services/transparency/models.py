@@ -43,6 +43,10 @@ class TlogTile(Base):
     idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     width: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     hashes: Mapped[bytes] = mapped_column(LargeBinary)
+    # A full tile's inner nodes (tiles.TileNodes.inner: tree levels 8L+1 to 8L+7 over its span, 254
+    # hashes), written with it so that a proof reads them rather than hashing the tile; null on a partial
+    # tile, and on the full tiles written before migration 0015 (a proof hashes those).
+    nodes: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class TlogCheckpoint(Base):

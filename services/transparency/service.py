@@ -179,8 +179,8 @@ WITH entries AS MATERIALIZED (
     case_ref, envelope_sha256, details, prev_hash, entry_hash)
   SELECT * FROM entries WHERE (SELECT ok FROM go)
 ), tiles AS (
-  INSERT INTO tlog_tiles (level, idx, width, hashes)
-  SELECT * FROM unnest($3::smallint[], $4::bigint[], $5::smallint[], $6::bytea[])
+  INSERT INTO tlog_tiles (level, idx, width, hashes, nodes)
+  SELECT * FROM unnest($3::smallint[], $4::bigint[], $5::smallint[], $6::bytea[], $7::bytea[])
   WHERE (SELECT ok FROM go)
   RETURNING level, idx, width
 ), superseded AS (
@@ -209,7 +209,7 @@ async def _append_at_head(session: AsyncSession, chain: _Chain, memory: TreeMemo
         _JSON([[row[name] for name in _COLUMNS] for row in chain.rows]),
         f"{chain.head[0]}:{chain.head[1]}",
     ]
-    arguments += [[tile[name] for tile in tiles_] for name in ("level", "idx", "width", "hashes")]
+    arguments += [[tile[name] for tile in tiles_] for name in ("level", "idx", "width", "hashes", "nodes")]
     if not await (await _driver(session)).fetchval(_APPEND_AT_HEAD, *arguments):
         return None  # the memory gave its edge up: the append reads it again
     return storage.grown(edge, changed, len(chain.leaves), chain.end, memory)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import structlog
 from sqlalchemy import ColumnElement, Row, bindparam, delete, insert, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
@@ -27,6 +28,7 @@ from services.transparency.models import AuditEntry, TlogTile
 from services.transparency.tiles import HEIGHT, Tile
 
 T = TypeVar("T")
+log = structlog.get_logger("audit")
 
 
 class TreeError(Error):
@@ -70,12 +72,15 @@ _TILES = select(_TILE.level, _TILE.idx, _TILE.hashes).where(
     tuple_(_TILE.level, _TILE.idx).in_(bindparam("tiles", expanding=True))
 )
 
+_TILES_AND_NODES = select(_TILE.level, _TILE.idx, _TILE.hashes, _TILE.nodes).where(
+    tuple_(_TILE.level, _TILE.idx).in_(bindparam("tiles", expanding=True))
+)
 
 # The same, as one statement whatever the tiles (their levels and indexes as two arrays): what Autocommit
 # compiles once and runs straight on asyncpg.
 _TILES_LISTED = text(
-    "SELECT t.level, t.idx, t.hashes FROM unnest(CAST(:levels AS smallint[]), CAST(:idxs AS bigint[])) "
-    "AS w(level, idx) JOIN tlog_tiles t ON t.level = w.level AND t.idx = w.idx"
+    "SELECT t.level, t.idx, t.hashes, t.nodes FROM unnest(CAST(:levels AS smallint[]), "
+    "CAST(:idxs AS bigint[])) AS w(level, idx) JOIN tlog_tiles t ON t.level = w.level AND t.idx = w.idx"
 )
 
 
@@ -147,7 +152,7 @@ async def add_leaves(
 
 async def grow(
     session: AsyncSession, head: tuple[int, str], leaf_hashes: Sequence[bytes], memory: TreeMemory | None
-) -> tuple[tiles.TiledEdge, dict[Tile, bytes]]:
+) -> tuple[tiles.TiledEdge, dict[Tile, tiles.TileNodes]]:
     """The right edge at `head` (the memory's, given up, or read) with the leaves added, and the tiles
     they changed: what add_leaves writes, for a caller that writes them with its own statement and then
     calls `supersede`."""
@@ -155,17 +160,25 @@ async def grow(
     return edge, edge.append(leaf_hashes)
 
 
-def tile_rows(changed: Mapping[Tile, bytes]) -> list[dict[str, Any]]:
+def tile_rows(changed: Mapping[Tile, tiles.TileNodes]) -> list[dict[str, Any]]:
+    """The rows of the changed tiles; a full one with its inner nodes, which proofs then read rather
+    than hash (a partial one has none stored: proofs know it from memory, or hash it)."""
     return [
-        {"level": level, "idx": idx, "width": len(hashes) // tiles.HASH, "hashes": hashes}
-        for (level, idx), hashes in changed.items()
+        {
+            "level": level,
+            "idx": idx,
+            "width": len(nodes.hashes) // tiles.HASH,
+            "hashes": nodes.hashes,
+            "nodes": nodes.inner() if len(nodes.hashes) == tiles.TILE_BYTES else None,
+        }
+        for (level, idx), nodes in changed.items()
     ]
 
 
 async def supersede(
     session: AsyncSession,
     edge: tiles.TiledEdge,
-    changed: Mapping[Tile, bytes],
+    changed: Mapping[Tile, tiles.TileNodes],
     added: int,
     new_head: tuple[int, str],
     memory: TreeMemory | None,
@@ -176,8 +189,8 @@ async def supersede(
     await (await session.connection()).execute(
         _DELETE_NARROWER,
         [
-            {"level": level, "idx": idx, "width": len(hashes) // tiles.HASH}
-            for (level, idx), hashes in changed.items()
+            {"level": level, "idx": idx, "width": len(nodes.hashes) // tiles.HASH}
+            for (level, idx), nodes in changed.items()
         ],
     )
     return grown(edge, changed, added, new_head, memory)
@@ -185,7 +198,7 @@ async def supersede(
 
 def grown(
     edge: tiles.TiledEdge,
-    changed: Mapping[Tile, bytes],
+    changed: Mapping[Tile, tiles.TileNodes],
     added: int,
     new_head: tuple[int, str],
     memory: TreeMemory | None,
@@ -194,7 +207,7 @@ def grown(
     deleted: keeps the edge in the memory under `new_head` and returns the Growth (see add_leaves)."""
     if memory is not None:
         memory.keep_edge(new_head, edge)
-    full = {tile: hashes for tile, hashes in changed.items() if len(hashes) == tiles.TILE_BYTES}
+    full = {tile: nodes for tile, nodes in changed.items() if len(nodes.hashes) == tiles.TILE_BYTES}
     return Growth(added, _Known.of(edge.size, edge.partial()), full)
 
 
@@ -307,7 +320,7 @@ class Growth:
 
     added: int
     known: _Known | None = None
-    full: Mapping[Tile, bytes] = field(default_factory=dict)
+    full: Mapping[Tile, tiles.TileNodes] = field(default_factory=dict)
 
 
 class TreeMemory:
@@ -345,8 +358,8 @@ class TreeMemory:
         rolled back or a session closed without committing)."""
         if growth.known is not None:
             self.learn(growth.known)
-        for tile, hashes in growth.full.items():
-            self.full.put(tile, tiles.TileNodes(hashes))
+        for tile, nodes in growth.full.items():
+            self.full.put(tile, nodes)
 
     def learn(self, known: _Known) -> None:
         """Knows the committed tree at `known.size`, if larger than the one it knew."""
@@ -360,7 +373,11 @@ class TreeMemory:
 
 
 async def _proof(
-    session: AsyncSession, size: int, compute: Callable[[merkle.GetNode], T], memory: TreeMemory | None
+    session: AsyncSession,
+    size: int,
+    compute: Callable[[merkle.GetNode], T],
+    memory: TreeMemory | None,
+    nodes: Sequence[tuple[int, int]] | None = None,
 ) -> T:
     """Runs a proof of the tree at `size` over what the memory knows, reading only the rest (one query):
     up to the largest size it saw committed (its own appends, or earlier reads), neither the tree's size
@@ -372,50 +389,90 @@ async def _proof(
     if known is None or size > known.size:
         _check_size(size, await tree_size(session), "size")
         known = None
-    # Run at once over what is in memory, noting the tiles that are not (their nodes read as zeroes):
-    # when none is missing, that run is the proof; else a second runs once they are read.
     found: dict[Tile, tiles.TileNodes] = {}
     missing: set[Tile] = set()
 
+    def held(tile: Tile) -> tiles.TileNodes | None:
+        return (known.tile(tile) if known is not None else None) or memory.full.get(tile)
+
     def from_memory(tile: Tile) -> tiles.TileNodes | None:
-        nodes = (known.tile(tile) if known is not None else None) or memory.full.get(tile)
+        nodes = held(tile)
         if nodes is None:
             missing.add(tile)
         return nodes
 
-    proof = _run(compute, found, from_memory)
+    first: T | None = None
+    if nodes is None:
+        # Run at once over what is in memory, noting the tiles that are not (their nodes read as
+        # zeroes): when none is missing, that run is the proof; else a second runs once they are read.
+        first = _run(compute, found, from_memory)
+    else:  # the nodes it reads are named: their tiles are looked up without a run
+        for tile in {tiles.node_tile(level, idx)[0] for level, idx in nodes}:
+            if (nodes_held := from_memory(tile)) is not None:
+                found[tile] = nodes_held
     if not missing and known is not None:
-        return proof
+        return first if first is not None else _run(compute, found)
+
     edge = tiles.partial_tiles(size) if known is None else {}
     wanted = missing | {(level, idx) for level, (idx, _) in edge.items()}
+    # With each tile, the one above it, unless known: it holds the tile's root, which the tile's stored
+    # inner nodes are checked against.
+    wanted |= {above for above in map(_above, missing) if held(above) is None}
     read = await _read_alone(session, wanted, memory.reader)
-    for tile, hashes in read.items():
-        found[tile] = tiles.TileNodes(hashes)
+    for tile, (hashes, inner) in read.items():
+        above = _above(tile)
+        hashes_above = read[above][0] if above in read else getattr(held(above), "hashes", b"")
+        at = (tile[1] % tiles.WIDTH) * tiles.HASH
+        root = hashes_above[at : at + tiles.HASH]
+        if inner is not None and len(root) == tiles.HASH:
+            found[tile] = tiles.TileNodes(hashes, inner, root)
+        else:  # none stored, or no root to check them against: hashed, as before they were stored
+            found[tile] = tiles.TileNodes(hashes)
         if len(hashes) == tiles.TILE_BYTES:
             memory.full.put(tile, found[tile])
     if known is None and all((level, idx) in read for level, (idx, _) in edge.items()):
-        cut = {level: (idx, read[(level, idx)][: width * tiles.HASH]) for level, (idx, width) in edge.items()}
+        cut = {
+            level: (idx, read[(level, idx)][0][: width * tiles.HASH]) for level, (idx, width) in edge.items()
+        }
         memory.learn(_Known.of(size, cut))
-    return proof if not missing else _run(compute, found)
+    proof = first if first is not None and not missing else _run(compute, found)
+    if distrusted := sorted(tile for tile in read if found[tile].distrusted):
+        log.warning("tile_nodes_distrusted", tiles=distrusted, detail="hashed from the tiles' hashes")
+    return proof
+
+
+def _above(tile: Tile) -> Tile:
+    """The tile that holds this tile's root (tree level 8L + 8)."""
+    return tile[0] + 1, tile[1] >> HEIGHT
 
 
 async def _read_alone(
     session: AsyncSession, wanted: set[Tile], reader: Autocommit | None
-) -> dict[Tile, bytes]:
-    """read_tiles_at; while the session has no transaction open, on a connection of its own in
-    autocommit (the reader's on PostgreSQL): one round trip rather than BEGIN and the query. It reads
-    nothing but tiles, which only grow (the widest row is taken), so no transaction's snapshot is needed
-    to read them consistently."""
+) -> dict[Tile, tuple[bytes, bytes | None]]:
+    """The widest stored version of each of these tiles with its inner nodes, if stored; while the session
+    has no transaction open, on a connection of its own in autocommit (the reader's on PostgreSQL): one
+    round trip rather than BEGIN and the query. It reads nothing but tiles, which only grow, so no
+    transaction's snapshot is needed to read them consistently."""
     engine = session.bind
-    if session.in_transaction() or not isinstance(engine, AsyncEngine) or not wanted:
-        return await read_tiles_at(session, wanted)
+    if not wanted:
+        return {}
+    if session.in_transaction() or not isinstance(engine, AsyncEngine):
+        return _widest_stored((await session.execute(_TILES_AND_NODES, {"tiles": sorted(wanted)})).all())
     if reader is not None and reader.engine.dialect.name == "postgresql":
         listed = sorted(wanted)
         levels, idxs = [level for level, _ in listed], [idx for _, idx in listed]
-        return _widest(await reader.all(_TILES_LISTED, {"levels": levels, "idxs": idxs}))
+        return _widest_stored(await reader.all(_TILES_LISTED, {"levels": levels, "idxs": idxs}))
     async with engine.connect() as connection:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
-        return await read_tiles_at(connection, wanted)
+        return _widest_stored((await connection.execute(_TILES_AND_NODES, {"tiles": sorted(wanted)})).all())
+
+
+def _widest_stored(rows: Sequence[Sequence[Any]]) -> dict[Tile, tuple[bytes, bytes | None]]:
+    found: dict[Tile, tuple[bytes, bytes | None]] = {}
+    for level, idx, hashes, inner in rows:
+        if len(hashes) > len(found.get((level, idx), (b"",))[0]):
+            found[(level, idx)] = (hashes, inner)
+    return found
 
 
 async def tile(session: AsyncSession, level: int, index: int, width: int) -> bytes:
@@ -460,7 +517,9 @@ async def inclusion(
     if not 0 <= index < size:
         _check_size(size, await tree_size(session), "size")
         raise TreeError(f"leaf {index} is not in a tree of size {size}")
-    return await _proof(session, size, lambda get: merkle.inclusion_proof(index, size, get), memory)
+    path = merkle.inclusion_nodes(index, size)
+    nodes = [node for hashed in path for node in hashed]
+    return await _proof(session, size, lambda get: merkle.inclusion_proof(index, size, get), memory, nodes)
 
 
 async def consistency(

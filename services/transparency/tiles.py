@@ -54,14 +54,24 @@ class TileNodes:
     row h holds the nodes of tree level 8L + h over the tile's span (row 0 the stored hashes), as many as
     the tile's width completes. Tiles never change once full, and a partial tile only grows, so the
     nodes a tile of some width completes are those of every wider version of it: a wider version hashes
-    only its new nodes when it is told of a narrower one (`grows`)."""
+    only its new nodes when it is told of a narrower one (`grows`).
 
-    __slots__ = ("hashes", "_rows", "_narrower")
+    A full tile's rows 1-7 (`inner`) may be given rather than hashed: as the appender's edge completed
+    them (`root` None: trusted), or as read from the database (`root`: the tile's own hash, tree level
+    8L + 8, from the tile above), when each inner node is checked before it is given, by hashing it up
+    to that root with its stored siblings (at most 7 hashes rather than the 254 of the rows). A node that
+    does not climb to the root drops what was read: the rows are hashed from the tile's hashes, as
+    without it, and `distrusted` says so."""
 
-    def __init__(self, hashes: bytes) -> None:
+    __slots__ = ("hashes", "_rows", "_narrower", "_root", "_checked", "distrusted")
+
+    def __init__(self, hashes: bytes, inner: bytes | None = None, root: bytes | None = None) -> None:
         self.hashes = hashes
-        self._rows: list[bytes] | None = None
+        self._rows = _split_inner(hashes, inner) if inner is not None else None
         self._narrower: TileNodes | None = None
+        self._root = root if self._rows is not None else None
+        self._checked: set[int] = set()  # (height << 8) | index of the stored nodes a climb showed true
+        self.distrusted = False
 
     def grows(self, narrower: TileNodes) -> None:
         """Takes the nodes a narrower version of this tile hashed (or will have, when first used); at most
@@ -78,7 +88,56 @@ class TileNodes:
         row = self._rows[height] if height < len(self._rows) else b""
         if (index + 1) * HASH > len(row) or index < 0:
             raise LookupError(f"the tile holds no node {index} at height {height}")
-        return row[index * HASH : (index + 1) * HASH]
+        value = row[index * HASH : (index + 1) * HASH]
+        if height and self._root is not None and not self._climbs(height, index, value):
+            self._rows, self._root, self.distrusted = _rows(self.hashes), None, True
+            return self.node(height, index)
+        return value
+
+    def inner(self) -> bytes:
+        """A full tile's rows 1-7, as stored with it: 254 hashes, row by row."""
+        if len(self.hashes) != TILE_BYTES:
+            raise ValueError("only a full tile's inner nodes are stored")
+        self.node(0, 0)
+        assert self._rows is not None
+        return b"".join(self._rows[1:HEIGHT])
+
+    def _climbs(self, height: int, index: int, value: bytes) -> bool:
+        """Whether the stored node climbs, with its stored siblings, to the root; each stored node on the
+        way must be what the climb makes of it. Every node it shows true is remembered, and a later climb
+        stops at the first of those it reaches: a tile kept in memory soon gives its nodes unhashed."""
+        assert self._rows is not None
+        rows, checked, sha256 = self._rows, self._checked, hashlib.sha256
+        passed: list[int] = []
+        while height < HEIGHT:
+            key = (height << HEIGHT) | index
+            if key in checked:
+                break
+            sibling = rows[height][(index ^ 1) * HASH : ((index ^ 1) + 1) * HASH]
+            passed += (key, key ^ 1)
+            value = sha256(b"\x01" + (sibling + value if index & 1 else value + sibling)).digest()
+            height, index = height + 1, index >> 1
+            if height < HEIGHT and rows[height][index * HASH : (index + 1) * HASH] != value:
+                return False
+        else:
+            if value != self._root:
+                return False
+        checked.update(passed)
+        return True
+
+
+INNER_BYTES = (WIDTH - 2) * HASH  # rows 1-7 of a full tile: 128 + 64 + ... + 2 hashes
+
+
+def _split_inner(hashes: bytes, inner: bytes) -> list[bytes]:
+    if len(hashes) != TILE_BYTES or len(inner) != INNER_BYTES:
+        raise ValueError("inner nodes are those of a full tile: 254 hashes")
+    rows, at = [hashes], 0
+    for height in range(1, HEIGHT):
+        width = (WIDTH >> height) * HASH
+        rows.append(inner[at : at + width])
+        at += width
+    return rows
 
 
 def _rows(hashes: bytes, kept: list[bytes] | None = None) -> list[bytes]:
@@ -113,6 +172,9 @@ class TiledEdge:
             raise ValueError(f"the partial tiles given do not fit a tree of {size} leaves")
         tiles = {(level, expected[level][0]): bytes(h) for level, h in self._partial.items()}
         self.range = merkle.CompactRange.from_nodes(size, lambda lv, ix: node_from_tiles(lv, ix, tiles))
+        # The rows 1-7 of each partial tile, as far as complete: the compact range completes the rest in
+        # order, so a tile filled has its inner nodes without hashing them again.
+        self._inner = {level: _inner_of(_rows(bytes(h))) for level, h in self._partial.items()}
 
     @property
     def size(self) -> int:
@@ -123,23 +185,43 @@ class TiledEdge:
         edge = partial_tiles(self.size)
         return {level: (index, bytes(self._partial[level])) for level, (index, _) in edge.items()}
 
-    def append(self, leaf_hashes: Iterable[bytes]) -> dict[Tile, bytes]:
-        """Adds leaf hashes; returns the tiles they changed, as (level, index) -> their hashes now."""
-        filled: dict[Tile, bytes | None] = {}  # None: still partial, copied once at the end
+    def _inner_rows(self, level: int) -> list[bytearray]:
+        inner = self._inner.get(level)
+        if inner is None:
+            inner = self._inner[level] = _inner_of([])
+        return inner
+
+    def append(self, leaf_hashes: Iterable[bytes]) -> dict[Tile, TileNodes]:
+        """Adds leaf hashes; returns the tiles they changed, as (level, index) -> their nodes now, a full
+        tile with its inner nodes (`TileNodes.inner`) as the compact range completed them."""
+        changed: dict[Tile, TileNodes] = {}
+        partial: dict[int, int] = {}  # tile level -> index of its partial tile, when changed
         for leaf in leaf_hashes:
+            filled: list[Tile] = []
             for level, index, value in self.range.append(leaf):
-                if level % HEIGHT:
+                tile_level, height = divmod(level, HEIGHT)
+                if height:
+                    self._inner_rows(tile_level)[height - 1] += value
                     continue
-                tile_level = level // HEIGHT
                 row = self._partial.setdefault(tile_level, bytearray())
                 row += value
-                filled[(tile_level, index >> HEIGHT)] = bytes(row) if len(row) == TILE_BYTES else None
+                partial[tile_level] = index >> HEIGHT
                 if len(row) == TILE_BYTES:
-                    row.clear()
-        return {
-            tile: hashes if hashes is not None else bytes(self._partial[tile[0]])
-            for tile, hashes in filled.items()
-        }
+                    filled.append((tile_level, index >> HEIGHT))
+            # Once all the leaf completed: the nodes above a tile's last hash come after it.
+            for tile_level, index in filled:
+                row, inner = self._partial[tile_level], self._inner.pop(tile_level)
+                changed[(tile_level, index)] = TileNodes(bytes(row), b"".join(inner))
+                row.clear()
+                del partial[tile_level]
+        for tile_level, index in partial.items():
+            changed[(tile_level, index)] = TileNodes(bytes(self._partial[tile_level]))
+        return changed
+
+
+def _inner_of(rows: list[bytes]) -> list[bytearray]:
+    """Rows 1-7 of a partial tile's `rows` (_rows), empty where it completes none, to grow in place."""
+    return [bytearray(rows[height] if height < len(rows) else b"") for height in range(1, HEIGHT)]
 
 
 def partial_tiles(size: int) -> dict[int, tuple[int, int]]:

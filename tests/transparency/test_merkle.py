@@ -23,6 +23,7 @@ from services.transparency.merkle import (
     CompactRange,
     MemoryTree,
     consistency_proof,
+    inclusion_nodes,
     inclusion_proof,
     leaf_hash,
     node_hash,
@@ -433,6 +434,35 @@ def test_every_proof_up_to_64_leaves() -> None:
             nodes.assert_logarithmic()
             assert proof == rfc_subproof(old, leaves, True)
             assert verify_consistency(old, size, BIG_ROOTS[old], BIG_ROOTS[size], proof)
+
+
+@settings(max_examples=2000, deadline=None, database=None)
+@given(size=st.integers(1, 2**48), data=st.data())
+def test_the_path_read_at_once_is_the_rfc_recursion_at_any_size(size: int, data: st.DataObject) -> None:
+    # inclusion_nodes names the path's subtrees before any is read; the RFC's recursion (2.1.3.1), over
+    # any store, asks for the same ones and folds them the same way.
+    index = data.draw(st.integers(0, size - 1), label="index")
+
+    def node(level: int, idx: int) -> bytes:
+        assert (idx + 1) << level <= size
+        return hashlib.sha256(b"%d/%d" % (level, idx)).digest()
+
+    def mth(start: int, end: int) -> bytes:  # of a range whose subtrees are complete: fold them
+        if end - start == 1 << (end - start).bit_length() - 1 and start % (end - start) == 0:
+            return node((end - start).bit_length() - 1, start >> (end - start).bit_length() - 1)
+        k = 1 << (end - start - 1).bit_length() - 1
+        return node_hash(mth(start, start + k), mth(start + k, end))
+
+    def path(m: int, start: int, end: int) -> list[bytes]:
+        if end - start == 1:
+            return []
+        k = 1 << (end - start - 1).bit_length() - 1
+        if m < start + k:
+            return [*path(m, start, start + k), mth(start + k, end)]
+        return [*path(m, start + k, end), mth(start, start + k)]
+
+    assert inclusion_proof(index, size, node) == path(index, 0, size)
+    assert sum(len(hashed) for hashed in inclusion_nodes(index, size)) <= 2 * size.bit_length()
 
 
 def test_ten_million_leaves_cost_logarithmic_reads() -> None:

@@ -50,9 +50,11 @@ def test_the_edge_writes_the_spec_tiles_and_reloads_from_them_at_any_size() -> N
         changed = edge.append(leaves)
         size += batch
         # Each changed tile once, grown from what was stored before (append-only, a prefix kept).
-        for key, hashes in changed.items():
-            assert hashes.startswith(stored.get(key, b""))
-            stored[key] = hashes
+        for key, nodes in changed.items():
+            assert nodes.hashes.startswith(stored.get(key, b""))
+            stored[key] = nodes.hashes
+            if len(nodes.hashes) == tiles.TILE_BYTES:  # with the inner nodes the range completed
+                assert nodes.inner() == tiles.TileNodes(nodes.hashes).inner()
         # Every tile as the spec defines it: MTH(D[(n * 256 + i) * 256**l : ...]) for i < width.
         for (level, index), hashes in stored.items():
             width = min(256, (size >> (8 * level)) - index * 256)
@@ -67,6 +69,8 @@ def test_the_edge_writes_the_spec_tiles_and_reloads_from_them_at_any_size() -> N
             for level, (index, width) in tiles.partial_tiles(size).items()
         }
         assert tiles.TiledEdge(size, partial).range.root() == reference.root()
+        if batch % 2:  # and goes on from there, its partial tiles' inner nodes hashed from them
+            edge = tiles.TiledEdge(size, partial)
     assert size == 1694
     assert tiles.partial_tiles(70_000) == {0: (273, 112), 1: (1, 17), 2: (0, 1)}  # the spec's example
     assert tiles.partial_tiles(256) == {1: (0, 1)}
@@ -109,3 +113,36 @@ def test_tile_nodes_are_the_subtrees_of_the_tile_and_a_wider_version_hashes_only
     grown = tiles.TileNodes(row[:96])
     grown.grows(other)  # not a narrower version of this tile: ignored
     assert grown.node(1, 0) == tiles.subtree(row, 0, 2)
+
+
+def test_stored_inner_nodes_are_given_only_once_they_climb_to_the_tiles_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    row = b"".join(_leaf(n) for n in range(256))
+    inner = tiles.TileNodes(row).inner()
+    assert len(inner) == tiles.INNER_BYTES
+    root = tiles.subtree(row, 0, 256)
+    stored = tiles.TileNodes(row, inner, root)
+    for height in range(8):
+        for index in range(256 >> height):
+            assert stored.node(height, index) == tiles.subtree(row, index << height, 1 << height)
+    assert not stored.distrusted
+    # What a climb showed true is remembered: a node asked again, or one on a shown path, is not hashed.
+    hashed: list[bytes] = []
+    original = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda data=b"": hashed.append(data) or original(data))
+    again = tiles.TileNodes(row, inner, root)
+    assert again.node(1, 0) == stored.node(1, 0) and len(hashed) == 7
+    assert again.node(1, 0) == stored.node(1, 0) and len(hashed) == 7
+    assert again.node(1, 1) == stored.node(1, 1) and len(hashed) == 7  # a sibling on that climb
+    assert again.node(1, 2) == stored.node(1, 2) and len(hashed) == 8  # to its parent, shown true
+    monkeypatch.undo()
+    # One node altered (height 3, node 5): never given, as itself, nor is a node whose climb meets it as
+    # a sibling or as an ancestor (what the climb made of it differs); a node elsewhere is.
+    at = (128 + 64 + 5) * 32  # rows 1 and 2 before it
+    for height, index, meets in [(2, 0, False), (3, 5, True), (3, 4, True), (2, 9, True), (1, 21, True)]:
+        altered = tiles.TileNodes(row, inner[:at] + bytes(32) + inner[at + 32 :], root)
+        assert altered.node(height, index) == tiles.subtree(row, index << height, 1 << height)
+        assert altered.distrusted == meets
+    with pytest.raises(ValueError, match="254 hashes"):
+        tiles.TileNodes(row[:64], inner, root)

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import event, exc, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from structlog.testing import capture_logs
 from typer.testing import CliRunner, Result
 
 from devstack.kafka import free_port
@@ -27,8 +28,8 @@ from schemas.events import Event, EventType
 from services.cli.main import app
 from services.cli.profiles import Profile
 from services.envelope.keys import AgencyKeys, SigningKey
-from services.platform.database import make_sessionmaker
-from services.transparency import merkle, service, storage
+from services.platform.database import Autocommit, make_engine, make_sessionmaker
+from services.transparency import merkle, service, storage, tiles
 from services.transparency.checkpoints import check_tree, save_log_vkey, sign_checkpoint
 from services.transparency.entries import leaf_data, record_leaf_hash, verify_chain
 from services.transparency.models import AuditEntry, TlogCheckpoint, TlogTile
@@ -43,7 +44,8 @@ from services.transparency.note import (
 )
 from services.transparency.service import append, to_record
 from services.transparency.storage import TreeError, TreeMemory
-from tests.conftest import ServiceTasks, Stack, eventually
+from tests.conftest import ServiceTasks, Stack, eventually, migrated_database
+from tests.support.postgres import PostgresCluster
 from tests.support.sealing import notice_body
 from tests.transparency.test_log import _chain
 
@@ -299,6 +301,69 @@ async def test_a_tree_grown_by_another_appender_is_read_and_then_known(engine: A
         statements.taken()
         assert await storage.inclusion(session, 5, 340) == merkle.inclusion_proof(5, 340, reference.get_node)
         assert statements.taken() == 2
+
+
+async def test_full_tiles_keep_their_inner_nodes_which_proofs_read_and_check(
+    tmp_path: Path, pg_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The audit process's proofs read a full tile's inner nodes with it rather than hashing its 256
+    # hashes; each node it gives is checked against the tile's root, so a node altered in the database
+    # is never served: the tile is hashed as before, and the operator told.
+    engine = make_engine(await migrated_database("postgresql", tmp_path, pg_cluster))
+    reader = Autocommit(engine)
+    try:
+        await _append(engine, 1, 400, TreeMemory())  # the one-statement append (an edge kept)
+        await _append(engine, 401, 700)  # the other path: the edge read, the tiles by add_leaves
+        async with make_sessionmaker(engine)() as session:
+            reference = await _reference_tree(session)
+            rows = (
+                await session.execute(select(TlogTile.idx, TlogTile.width, TlogTile.hashes, TlogTile.nodes))
+            ).all()
+        assert sorted((idx, width) for idx, width, _, nodes in rows if nodes is not None) == [
+            (0, 256),
+            (1, 256),
+        ]
+        for _, width, hashes, nodes in rows:
+            assert nodes == (tiles.TileNodes(hashes).inner() if width == 256 else None)
+        hashed: list[bytes] = []
+        real_rows = tiles._rows
+        monkeypatch.setattr(tiles, "_rows", lambda row, kept=None: hashed.append(row) or real_rows(row, kept))
+        knowing = TreeMemory(reader=reader)  # knows the size: reads tiles on the reader, not in a transaction
+
+        async def proved(index: int, tree: TreeMemory) -> list[tuple[str, Any]]:
+            tree.full.clear()
+            with capture_logs() as logs:
+                async with make_sessionmaker(engine)() as session:
+                    proof = await storage.inclusion(session, index, 700, tree)
+            assert proof == merkle.inclusion_proof(index, 700, reference.get_node)
+            return [(entry["event"], entry.get("tiles")) for entry in logs]
+
+        for index in (0, 77, 255, 256, 511):
+            assert await proved(index, TreeMemory(reader=reader)) == []  # knows nothing: a restart
+            assert await proved(index, knowing) == []
+        assert [len(row) for row in hashed if len(row) == tiles.TILE_BYTES] == []  # only partial tiles
+        # Node 1 of height 1 of tile 1 (leaves 258, 259) altered: the proofs that use it hash the tile.
+        async with make_sessionmaker(engine)() as session:
+            nodes = next(n for idx, _, _, n in rows if idx == 1 and n is not None)
+            altered = nodes[:32] + bytes(32) + nodes[64:]
+            statement = "UPDATE tlog_tiles SET nodes = :n WHERE level = 0 AND idx = 1"
+            await _bypass(await session.connection(), "postgresql", "tlog_tiles", statement, {"n": altered})
+            await session.commit()
+        for tree in (TreeMemory(reader=reader), knowing):
+            hashed.clear()
+            assert await proved(256, tree) == [("tile_nodes_distrusted", [(0, 1)])]
+            assert [len(row) for row in hashed if len(row) == tiles.TILE_BYTES] == [tiles.TILE_BYTES]
+            assert await proved(300, tree) == []  # a path that does not pass that node
+        # Only a full tile has inner nodes, all 254 of them.
+        async with engine.begin() as connection:
+            with pytest.raises(exc.IntegrityError, match="ck_tlog_tiles_nodes_of_full_tile"):
+                await connection.execute(
+                    text("INSERT INTO tlog_tiles VALUES (5, 0, 1, :h, :n)"),
+                    {"h": bytes(32), "n": bytes(8128)},
+                )
+    finally:
+        await reader.close()
+        await engine.dispose()
 
 
 async def test_the_database_refuses_to_rewrite_the_tree_or_a_checkpoint(engine: AsyncEngine) -> None:
