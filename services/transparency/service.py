@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.audit import AuditLeaf, AuditPage, AuditRecord, LeafPage, NodePage, TreeNode
 from schemas.events import Event
 from services.transparency import storage, tiles
-from services.transparency.entries import GENESIS_HASH, chained, leaf_data
+from services.transparency.entries import GENESIS_HASH, ROW, chained, leaf_data
 from services.transparency.models import AuditEntry
 from services.transparency.storage import Growth, TreeError, TreeMemory
 
@@ -84,21 +84,28 @@ async def _head_and_seen(session: AsyncSession, ids: set[str]) -> tuple[tuple[in
 
 _INSERT = insert(AuditEntry)
 _COLUMNS = [column.name for column in AuditEntry.__table__.columns]
+assert tuple(_COLUMNS) == ROW  # chained writes rows in the table's column order
 
 
-async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """The batch's entries in one statement: COPY on PostgreSQL (asyncpg's, on the session's connection
-    and in its transaction; a third of an executemany's time), else one executemany, in Core (the ORM's
-    bulk insert costs more than the rows)."""
+async def _insert(session: AsyncSession, rows: list[str]) -> None:
+    """The batch's entries (rows as chained writes them) in one statement: COPY on PostgreSQL (asyncpg's,
+    on the session's connection and in its transaction; a third of an executemany's time), else one
+    executemany, in Core (the ORM's bulk insert costs more than the rows)."""
     if not rows:
         return
+    records: list[list[Any]] = json.loads(_rows_json(rows))
     connection = await session.connection()
     if connection.dialect.driver == "asyncpg":
         driver = await _driver(session)
-        records = [tuple(row[name] for name in _COLUMNS) for row in rows]
-        await driver.copy_records_to_table(AuditEntry.__tablename__, records=records, columns=_COLUMNS)
+        await driver.copy_records_to_table(
+            AuditEntry.__tablename__, records=[tuple(r) for r in records], columns=_COLUMNS
+        )
     else:
-        await connection.execute(_INSERT, rows)
+        await connection.execute(_INSERT, [dict(zip(_COLUMNS, r, strict=True)) for r in records])
+
+
+def _rows_json(rows: list[str]) -> str:
+    return f"[{','.join(rows)}]"
 
 
 async def _driver(session: AsyncSession) -> Any:
@@ -111,10 +118,11 @@ async def _driver(session: AsyncSession) -> Any:
 
 @dataclass
 class _Chain:
-    """Events as the entries that follow `head`: their rows, leaf hashes and the head they end at."""
+    """Events as the entries that follow `head`: their rows (JSON arrays, as chained writes them), leaf
+    hashes and the head they end at."""
 
     head: tuple[int, str]
-    rows: list[dict[str, Any]]
+    rows: list[str]
     leaves: list[bytes]
     end: tuple[int, str]
 
@@ -122,7 +130,7 @@ class _Chain:
     def of(cls, events: Sequence[Event], head: tuple[int, str], seen: set[str]) -> _Chain:
         """The events whose ids are not in `seen`, each once, in order."""
         seq, prev = head
-        rows: list[dict[str, Any]] = []
+        rows: list[str] = []
         leaves: list[bytes] = []
         recorded_at = datetime.now(UTC).isoformat()
         seen = set(seen)
@@ -133,23 +141,21 @@ class _Chain:
             seq += 1
             # The fields of the AuditRecord it is (schemas/audit.py), as its model_dump writes them: the
             # event was validated already, so the record is not built (and validated) again.
-            fields: dict[str, Any] = {
-                "seq": seq,
-                "event_id": event.event_id,
-                "event_type": event.type.value,
-                "occurred_at": event.occurred_at.astimezone(UTC).isoformat(),
-                "recorded_at": recorded_at,
-                "actor": event.actor,
-                "agency": event.agency,
-                "notice_id": str(event.notice_id) if event.notice_id else None,
-                "case_ref": event.case_ref,
-                "envelope_sha256": event.envelope_sha256,
-                "details": event.details,
-                "prev_hash": prev,
-            }
-            prev, leaf, details = chained(fields)
-            fields["details"], fields["entry_hash"] = details, prev
-            rows.append(fields)
+            prev, leaf, row = chained(
+                seq,
+                event.event_id,
+                event.type.value,
+                event.occurred_at.astimezone(UTC).isoformat(),
+                recorded_at,
+                event.actor,
+                event.agency,
+                str(event.notice_id) if event.notice_id else None,
+                event.case_ref,
+                event.envelope_sha256,
+                event.details,
+                prev,
+            )
+            rows.append(row)
             leaves.append(leaf)
         return cls(head, rows, leaves, (seq, prev))
 
@@ -160,9 +166,9 @@ class _Chain:
 # reads the head and which ids are held, as without a memory. The head is read after the table lock (a
 # later statement, so a later snapshot); the unique index on event_id still guarantees once. The entries
 # go as one JSON array of rows: asyncpg checks every element of an array parameter against abstract base
-# classes, which cost more than the JSON (encoded in C) and its parse. The narrower rows the new tiles
-# supersede are deleted after them (the DELETE reads what the INSERT returns), so the trigger that
-# allows only such a deletion sees the wider rows.
+# classes, which cost more than the JSON (which chained writes along with the hashes) and its parse. The
+# narrower rows the new tiles supersede are deleted after them (the DELETE reads what the INSERT
+# returns), so the trigger that allows only such a deletion sees the wider rows.
 _APPEND_AT_HEAD = """
 WITH entries AS MATERIALIZED (
   SELECT (r->>0)::bigint AS seq, r->>1 AS event_id, r->>2, r->>3, r->>4, r->>5, r->>6, r->>7, r->>8, r->>9,
@@ -188,16 +194,8 @@ WITH entries AS MATERIALIZED (
 )
 SELECT ok FROM go
 """
-# The statement spells out the genesis hash and the table's columns, in this order.
-assert (
-    GENESIS_HASH == "0" * 64
-    and [
-        *("seq", "event_id", "event_type", "occurred_at", "recorded_at", "actor", "agency", "notice_id"),
-        *("case_ref", "envelope_sha256", "details", "prev_hash", "entry_hash"),
-    ]
-    == _COLUMNS
-)
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# The statement spells out the genesis hash and the table's columns, in ROW's order.
+assert GENESIS_HASH == "0" * 64
 
 
 async def _append_at_head(session: AsyncSession, chain: _Chain, memory: TreeMemory) -> Growth | None:
@@ -206,7 +204,7 @@ async def _append_at_head(session: AsyncSession, chain: _Chain, memory: TreeMemo
     edge, changed = await storage.grow(session, chain.head, chain.leaves, memory)
     tiles_ = storage.tile_rows(changed)
     arguments: list[Any] = [
-        _JSON([[row[name] for name in _COLUMNS] for row in chain.rows]),
+        _rows_json(chain.rows),
         f"{chain.head[0]}:{chain.head[1]}",
     ]
     arguments += [[tile[name] for tile in tiles_] for name in ("level", "idx", "width", "hashes")]
