@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
@@ -161,14 +162,16 @@ class _Chain:
 
 
 # On PostgreSQL, when the appender's memory holds the edge at the head it expects: the entries and the
-# tiles they change in one statement (one round trip), written only if the log still ends at that head
-# and holds none of the batch's event ids; else nothing is written (it answers false) and the append
-# reads the head and which ids are held, as without a memory. The head is read after the table lock (a
-# later statement, so a later snapshot); the unique index on event_id still guarantees once. The entries
-# go as one JSON array of rows: asyncpg checks every element of an array parameter against abstract base
-# classes, which cost more than the JSON (which chained writes along with the hashes) and its parse. The
-# narrower rows the new tiles supersede are deleted after them (the DELETE reads what the INSERT
-# returns), so the trigger that allows only such a deletion sees the wider rows.
+# tiles they change in one statement (one round trip), written only if the log still ends at that head,
+# else nothing is written (it answers false). An event id the log holds already fails the statement on
+# the unique index on event_id, which the insert probes anyway (a check of the ids beforehand probed it
+# twice), and the append rolls back to the savepoint it set before. Either way it then reads the head
+# and which ids are held, as without a memory. The head is read after the table lock (a later
+# statement, so a later snapshot). The entries go as one JSON array of rows: asyncpg checks every
+# element of an array parameter against abstract base classes, which cost more than the JSON (which
+# chained writes along with the hashes) and its parse. The narrower rows the new tiles supersede are
+# deleted after them (the DELETE reads what the INSERT returns), so the trigger that allows only such a
+# deletion sees the wider rows.
 _APPEND_AT_HEAD = """
 WITH entries AS MATERIALIZED (
   SELECT (r->>0)::bigint AS seq, r->>1 AS event_id, r->>2, r->>3, r->>4, r->>5, r->>6, r->>7, r->>8, r->>9,
@@ -177,9 +180,7 @@ WITH entries AS MATERIALIZED (
 ), go AS (
   SELECT coalesce(
     (SELECT seq::text || ':' || entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1), '0:' || repeat('0', 64)
-  ) = $2 AND NOT EXISTS (
-    SELECT 1 FROM audit_log WHERE event_id = ANY(ARRAY(SELECT event_id FROM entries))
-  ) AS ok
+  ) = $2 AS ok
 ), written AS (
   INSERT INTO audit_log (seq, event_id, event_type, occurred_at, recorded_at, actor, agency, notice_id,
     case_ref, envelope_sha256, details, prev_hash, entry_hash)
@@ -196,6 +197,10 @@ SELECT ok FROM go
 """
 # The statement spells out the genesis hash and the table's columns, in ROW's order.
 assert GENESIS_HASH == "0" * 64
+_ONCE = "audit_log_event_id_key"  # the unique index on event_id, as PostgreSQL names it (0001)
+# Sent as one simple query (one round trip). PostgreSQL would plan the statement afresh at each append
+# (its estimate of the generic plan is the higher), which costs more than the entries' parse.
+_BEFORE_APPEND = "SET LOCAL plan_cache_mode = force_generic_plan; SAVEPOINT audit_append"
 
 
 async def _append_at_head(session: AsyncSession, chain: _Chain, memory: TreeMemory) -> Growth | None:
@@ -208,8 +213,16 @@ async def _append_at_head(session: AsyncSession, chain: _Chain, memory: TreeMemo
         f"{chain.head[0]}:{chain.head[1]}",
     ]
     arguments += [[tile[name] for tile in tiles_] for name in ("level", "idx", "width", "hashes")]
-    if not await (await _driver(session)).fetchval(_APPEND_AT_HEAD, *arguments):
-        return None  # the memory gave its edge up: the append reads it again
+    driver = await _driver(session)
+    await driver.execute(_BEFORE_APPEND)
+    try:
+        if not await driver.fetchval(_APPEND_AT_HEAD, *arguments):
+            return None  # the memory gave its edge up: the append reads it again
+    except asyncpg.UniqueViolationError as error:
+        if error.constraint_name != _ONCE:
+            raise
+        await driver.execute("ROLLBACK TO SAVEPOINT audit_append")
+        return None
     return storage.grown(edge, changed, len(chain.leaves), chain.end, memory)
 
 

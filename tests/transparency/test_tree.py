@@ -168,8 +168,9 @@ async def test_an_appender_uses_its_edge_only_while_the_head_is_the_one_it_left(
 async def test_an_appender_that_knows_the_head_still_records_a_repeated_event_once(
     engine: AsyncEngine,
 ) -> None:
-    # With the edge in memory, a new batch is written by one statement on PostgreSQL, which writes nothing
-    # when the log holds one of its events (a redelivery): the batch is then appended as without a memory.
+    # With the edge in memory, a new batch is written by one statement on PostgreSQL, which fails on the
+    # unique index when the log holds one of its events (a redelivery) and is rolled back to its savepoint:
+    # the batch is then appended as without a memory, in the same transaction.
     mine = TreeMemory()
     await _append(engine, 1, 300, mine)
     async with make_sessionmaker(engine)() as session:
