@@ -3,6 +3,7 @@ transaction, and the reads auditors make of it (entries, leaves, nodes, proofs, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -119,8 +120,8 @@ async def _driver(session: AsyncSession) -> Any:
 
 @dataclass
 class _Chain:
-    """Events as the entries that follow `head`: their rows (JSON arrays, as chained writes them), leaf
-    hashes and the head they end at."""
+    """Events as the entries that follow `head`, in order: their rows (JSON arrays, as chained writes
+    them), leaf hashes and the head they end at."""
 
     head: tuple[int, str]
     rows: list[str]
@@ -128,17 +129,12 @@ class _Chain:
     end: tuple[int, str]
 
     @classmethod
-    def of(cls, events: Sequence[Event], head: tuple[int, str], seen: set[str]) -> _Chain:
-        """The events whose ids are not in `seen`, each once, in order."""
+    def of(cls, events: Sequence[Event], head: tuple[int, str]) -> _Chain:
         seq, prev = head
         rows: list[str] = []
         leaves: list[bytes] = []
         recorded_at = datetime.now(UTC).isoformat()
-        seen = set(seen)
         for event in events:
-            if event.event_id in seen:
-                continue
-            seen.add(event.event_id)
             seq += 1
             # The fields of the AuditRecord it is (schemas/audit.py), as its model_dump writes them: the
             # event was validated already, so the record is not built (and validated) again.
@@ -161,19 +157,31 @@ class _Chain:
         return cls(head, rows, leaves, (seq, prev))
 
 
-# On PostgreSQL, when the appender's memory holds the edge at the head it expects: the entries and the
-# tiles they change in one statement (one round trip), written only if the log still ends at that head,
-# else nothing is written (it answers false). An event id the log holds already fails the statement on
-# the unique index on event_id, which the insert probes anyway (a check of the ids beforehand probed it
-# twice), and the append rolls back to the savepoint it set before. Either way it then reads the head
-# and which ids are held, as without a memory. The head is read after the table lock (a later
+def _new(events: Sequence[Event], seen: set[str]) -> list[Event]:
+    """The events whose ids are not in `seen`, each once, in order."""
+    seen = set(seen)
+    new = []
+    for event in events:
+        if event.event_id not in seen:
+            seen.add(event.event_id)
+            new.append(event)
+    return new
+
+
+# On PostgreSQL, when the appender's memory holds the edge at the head it expects: entries and the tiles
+# they change in one statement (one round trip), written only if the log still ends at that head, else
+# nothing is written (it answers false). A batch goes as chunks of entries, one statement each, the last
+# with the tiles (_append_at_head). An event id the log holds already fails the statement on the unique
+# index on event_id, which the insert probes anyway (a check of the ids beforehand probed it twice); a
+# refusal or a moved head rolls the append back to the savepoint it set before. Either way it then reads
+# the head and which ids are held, as without a memory. The head is read after the table lock (a later
 # statement, so a later snapshot). The entries go as one JSON array of rows: asyncpg checks every
 # element of an array parameter against abstract base classes, which cost more than the JSON (which
 # chained writes along with the hashes) and its parse. The narrower rows the new tiles supersede are
 # deleted after them (the DELETE reads what the INSERT returns), so the trigger that allows only such a
 # deletion sees the wider rows.
 _APPEND_AT_HEAD = """
-WITH entries AS MATERIALIZED (
+WITH entries AS (
   SELECT (r->>0)::bigint AS seq, r->>1 AS event_id, r->>2, r->>3, r->>4, r->>5, r->>6, r->>7, r->>8, r->>9,
     r->>10, r->>11, r->>12
   FROM jsonb_array_elements($1::text::jsonb) AS r
@@ -201,29 +209,49 @@ _ONCE = "audit_log_event_id_key"  # the unique index on event_id, as PostgreSQL 
 # Sent as one simple query (one round trip). PostgreSQL would plan the statement afresh at each append
 # (its estimate of the generic plan is the higher), which costs more than the entries' parse.
 _BEFORE_APPEND = "SET LOCAL plan_cache_mode = force_generic_plan; SAVEPOINT audit_append"
+_CHUNK = 50  # entries a statement: a batch of 200 keeps the database busy while 150 are hashed
 
 
-async def _append_at_head(session: AsyncSession, chain: _Chain, memory: TreeMemory) -> Growth | None:
-    """The chain appended by _APPEND_AT_HEAD, or None (nothing written) if the log moved from its head
-    or holds one of its events."""
-    edge, changed = await storage.grow(session, chain.head, chain.leaves, memory)
-    tiles_ = storage.tile_rows(changed)
-    arguments: list[Any] = [
-        _rows_json(chain.rows),
-        f"{chain.head[0]}:{chain.head[1]}",
-    ]
-    arguments += [[tile[name] for tile in tiles_] for name in ("level", "idx", "width", "hashes")]
+async def _append_at_head(
+    session: AsyncSession, events: Sequence[Event], head: tuple[int, str], memory: TreeMemory
+) -> Growth | None:
+    """The events appended after `head` by _APPEND_AT_HEAD, a chunk at a time (the last with the tiles
+    they all change), or None (nothing written) if the log moved from its head or holds one of them.
+    Each chunk is hashed while the database inserts the one before: one statement in flight at a time."""
     driver = await _driver(session)
     await driver.execute(_BEFORE_APPEND)
+    edge: tiles.TiledEdge | None = None
+    changed: dict[tiles.Tile, bytes] = {}
+    end = head
+    sent: asyncio.Future[bool] | None = None
     try:
-        if not await driver.fetchval(_APPEND_AT_HEAD, *arguments):
-            return None  # the memory gave its edge up: the append reads it again
+        for start in range(0, len(events), _CHUNK):
+            chain = _Chain.of(events[start : start + _CHUNK], end)
+            if edge is None:
+                edge, changed = await storage.grow(session, head, chain.leaves, memory)
+            else:
+                changed.update(edge.append(chain.leaves))
+            end = chain.end
+            if sent is not None and not await sent:
+                sent = None
+                break
+            tiles_ = storage.tile_rows(changed) if start + _CHUNK >= len(events) else []
+            arguments: list[Any] = [_rows_json(chain.rows), f"{chain.head[0]}:{chain.head[1]}"]
+            arguments += [[tile[name] for tile in tiles_] for name in ("level", "idx", "width", "hashes")]
+            sent = asyncio.ensure_future(driver.fetchval(_APPEND_AT_HEAD, *arguments))
+            await asyncio.sleep(0)  # the statement goes out before the next chunk is hashed
+        if sent is not None and await sent and edge is not None:
+            return storage.grown(edge, changed, len(events), end, memory)
     except asyncpg.UniqueViolationError as error:
         if error.constraint_name != _ONCE:
             raise
-        await driver.execute("ROLLBACK TO SAVEPOINT audit_append")
-        return None
-    return storage.grown(edge, changed, len(chain.leaves), chain.end, memory)
+    except BaseException:
+        if sent is not None and not sent.done():
+            await asyncio.gather(sent, return_exceptions=True)  # the connection free for the rollback
+        raise
+    # The memory gave its edge up: the append reads it again.
+    await driver.execute("ROLLBACK TO SAVEPOINT audit_append")
+    return None
 
 
 async def append(session: AsyncSession, events: Sequence[Event], memory: TreeMemory | None = None) -> Growth:
@@ -240,11 +268,11 @@ async def append(session: AsyncSession, events: Sequence[Event], memory: TreeMem
         await connection.exec_driver_sql("LOCK TABLE audit_log IN EXCLUSIVE MODE")
         expected = memory.edge_head() if memory is not None else None
         if memory is not None and expected is not None and connection.dialect.driver == "asyncpg":
-            growth = await _append_at_head(session, _Chain.of(events, expected, set()), memory)
+            growth = await _append_at_head(session, _new(events, set()), expected, memory)
             if growth is not None:
                 return growth
     before, seen = await _head_and_seen(session, {e.event_id for e in events})
-    chain = _Chain.of(events, before, seen)
+    chain = _Chain.of(_new(events, seen), before)
     await _insert(session, chain.rows)
     return await storage.add_leaves(session, before, chain.leaves, chain.end, memory)
 

@@ -168,23 +168,25 @@ async def test_an_appender_uses_its_edge_only_while_the_head_is_the_one_it_left(
 async def test_an_appender_that_knows_the_head_still_records_a_repeated_event_once(
     engine: AsyncEngine,
 ) -> None:
-    # With the edge in memory, a new batch is written by one statement on PostgreSQL, which fails on the
-    # unique index when the log holds one of its events (a redelivery) and is rolled back to its savepoint:
-    # the batch is then appended as without a memory, in the same transaction.
+    # With the edge in memory, a new batch is written by one statement a chunk on PostgreSQL, which fails
+    # on the unique index when the log holds one of its events (a redelivery), first chunk or a later one
+    # (the chunks before it written), and is rolled back to its savepoint: the batch is then appended as
+    # without a memory, in the same transaction.
     mine = TreeMemory()
     await _append(engine, 1, 300, mine)
-    async with make_sessionmaker(engine)() as session:
-        growth = await append(session, [_event(n) for n in (*range(295, 311), 305)], mine)
-        await session.commit()
-    mine.committed(growth)
-    assert growth.added == 10
-    await _append(engine, 311, 320, mine)
+    for batch, added in (((*range(295, 311), 305), 10), ((*range(311, 400), 300), 89)):
+        async with make_sessionmaker(engine)() as session:
+            growth = await append(session, [_event(n) for n in batch], mine)
+            await session.commit()
+        mine.committed(growth)
+        assert growth.added == added
+    await _append(engine, 400, 420, mine)
     async with make_sessionmaker(engine)() as session:
         reference = await _reference_tree(session)
-        assert reference.size == 320 == await storage.tree_size(session)
+        assert reference.size == 420 == await storage.tree_size(session)
         records = [to_record(r) for r in (await session.execute(select(AuditEntry))).scalars()]
         assert verify_chain(sorted(records, key=lambda r: r.seq)) == []
-        for size in (300, 310, 320):
+        for size in (300, 310, 399, 420):
             assert await storage.root_at(session, size) == reference.root(size)
 
 
