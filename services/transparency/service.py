@@ -129,11 +129,10 @@ class _Chain:
     end: tuple[int, str]
 
     @classmethod
-    def of(cls, events: Sequence[Event], head: tuple[int, str]) -> _Chain:
+    def of(cls, events: Sequence[Event], head: tuple[int, str], recorded_at: str) -> _Chain:
         seq, prev = head
         rows: list[str] = []
         leaves: list[bytes] = []
-        recorded_at = datetime.now(UTC).isoformat()
         for event in events:
             seq += 1
             # The fields of the AuditRecord it is (schemas/audit.py), as its model_dump writes them: the
@@ -155,6 +154,10 @@ class _Chain:
             rows.append(row)
             leaves.append(leaf)
         return cls(head, rows, leaves, (seq, prev))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()  # a batch's recorded_at, the same for all its entries
 
 
 def _new(events: Sequence[Event], seen: set[str]) -> list[Event]:
@@ -222,11 +225,11 @@ async def _append_at_head(
     await driver.execute(_BEFORE_APPEND)
     edge: tiles.TiledEdge | None = None
     changed: dict[tiles.Tile, bytes] = {}
-    end = head
+    end, recorded_at = head, _now()
     sent: asyncio.Future[bool] | None = None
     try:
         for start in range(0, len(events), _CHUNK):
-            chain = _Chain.of(events[start : start + _CHUNK], end)
+            chain = _Chain.of(events[start : start + _CHUNK], end, recorded_at)
             if edge is None:
                 edge, changed = await storage.grow(session, head, chain.leaves, memory)
             else:
@@ -272,7 +275,7 @@ async def append(session: AsyncSession, events: Sequence[Event], memory: TreeMem
             if growth is not None:
                 return growth
     before, seen = await _head_and_seen(session, {e.event_id for e in events})
-    chain = _Chain.of(_new(events, seen), before)
+    chain = _Chain.of(_new(events, seen), before, _now())
     await _insert(session, chain.rows)
     return await storage.add_leaves(session, before, chain.leaves, chain.end, memory)
 

@@ -180,13 +180,14 @@ async def test_an_appender_that_knows_the_head_still_records_a_repeated_event_on
             await session.commit()
         mine.committed(growth)
         assert growth.added == added
-    await _append(engine, 400, 420, mine)
+    await _append(engine, 400, 520, mine)  # chunks, all new
     async with make_sessionmaker(engine)() as session:
         reference = await _reference_tree(session)
-        assert reference.size == 420 == await storage.tree_size(session)
+        assert reference.size == 520 == await storage.tree_size(session)
         records = [to_record(r) for r in (await session.execute(select(AuditEntry))).scalars()]
         assert verify_chain(sorted(records, key=lambda r: r.seq)) == []
-        for size in (300, 310, 399, 420):
+        assert len({r.recorded_at for r in records if r.seq > 399}) == 1  # one batch, one time
+        for size in (300, 310, 399, 520):
             assert await storage.root_at(session, size) == reference.root(size)
 
 
