@@ -227,6 +227,7 @@ async def _append_at_head(
     changed: dict[tiles.Tile, bytes] = {}
     end, recorded_at = head, _now()
     sent: asyncio.Future[bool] | None = None
+    written = False
     try:
         for start in range(0, len(events), _CHUNK):
             chain = _Chain.of(events[start : start + _CHUNK], end, recorded_at)
@@ -244,17 +245,17 @@ async def _append_at_head(
             sent = asyncio.ensure_future(driver.fetchval(_APPEND_AT_HEAD, *arguments))
             await asyncio.sleep(0)  # the statement goes out before the next chunk is hashed
         if sent is not None and await sent and edge is not None:
+            written = True
             return storage.grown(edge, changed, len(events), end, memory)
     except asyncpg.UniqueViolationError as error:
         if error.constraint_name != _ONCE:
             raise
-    except BaseException:
+    finally:
         if sent is not None and not sent.done():
             await asyncio.gather(sent, return_exceptions=True)  # the connection free for the rollback
-        raise
-    # The memory gave its edge up: the append reads it again.
-    await driver.execute("ROLLBACK TO SAVEPOINT audit_append")
-    return None
+        if not written:  # no chunk stays without the rest and the tiles, even if the caller commits
+            await driver.execute("ROLLBACK TO SAVEPOINT audit_append")
+    return None  # the memory gave its edge up: the append reads it again
 
 
 async def append(session: AsyncSession, events: Sequence[Event], memory: TreeMemory | None = None) -> Growth:

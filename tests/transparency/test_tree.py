@@ -191,6 +191,24 @@ async def test_an_appender_that_knows_the_head_still_records_a_repeated_event_on
             assert await storage.root_at(session, size) == reference.root(size)
 
 
+async def test_a_batch_that_fails_halfway_leaves_nothing_even_if_committed(engine: AsyncEngine) -> None:
+    # Its first chunk may be written when a later one fails (an entry that cannot be hashed: a lone
+    # surrogate is not Unicode text): the append rolls back to its savepoint before it raises.
+    mine = TreeMemory()
+    await _append(engine, 1, 10, mine)
+    broken = [_event(n) for n in range(11, 81)]
+    broken[60] = broken[60].model_copy(update={"actor": "\ud800"})
+    async with make_sessionmaker(engine)() as session:
+        with pytest.raises(ValueError):
+            await append(session, broken, mine)
+        await session.commit()
+    await _append(engine, 11, 20, mine)
+    async with make_sessionmaker(engine)() as session:
+        assert await storage.tree_size(session) == 20 == (await _reference_tree(session)).size
+        records = [to_record(r) for r in (await session.execute(select(AuditEntry))).scalars()]
+        assert verify_chain(sorted(records, key=lambda r: r.seq)) == []
+
+
 class _Statements:
     """Counts the statements an engine runs."""
 
