@@ -26,62 +26,79 @@ def entry_hash(record: AuditRecord) -> str:
 
 
 _STRING = encode_basestring  # a str as json.dumps(ensure_ascii=False) writes it, in C
-_KEYS = frozenset(AuditRecord.model_fields) - {"entry_hash"}
 # What canonical_json(plain=True) writes, its encoder built once (json.dumps builds one per call).
 _PLAIN_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_ROW_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _BEYOND_BMP = re.compile("[\U00010000-\U0010ffff]")
 
+# An entry as a row: the audit_log table's columns, in its order (services/transparency/models.py).
+ROW = (
+    *("seq", "event_id", "event_type", "occurred_at", "recorded_at", "actor", "agency", "notice_id"),
+    *("case_ref", "envelope_sha256", "details", "prev_hash", "entry_hash"),
+)
 
-def chained(fields: dict[str, Any]) -> tuple[str, bytes, str]:
-    """(entry hash, Merkle leaf hash, the details' canonical JSON) of a record given as the fields of an
-    AuditRecord but entry_hash, as model_dump writes them: what entry_hash and record_leaf_hash give,
-    without building the record, and with one canonical encoding, not two: the entry hash covers the
-    leaf's JSON with prev_hash added between occurred_at and recorded_at, where it sorts. A plain record
-    (_plain) is written field by field in key order, its only object (details) by the C encoder; any
-    other goes through canonical_json whole."""
-    prev = fields["prev_hash"]
-    if not _HEX.fullmatch(prev):
+
+def chained(
+    seq: int,
+    event_id: str,
+    event_type: str,
+    occurred_at: str,
+    recorded_at: str,
+    actor: str,
+    agency: str | None,
+    notice_id: str | None,
+    case_ref: str | None,
+    envelope_sha256: str | None,
+    details: dict[str, Any],
+    prev_hash: str,
+) -> tuple[str, bytes, str]:
+    """(entry hash, Merkle leaf hash, row) of the record with these fields (an AuditRecord's but
+    entry_hash, as model_dump writes them): what entry_hash and record_leaf_hash give, without building
+    the record, and with one canonical encoding, not two: the entry hash covers the leaf's JSON with
+    prev_hash added between occurred_at and recorded_at, where it sorts. The row is the entry as a JSON
+    array of its columns (ROW), its details as their canonical JSON text. A plain record (_plain) is
+    written field by field in key order, each string escaped once for the hashes and the row, its only
+    object (details) by the C encoder; any other goes through canonical_json whole."""
+    if not _HEX.fullmatch(prev_hash):
         raise ValueError("prev_hash is not a SHA-256 in lowercase hex")
-    if fields.keys() != _KEYS:
-        raise ValueError("the fields are not an audit record's")
-    if not _plain(fields):
-        leaf_fields = {name: value for name, value in fields.items() if name != "prev_hash"}
-        data = _canonical(leaf_fields)
+    if not _plain(seq, details):
+        record: dict[str, Any] = {  # in ROW's order
+            "seq": seq,
+            "event_id": event_id,
+            "event_type": event_type,
+            "occurred_at": occurred_at,
+            "recorded_at": recorded_at,
+            "actor": actor,
+            "agency": agency,
+            "notice_id": notice_id,
+            "case_ref": case_ref,
+            "envelope_sha256": envelope_sha256,
+            "details": details,
+        }
+        data = _canonical(record)
         at = data.rindex(b',"recorded_at":') + 1  # the last such key: details, the only object, is before
-        entry = b"".join((data[:at], b'"prev_hash":"', prev.encode(), b'",', data[at:]))
-        details = canonical_json(fields["details"]).decode()
-        return sha256_hex(entry), merkle.leaf_hash(data), details
-    details = _PLAIN_JSON(fields["details"])
-    head = "".join(
-        (
-            '{"actor":',
-            _STRING(fields["actor"]),
-            ',"agency":',
-            _json_text(fields["agency"]),
-            ',"case_ref":',
-            _json_text(fields["case_ref"]),
-            ',"details":',
-            details,
-            ',"envelope_sha256":',
-            _json_text(fields["envelope_sha256"]),
-            ',"event_id":',
-            _STRING(fields["event_id"]),
-            ',"event_type":',
-            _STRING(fields["event_type"]),
-            ',"notice_id":',
-            _json_text(fields["notice_id"]),
-            ',"occurred_at":',
-            _STRING(fields["occurred_at"]),
-            ",",
-        )
+        entry = sha256_hex(b"".join((data[:at], b'"prev_hash":"', prev_hash.encode(), b'",', data[at:])))
+        record["details"] = canonical_json(details).decode()
+        return entry, merkle.leaf_hash(data), _ROW_JSON([*record.values(), prev_hash, entry])
+    text = _PLAIN_JSON(details)
+    event_id, event_type, occurred_at = _STRING(event_id), _STRING(event_type), _STRING(occurred_at)
+    recorded_at, actor = _STRING(recorded_at), _STRING(actor)
+    agency = "null" if agency is None else _STRING(agency)
+    notice_id = "null" if notice_id is None else _STRING(notice_id)
+    case_ref = "null" if case_ref is None else _STRING(case_ref)
+    envelope_sha256 = "null" if envelope_sha256 is None else _STRING(envelope_sha256)
+    head = (
+        f'{{"actor":{actor},"agency":{agency},"case_ref":{case_ref},"details":{text},'
+        f'"envelope_sha256":{envelope_sha256},"event_id":{event_id},"event_type":{event_type},'
+        f'"notice_id":{notice_id},"occurred_at":{occurred_at},'
     )
-    tail = f'"recorded_at":{_STRING(fields["recorded_at"])},"seq":{int(fields["seq"])}}}'
-    entry_data = f'{head}"prev_hash":"{prev}",{tail}'.encode()
-    return sha256_hex(entry_data), merkle.leaf_hash((head + tail).encode()), details
-
-
-def _json_text(value: str | None) -> str:
-    return "null" if value is None else _STRING(value)
+    tail = f'"recorded_at":{recorded_at},"seq":{int(seq)}}}'
+    entry = sha256_hex(f'{head}"prev_hash":"{prev_hash}",{tail}'.encode())
+    row = (
+        f"[{int(seq)},{event_id},{event_type},{occurred_at},{recorded_at},{actor},{agency},{notice_id},"
+        f'{case_ref},{envelope_sha256},{_STRING(text)},"{prev_hash}","{entry}"]'
+    )
+    return entry, merkle.leaf_hash((head + tail).encode()), row
 
 
 def leaf_data(record: AuditRecord) -> bytes:
@@ -91,13 +108,13 @@ def leaf_data(record: AuditRecord) -> bytes:
 
 
 def _canonical(fields: dict[str, Any]) -> bytes:
-    return canonical_json(fields, plain=_plain(fields))
+    return canonical_json(fields, plain=_plain(fields["seq"], fields["details"]))
 
 
-def _plain(fields: dict[str, Any]) -> bool:
+def _plain(seq: int, details: dict[str, Any]) -> bool:
     # A record holds no floats and its details only safe integers (its schema), so it is plain JSON for
     # canonical_json unless its seq passed 2**53 or a detail's name reaches beyond the BMP.
-    return fields["seq"] <= SAFE_INTEGER and not _BEYOND_BMP.search("".join(fields["details"]))
+    return seq <= SAFE_INTEGER and not _BEYOND_BMP.search("".join(details))
 
 
 def record_leaf_hash(record: AuditRecord) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, LargeBinary, SmallInteger, String, Text
+from sqlalchemy import BigInteger, Index, LargeBinary, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.platform.database import Base, UtcDateTime, utcnow
@@ -15,6 +15,8 @@ class AuditEntry(Base):
     """Append-only (database triggers refuse UPDATE and DELETE); each entry hashes its predecessor."""
 
     __tablename__ = "audit_log"
+    # Read by one notice_id at a time only: a hash index costs an append less than a b-tree (0016).
+    __table_args__ = (Index("ix_audit_log_notice_id", "notice_id", postgresql_using="hash"),)
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     event_id: Mapped[str] = mapped_column(String(128), unique=True)
@@ -23,7 +25,7 @@ class AuditEntry(Base):
     recorded_at: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str] = mapped_column(String(128))
     agency: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
-    notice_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    notice_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     case_ref: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     envelope_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     details: Mapped[str] = mapped_column(Text)  # canonical JSON

@@ -3,12 +3,14 @@ transaction, and the reads auditors make of it (entries, leaves, nodes, proofs, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
@@ -27,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.audit import AuditLeaf, AuditPage, AuditRecord, LeafPage, NodePage, TreeNode
 from schemas.events import Event
 from services.transparency import storage, tiles
-from services.transparency.entries import GENESIS_HASH, chained, leaf_data
+from services.transparency.entries import GENESIS_HASH, ROW, chained, leaf_data
 from services.transparency.models import AuditEntry
 from services.transparency.storage import Growth, TreeError, TreeMemory
 
@@ -84,21 +86,28 @@ async def _head_and_seen(session: AsyncSession, ids: set[str]) -> tuple[tuple[in
 
 _INSERT = insert(AuditEntry)
 _COLUMNS = [column.name for column in AuditEntry.__table__.columns]
+assert tuple(_COLUMNS) == ROW  # chained writes rows in the table's column order
 
 
-async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """The batch's entries in one statement: COPY on PostgreSQL (asyncpg's, on the session's connection
-    and in its transaction; a third of an executemany's time), else one executemany, in Core (the ORM's
-    bulk insert costs more than the rows)."""
+async def _insert(session: AsyncSession, rows: list[str]) -> None:
+    """The batch's entries (rows as chained writes them) in one statement: COPY on PostgreSQL (asyncpg's,
+    on the session's connection and in its transaction; a third of an executemany's time), else one
+    executemany, in Core (the ORM's bulk insert costs more than the rows)."""
     if not rows:
         return
+    records: list[list[Any]] = json.loads(_rows_json(rows))
     connection = await session.connection()
     if connection.dialect.driver == "asyncpg":
         driver = await _driver(session)
-        records = [tuple(row[name] for name in _COLUMNS) for row in rows]
-        await driver.copy_records_to_table(AuditEntry.__tablename__, records=records, columns=_COLUMNS)
+        await driver.copy_records_to_table(
+            AuditEntry.__tablename__, records=[tuple(r) for r in records], columns=_COLUMNS
+        )
     else:
-        await connection.execute(_INSERT, rows)
+        await connection.execute(_INSERT, [dict(zip(_COLUMNS, r, strict=True)) for r in records])
+
+
+def _rows_json(rows: list[str]) -> str:
+    return f"[{','.join(rows)}]"
 
 
 async def _driver(session: AsyncSession) -> Any:
@@ -111,69 +120,78 @@ async def _driver(session: AsyncSession) -> Any:
 
 @dataclass
 class _Chain:
-    """Events as the entries that follow `head`: their rows, leaf hashes and the head they end at."""
+    """Events as the entries that follow `head`, in order: their rows (JSON arrays, as chained writes
+    them), leaf hashes and the head they end at."""
 
     head: tuple[int, str]
-    rows: list[dict[str, Any]]
+    rows: list[str]
     leaves: list[bytes]
     end: tuple[int, str]
 
     @classmethod
-    def of(cls, events: Sequence[Event], head: tuple[int, str], seen: set[str]) -> _Chain:
-        """The events whose ids are not in `seen`, each once, in order."""
+    def of(cls, events: Sequence[Event], head: tuple[int, str], recorded_at: str) -> _Chain:
         seq, prev = head
-        rows: list[dict[str, Any]] = []
+        rows: list[str] = []
         leaves: list[bytes] = []
-        recorded_at = datetime.now(UTC).isoformat()
-        seen = set(seen)
         for event in events:
-            if event.event_id in seen:
-                continue
-            seen.add(event.event_id)
             seq += 1
             # The fields of the AuditRecord it is (schemas/audit.py), as its model_dump writes them: the
             # event was validated already, so the record is not built (and validated) again.
-            fields: dict[str, Any] = {
-                "seq": seq,
-                "event_id": event.event_id,
-                "event_type": event.type.value,
-                "occurred_at": event.occurred_at.astimezone(UTC).isoformat(),
-                "recorded_at": recorded_at,
-                "actor": event.actor,
-                "agency": event.agency,
-                "notice_id": str(event.notice_id) if event.notice_id else None,
-                "case_ref": event.case_ref,
-                "envelope_sha256": event.envelope_sha256,
-                "details": event.details,
-                "prev_hash": prev,
-            }
-            prev, leaf, details = chained(fields)
-            fields["details"], fields["entry_hash"] = details, prev
-            rows.append(fields)
+            prev, leaf, row = chained(
+                seq,
+                event.event_id,
+                event.type.value,
+                event.occurred_at.astimezone(UTC).isoformat(),
+                recorded_at,
+                event.actor,
+                event.agency,
+                str(event.notice_id) if event.notice_id else None,
+                event.case_ref,
+                event.envelope_sha256,
+                event.details,
+                prev,
+            )
+            rows.append(row)
             leaves.append(leaf)
         return cls(head, rows, leaves, (seq, prev))
 
 
-# On PostgreSQL, when the appender's memory holds the edge at the head it expects: the entries and the
-# tiles they change in one statement (one round trip), written only if the log still ends at that head
-# and holds none of the batch's event ids; else nothing is written (it answers false) and the append
-# reads the head and which ids are held, as without a memory. The head is read after the table lock (a
-# later statement, so a later snapshot); the unique index on event_id still guarantees once. The entries
-# go as one JSON array of rows: asyncpg checks every element of an array parameter against abstract base
-# classes, which cost more than the JSON (encoded in C) and its parse. The narrower rows the new tiles
-# supersede are deleted after them (the DELETE reads what the INSERT returns), so the trigger that
-# allows only such a deletion sees the wider rows.
+def _now() -> str:
+    return datetime.now(UTC).isoformat()  # a batch's recorded_at, the same for all its entries
+
+
+def _new(events: Sequence[Event], seen: set[str]) -> list[Event]:
+    """The events whose ids are not in `seen`, each once, in order."""
+    seen = set(seen)
+    new = []
+    for event in events:
+        if event.event_id not in seen:
+            seen.add(event.event_id)
+            new.append(event)
+    return new
+
+
+# On PostgreSQL, when the appender's memory holds the edge at the head it expects: entries and the tiles
+# they change in one statement (one round trip), written only if the log still ends at that head, else
+# nothing is written (it answers false). A batch goes as chunks of entries, one statement each, the last
+# with the tiles (_append_at_head). An event id the log holds already fails the statement on the unique
+# index on event_id, which the insert probes anyway (a check of the ids beforehand probed it twice); a
+# refusal or a moved head rolls the append back to the savepoint it set before. Either way it then reads
+# the head and which ids are held, as without a memory. The head is read after the table lock (a later
+# statement, so a later snapshot). The entries go as one JSON array of rows: asyncpg checks every
+# element of an array parameter against abstract base classes, which cost more than the JSON (which
+# chained writes along with the hashes) and its parse. The narrower rows the new tiles supersede are
+# deleted after them (the DELETE reads what the INSERT returns), so the trigger that allows only such a
+# deletion sees the wider rows.
 _APPEND_AT_HEAD = """
-WITH entries AS MATERIALIZED (
+WITH entries AS (
   SELECT (r->>0)::bigint AS seq, r->>1 AS event_id, r->>2, r->>3, r->>4, r->>5, r->>6, r->>7, r->>8, r->>9,
     r->>10, r->>11, r->>12
   FROM jsonb_array_elements($1::text::jsonb) AS r
 ), go AS (
   SELECT coalesce(
     (SELECT seq::text || ':' || entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1), '0:' || repeat('0', 64)
-  ) = $2 AND NOT EXISTS (
-    SELECT 1 FROM audit_log WHERE event_id = ANY(ARRAY(SELECT event_id FROM entries))
-  ) AS ok
+  ) = $2 AS ok
 ), written AS (
   INSERT INTO audit_log (seq, event_id, event_type, occurred_at, recorded_at, actor, agency, notice_id,
     case_ref, envelope_sha256, details, prev_hash, entry_hash)
@@ -188,31 +206,58 @@ WITH entries AS MATERIALIZED (
 )
 SELECT ok FROM go
 """
-# The statement spells out the genesis hash and the table's columns, in this order.
-assert (
-    GENESIS_HASH == "0" * 64
-    and [
-        *("seq", "event_id", "event_type", "occurred_at", "recorded_at", "actor", "agency", "notice_id"),
-        *("case_ref", "envelope_sha256", "details", "prev_hash", "entry_hash"),
-    ]
-    == _COLUMNS
-)
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# The statement spells out the genesis hash and the table's columns, in ROW's order.
+assert GENESIS_HASH == "0" * 64
+_ONCE = "audit_log_event_id_key"  # the unique index on event_id, as PostgreSQL names it (0001)
+# Sent as one simple query (one round trip). PostgreSQL would plan the statement afresh at each append
+# (its estimate of the generic plan is the higher), which costs more than the entries' parse.
+_BEFORE_APPEND = "SET LOCAL plan_cache_mode = force_generic_plan; SAVEPOINT audit_append"
+_CHUNK = 50  # entries a statement: a batch of 200 keeps the database busy while 150 are hashed
 
 
-async def _append_at_head(session: AsyncSession, chain: _Chain, memory: TreeMemory) -> Growth | None:
-    """The chain appended by _APPEND_AT_HEAD, or None (nothing written) if the log moved from its head
-    or holds one of its events."""
-    edge, changed = await storage.grow(session, chain.head, chain.leaves, memory)
-    tiles_ = storage.tile_rows(changed)
-    arguments: list[Any] = [
-        _JSON([[row[name] for name in _COLUMNS] for row in chain.rows]),
-        f"{chain.head[0]}:{chain.head[1]}",
-    ]
-    arguments += [[tile[name] for tile in tiles_] for name in ("level", "idx", "width", "hashes", "nodes")]
-    if not await (await _driver(session)).fetchval(_APPEND_AT_HEAD, *arguments):
-        return None  # the memory gave its edge up: the append reads it again
-    return storage.grown(edge, changed, len(chain.leaves), chain.end, memory)
+async def _append_at_head(
+    session: AsyncSession, events: Sequence[Event], head: tuple[int, str], memory: TreeMemory
+) -> Growth | None:
+    """The events appended after `head` by _APPEND_AT_HEAD, a chunk at a time (the last with the tiles
+    they all change), or None (nothing written) if the log moved from its head or holds one of them.
+    Each chunk is hashed while the database inserts the one before: one statement in flight at a time."""
+    driver = await _driver(session)
+    await driver.execute(_BEFORE_APPEND)
+    edge: tiles.TiledEdge | None = None
+    changed: dict[tiles.Tile, tiles.TileNodes] = {}
+    end, recorded_at = head, _now()
+    sent: asyncio.Future[bool] | None = None
+    written = False
+    try:
+        for start in range(0, len(events), _CHUNK):
+            chain = _Chain.of(events[start : start + _CHUNK], end, recorded_at)
+            if edge is None:
+                edge, changed = await storage.grow(session, head, chain.leaves, memory)
+            else:
+                changed.update(edge.append(chain.leaves))
+            end = chain.end
+            if sent is not None and not await sent:
+                sent = None
+                break
+            tiles_ = storage.tile_rows(changed) if start + _CHUNK >= len(events) else []
+            arguments: list[Any] = [_rows_json(chain.rows), f"{chain.head[0]}:{chain.head[1]}"]
+            arguments += [
+                [tile[name] for tile in tiles_] for name in ("level", "idx", "width", "hashes", "nodes")
+            ]
+            sent = asyncio.ensure_future(driver.fetchval(_APPEND_AT_HEAD, *arguments))
+            await asyncio.sleep(0)  # the statement goes out before the next chunk is hashed
+        if sent is not None and await sent and edge is not None:
+            written = True
+            return storage.grown(edge, changed, len(events), end, memory)
+    except asyncpg.UniqueViolationError as error:
+        if error.constraint_name != _ONCE:
+            raise
+    finally:
+        if sent is not None and not sent.done():
+            await asyncio.gather(sent, return_exceptions=True)  # the connection free for the rollback
+        if not written:  # no chunk stays without the rest and the tiles, even if the caller commits
+            await driver.execute("ROLLBACK TO SAVEPOINT audit_append")
+    return None  # the memory gave its edge up: the append reads it again
 
 
 async def append(session: AsyncSession, events: Sequence[Event], memory: TreeMemory | None = None) -> Growth:
@@ -229,11 +274,11 @@ async def append(session: AsyncSession, events: Sequence[Event], memory: TreeMem
         await connection.exec_driver_sql("LOCK TABLE audit_log IN EXCLUSIVE MODE")
         expected = memory.edge_head() if memory is not None else None
         if memory is not None and expected is not None and connection.dialect.driver == "asyncpg":
-            growth = await _append_at_head(session, _Chain.of(events, expected, set()), memory)
+            growth = await _append_at_head(session, _new(events, set()), expected, memory)
             if growth is not None:
                 return growth
     before, seen = await _head_and_seen(session, {e.event_id for e in events})
-    chain = _Chain.of(events, before, seen)
+    chain = _Chain.of(_new(events, seen), before, _now())
     await _insert(session, chain.rows)
     return await storage.add_leaves(session, before, chain.leaves, chain.end, memory)
 

@@ -39,7 +39,7 @@ TABLES = {
     "tlog_cosignatures",
     "audit_lease",
 }
-HEAD = "0015"
+HEAD = "0016"
 
 
 def _diffs(connection: Connection, metadata: MetaData = Base.metadata) -> list[Any]:

@@ -31,6 +31,7 @@ from services.transparency import service as audit_log
 from services.transparency import storage
 from services.transparency.entries import (
     GENESIS_HASH,
+    ROW,
     ChainBreak,
     chained,
     entry_hash,
@@ -246,13 +247,12 @@ FIELD_NAMES = st.sampled_from(["recorded_at", "prev_hash", "seq", "details", "a"
 )
 def test_append_hashes_a_record_as_the_record_hashes(record: AuditRecord) -> None:
     """append hashes each entry from its fields with one canonical encoding (entries.chained): the same
-    entry hash and leaf hash as the record's own, whatever its details are called or hold."""
-    fields = record.model_dump(exclude={"entry_hash"})
-    assert chained(fields) == (
-        entry_hash(record),
-        record_leaf_hash(record),
-        rfc8785.dumps(record.details).decode(),  # what is stored: the details as canonical JSON
-    )
+    entry hash and leaf hash as the record's own, whatever its details are called or hold; and its row
+    is the record's columns, as stored."""
+    entry, leaf, row = chained(**record.model_dump(exclude={"entry_hash"}))
+    assert (entry, leaf) == (entry_hash(record), record_leaf_hash(record))
+    stored = {**record.model_dump(), "entry_hash": entry, "details": rfc8785.dumps(record.details).decode()}
+    assert json.loads(row) == [stored[name] for name in ROW]  # the details as canonical JSON
 
 
 def test_a_record_past_what_rfc8785_can_write_is_refused_not_written_otherwise() -> None:

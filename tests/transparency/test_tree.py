@@ -170,23 +170,45 @@ async def test_an_appender_uses_its_edge_only_while_the_head_is_the_one_it_left(
 async def test_an_appender_that_knows_the_head_still_records_a_repeated_event_once(
     engine: AsyncEngine,
 ) -> None:
-    # With the edge in memory, a new batch is written by one statement on PostgreSQL, which writes nothing
-    # when the log holds one of its events (a redelivery): the batch is then appended as without a memory.
+    # With the edge in memory, a new batch is written by one statement a chunk on PostgreSQL, which fails
+    # on the unique index when the log holds one of its events (a redelivery), first chunk or a later one
+    # (the chunks before it written), and is rolled back to its savepoint: the batch is then appended as
+    # without a memory, in the same transaction.
     mine = TreeMemory()
     await _append(engine, 1, 300, mine)
-    async with make_sessionmaker(engine)() as session:
-        growth = await append(session, [_event(n) for n in (*range(295, 311), 305)], mine)
-        await session.commit()
-    mine.committed(growth)
-    assert growth.added == 10
-    await _append(engine, 311, 320, mine)
+    for batch, added in (((*range(295, 311), 305), 10), ((*range(311, 400), 300), 89)):
+        async with make_sessionmaker(engine)() as session:
+            growth = await append(session, [_event(n) for n in batch], mine)
+            await session.commit()
+        mine.committed(growth)
+        assert growth.added == added
+    await _append(engine, 400, 520, mine)  # chunks, all new
     async with make_sessionmaker(engine)() as session:
         reference = await _reference_tree(session)
-        assert reference.size == 320 == await storage.tree_size(session)
+        assert reference.size == 520 == await storage.tree_size(session)
         records = [to_record(r) for r in (await session.execute(select(AuditEntry))).scalars()]
         assert verify_chain(sorted(records, key=lambda r: r.seq)) == []
-        for size in (300, 310, 320):
+        assert len({r.recorded_at for r in records if r.seq > 399}) == 1  # one batch, one time
+        for size in (300, 310, 399, 520):
             assert await storage.root_at(session, size) == reference.root(size)
+
+
+async def test_a_batch_that_fails_halfway_leaves_nothing_even_if_committed(engine: AsyncEngine) -> None:
+    # Its first chunk may be written when a later one fails (an entry that cannot be hashed: a lone
+    # surrogate is not Unicode text): the append rolls back to its savepoint before it raises.
+    mine = TreeMemory()
+    await _append(engine, 1, 10, mine)
+    broken = [_event(n) for n in range(11, 81)]
+    broken[60] = broken[60].model_copy(update={"actor": "\ud800"})
+    async with make_sessionmaker(engine)() as session:
+        with pytest.raises(ValueError):
+            await append(session, broken, mine)
+        await session.commit()
+    await _append(engine, 11, 20, mine)
+    async with make_sessionmaker(engine)() as session:
+        assert await storage.tree_size(session) == 20 == (await _reference_tree(session)).size
+        records = [to_record(r) for r in (await session.execute(select(AuditEntry))).scalars()]
+        assert verify_chain(sorted(records, key=lambda r: r.seq)) == []
 
 
 class _Statements:
