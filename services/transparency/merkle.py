@@ -115,7 +115,12 @@ def root_from_nodes(size: int, get_node: GetNode) -> bytes:
 
 def inclusion_proof(index: int, size: int, get_node: GetNode) -> list[bytes]:
     """PATH(index, D[size]) (RFC 9162 2.1.3.1), nearest the leaf first."""
-    return [_fold([get_node(*node) for node in hashed]) for hashed in inclusion_nodes(index, size)]
+    return path_hashes(inclusion_nodes(index, size), get_node)
+
+
+def path_hashes(path: list[list[tuple[int, int]]], get_node: GetNode) -> list[bytes]:
+    """The hashes of a path inclusion_nodes named: each the fold of its subtrees."""
+    return [_fold([get_node(*node) for node in hashed]) for hashed in path]
 
 
 def inclusion_nodes(index: int, size: int) -> list[list[tuple[int, int]]]:

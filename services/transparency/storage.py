@@ -50,11 +50,7 @@ async def read_tiles(session: AsyncSession, *where: ColumnElement[bool]) -> dict
 
 
 def _widest(rows: Sequence[Row[Any, Any, Any]] | Sequence[Sequence[Any]]) -> dict[Tile, bytes]:
-    found: dict[Tile, bytes] = {}
-    for level, idx, hashes in rows:
-        if len(hashes) > len(found.get((level, idx), b"")):
-            found[(level, idx)] = hashes
-    return found
+    return {tile: hashes for tile, (hashes, _) in _widest_stored([(*row, None) for row in rows]).items()}
 
 
 # Built once: building a statement per proof costs more than the query it sends.
@@ -468,6 +464,7 @@ async def _read_alone(
 
 
 def _widest_stored(rows: Sequence[Sequence[Any]]) -> dict[Tile, tuple[bytes, bytes | None]]:
+    """Of rows (level, idx, hashes, inner nodes), each tile's widest with its inner nodes."""
     found: dict[Tile, tuple[bytes, bytes | None]] = {}
     for level, idx, hashes, inner in rows:
         if len(hashes) > len(found.get((level, idx), (b"",))[0]):
@@ -519,7 +516,7 @@ async def inclusion(
         raise TreeError(f"leaf {index} is not in a tree of size {size}")
     path = merkle.inclusion_nodes(index, size)
     nodes = [node for hashed in path for node in hashed]
-    return await _proof(session, size, lambda get: merkle.inclusion_proof(index, size, get), memory, nodes)
+    return await _proof(session, size, lambda get: merkle.path_hashes(path, get), memory, nodes)
 
 
 async def consistency(
