@@ -68,9 +68,7 @@ _TILES = select(_TILE.level, _TILE.idx, _TILE.hashes).where(
     tuple_(_TILE.level, _TILE.idx).in_(bindparam("tiles", expanding=True))
 )
 
-_TILES_AND_NODES = select(_TILE.level, _TILE.idx, _TILE.hashes, _TILE.nodes).where(
-    tuple_(_TILE.level, _TILE.idx).in_(bindparam("tiles", expanding=True))
-)
+_TILES_AND_NODES = _TILES.add_columns(_TILE.nodes)
 
 # The same, as one statement whatever the tiles (their levels and indexes as two arrays): what Autocommit
 # compiles once and runs straight on asyncpg.

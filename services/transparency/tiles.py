@@ -80,12 +80,17 @@ class TileNodes:
         if self._rows is None and base is not None and self.hashes.startswith(base.hashes):
             self._narrower = base
 
-    def node(self, height: int, index: int) -> bytes:
-        """Node `index` (from the tile's left) of row `height`; LookupError if the tile does not reach it."""
+    def _hashed(self) -> list[bytes]:
+        """The rows, hashed on first use (but what a narrower version hashed)."""
         if self._rows is None:
             self._rows = _rows(self.hashes, self._narrower._rows if self._narrower is not None else None)
             self._narrower = None
-        row = self._rows[height] if height < len(self._rows) else b""
+        return self._rows
+
+    def node(self, height: int, index: int) -> bytes:
+        """Node `index` (from the tile's left) of row `height`; LookupError if the tile does not reach it."""
+        rows = self._hashed()
+        row = rows[height] if height < len(rows) else b""
         if (index + 1) * HASH > len(row) or index < 0:
             raise LookupError(f"the tile holds no node {index} at height {height}")
         value = row[index * HASH : (index + 1) * HASH]
@@ -98,9 +103,7 @@ class TileNodes:
         """A full tile's rows 1-7, as stored with it: 254 hashes, row by row."""
         if len(self.hashes) != TILE_BYTES:
             raise ValueError("only a full tile's inner nodes are stored")
-        self.node(0, 0)
-        assert self._rows is not None
-        return b"".join(self._rows[1:HEIGHT])
+        return b"".join(self._hashed()[1:HEIGHT])
 
     def _climbs(self, height: int, index: int, value: bytes) -> bool:
         """Whether the stored node climbs, with its stored siblings, to the root; each stored node on the
