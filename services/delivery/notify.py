@@ -6,7 +6,7 @@ every event, and none of them owns an offset. The database stays the truth; a wa
 
 Ingest announces a delivery just before it commits the row (platform.kafka.commit_audited), so a waiter
 woken by the announcement can look before the row is there. A waiter that found nothing shortly after
-its agency's last announcement therefore looks again after `SOON_S` rather than `FALLBACK_S`.
+its agency's last announcement therefore looks again soon (`wait`) rather than after `FALLBACK_S`.
 
 Reading every delivery event costs about 1 % of the gateway's CPU under load (py-spy, 3 recipients a
 notice), so PostgreSQL LISTEN/NOTIFY, which would add a NOTIFY to every ingest commit, was not worth it.
@@ -31,7 +31,7 @@ from services.platform.kafka import KafkaAccess, Topics
 log = structlog.get_logger("gateway.notify")
 FALLBACK_S = 1.0
 RECENT_S = 0.25  # an announcement this recent may be of a row not committed yet
-SOON_S = 0.02
+SOON_S = 0.002
 RECONNECT = wait_fixed(2)
 WAKING = {EventType.notice_delivered, EventType.notice_escalated}
 
@@ -60,14 +60,16 @@ class InboxNotifier:
             self._changed.notify_all()
 
     async def wait(self, agency: str, since: int, at_most: float) -> None:
-        """Returns once the agency's version moved past `since`, or after `at_most` s (at most recheck_s;
-        at most SOON_S if the agency's last announcement was RECENT_S ago or less: its row may be next)."""
-        recent = asyncio.get_running_loop().time() - self._announced.get(agency, -RECENT_S) < RECENT_S
+        """Returns once the agency's version moved past `since`, or after `at_most` s (at most recheck_s).
+        A waiter that found nothing within RECENT_S of its agency's last announcement (its row may be
+        committed next) waits only as long again as the announcement is old, at least SOON_S: its looks
+        follow the commit closely at first, then double apart (eight looks at most)."""
+        age = asyncio.get_running_loop().time() - self._announced.get(agency, -RECENT_S)
         async with self._changed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._changed.wait_for(lambda: self._versions[agency] != since or self.draining),
-                    min(at_most, SOON_S if recent else self.recheck_s),
+                    min(at_most, max(SOON_S, age) if age < RECENT_S else self.recheck_s),
                 )
 
     async def run(self, access: KafkaAccess, topics: Topics, stop: asyncio.Event) -> None:
