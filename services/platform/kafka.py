@@ -234,7 +234,12 @@ def make_producer(access: KafkaAccess, client_id: str, request_timeout_ms: int =
         # An envelope is ~12 KB: the 16 KiB default batch holds one, so every send was its own request.
         max_batch_size=1024 * 1024,
         request_timeout_ms=request_timeout_ms,
-        linger_ms=2,
+        # No lingering: a lone send (a flash notice, its delivery, its fetch) goes at once, some 2.3 ms
+        # sooner at each of those three hops. Sends still share requests: what arrives while one is in
+        # flight to the broker waits for it (one at a time), and publish_many hands over its events
+        # before the producer runs. Measured: flash notice to a waiting long-poll 33 against 37-45 ms
+        # median; CPU per notice under load within this machine's noise of lingering 2 ms.
+        linger_ms=0,
     )
 
 
