@@ -4,9 +4,11 @@ Each gateway reads the deliveries topic from its end, with no consumer group: ev
 every event, and none of them owns an offset. The database stays the truth; a wake-up only says
 "look again", and waiters look again at least every `FALLBACK_S` even if no event comes.
 
-Ingest announces a delivery just before it commits the row (platform.kafka.commit_audited), so a waiter
-woken by the announcement can look before the row is there. A waiter that found nothing shortly after
-its agency's last announcement therefore looks again soon (`wait`) rather than after `FALLBACK_S`.
+Ingest commits an inbox row before it announces the delivery, so a waiter woken by a delivery finds
+the row. An escalation is announced before the sweep commits it (audited first, as commit_audited
+does), so a waiter woken by one (the stream shows escalations) may look before it is there: a waiter
+that found nothing shortly after its agency's last escalation looks again soon (`wait`) rather than
+after `FALLBACK_S`. Deliveries start no such looks: each would be a query of a row already handed out.
 
 Reading every delivery event costs about 1 % of the gateway's CPU under load (py-spy, 3 recipients a
 notice), so PostgreSQL LISTEN/NOTIFY, which would add a NOTIFY to every ingest commit, was not worth it.
@@ -30,16 +32,17 @@ from services.platform.kafka import KafkaAccess, Topics
 
 log = structlog.get_logger("gateway.notify")
 FALLBACK_S = 1.0
-RECENT_S = 0.25  # an announcement this recent may be of a row not committed yet
+RECENT_S = 0.25  # an announcement made before its commit, this recent, may not be committed yet
 SOON_S = 0.002
 RECONNECT = wait_fixed(2)
 WAKING = {EventType.notice_delivered, EventType.notice_escalated}
+BEFORE_COMMIT = {EventType.notice_escalated}  # announced before committed (services/ingest/main.py)
 
 
 class InboxNotifier:
     def __init__(self, recheck_s: float = FALLBACK_S) -> None:
         self._versions: dict[str, int] = defaultdict(int)
-        self._announced: dict[str, float] = {}  # the event loop's time of each agency's last bump
+        self._announced: dict[str, float] = {}  # when each agency's last announcement before commit came
         self._changed = asyncio.Condition()
         self.recheck_s = recheck_s
         self.draining = False
@@ -53,17 +56,19 @@ class InboxNotifier:
     def version(self, agency: str) -> int:
         return self._versions[agency]
 
-    async def bump(self, agency: str) -> None:
+    async def bump(self, agency: str, before_commit: bool = False) -> None:
+        """Wakes the agency's waiters; `before_commit`: what is announced may not be committed yet."""
         async with self._changed:
             self._versions[agency] += 1
-            self._announced[agency] = asyncio.get_running_loop().time()
+            if before_commit:
+                self._announced[agency] = asyncio.get_running_loop().time()
             self._changed.notify_all()
 
     async def wait(self, agency: str, since: int, at_most: float) -> None:
         """Returns once the agency's version moved past `since`, or after `at_most` s (at most recheck_s).
-        A waiter that found nothing within RECENT_S of its agency's last announcement (its row may be
-        committed next) waits only as long again as the announcement is old, at least SOON_S: its looks
-        follow the commit closely at first, then double apart (eight looks at most)."""
+        A waiter that found nothing within RECENT_S of its agency's last announcement before commit (it
+        may be committed next) waits only as long again as the announcement is old, at least SOON_S:
+        its looks follow the commit closely at first, then double apart (eight looks at most)."""
         age = asyncio.get_running_loop().time() - self._announced.get(agency, -RECENT_S)
         async with self._changed:
             with contextlib.suppress(TimeoutError):
@@ -104,7 +109,7 @@ class InboxNotifier:
         except ValidationError:
             return
         if event.type in WAKING and event.agency:
-            await self.bump(event.agency)
+            await self.bump(event.agency, event.type in BEFORE_COMMIT)
 
 
 async def _partitions(access: KafkaAccess, topics: Topics) -> list[int]:
