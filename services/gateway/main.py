@@ -9,7 +9,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from services.gateway.app import create_app
-from services.platform import tracing
+from services.platform import process, tracing
 from services.platform.logs import configure
 from services.platform.settings import Settings
 
@@ -40,6 +40,7 @@ def main() -> None:
         log_level="warning",
         timeout_graceful_shutdown=5,
     )
+    process.settle_memory()
     DrainingServer(config, app).run()
 
 
