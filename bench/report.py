@@ -495,8 +495,11 @@ def markdown(results: Results) -> str:
     out.append("\n## How it was run\n\n")
     out.append(
         "Services run as separate processes (`python -m services.gateway`, `services.ingest`, "
-        "`services.audit`) against PostgreSQL. Settings changed for the bench, because the defaults would "
-        "refuse a load test as abuse:\n\n"
+        "`services.audit`) against PostgreSQL. The load generator, which also runs the audit log's appends "
+        "and proofs in-process, settles its memory before measuring as the services do before serving "
+        "(`platform.process.settle_memory`), so its own garbage collector's passes do not count as the "
+        "stack's time. Settings changed for the bench, because the defaults would refuse a load test as "
+        "abuse:\n\n"
     )
     out.append(table(["setting", "value"], [[k, f"`{v}`"] for k, v in results.bench_settings.items()]))
     out.append("\nSizes of this run:\n\n")

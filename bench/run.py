@@ -60,6 +60,7 @@ from bench.stats import Figure
 from devstack.certs import Certificates
 from services.platform.database import ROOT, make_engine
 from services.platform.kafka import KafkaAccess
+from services.platform.process import settle_memory
 
 FIRST_NOTICES = 20  # sent before anything else, to see the stack work end to end
 
@@ -445,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                 work, infra.bootstrap, infra.database_url, certificates=infra.certificates
             ) as stack,
         ):
+            settle_memory()  # as each service does before serving (see How it was run)
             asyncio.run(measure(stack, infra, results, sizes, work, not args.no_profile))
     except BaseException:
         say(f"failed; the services' logs are kept in {work}")
