@@ -46,13 +46,18 @@ SOURCE = "deskbridge/ingest"
 Announced = list[tuple[Event, Context]]  # events, each with the trace context of the record it is about
 # A notice whose inbox rows this batch wrote: its priority and its record's broker timestamp (ms).
 Arrival = tuple[str, int]
+# A record refused, with its reason and detail: dead-lettered once the batch is durable, not before, since
+# a batch that fails (the database goes away) is handled again whole and would dead-letter it twice.
+Refused = list[tuple[ConsumerRecord[bytes, bytes], str, str]]
 
 
 @dataclass
 class NoticeHandler:
-    """Commit policy: the inbox rows are committed to the database, then the delivery events are sent,
-    then the caller commits the offset. A crash in between redelivers the record; materialise() sees the
-    same envelope already stored and only re-sends the (idempotent) events."""
+    """Commit policy: the inbox rows are committed to the database, then the refused records are
+    dead-lettered and the delivery events sent, then the caller commits the offset. A crash in between
+    redelivers the record; materialise() sees the same envelope already stored and only re-sends the
+    (idempotent) events. A batch that fails before its commit dead-letters nothing: it is handled again
+    whole, and each record it refuses is dead-lettered once."""
 
     sessions: async_sessionmaker[AsyncSession]
     publisher: EventPublisher
@@ -63,24 +68,28 @@ class NoticeHandler:
     metrics: Metrics = field(default_factory=Metrics)
 
     async def __call__(self, records: Batch) -> None:
-        # The batch's rows commit before its events go out, and both before the caller commits the
-        # offsets: a crash in between redelivers, and the same rows and event ids are recognised.
+        # The batch's rows commit before its dead letters and events go out, and all before the caller
+        # commits the offsets: a crash in between redelivers, and the same rows and event ids are recognised.
         # The directory is read as of the batch's start: a key revoked later refuses the next batch.
         # Each record's work, and what it sends, continues its trace (the consume loop's spans).
         events: Announced = []
         arrived: list[Arrival] = []
+        refused: Refused = []
         if self.one_transaction_per_batch:
             async with self.sessions() as session:
                 directory = await self.directory.view(session)
-                events = await self._batch(records, directory, session, arrived)
+                events = await self._batch(records, directory, session, arrived, refused)
                 await session.commit()
             self._timed(arrived)
         else:
             async with self.sessions() as session:
                 directory = await self.directory.view(session)
             for record in records:
-                events += await self.handle(record, directory, arrived)
+                events += await self.handle(record, directory, arrived, refused)
                 self._timed(arrived)  # each record's rows commit on their own
+        for record, reason, detail in refused:
+            with tracing.within(record):
+                await self.dead_letter(record, reason, detail)
         await self.publisher.publish_traced(events, SOURCE)
 
     def _timed(self, arrived: list[Arrival]) -> None:
@@ -90,7 +99,12 @@ class NoticeHandler:
         arrived.clear()
 
     async def _batch(
-        self, records: Batch, directory: DirectoryView, session: AsyncSession, arrived: list[Arrival]
+        self,
+        records: Batch,
+        directory: DirectoryView,
+        session: AsyncSession,
+        arrived: list[Arrival],
+        refused: Refused,
     ) -> Announced:
         """The batch in Kafka order. Plain notices (the bulk of traffic) are verified one by one and then
         written together; a recall, reply or forward first writes the run before it, since it may refer
@@ -110,12 +124,12 @@ class NoticeHandler:
                     except TRANSIENT:
                         raise
                     except Exception as exc:  # a poison record must never stop the partition
-                        await self._refuse(record, exc)
+                        _refuse(record, exc, refused)
                         continue
-            events += await self._write(run, directory, session, arrived, first)
+            events += await self._write(run, directory, session, arrived, refused, first)
             first, run = False, []
-            events += await self.handle(record, directory, arrived, session)
-        return events + await self._write(run, directory, session, arrived, first)
+            events += await self.handle(record, directory, arrived, refused, session)
+        return events + await self._write(run, directory, session, arrived, refused, first)
 
     async def _write(
         self,
@@ -123,6 +137,7 @@ class NoticeHandler:
         directory: DirectoryView,
         session: AsyncSession,
         arrived: list[Arrival],
+        refused: Refused,
         first: bool,
     ) -> Announced:
         """Writes a run together. The batch's first writes need no savepoint (two round trips): were they
@@ -142,13 +157,13 @@ class NoticeHandler:
                 await session.rollback()
             events: Announced = []
             for record, _ in run:
-                events += await self.handle(record, directory, arrived, session)
+                events += await self.handle(record, directory, arrived, refused, session)
             return events
         events = []
         for (record, envelope), outcome in zip(run, outcomes, strict=True):
             with tracing.within(record):
                 if isinstance(outcome, EnvelopeError):
-                    await self.dead_letter(record, outcome.code, outcome.detail)
+                    refused.append((record, outcome.code, outcome.detail))
                 else:
                     events += tracing.in_current_context(_delivered(record, envelope, outcome, arrived))
         return events
@@ -158,11 +173,12 @@ class NoticeHandler:
         record: ConsumerRecord[bytes, bytes],
         directory: DirectoryView,
         arrived: list[Arrival],
+        refused: Refused,
         shared: AsyncSession | None = None,
     ) -> Announced:
-        """Routes one record; returns the events its delivery announces (none for a dead letter) and
-        adds a notice it wrote to `arrived`. With a `shared` session its writes go in a savepoint of the
-        batch's transaction."""
+        """Routes one record; returns the events its delivery announces (none for a refused record) and
+        adds a notice it wrote to `arrived`, a record it refuses to `refused`. With a `shared` session its
+        writes go in a savepoint of the batch's transaction."""
         with tracing.within(record):
             try:
                 if header_value(list(record.headers), "ce_type") == RECALL_TYPE:
@@ -172,17 +188,9 @@ class NoticeHandler:
             except TRANSIENT:
                 raise
             except Exception as exc:  # a poison record must never stop the partition
-                await self._refuse(record, exc)
+                _refuse(record, exc, refused)
                 return []
             return tracing.in_current_context(events)
-
-    async def _refuse(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
-        """Dead-letters a record with the reason `exc` gives; called while `exc` is being handled."""
-        if isinstance(exc, Error):
-            await self.dead_letter(record, exc.code, exc.detail)
-        else:
-            log.exception("unexpected failure on a record", topic=record.topic, offset=record.offset)
-            await self.dead_letter(record, "internal_error", type(exc).__name__)
 
     @asynccontextmanager
     async def _unit(self, shared: AsyncSession | None) -> AsyncIterator[AsyncSession]:
@@ -246,6 +254,15 @@ class NoticeHandler:
         self.metrics.dead_lettered(
             reason, notice=header_value(list(record.headers), "ce_type") != RECALL_TYPE
         )
+
+
+def _refuse(record: ConsumerRecord[bytes, bytes], exc: Exception, refused: Refused) -> None:
+    """Adds the record to `refused` with the reason `exc` gives; called while `exc` is being handled."""
+    if isinstance(exc, Error):
+        refused.append((record, exc.code, exc.detail))
+    else:
+        log.exception("unexpected failure on a record", topic=record.topic, offset=record.offset)
+        refused.append((record, "internal_error", type(exc).__name__))
 
 
 def _delivered(

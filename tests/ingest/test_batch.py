@@ -1,5 +1,6 @@
 """Ingest's batch path on PostgreSQL without Kafka: a run that meets a notice another consumer stored
-meanwhile is refused as a whole and goes one at a time, writing each inbox row once."""
+meanwhile is refused as a whole and goes one at a time, writing each inbox row once; a batch the database
+fails is handled again whole and dead-letters each refused record once."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from sqlalchemy import func, select
 
 from schemas.events import Event, EventType, fact_id
 from services.delivery.models import Delivery, NoticeRow
-from services.delivery.service import RecordRef, materialise
+from services.delivery.service import RecordRef, materialise, materialise_many
 from services.envelope.service import Freshness, parse_envelope
+from services.ingest import handler as ingest_handler
 from services.ingest.handler import NoticeHandler
 from services.notices.service import RECALL_TYPE
 from services.platform.database import make_engine, make_sessionmaker
+from services.platform.errors import DatabaseUnavailable
 from services.platform.kafka import DLQ_REASON, EventPublisher, KafkaAccess, Topics, header_value
 from tests.delivery.test_service import _directory, _envelope
 
@@ -90,5 +93,44 @@ async def test_a_run_meeting_a_notice_stored_meanwhile_goes_one_at_a_time(
             )
             assert per_notice == {ids[0]: 2, ids[1]: 2}
             assert (await session.execute(select(func.count()).select_from(NoticeRow))).scalar_one() == 2
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["one-transaction", "per-record"])
+async def test_a_batch_the_database_fails_dead_letters_its_refused_records_once(
+    stack_db: str, batched: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database goes away after a poison record was refused and before the batch's rows are written:
+    the consume loop hands the same batch in again once it is back. The poison record is dead-lettered
+    once, after the rows are durable, not once per attempt (the fault scenarios found it twice)."""
+    engine = make_engine(stack_db)
+    sessions = make_sessionmaker(engine)
+    try:
+        keys = await _directory(engine)
+        envelope = _envelope(keys)
+        records = [_record(1, b"not json"), _record(2, envelope)]
+        announcer = Announcer()
+        handler = NoticeHandler(sessions, announcer, Freshness.of(300, 30), one_transaction_per_batch=batched)
+        failures = [DatabaseUnavailable("the database went away")]
+
+        async def flaky(write: object, *args: object, **kwargs: object) -> object:
+            if failures:
+                raise failures.pop()
+            return await write(*args, **kwargs)  # type: ignore[operator]
+
+        real_one, real_many = ingest_handler.materialise, materialise_many
+        monkeypatch.setattr(ingest_handler, "materialise", lambda *a, **k: flaky(real_one, *a, **k))
+        monkeypatch.setattr(ingest_handler, "materialise_many", lambda *a, **k: flaky(real_many, *a, **k))
+        with pytest.raises(DatabaseUnavailable):
+            await handler(records)
+        assert announcer.dead_letters == [] and announcer.events == []  # nothing sent for a failed batch
+        await handler(records)  # as the consume loop retries it
+
+        assert announcer.dead_letters == ["malformed"]
+        notice_id = str(parse_envelope(envelope).routing.notice_id)
+        assert [e.event_id for e in announcer.events] == [
+            fact_id(EventType.notice_delivered, notice_id, r) for r in ("kh-cnp", "aseanapol")
+        ]
     finally:
         await engine.dispose()
