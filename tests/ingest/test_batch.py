@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 from aiokafka import ConsumerRecord
@@ -114,10 +114,10 @@ async def test_a_batch_the_database_fails_dead_letters_its_refused_records_once(
         handler = NoticeHandler(sessions, announcer, Freshness.of(300, 30), one_transaction_per_batch=batched)
         failures = [DatabaseUnavailable("the database went away")]
 
-        async def flaky(write: object, *args: object, **kwargs: object) -> object:
+        async def flaky(write: Callable[..., Awaitable[object]], *args: object, **kwargs: object) -> object:
             if failures:
                 raise failures.pop()
-            return await write(*args, **kwargs)  # type: ignore[operator]
+            return await write(*args, **kwargs)
 
         real_one, real_many = ingest_handler.materialise, materialise_many
         monkeypatch.setattr(ingest_handler, "materialise", lambda *a, **k: flaky(real_one, *a, **k))
