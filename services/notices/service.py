@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy import Text, bindparam, func, insert, select, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
@@ -97,10 +98,18 @@ async def accept_envelope(intake: Intake, raw: bytes, caller: str) -> Submission
     return submission
 
 
-# Both tables in one statement, since this runs on every POST: the gateway's record and ingest's.
+# Both tables in one statement, since this runs on every POST: the gateway's record and ingest's. On
+# PostgreSQL the POSTs that arrive together ask in one statement (Autocommit.first_together).
 EARLIER = select(
+    bindparam("id"),
     select(Submission.envelope_sha256).where(Submission.notice_id == bindparam("id")).scalar_subquery(),
     select(NoticeRow.envelope_sha256).where(NoticeRow.notice_id == bindparam("id")).scalar_subquery(),
+)
+_ASKED = func.unnest(bindparam("id", type_=ARRAY(Text))).table_valued("id").render_derived(name="asked")
+EARLIER_EACH = select(
+    _ASKED.c.id,
+    select(Submission.envelope_sha256).where(Submission.notice_id == _ASKED.c.id).scalar_subquery(),
+    select(NoticeRow.envelope_sha256).where(NoticeRow.notice_id == _ASKED.c.id).scalar_subquery(),
 )
 COLUMNS = tuple(column.key for column in Submission.__table__.columns)
 SUBMISSION = select(*Submission.__table__.columns).where(Submission.notice_id == bindparam("id"))
@@ -114,7 +123,7 @@ async def _same_again(database: Autocommit, envelope: ParsedEnvelope) -> Submiss
     """A client whose answer was lost may post the very same bytes again and get the same 202; any other
     envelope reusing a notice id is refused."""
     notice_id = str(envelope.routing.notice_id)
-    earlier = await database.first(EARLIER, {"id": notice_id})
+    earlier = await database.first_together(EARLIER, {"id": notice_id}, EARLIER_EACH)
     submitted_sha, stored_sha = earlier if earlier is not None else (None, None)
     if submitted_sha == envelope.sha256:
         return await _recorded(database, notice_id)

@@ -190,6 +190,31 @@ class Autocommit:
         )
         return row
 
+    async def first_together(
+        self, statement: Executable, params: Mapping[str, Any], each: Executable
+    ) -> Sequence[Any] | None:
+        """first() of `statement`, which takes one parameter (a key), less its first column. On PostgreSQL
+        the callers that arrive while one read is out share the next one, as `each`: the same read for a
+        list of keys, given under that parameter's name, whose rows start with the key they answer (a key
+        without a row: None). A burst costs a round trip per group instead of per caller; no caller is
+        handed a read that began before it arrived."""
+        [(name, key)] = params.items()
+        if not self._direct:
+            alone = await self.first(statement, params)
+            return tuple(alone)[1:] if alone is not None else None
+
+        async def read(callers: list[Waiting]) -> None:
+            keys = list(dict.fromkeys(asked[name] for asked, _ in callers))
+            found = {row[0]: tuple(row)[1:] for row in await self.all(each, {name: keys})}
+            for asked, done in callers:
+                if not done.done():
+                    done.set_result(found.get(asked[name]))
+
+        row: Sequence[Any] | None = await _together(
+            self._groups.setdefault(("each", each), _Group()), {name: key}, read
+        )
+        return row
+
     async def _run_many(self, statement: Executable, rows: list[Mapping[str, Any]]) -> None:
         if len(rows) == 1:
             return await self.run(statement, rows[0])

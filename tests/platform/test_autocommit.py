@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notices.models import Submission
+from services.notices.service import EARLIER, EARLIER_EACH
 from services.platform.database import Autocommit
 from services.platform.errors import DatabaseUnavailable
 
@@ -144,5 +145,47 @@ async def test_statements_built_per_call_answer_right_and_are_not_remembered_for
             query = select(Submission.kafka_partition + n).where(Submission.notice_id == "n-1")
             assert tuple(await database.first(query, {}) or ()) == (2 + n,)
         assert len(database._compiled) <= 256
+    finally:
+        await database.close()
+
+
+async def test_reads_together_answer_each_caller_its_own_key(engine: AsyncEngine) -> None:
+    """The duplicate check of every POST is read this way: callers that arrive together share a statement,
+    each answered for its own notice id (a repeated id, an unknown one), as if each had read alone."""
+    database = Autocommit(engine)
+    try:
+        await database.run(RECORD, _row("n-1"))
+        await database.run(RECORD, {**_row("n-2"), "envelope_sha256": "cd" * 32})
+        asked = ["n-1", "unknown", "n-2", "n-1"]
+        rows = await asyncio.gather(
+            *(database.first_together(EARLIER, {"id": i}, EARLIER_EACH) for i in asked)
+        )
+        answers = [tuple(row) if row is not None else None for row in rows]
+        assert answers == [("ab" * 32, None), (None, None), ("cd" * 32, None), ("ab" * 32, None)]
+        alone = [await database.first_together(EARLIER, {"id": i}, EARLIER_EACH) for i in asked]
+        assert [tuple(row) if row is not None else None for row in alone] == answers
+    finally:
+        await database.close()
+
+
+async def test_reads_together_start_after_every_caller_they_answer(engine: AsyncEngine) -> None:
+    """A caller arriving while a read is out waits for the next one, with the others that arrived meanwhile,
+    never for the read already out (it could miss a row committed just before the caller asked)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a read slow enough to overlap needs pg_sleep")
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE SEQUENCE keyed_reads"))
+    each = text(  # each read takes the next number once, whatever the keys asked
+        "SELECT asked.id, (SELECT nextval('keyed_reads')), (SELECT pg_sleep(0.3)) "
+        "FROM unnest(CAST(:id AS text[])) AS asked(id)"
+    )
+    single = select(bindparam("id"), func.nextval("keyed_reads"), func.pg_sleep(0.3))
+    database = Autocommit(engine)
+    try:
+        first = asyncio.create_task(database.first_together(single, {"id": "a"}, each))
+        await asyncio.sleep(0.1)  # its read is out
+        later = [asyncio.create_task(database.first_together(single, {"id": k}, each)) for k in "bcb"]
+        rows = [await task for task in (first, *later)]
+        assert [row[0] if row is not None else None for row in rows] == [1, 2, 2, 2]
     finally:
         await database.close()
