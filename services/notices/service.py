@@ -101,7 +101,6 @@ async def accept_envelope(intake: Intake, raw: bytes, caller: str) -> Submission
 # Both tables in one statement, since this runs on every POST: the gateway's record and ingest's. On
 # PostgreSQL the POSTs that arrive together ask in one statement (Autocommit.first_together).
 EARLIER = select(
-    bindparam("id"),
     select(Submission.envelope_sha256).where(Submission.notice_id == bindparam("id")).scalar_subquery(),
     select(NoticeRow.envelope_sha256).where(NoticeRow.notice_id == bindparam("id")).scalar_subquery(),
 )

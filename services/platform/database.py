@@ -193,15 +193,14 @@ class Autocommit:
     async def first_together(
         self, statement: Executable, params: Mapping[str, Any], each: Executable
     ) -> Sequence[Any] | None:
-        """first() of `statement`, which takes one parameter (a key), less its first column. On PostgreSQL
-        the callers that arrive while one read is out share the next one, as `each`: the same read for a
-        list of keys, given under that parameter's name, whose rows start with the key they answer (a key
+        """first() of `statement`, which takes one parameter (a key). On PostgreSQL the callers that arrive
+        while one read is out share the next one, as `each`: the same read for a list of keys, given under
+        that parameter's name, whose rows are `statement`'s with the key they answer put first (a key
         without a row: None). A burst costs a round trip per group instead of per caller; no caller is
         handed a read that began before it arrived."""
         [(name, key)] = params.items()
         if not self._direct:
-            alone = await self.first(statement, params)
-            return tuple(alone)[1:] if alone is not None else None
+            return await self.first(statement, params)
 
         async def read(callers: list[Waiting]) -> None:
             keys = list(dict.fromkeys(asked[name] for asked, _ in callers))
