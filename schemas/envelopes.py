@@ -9,8 +9,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 
 from schemas.notices import AgencyId, AwareDatetime, CaseRef, NoticeType, Priority, Recipients, Tlp
 
+B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"  # RFC 4648 section 5
 B64URL_PATTERN = r"^[A-Za-z0-9_-]*$"
-_B64URL_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"  # RFC 4648 section 5
+_B64URL_BYTES = B64URL_ALPHABET.encode("ascii")
 
 
 def _b64url_alphabet(value: str) -> str:

@@ -32,6 +32,7 @@ from joserfc.registry import HeaderParameter
 from pydantic import BaseModel, ValidationError
 
 from schemas.envelopes import (
+    B64URL_ALPHABET,
     ENVELOPE_TYP,
     SEALED_TYP,
     SIGNED_TYP,
@@ -115,7 +116,6 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"  # RFC 4648 section 5
 # The last character of a canonical base64url string whose length is 2 or 3 modulo 4 carries 4 or 2 unused
 # low bits, all zero (RFC 4648 section 3.5): these are the characters that may end such a string.
 _LAST_OF_2 = frozenset(B64URL_ALPHABET[::16])
