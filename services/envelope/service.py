@@ -10,7 +10,6 @@ An envelope is three standard layers (docs/envelope.md):
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -145,7 +144,7 @@ def _b64url_decode(value: str) -> bytes:
             data = pybase64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
             if len(data) == len(value) * 3 // 4:
                 return data
-    except (ValueError, binascii.Error):  # also not ASCII
+    except ValueError:  # binascii.Error is one, and so is a value not in ASCII
         pass
     raise EnvelopeError("malformed", "a base64url field is not in canonical unpadded form")
 
