@@ -4,7 +4,7 @@ agency's own key rotation and revocation; credential rotation; the administrator
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Annotated
 
@@ -68,47 +68,58 @@ Directory = Annotated[DirectoryView, Depends(directory_view)]
 _bearer = HTTPBearer(auto_error=False, description="A deskbridge credential: `Authorization: Bearer dbk_…`")
 
 
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
 def require(
     *roles: str, by_signature: bool = True, by_bearer: bool = True
 ) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that authenticates the caller and admits only the given roles.
+    """A dependency that authenticates the caller and admits only the given roles (see `authenticate`)."""
+
+    async def dependency(request: Request, directory: Directory, credentials: Bearer) -> Principal:
+        return await authenticate(request, directory, credentials, roles, by_signature, by_bearer)
+
+    return dependency
+
+
+async def authenticate(
+    request: Request,
+    directory: DirectoryView,
+    credentials: HTTPAuthorizationCredentials | None,
+    roles: Sequence[str],
+    by_signature: bool = True,
+    by_bearer: bool = True,
+) -> Principal:
+    """The caller, if it is one of `roles`; AuthError otherwise.
 
     A bearer credential works for every role unless `by_bearer` is off; where the agency role is admitted
     and `by_signature`, an agency may sign the request with its own directory key instead (RFC 9421,
     httpsig.py).
     """
     signable = by_signature and "agency" in roles
-
-    async def dependency(
-        request: Request,
-        directory: Directory,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Principal:
-        if credentials is None and "signature-input" in request.headers:
-            if not signable:
-                raise AuthError("this route takes a bearer credential, not a signature")
-            principal = await _signed_principal(request)
-        elif credentials is None:
-            needed = (
-                "a request signature"
-                if not by_bearer
-                else "a bearer credential or a request signature"
-                if signable
-                else "a bearer credential"
-            )
-            raise AuthError(f"{needed} is required")
-        elif not by_bearer:
-            raise AuthError("this route takes a request signed with the agency's key")
-        else:
-            found = directory.authenticate(credentials.credentials)
-            if found is None:
-                raise AuthError("the credential is not valid")
-            principal = found
-        if principal.role not in roles:
-            raise AuthError(f"this needs the {' or '.join(roles)} role", "forbidden")
-        return principal
-
-    return dependency
+    if credentials is None and "signature-input" in request.headers:
+        if not signable:
+            raise AuthError("this route takes a bearer credential, not a signature")
+        principal = await _signed_principal(request)
+    elif credentials is None:
+        needed = (
+            "a request signature"
+            if not by_bearer
+            else "a bearer credential or a request signature"
+            if signable
+            else "a bearer credential"
+        )
+        raise AuthError(f"{needed} is required")
+    elif not by_bearer:
+        raise AuthError("this route takes a request signed with the agency's key")
+    else:
+        found = directory.authenticate(credentials.credentials)
+        if found is None:
+            raise AuthError("the credential is not valid")
+        principal = found
+    if principal.role not in roles:
+        raise AuthError(f"this needs the {' or '.join(roles)} role", "forbidden")
+    return principal
 
 
 def _target_uri(request: Request) -> str:
@@ -145,6 +156,10 @@ async def _signed_principal(request: Request) -> Principal:
 
 
 async def freshness(request: Request) -> Freshness:
+    return freshness_of(request)
+
+
+def freshness_of(request: Request) -> Freshness:
     value: Settings = request.app.state.settings
     return Freshness.of(value.freshness_s, value.clock_skew_s)
 
