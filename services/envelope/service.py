@@ -177,12 +177,17 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return value
 
 
+# One decoder for every header (it keeps no state between calls): json.loads with a hook builds a new one
+# per call, which costs more than decoding a header.
+_HEADER_JSON = json.JSONDecoder(object_pairs_hook=_unique_members)
+
+
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     """A small JSON object (a protected header) in UTF-8, as the envelope's own JSON must be; a member
     named twice is refused, not resolved, so no two readers of one header can disagree on what it says
     (docs/envelope.md 4.4)."""
     try:
-        value = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_members)
+        value = _HEADER_JSON.decode(data.decode("utf-8"))
     except RecursionError as exc:
         raise EnvelopeError("malformed", f"{what} is nested too deeply") from exc
     except _DuplicateMember as exc:
