@@ -9,7 +9,7 @@ import contextlib
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import bindparam, func, insert, select, text
+from sqlalchemy import Executable, bindparam, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -187,5 +187,81 @@ async def test_reads_together_start_after_every_caller_they_answer(engine: Async
         later = [asyncio.create_task(database.first_together(single, {"id": k}, each)) for k in "bcb"]
         rows = [await task for task in (first, *later)]
         assert [row[0] if row is not None else None for row in rows] == [1, 2, 2, 2]
+    finally:
+        await database.close()
+
+
+PID = select(text("pg_backend_pid()"))
+SLOW_PID = select(text("pg_backend_pid()"), func.pg_sleep(0.2))
+
+
+async def _pid(database: Autocommit, statement: Executable = PID) -> int:
+    row = await database.first(statement, {})
+    assert row is not None
+    return int(row[0])
+
+
+async def test_statements_share_at_most_the_connections_allowed_and_each_waits_its_turn(
+    engine: AsyncEngine,
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("Autocommit keeps connections of its own on PostgreSQL only")
+    database = Autocommit(engine, pool_size=2)
+    try:
+        pids = await asyncio.gather(*(_pid(database, SLOW_PID) for _ in range(6)))
+        assert len(set(pids)) == 2  # six statements, two connections: four waited for one
+        # The connection used last is used next (its statement cache is warm), again and again.
+        assert len({await _pid(database) for _ in range(5)}) == 1
+    finally:
+        await database.close()
+
+
+async def test_a_refused_statement_keeps_its_connection_and_a_cancelled_one_does_not(
+    engine: AsyncEngine,
+) -> None:
+    """A statement PostgreSQL refused leaves its connection sound. One whose caller gave up while its
+    answer was on the way may still get that answer: that connection is closed, never handed on."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("Autocommit keeps connections of its own on PostgreSQL only")
+    database = Autocommit(engine, pool_size=1)
+    try:
+        await database.run(RECORD, _row("n-1"))
+        before = await _pid(database)
+        with pytest.raises(IntegrityError):
+            await database.run(RECORD, _row("n-1"))
+        assert await _pid(database) == before
+        slow = asyncio.create_task(database.first(select(func.pg_sleep(5)), {}))
+        await asyncio.sleep(0.3)  # its statement is out
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        after = await asyncio.wait_for(_pid(database), 3)  # not the 5 s the cancelled sleep had left
+        assert after != before
+        assert tuple(await database.first(BOTH, {"id": "n-1"}) or ()) == ("kh-cnp", AT)
+    finally:
+        await database.close()
+
+
+async def test_a_caller_that_gives_up_waiting_for_a_connection_takes_no_turn(engine: AsyncEngine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("Autocommit keeps connections of its own on PostgreSQL only")
+    database = Autocommit(engine, pool_size=1)
+    try:
+        busy = asyncio.create_task(_pid(database, SLOW_PID))
+        await asyncio.sleep(0.05)
+        waiting = [asyncio.create_task(_pid(database)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        waiting[0].cancel()  # gives up while waiting: the two behind it still get their turn
+        pids = {await busy, *[await task for task in waiting[1:]]}
+        assert len(pids) == 1
+        assert waiting[0].cancelled()
+        closing = asyncio.create_task(_pid(database, SLOW_PID))
+        await asyncio.sleep(0.05)
+        late = asyncio.create_task(_pid(database))
+        await asyncio.sleep(0.05)
+        await database.close()  # a caller still waiting is told the database is gone, not left hanging
+        with pytest.raises(DatabaseUnavailable):
+            await asyncio.wait_for(late, 3)
+        assert await closing in pids  # the statement already out is answered
     finally:
         await database.close()
