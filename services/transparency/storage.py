@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
-from sqlalchemy import ColumnElement, Row, bindparam, delete, insert, select, text, tuple_
+from sqlalchemy import ColumnElement, Executable, Row, bindparam, delete, func, insert, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from services.platform.database import Autocommit
@@ -79,6 +79,18 @@ _TILES_LISTED = text(
     "SELECT t.level, t.idx, t.hashes, t.nodes FROM unnest(CAST(:levels AS smallint[]), "
     "CAST(:idxs AS bigint[])) AS w(level, idx) JOIN tlog_tiles t ON t.level = w.level AND t.idx = w.idx"
 )
+
+
+# One full tile's nodes on a leaf's path up it: the pair at the bottom (the leaf's hash and its sibling's)
+# and the sibling in each row above, cut out in the database. The values are stored out of line (TOAST),
+# where a slice reads only the chunks it covers: about half of what the whole tile and its inner nodes
+# take (measured at 10^7 entries, a read's p90: 0.63 against 1.3 ms, on a busy machine).
+_PATH = select(
+    func.substr(_TILE.hashes, bindparam("pair"), 2 * tiles.HASH),
+    *(func.substr(_TILE.nodes, bindparam(f"row{h}"), tiles.HASH) for h in range(1, HEIGHT)),
+).where(_TILE.level == bindparam("level"), _TILE.idx == bindparam("idx"), _TILE.width == tiles.WIDTH)
+# Where each row of a full tile's inner nodes starts in `nodes` (TileNodes.inner: rows 1-7, in order).
+_ROW_AT = [0, *(sum((tiles.WIDTH >> k) * tiles.HASH for k in range(1, h)) for h in range(1, HEIGHT))]
 
 
 async def read_tiles_at(session: AsyncSession | AsyncConnection, wanted: set[Tile]) -> dict[Tile, bytes]:
@@ -232,9 +244,15 @@ def _tiles_read_by(compute: Callable[[merkle.GetNode], Any]) -> set[Tile]:
 _ZERO = bytes(merkle.HASH_SIZE)
 
 
+class Nodes(Protocol):
+    """What a proof reads a tile's nodes from: the whole tile (TileNodes), or a path up it (_Path)."""
+
+    def node(self, height: int, index: int) -> bytes: ...
+
+
 def _run(
     compute: Callable[[merkle.GetNode], T],
-    found: dict[Tile, tiles.TileNodes],
+    found: Mapping[Tile, Nodes],
     lookup: Callable[[Tile], tiles.TileNodes | None] | None = None,
 ) -> T:
     """`compute` over the nodes of the tiles `found`; a tile not there is asked of `lookup` (and kept),
@@ -247,6 +265,7 @@ def _run(
             nodes = lookup(tile)
             if nodes is None:
                 return _ZERO
+            assert isinstance(found, dict)
             found[tile] = nodes
         height = level % HEIGHT
         try:
@@ -386,7 +405,7 @@ async def _proof(
     if known is None or size > known.size:
         _check_size(size, await tree_size(session), "size")
         known = None
-    found: dict[Tile, tiles.TileNodes] = {}
+    found: dict[Tile, Nodes] = {}
     missing: set[Tile] = set()
 
     def held(tile: Tile) -> tiles.TileNodes | None:
@@ -409,6 +428,15 @@ async def _proof(
                 found[tile] = nodes_held
     if not missing and known is not None:
         return first if first is not None else _run(compute, found)
+    if nodes is not None and known is not None and len(missing) == 1:
+        # The usual proof in a large log: every tile in memory but the full one under the leaf. Its nodes
+        # on the leaf's path are read alone, and used once they climb to its root, held above it.
+        [tile] = missing
+        over = held(_above(tile))
+        path = await _read_path(session, tile, nodes, over, memory.reader) if over else None
+        if path is not None:
+            found[tile] = path
+            return _run(compute, found)
 
     edge = tiles.partial_tiles(size) if known is None else {}
     wanted = missing | {(level, idx) for level, (idx, _) in edge.items()}
@@ -418,22 +446,21 @@ async def _proof(
     read = await _read_alone(session, wanted, memory.reader)
     for tile, (hashes, inner) in read.items():
         above = _above(tile)
-        hashes_above = read[above][0] if above in read else getattr(held(above), "hashes", b"")
-        at = (tile[1] % tiles.WIDTH) * tiles.HASH
-        root = hashes_above[at : at + tiles.HASH]
-        if inner is not None and len(root) == tiles.HASH:
-            found[tile] = tiles.TileNodes(hashes, inner, root)
+        root = _root(tile, read[above][0] if above in read else getattr(held(above), "hashes", b""))
+        if inner is not None and root is not None:
+            nodes_read = tiles.TileNodes(hashes, inner, root)
         else:  # none stored, or no root to check them against: hashed, as before they were stored
-            found[tile] = tiles.TileNodes(hashes)
+            nodes_read = tiles.TileNodes(hashes)
+        found[tile] = nodes_read
         if len(hashes) == tiles.TILE_BYTES:
-            memory.full.put(tile, found[tile])
+            memory.full.put(tile, nodes_read)
     if known is None and all((level, idx) in read for level, (idx, _) in edge.items()):
         cut = {
             level: (idx, read[(level, idx)][0][: width * tiles.HASH]) for level, (idx, width) in edge.items()
         }
         memory.learn(_Known.of(size, cut))
     proof = first if first is not None and not missing else _run(compute, found)
-    if distrusted := sorted(tile for tile in read if found[tile].distrusted):
+    if distrusted := sorted(tile for tile in read if getattr(found[tile], "distrusted", False)):
         log.warning("tile_nodes_distrusted", tiles=distrusted, detail="hashed from the tiles' hashes")
     return proof
 
@@ -441,6 +468,64 @@ async def _proof(
 def _above(tile: Tile) -> Tile:
     """The tile that holds this tile's root (tree level 8L + 8)."""
     return tile[0] + 1, tile[1] >> HEIGHT
+
+
+def _root(tile: Tile, hashes_above: bytes) -> bytes | None:
+    """The tile's root, from the hashes of the tile above it, if they reach it."""
+    at = (tile[1] % tiles.WIDTH) * tiles.HASH
+    root = hashes_above[at : at + tiles.HASH]
+    return root if len(root) == tiles.HASH else None
+
+
+class _Path:
+    """A full tile's nodes on one path up it, and nothing else: (height, index in its row) -> hash."""
+
+    __slots__ = ("_nodes",)
+
+    def __init__(self, nodes: dict[tuple[int, int], bytes]) -> None:
+        self._nodes = nodes
+
+    def node(self, height: int, index: int) -> bytes:
+        found = self._nodes.get((height, index))
+        if found is None:
+            raise LookupError(f"the path read holds no node {index} at height {height}")
+        return found
+
+
+async def _read_path(
+    session: AsyncSession,
+    tile: Tile,
+    nodes: Sequence[tuple[int, int]],
+    above: tiles.TileNodes,
+    reader: Autocommit | None,
+) -> _Path | None:
+    """The tile's nodes among `nodes` (tree level, index), read alone, if they are the siblings up one
+    path through the whole tile (an inclusion proof's below its fork) and the path they make from its
+    bottom climbs to the tile's root in `above`; else None, and the caller reads the tile whole (which
+    also says, and logs, when its stored nodes do not climb)."""
+    root = _root(tile, above.hashes)
+    level, index = tile
+    mine = {(lv - HEIGHT * level, idx) for lv, idx in nodes if tiles.node_tile(lv, idx)[0] == tile}
+    bottom = [idx for height, idx in mine if height == 0]
+    if root is None or len(bottom) != 1:
+        return None
+    start = (bottom[0] ^ 1) - (index << HEIGHT)  # the path's node in the bottom row, from the tile's left
+    if mine != {(h, ((start >> h) ^ 1) + (index << (HEIGHT - h))) for h in range(HEIGHT)}:
+        return None
+    params = {"level": level, "idx": index, "pair": (start & ~1) * tiles.HASH + 1}
+    params.update({f"row{h}": _ROW_AT[h] + ((start >> h) ^ 1) * tiles.HASH + 1 for h in range(1, HEIGHT)})
+    row = await _first_alone(session, _PATH, params, reader)
+    if row is None or any(value is None for value in row):  # no full row, or no inner nodes stored with it
+        return None
+    pair, siblings = bytes(row[0]), [bytes(value) for value in row[1:]]
+    own = pair[(start & 1) * tiles.HASH :][: tiles.HASH]
+    path = {(0, start): own, (0, start ^ 1): pair[((start & 1) ^ 1) * tiles.HASH :][: tiles.HASH]}
+    path.update({(h, (start >> h) ^ 1): sibling for h, sibling in enumerate(siblings, start=1)})
+    value = own
+    for h in range(HEIGHT):
+        sibling = path[(h, (start >> h) ^ 1)]
+        value = merkle.node_hash(sibling, value) if (start >> h) & 1 else merkle.node_hash(value, sibling)
+    return _Path(path) if value == root and len(pair) == 2 * tiles.HASH else None
 
 
 async def _read_alone(
@@ -465,6 +550,21 @@ async def _read_alone(
     async with engine.connect() as connection:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
         return _widest_stored((await connection.execute(_TILES_AND_NODES, {"tiles": sorted(wanted)})).all())
+
+
+async def _first_alone(
+    session: AsyncSession, statement: Executable, params: dict[str, Any], reader: Autocommit | None
+) -> Sequence[Any] | None:
+    """The first row of a read of what never changes once written, as _read_alone reads tiles: in the
+    session's transaction if one is open, else on a connection of its own in autocommit."""
+    engine = session.bind
+    if session.in_transaction() or not isinstance(engine, AsyncEngine):
+        return (await session.execute(statement, params)).first()
+    if reader is not None and reader.engine.dialect.name == "postgresql":
+        return await reader.first(statement, params)
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        return (await connection.execute(statement, params)).first()
 
 
 def _widest_stored(rows: Sequence[Sequence[Any]]) -> dict[Tile, tuple[bytes, bytes | None]]:

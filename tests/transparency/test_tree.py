@@ -253,7 +253,8 @@ async def test_proofs_from_memory_are_those_of_the_stored_tiles(engine: AsyncEng
                 proof = await storage.consistency(session, old, at, tree)
                 stored = await storage.with_nodes(session, partial(merkle.consistency_proof, old, at))
                 assert proof == stored == merkle.consistency_proof(old, at, reference.get_node)
-        # Full tiles leave the bounded cache least recently used first and are read again when needed.
+        # A leaf in a full tile not in memory: its path up that tile is read alone (one statement) and
+        # checked against the tile's root held above it; the tile is not kept, only its path was read.
         tree.full.capacity = 1
         tree.full.clear()
         statements.taken()
@@ -261,7 +262,15 @@ async def test_proofs_from_memory_are_those_of_the_stored_tiles(engine: AsyncEng
             assert await storage.inclusion(session, index, 624, tree) == merkle.inclusion_proof(
                 index, 624, reference.get_node
             )
-            assert statements.taken() == 1  # the full level-0 tile under the leaf
+            assert statements.taken() == 1  # the path in the full level-0 tile under the leaf
+            assert len(tree.full) == 0
+        # Tiles read whole (a consistency proof's) leave the bounded cache least recently used first,
+        # and are read again when needed.
+        for old in (100, 300, 100):
+            assert await storage.consistency(session, old, 624, tree) == merkle.consistency_proof(
+                old, 624, reference.get_node
+            )
+            assert statements.taken() == 1  # the full level-0 tile the old size ends in
             assert len(tree.full) == 1
     # A session with no transaction open is left so: the tile is read on a connection of its own.
     tree.full.clear()
@@ -363,6 +372,9 @@ async def test_full_tiles_keep_their_inner_nodes_which_proofs_read_and_check(
         for index in (0, 77, 255, 256, 511):
             assert await proved(index, TreeMemory(reader=reader)) == []  # knows nothing: a restart
             assert await proved(index, knowing) == []
+            # The first proof learnt the size, reading the tile whole with the right edge; knowing it,
+            # the next ones read only the leaf's path.
+            assert len(knowing.full) == (1 if index == 0 else 0)
         assert [len(row) for row in hashed if len(row) == tiles.TILE_BYTES] == []  # only partial tiles
         # Node 1 of height 1 of tile 1 (leaves 258, 259) altered: the proofs that use it hash the tile.
         async with make_sessionmaker(engine)() as session:
@@ -373,6 +385,7 @@ async def test_full_tiles_keep_their_inner_nodes_which_proofs_read_and_check(
             await session.commit()
         for tree in (TreeMemory(reader=reader), knowing):
             hashed.clear()
+            # The path read alone does not climb to the root either: the tile is read whole and hashed.
             assert await proved(256, tree) == [("tile_nodes_distrusted", [(0, 1)])]
             assert [len(row) for row in hashed if len(row) == tiles.TILE_BYTES] == [tiles.TILE_BYTES]
             assert await proved(300, tree) == []  # a path that does not pass that node
