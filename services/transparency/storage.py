@@ -2,9 +2,10 @@
 each append writes the tiles it changed, once per batch, from the right edge the appending process keeps
 in memory; roots and proofs read a handful of tiles (one query) and hash within them. Proofs are served
 from what this process knows once committed (the right edge at the latest size it saw, full tiles in an
-LRU cache), so a proof reads at most the one tile under its leaf from the database. That knowledge is a
-TreeMemory, one per database, which whoever owns the engine creates and hands to the appends and proofs
-(the audit process shares one between its consumer and its app); without one, a call reads the database.
+LRU cache), so a proof reads at most the one tile under its leaf from the database, and of it only the
+leaf's path when it knows the tile's root. That knowledge is a TreeMemory, one per database, which
+whoever owns the engine creates and hands to the appends and proofs (the audit process shares one
+between its consumer and its app); without one, a call reads the database.
 
 The maths is merkle.py and tiles.py (pure); this module is their storage and nothing else. What a leaf
 is belongs to the log (entries.py), the signed checkpoints to checkpoints.py.
