@@ -66,21 +66,29 @@ async def test_statements_answer_alike_and_each_write_commits_on_its_own(engine:
         await database.close()
 
 
+PID = select(text("pg_backend_pid()"))
+SLOW_PID = select(text("pg_backend_pid()"), func.pg_sleep(0.2))
+
+
+async def _pid(database: Autocommit, statement: Executable = PID) -> int:
+    row = await database.first(statement, {})
+    assert row is not None
+    return int(row[0])
+
+
 async def test_a_connection_postgresql_dropped_is_replaced(engine: AsyncEngine) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite has no server to drop a connection")
     database = Autocommit(engine, pool_size=1)
     try:
-        pid = await database.first(select(text("pg_backend_pid()")), {})
-        assert pid is not None
+        pid = await _pid(database)
         async with engine.connect() as connection:
-            await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid[0]})
+            await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         # The first statement after it may find the connection dead before the pool noticed: that is an
         # outage (503, or a retried batch), and the connection is not handed out again.
         with contextlib.suppress(DatabaseUnavailable):
             await database.first(select(text("1")), {})
-        again = await database.first(select(text("pg_backend_pid()")), {})
-        assert again is not None and again[0] != pid[0]
+        assert await _pid(database) != pid
     finally:
         await database.close()
 
@@ -189,16 +197,6 @@ async def test_reads_together_start_after_every_caller_they_answer(engine: Async
         assert [row[0] if row is not None else None for row in rows] == [1, 2, 2, 2]
     finally:
         await database.close()
-
-
-PID = select(text("pg_backend_pid()"))
-SLOW_PID = select(text("pg_backend_pid()"), func.pg_sleep(0.2))
-
-
-async def _pid(database: Autocommit, statement: Executable = PID) -> int:
-    row = await database.first(statement, {})
-    assert row is not None
-    return int(row[0])
 
 
 async def test_statements_share_at_most_the_connections_allowed_and_each_waits_its_turn(
