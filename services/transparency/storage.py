@@ -98,6 +98,8 @@ async def read_tiles_at(session: AsyncSession | AsyncConnection, wanted: set[Til
     """The widest stored version of each of these tiles, in one query."""
     if not wanted:
         return {}
+    statement: Executable
+    params: dict[str, Any]
     if len(wanted) == 1:
         [(level, idx)] = wanted
         result = await session.execute(_ONE_TILE, {"level": level, "idx": idx})
@@ -227,8 +229,10 @@ async def with_nodes(session: AsyncSession, compute: Callable[[merkle.GetNode], 
     per tile level (the one under the leaf or old size, and the right edge's), 3 levels up to 2**24.
     Always from the database: what the start-up check compares with the entries."""
     wanted = _tiles_read_by(compute)
-    found = await read_tiles_at(session, wanted)
-    return _run(compute, {tile: tiles.TileNodes(hashes) for tile, hashes in found.items()})
+    found: dict[Tile, Nodes] = {
+        tile: tiles.TileNodes(hashes) for tile, hashes in (await read_tiles_at(session, wanted)).items()
+    }
+    return _run(compute, found)
 
 
 def _tiles_read_by(compute: Callable[[merkle.GetNode], Any]) -> set[Tile]:
@@ -253,7 +257,7 @@ class Nodes(Protocol):
 
 def _run(
     compute: Callable[[merkle.GetNode], T],
-    found: Mapping[Tile, Nodes],
+    found: dict[Tile, Nodes],
     lookup: Callable[[Tile], tiles.TileNodes | None] | None = None,
 ) -> T:
     """`compute` over the nodes of the tiles `found`; a tile not there is asked of `lookup` (and kept),
@@ -266,7 +270,6 @@ def _run(
             nodes = lookup(tile)
             if nodes is None:
                 return _ZERO
-            assert isinstance(found, dict)
             found[tile] = nodes
         height = level % HEIGHT
         try:
@@ -445,6 +448,7 @@ async def _proof(
     # inner nodes are checked against.
     wanted |= {above for above in map(_above, missing) if held(above) is None}
     read = await _read_alone(session, wanted, memory.reader)
+    whole: dict[Tile, tiles.TileNodes] = {}
     for tile, (hashes, inner) in read.items():
         above = _above(tile)
         root = _root(tile, read[above][0] if above in read else getattr(held(above), "hashes", b""))
@@ -452,7 +456,7 @@ async def _proof(
             nodes_read = tiles.TileNodes(hashes, inner, root)
         else:  # none stored, or no root to check them against: hashed, as before they were stored
             nodes_read = tiles.TileNodes(hashes)
-        found[tile] = nodes_read
+        found[tile] = whole[tile] = nodes_read
         if len(hashes) == tiles.TILE_BYTES:
             memory.full.put(tile, nodes_read)
     if known is None and all((level, idx) in read for level, (idx, _) in edge.items()):
@@ -461,7 +465,7 @@ async def _proof(
         }
         memory.learn(_Known.of(size, cut))
     proof = first if first is not None and not missing else _run(compute, found)
-    if distrusted := sorted(tile for tile in read if getattr(found[tile], "distrusted", False)):
+    if distrusted := sorted(tile for tile, nodes_read in whole.items() if nodes_read.distrusted):
         log.warning("tile_nodes_distrusted", tiles=distrusted, detail="hashed from the tiles' hashes")
     return proof
 
@@ -515,10 +519,10 @@ async def _read_path(
         return None
     params = {"level": level, "idx": index, "pair": (start & ~1) * tiles.HASH + 1}
     params.update({f"row{h}": _ROW_AT[h] + ((start >> h) ^ 1) * tiles.HASH + 1 for h in range(1, HEIGHT)})
-    row = await _first_alone(session, _PATH, params, reader)
-    if row is None or any(value is None for value in row):  # no full row, or no inner nodes stored with it
+    rows = await _alone(session, _PATH, params, reader)
+    if not rows or any(value is None for value in rows[0]):  # no full row, or no inner nodes stored with it
         return None
-    pair, siblings = bytes(row[0]), [bytes(value) for value in row[1:]]
+    pair, siblings = bytes(rows[0][0]), [bytes(value) for value in rows[0][1:]]
     own = pair[(start & 1) * tiles.HASH :][: tiles.HASH]
     path = {(0, start): own, (0, start ^ 1): pair[((start & 1) ^ 1) * tiles.HASH :][: tiles.HASH]}
     path.update({(h, (start >> h) ^ 1): sibling for h, sibling in enumerate(siblings, start=1)})
@@ -532,40 +536,37 @@ async def _read_path(
 async def _read_alone(
     session: AsyncSession, wanted: set[Tile], reader: Autocommit | None
 ) -> dict[Tile, tuple[bytes, bytes | None]]:
-    """The widest stored version of each of these tiles with its inner nodes, if stored; while the session
-    has no transaction open, on a connection of its own in autocommit (the reader's on PostgreSQL): one
-    round trip rather than BEGIN and the query. It reads nothing but tiles, which only grow, so no
-    transaction's snapshot is needed to read them consistently."""
-    engine = session.bind
+    """The widest stored version of each of these tiles with its inner nodes, if stored (see _alone)."""
     if not wanted:
         return {}
-    if session.in_transaction() or not isinstance(engine, AsyncEngine):
-        return _widest_stored((await session.execute(_TILES_AND_NODES, {"tiles": sorted(wanted)})).all())
-    if reader is not None and reader.engine.dialect.name == "postgresql":
-        if len(wanted) == 1:
-            [(level, idx)] = wanted
-            return _widest_stored(await reader.all(_ONE_TILE_AND_NODES, {"level": level, "idx": idx}))
+    statement: Executable
+    params: dict[str, Any]
+    if len(wanted) == 1:
+        [(level, idx)] = wanted
+        statement, params = _ONE_TILE_AND_NODES, {"level": level, "idx": idx}
+    elif session.get_bind().dialect.name == "postgresql":
         listed = sorted(wanted)
-        levels, idxs = [level for level, _ in listed], [idx for _, idx in listed]
-        return _widest_stored(await reader.all(_TILES_LISTED, {"levels": levels, "idxs": idxs}))
-    async with engine.connect() as connection:
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
-        return _widest_stored((await connection.execute(_TILES_AND_NODES, {"tiles": sorted(wanted)})).all())
+        statement = _TILES_LISTED
+        params = {"levels": [level for level, _ in listed], "idxs": [idx for _, idx in listed]}
+    else:
+        statement, params = _TILES_AND_NODES, {"tiles": sorted(wanted)}
+    return _widest_stored(await _alone(session, statement, params, reader))
 
 
-async def _first_alone(
+async def _alone(
     session: AsyncSession, statement: Executable, params: dict[str, Any], reader: Autocommit | None
-) -> Sequence[Any] | None:
-    """The first row of a read of what never changes once written, as _read_alone reads tiles: in the
-    session's transaction if one is open, else on a connection of its own in autocommit."""
+) -> Sequence[Sequence[Any]]:
+    """The rows of a read of tiles: in the session's transaction if one is open, else on a connection of
+    its own in autocommit (the reader's on PostgreSQL): one round trip rather than BEGIN and the query.
+    Tiles only grow, so no transaction's snapshot is needed to read them consistently."""
     engine = session.bind
     if session.in_transaction() or not isinstance(engine, AsyncEngine):
-        return (await session.execute(statement, params)).first()
+        return (await session.execute(statement, params)).all()
     if reader is not None and reader.engine.dialect.name == "postgresql":
-        return await reader.first(statement, params)
+        return await reader.all(statement, params)
     async with engine.connect() as connection:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
-        return (await connection.execute(statement, params)).first()
+        return (await connection.execute(statement, params)).all()
 
 
 def _widest_stored(rows: Sequence[Sequence[Any]]) -> dict[Tile, tuple[bytes, bytes | None]]:
