@@ -98,8 +98,6 @@ async def read_tiles_at(session: AsyncSession | AsyncConnection, wanted: set[Til
     """The widest stored version of each of these tiles, in one query."""
     if not wanted:
         return {}
-    statement: Executable
-    params: dict[str, Any]
     if len(wanted) == 1:
         [(level, idx)] = wanted
         result = await session.execute(_ONE_TILE, {"level": level, "idx": idx})
