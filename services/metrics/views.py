@@ -1,12 +1,10 @@
 """The metrics in either HTTP app: every answer counted, `GET /metrics` served (left out of the OpenAPI
-document: it is for Prometheus, not for the API's clients), and the process's Metrics for the routes that
-count what they do."""
+document: it is for Prometheus, not for the API's clients), and the process's Metrics in the app's state
+(`app.state.metrics`) for the routes that count what they do."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from services.metrics.exposition import PATH, HttpMetrics, authorized, scrape
@@ -27,11 +25,3 @@ def install_metrics(app: FastAPI, metrics: Metrics, token: str | None) -> None:
         return Response(body, media_type=content_type)
 
     app.add_middleware(HttpMetrics, metrics=metrics)
-
-
-async def _metrics(request: Request) -> Metrics:
-    value: Metrics = request.app.state.metrics
-    return value
-
-
-Meters = Annotated[Metrics, Depends(_metrics)]
