@@ -39,7 +39,7 @@ TABLES = {
     "tlog_cosignatures",
     "audit_lease",
 }
-HEAD = "0016"
+HEAD = "0017"
 
 
 def _diffs(connection: Connection, metadata: MetaData = Base.metadata) -> list[Any]:
@@ -145,6 +145,49 @@ async def test_downgrade_stops_at_the_first_migration_and_keeps_the_log(
     async with engine.connect() as connection:
         tables = set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
     assert tables >= TABLES
+
+
+# A value PostgreSQL would compress (zeros) in each column that holds ciphertext or hashes; rows as a
+# tile of the log and a notice (the envelope's row needs its other columns).
+_COMPRESSIBLE = (
+    "INSERT INTO tlog_tiles (level, idx, width, hashes, nodes)"
+    " VALUES (0, :n, 256, decode(repeat('00', 8192), 'hex'), decode(repeat('00', 8128), 'hex'))",
+    "INSERT INTO notices (notice_id, sender, case_ref, notice_type, priority, tlp, sent_at, envelope,"
+    " envelope_sha256, kafka_topic, kafka_partition, kafka_offset, ingested_at)"
+    " VALUES (:id, 'kr-desk', 'KR-1', 'intel_report', 'routine', 'amber', now(),"
+    " decode(repeat('00', 20000), 'hex'), repeat('0', 64), 'notices.v1', 0, :n, now())",
+)
+_COMPRESSED = (
+    "SELECT pg_column_compression(hashes), pg_column_compression(nodes) FROM tlog_tiles WHERE idx = :n",
+    "SELECT pg_column_compression(envelope) FROM notices WHERE kafka_offset = :n",
+)
+
+
+async def _compressed(engine: AsyncEngine, n: int) -> set[str | None]:
+    """How PostgreSQL stored a compressible value written now in each of those columns."""
+    methods: set[str | None] = set()
+    async with engine.begin() as connection:
+        for statement in _COMPRESSIBLE:
+            await connection.execute(text(statement), {"n": n, "id": f"00000000-0000-0000-0000-{n:012d}"})
+        for query in _COMPRESSED:
+            methods.update(*(await connection.execute(text(query), {"n": n})).all())
+    return methods
+
+
+async def test_envelopes_and_tree_hashes_are_stored_without_a_compression_attempt(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL storage setting")
+    assert await _compressed(engine, 1) == {None}
+    # Not vacuous: before migration 0017 the same values were compressed (pglz tried every one).
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = database_url
+    config.attributes["configure_logging"] = False
+    await asyncio.to_thread(command.downgrade, config, "0016")
+    assert await _compressed(engine, 2) == {"pglz"}
+    await asyncio.to_thread(upgrade, database_url)
+    assert await _compressed(engine, 3) == {None}
 
 
 def test_committed_json_schemas_match_the_models() -> None:
