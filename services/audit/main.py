@@ -41,6 +41,7 @@ async def run_consumer(settings: Settings, stop: asyncio.Event, metrics: Metrics
             handler,
             stop,
             watch=lag_follower(metrics, "audit"),
+            linger_s=settings.audit_linger_s,
         )
     finally:
         await engine.dispose()

@@ -50,13 +50,15 @@ async def consume(
     max_records: int = 200,
     watch: Callable[[AIOKafkaConsumer], Coroutine[Any, Any, None]] | None = None,
     commit_every_s: float = COMMIT_EVERY_S,
+    linger_s: float = 0.0,
 ) -> None:
     """At-least-once delivery into `handle_batch`; its writes are idempotent, which makes the effect
     exactly-once. Offsets are committed only after the batch is durable, at most every `commit_every_s`
     (each commit is a round trip to the group coordinator; what a crash leaves uncommitted is redelivered
     and written once all the same); a transient failure retries the same batch with backoff instead of
     skipping it. `watch` runs beside the loop while the consumer does (the metrics' lag follower) and is
-    cancelled with it."""
+    cancelled with it. `linger_s`: a batch waits that long after its first records for more (up to
+    `max_records`), for a consumer whose cost is mostly per batch and whose readers wait on no record."""
     consumer = AIOKafkaConsumer(
         *topics,
         **access.client_args(),
@@ -79,7 +81,7 @@ async def consume(
     book = OffsetBook(commit_every_s)
     try:
         while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
+            batches = await _gather(consumer, max_records, linger_s)
             # Every partition's records in one call (each partition's in its order): the per-batch costs
             # (a transaction, a lock, the directory read) are paid once, not once per partition.
             records = [record for partition_records in batches.values() for record in partition_records]
@@ -98,6 +100,27 @@ async def consume(
             with contextlib.suppress(asyncio.CancelledError):
                 await watching
         await consumer.stop()
+
+
+async def _gather(
+    consumer: AIOKafkaConsumer, max_records: int, linger_s: float
+) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+    """What the consumer has, or waits for (200 ms at most); then, with `linger_s`, what else arrives
+    within that long, up to `max_records`, each partition's records in their order. (The broker is not
+    asked to hold its answers instead, with fetch_max_wait_ms: a fetch that waits holds up every
+    partition it asks for, an idle consumer's too.)"""
+    batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
+    if not batches or linger_s <= 0:
+        return batches
+    count = sum(map(len, batches.values()))
+    deadline = time.monotonic() + linger_s
+    while count < max_records and (left := deadline - time.monotonic()) > 0:
+        more = await consumer.getmany(timeout_ms=max(1, int(left * 1000)), max_records=max_records - count)
+        for partition, records in more.items():
+            batches.setdefault(partition, []).extend(records)
+            count += len(records)
+    return batches
 
 
 async def _commit(consumer: AIOKafkaConsumer, book: OffsetBook) -> None:

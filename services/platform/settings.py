@@ -128,6 +128,13 @@ class Settings(BaseSettings):
         description="The checkpoint lease's term: a standby audit replica takes over signing at most this "
         "long after the active one died (docs/audit.md).",
     )
+    audit_linger_s: float = Field(
+        default=0.025,
+        ge=0,
+        le=1,
+        description="The audit consumer waits this long after a batch's first records for more, so that "
+        "each transaction appends more entries (no one waits on an entry's first milliseconds).",
+    )
     audit_query_window_s: float = Field(
         default=60,
         description="Auditor queries are logged as one auditor.query entry per caller per window of this.",

@@ -76,3 +76,60 @@ async def _at_least(handled: list[int], count: int) -> bool:
 
 async def _committed_all(access: KafkaAccess, topic: str, group: str) -> bool:
     return await _committed(access, topic, group) == 30
+
+
+@pytest.mark.parametrize(("linger_s", "max_records", "first"), [(0.0, 200, 1), (3.0, 200, 5), (3.0, 3, 3)])
+async def test_a_lingering_batch_takes_what_arrives_within_its_linger_up_to_its_size(
+    kafka_broker: KafkaBroker, topic_prefix: str, linger_s: float, max_records: int, first: int
+) -> None:
+    access = kafka_broker.access()
+    topics = Topics(topic_prefix)
+    await create_topics(access, topics, 3)
+    batches: list[list[str]] = []
+    assigned = asyncio.Event()
+
+    async def handle(records: Batch) -> None:
+        batches.append([(r.value or b"").decode() for r in records])
+
+    async def until_assigned(consumer: AIOKafkaConsumer) -> None:
+        await eventually(lambda: _assigned(consumer), within=30)
+        assigned.set()
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(
+        consume(
+            access,
+            [topics.events],
+            f"{topic_prefix}linger",
+            handle,
+            stop,
+            max_records=max_records,
+            watch=until_assigned,
+            linger_s=linger_s,
+        )
+    )
+    producer = make_producer(access, "tests-linger")
+    await producer.start()
+    try:
+        await asyncio.wait_for(assigned.wait(), timeout=30)
+        await producer.send_and_wait(topics.events, b"0", key=b"KD-2026-0000")
+        await asyncio.sleep(1.0)  # well inside the linger, well after the first record was fetched
+        for n in range(1, 5):
+            await producer.send_and_wait(topics.events, str(n).encode(), key=f"KD-2026-{n:04d}".encode())
+        await eventually(lambda: _at_least_records(batches, 5), within=30)
+    finally:
+        await producer.stop()
+        stop.set()
+        await running
+    assert len(batches[0]) == first
+    assert batches[0][0] == "0"
+    assert sorted(v for batch in batches for v in batch) == ["0", "1", "2", "3", "4"]  # each once
+    assert max(map(len, batches)) <= max_records
+
+
+async def _at_least_records(batches: list[list[str]], count: int) -> bool:
+    return sum(map(len, batches)) >= count
+
+
+async def _assigned(consumer: AIOKafkaConsumer) -> bool:
+    return bool(consumer.assignment())
