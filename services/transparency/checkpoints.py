@@ -21,7 +21,7 @@ from schemas.events import Event, EventType
 from services.envelope.keys import generate_key_file, load_key_file
 from services.platform.errors import Error
 from services.transparency import merkle, storage, tiles
-from services.transparency.entries import record_leaf_hash
+from services.transparency.entries import ROW, stored_leaf_hash
 from services.transparency.lease import Lease, NotLeaseHolder
 from services.transparency.models import AuditEntry, TlogCheckpoint, TlogCosignature
 from services.transparency.note import (
@@ -35,7 +35,7 @@ from services.transparency.note import (
     sign_note,
     vkey,
 )
-from services.transparency.service import MAX_PAGE, append, leaf_range, leaves, to_record
+from services.transparency.service import MAX_PAGE, append, leaf_range, leaves
 from services.transparency.storage import TreeError, TreeMemory
 from services.trust.service import Principal, active_signing_keys
 
@@ -184,6 +184,10 @@ async def _hashes_completed_in(session: AsyncSession, start: int, end: int) -> d
     return found
 
 
+# An entry's columns in entries.ROW's order: the check reads them as they are, without ORM objects.
+_COLUMNS = tuple(AuditEntry.__table__.c[name] for name in ROW)
+
+
 @dataclass
 class TreeCheck:
     """The tree rebuilt from the entries themselves (a compact range: O(log n) memory), compared with
@@ -232,15 +236,19 @@ class TreeCheck:
         checkpoints = {c.size: c for c in (await session.execute(query)).scalars()}
         while self.size < to_size:
             start, end = self.size, min(to_size, self.size + page)
-            entries = select(AuditEntry).where(AuditEntry.seq > start, AuditEntry.seq <= end)
-            by_seq = {r.seq: r for r in (await session.execute(entries)).scalars()}
+            entries = select(*_COLUMNS).where(AuditEntry.seq > start, AuditEntry.seq <= end)
+            by_seq = {r[0]: r for r in (await session.execute(entries)).all()}
             stored = await _hashes_completed_in(session, start, end)
             for index in range(start, end):
                 row = by_seq.get(index + 1)
                 if row is None:
                     self.problems.append(f"leaf {index}: entry {index + 1} is missing from the log")
                     return
-                leaf = record_leaf_hash(to_record(row))
+                try:
+                    leaf = stored_leaf_hash(row)
+                except (ValueError, TypeError):
+                    self.problems.append(f"leaf {index}: entry {index + 1} is not an entry's data")
+                    return
                 if stored.get((0, index)) != leaf:
                     self.problems.append(f"leaf {index}: its stored hash does not match entry {index + 1}")
                 for level, idx, value in self._edge.append(leaf)[1:]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
@@ -99,6 +99,32 @@ def chained(
         f'{case_ref},{envelope_sha256},{_STRING(text)},"{prev_hash}","{entry}"]'
     )
     return entry, merkle.leaf_hash((head + tail).encode()), row
+
+
+def stored_leaf_hash(row: Sequence[Any]) -> bytes:
+    """The Merkle leaf of an entry as read back, its columns in ROW's order (details as their JSON text):
+    record_leaf_hash of the record it is, without building the record. The leaf covers neither chain
+    hash, so chained() is given any well-formed prev_hash. ValueError or TypeError: not an entry's data
+    (details that are not a JSON object of names)."""
+    seq, event_id, event_type, occurred_at, recorded_at, actor = row[:6]
+    agency, notice_id, case_ref, envelope_sha256, details = row[6:11]
+    fields = json.loads(details)
+    if not isinstance(fields, dict):
+        raise TypeError("details are not a JSON object")
+    return chained(
+        seq,
+        event_id,
+        event_type,
+        occurred_at,
+        recorded_at,
+        actor,
+        agency,
+        notice_id,
+        case_ref,
+        envelope_sha256,
+        fields,
+        GENESIS_HASH,
+    )[1]
 
 
 def leaf_data(record: AuditRecord) -> bytes:

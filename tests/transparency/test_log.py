@@ -37,6 +37,7 @@ from services.transparency.entries import (
     entry_hash,
     leaf_data,
     record_leaf_hash,
+    stored_leaf_hash,
     verify_chain,
 )
 from services.transparency.models import AuditEntry
@@ -253,6 +254,17 @@ def test_append_hashes_a_record_as_the_record_hashes(record: AuditRecord) -> Non
     assert (entry, leaf) == (entry_hash(record), record_leaf_hash(record))
     stored = {**record.model_dump(), "entry_hash": entry, "details": rfc8785.dumps(record.details).decode()}
     assert json.loads(row) == [stored[name] for name in ROW]  # the details as canonical JSON
+    # Read back as those columns, the entry gives the same leaf (the start-up and checkpoint check).
+    assert stored_leaf_hash(json.loads(row)) == leaf
+
+
+def test_a_stored_entry_whose_details_are_not_a_json_object_has_no_leaf() -> None:
+    [record] = _chain(1)
+    columns = [{**record.model_dump(), "details": "{}"}[name] for name in ROW]
+    assert stored_leaf_hash(columns) == record_leaf_hash(record.model_copy(update={"details": {}}))
+    for details, error in (("[1]", TypeError), ('{"a": ', ValueError), ("7", TypeError)):
+        with pytest.raises(error):
+            stored_leaf_hash([*columns[:10], details, *columns[11:]])
 
 
 def test_a_record_past_what_rfc8785_can_write_is_refused_not_written_otherwise() -> None:

@@ -499,6 +499,22 @@ async def test_the_start_up_check_starts_at_the_latest_checkpoint_and_refuses_to
     await _set_tile(engine, original)
     assert await restarted() == []
 
+    # An entry altered after the checkpoint, past the triggers: its leaf no longer matches its tile.
+    async with engine.connect() as connection:
+        actor, details = (
+            await connection.execute(text("SELECT actor, details FROM audit_log WHERE seq = 13"))
+        ).one()
+    for change, problem in (
+        ({"actor": "x", "details": details}, "leaf 12: its stored hash does not match entry 13"),
+        ({"actor": actor, "details": "[]"}, "leaf 12: entry 13 is not an entry's data"),
+        ({"actor": actor, "details": details}, None),
+    ):
+        async with engine.begin() as connection:
+            update = "UPDATE audit_log SET actor = :actor, details = :details WHERE seq = 13"
+            await _bypass(connection, engine.dialect.name, "audit_log", update, change)
+        problems = await restarted()
+        assert (problem in problems) if problem else problems == [], problems
+
     # ... and before it: the stored tiles no longer give the signed root.
     await flip(5)
     assert await restarted() == ["checkpoint 12: the stored tiles give another root"]
