@@ -237,7 +237,7 @@ class TreeCheck:
         while self.size < to_size:
             start, end = self.size, min(to_size, self.size + page)
             entries = select(*_COLUMNS).where(AuditEntry.seq > start, AuditEntry.seq <= end)
-            by_seq = {r[0]: r for r in (await session.execute(entries)).all()}
+            by_seq = {r.seq: r for r in (await session.execute(entries)).all()}
             stored = await _hashes_completed_in(session, start, end)
             for index in range(start, end):
                 row = by_seq.get(index + 1)

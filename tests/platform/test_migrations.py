@@ -85,6 +85,14 @@ async def _triggers(engine: AsyncEngine) -> set[str]:
         return set((await connection.execute(text(query))).scalars())
 
 
+def _alembic(database_url: str) -> Config:
+    """Alembic's configuration for `database_url`, leaving the test's logging alone."""
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = database_url
+    config.attributes["configure_logging"] = False
+    return config
+
+
 async def _version(engine: AsyncEngine) -> list[str]:
     async with engine.connect() as connection:
         return list((await connection.execute(text("SELECT version_num FROM alembic_version"))).scalars())
@@ -132,9 +140,7 @@ async def test_upgrade_again_is_a_no_op(database_url: str, engine: AsyncEngine) 
 async def test_downgrade_stops_at_the_first_migration_and_keeps_the_log(
     database_url: str, engine: AsyncEngine
 ) -> None:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = database_url
-    config.attributes["configure_logging"] = False
+    config = _alembic(database_url)
     await asyncio.to_thread(command.downgrade, config, "0001")
     assert await _version(engine) == ["0001"]
     with pytest.raises(RuntimeError, match="cannot be downgraded: it would destroy the audit log"):
@@ -181,9 +187,7 @@ async def test_envelopes_and_tree_hashes_are_stored_without_a_compression_attemp
         pytest.skip("a PostgreSQL storage setting")
     assert await _compressed(engine, 1) == {None}
     # Not vacuous: before migration 0017 the same values were compressed (pglz tried every one).
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = database_url
-    config.attributes["configure_logging"] = False
+    config = _alembic(database_url)
     await asyncio.to_thread(command.downgrade, config, "0016")
     assert await _compressed(engine, 2) == {"pglz"}
     await asyncio.to_thread(upgrade, database_url)
