@@ -151,9 +151,11 @@ async def closed_loop(
     count: int,
     senders: int,
     repeats: int,
-    meter: CpuMeter | None = None,
+    meters: Sequence[CpuMeter] = (),
 ) -> Throughput:
-    """`senders` concurrent senders post `count` notices as fast as they are answered, `repeats` times."""
+    """`senders` concurrent senders post `count` notices as fast as they are answered, `repeats` times.
+    The `meters` are started in their order and stopped in the reverse: each one's window holds the
+    next's, and what reading one costs falls outside the windows after it."""
     accepted: list[float] = []
     completed: list[float] = []
     client = Senders(stack, senders)
@@ -169,13 +171,13 @@ async def closed_loop(
                 for sealed in work:
                     await client.post(sealed)
 
-            if meter is not None:
+            for meter in meters:
                 meter.start()
             began = time.perf_counter()
             await asyncio.gather(*(sender() for _ in range(senders)))
             answered = time.perf_counter()
             done = await until_complete(engine, stack, start, batch)
-            if meter is not None:
+            for meter in reversed(meters):
                 meter.stop(count)
             accepted.append(count / (answered - began))
             completed.append(count / (done - began))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +57,84 @@ def jit_cpu_seconds(jvm: int) -> float:
         except (OSError, IndexError):
             continue  # a thread that ended meanwhile
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _tcp_ports() -> dict[int, tuple[int, int]]:
+    """Every TCP socket's (local port, remote port), by its inode."""
+    ports: dict[int, tuple[int, int]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote = (int(address.rsplit(":", 1)[1], 16) for address in fields[1:3])
+                ports[int(fields[9])] = (local, remote)
+    return ports
+
+
+def _socket_inodes(pid: int) -> list[int]:
+    """The inodes of the process's open sockets; none if it is gone."""
+    inodes = []
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inodes.append(int(link[8:-1]))
+    return inodes
+
+
+class DatabaseClients:
+    """CPU seconds of the PostgreSQL backends (the postmaster's children) serving each client process: a
+    backend serves the client one of whose TCP sockets is its peer. Clients are named, each by a function
+    giving its pid now (a service may be restarted). A backend is remembered with its last reading, so a
+    client's figure only grows; one that starts and ends between two readings is not seen. Readings
+    within 50 ms of each other are one (a meter reads every clock at once)."""
+
+    def __init__(self, postmaster: int, clients: Mapping[str, Callable[[], int]]) -> None:
+        self._postmaster = postmaster
+        self._clients = clients
+        self._backends: dict[tuple[int, str], tuple[str, float]] = {}  # (pid, start time): client, CPU s
+        self._read_at = -1.0
+        self._totals: dict[str, float] = {}
+
+    def clock(self, name: str) -> Callable[[], float]:
+        return lambda: self.read()[name]
+
+    def read(self) -> dict[str, float]:
+        if time.monotonic() - self._read_at > 0.05:
+            self._totals = self._read()
+            self._read_at = time.monotonic()
+        return self._totals
+
+    def _read(self) -> dict[str, float]:
+        ports = _tcp_ports()
+        owners = {  # a client's local ports
+            ports[inode][0]: name
+            for name, pid in self._clients.items()
+            for inode in _socket_inodes(pid())
+            if inode in ports
+        }
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                fields = _stat(proc.name)
+            except OSError:
+                continue
+            if int(fields[1]) != self._postmaster:
+                continue
+            key = (int(proc.name), fields[19])
+            peers = (ports[inode][1] for inode in _socket_inodes(key[0]) if inode in ports)
+            client = next((owners[port] for port in peers if port in owners), None)
+            known = self._backends.get(key)
+            if client is None and known is not None:
+                client = known[0]  # its client may be between readings of its own sockets
+            if client is not None:
+                self._backends[key] = (client, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        totals = dict.fromkeys(self._clients, 0.0)
+        for client, seconds in self._backends.values():
+            totals[client] += seconds
+        return totals
 
 
 def machine_busy_seconds() -> float:

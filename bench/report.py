@@ -75,6 +75,9 @@ class Results:
     e2e: dict[int, Throughput] = field(default_factory=dict)
     cpu_ms_per_notice: dict[str, float] = field(default_factory=dict)
     cpu_windows: list[float] = field(default_factory=list)  # the whole machine, ms per notice, by run
+    # PostgreSQL's CPU ms per notice by the client its backends serve (profile.DatabaseClients), in the
+    # same runs; OTHERS is its own processes and backends not seen, MACHINE all of it.
+    database_ms_by_client: dict[str, float] = field(default_factory=dict)
     latency: list[Latency] = field(default_factory=list)
     flash: list[float] = field(default_factory=list)
     pulls: dict[int, Pulls] = field(default_factory=dict)
@@ -860,13 +863,32 @@ def _floor(results: Results) -> str:
     return text + "\n"
 
 
+def _database_clients(results: Results) -> str:
+    by_client = results.database_ms_by_client
+    if not by_client:
+        return ""
+    names = {
+        OTHERS: "its own processes (WAL writer, checkpointer, vacuum) and backends not seen",
+        MACHINE: "all",
+    }
+    rows = "".join(f"| {names.get(name, name)} | {number(ms)} |\n" for name, ms in by_client.items())
+    return (
+        "\nPostgreSQL's CPU by the client its backends serve, in the same runs: each backend (a child of the "
+        "postmaster) is counted for the process one of whose TCP sockets is its peer, from /proc. A backend "
+        "that started and ended between the readings at a run's start and end is not seen; the rest of "
+        "PostgreSQL's figure is its own processes. The load generator's part is its polling for the notices "
+        "to be complete.\n\n| whose connections | PostgreSQL CPU ms per notice |\n|---|---|\n" + rows
+    )
+
+
 def _where_the_time_goes(results: Results) -> str:
     cpu = "".join(f"| {name} | {number(ms)} |\n" for name, ms in results.cpu_ms_per_notice.items())
     parts = [
         "\n## Where the time goes\n\nCPU milliseconds per notice during the 3-recipient closed-loop runs, "
         "by process tree (from /proc). Everything else is other processes and the kernel (and Kafka and "
         "PostgreSQL, when the bench was given them instead of starting its own):\n\n"
-        "| process | CPU ms per notice |\n|---|---|\n" + cpu + _ceiling(results)
+        "| process | CPU ms per notice |\n|---|---|\n" + cpu + _ceiling(results),
+        _database_clients(results),
     ]
     if not results.profiles:
         return "".join(parts)

@@ -190,6 +190,23 @@ def _service_cpu_seconds(stack: Stack, name: str) -> float:
     return stack.services[name].cpu_seconds()
 
 
+def _service_pid(stack: Stack, name: str) -> int:
+    return stack.services[name].process.pid
+
+
+def database_meter(stack: Stack, infra: Infrastructure) -> profile.CpuMeter | None:
+    """PostgreSQL's CPU by the client its backends serve, and in all, when the bench started it."""
+    if infra.database is None or "PostgreSQL" not in infra.cpu_clocks:
+        return None
+    postmaster = int((infra.database.data_dir / "postmaster.pid").read_text().split()[0])
+    clients: dict[str, Callable[[], int]] = {n: partial(_service_pid, stack, n) for n in stack.services}
+    clients[LOAD_GENERATOR] = os.getpid
+    split = profile.DatabaseClients(postmaster, clients)
+    return profile.CpuMeter(
+        {**{name: split.clock(name) for name in clients}, "PostgreSQL": infra.cpu_clocks["PostgreSQL"]}
+    )
+
+
 JIT_SETTLED = 0.1  # the broker's JIT compiler's share of its CPU in a warm-up round that ends warming
 
 
@@ -205,7 +222,7 @@ async def settle_broker(
     share = 1.0
     for _ in range(sizes.settle_rounds):
         meter = profile.CpuMeter({"broker": infra.cpu_clocks["Kafka broker"], "jit": infra.broker_jit})
-        await load.closed_loop(stack, engine, keyring, 3, sizes.settle_round, sizes.senders, 1, meter)
+        await load.closed_loop(stack, engine, keyring, 3, sizes.settle_round, sizes.senders, 1, (meter,))
         sent += sizes.settle_round
         spent = meter.windows[-1]
         share = spent["jit"] / spent["broker"] if spent["broker"] else 0.0
@@ -269,6 +286,8 @@ async def measure(
         )
         results.rows = await parts.copy_rows(engine, sizes.floor_notices, FLOOR_RECIPIENTS, sizes.repeats)
         meter = profile.CpuMeter(clocks)
+        database = database_meter(stack, infra)  # its window holds the other's: its readings cost more
+        metered = (database, meter) if database is not None else (meter,)
         for recipients in RECIPIENT_COUNTS:
             say(f"end to end, {recipients} recipient(s)")
             results.e2e[recipients] = await load.closed_loop(
@@ -279,9 +298,11 @@ async def measure(
                 sizes.e2e_notices,
                 sizes.senders,
                 sizes.repeats,
-                meter if recipients == FLOOR_RECIPIENTS else None,
+                metered if recipients == FLOOR_RECIPIENTS else (),
             )
         results.cpu_ms_per_notice = meter.ms_per_notice("machine")
+        if database is not None:
+            results.database_ms_by_client = database.ms_per_notice("PostgreSQL")
         results.cpu_windows = [window["machine"] for window in meter.windows]
         for rate, seconds in sizes.loads:
             say(f"open loop at {rate:g} notices/s")

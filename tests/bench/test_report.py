@@ -81,6 +81,16 @@ def test_a_run_that_meets_every_target_is_judged_so() -> None:
     report = markdown(results)
     assert "**0.85 x** the floor" in report
     assert "## Where the time goes" in report and "services/x.py:f" in report
+    assert "whose connections" not in report  # PostgreSQL not split: given to the bench, say
+
+
+def test_postgresql_s_cpu_is_shown_by_whose_connections_it_served() -> None:
+    results = _run(e2e_rate=1_100, proof_p99_ms=0.8)
+    results.database_ms_by_client = {"gateway": 0.05, "ingest": 0.08, OTHERS: 0.07, MACHINE: 0.2}
+    report = markdown(results)
+    assert "| ingest | 0.08 |" in report
+    assert "| its own processes (WAL writer, checkpointer, vacuum) and backends not seen | 0.07 |" in report
+    assert "| all | 0.2 |" in report
 
 
 def test_missed_targets_are_explained_from_the_run_s_figures() -> None:
