@@ -22,26 +22,28 @@ def _stat(pid: str) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds of a process and all its descendants, living or reaped (PostgreSQL's backends)."""
-    parents: dict[int, int] = {}
+def _processes() -> dict[int, list[str]]:
+    """Every process's stat fields (as _stat gives them), by pid; one that ends meanwhile is left out."""
+    found: dict[int, list[str]] = {}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
-            try:
-                parents[int(proc.name)] = int(_stat(proc.name)[1])
-            except (OSError, IndexError):
-                continue
+            with contextlib.suppress(OSError):
+                found[int(proc.name)] = _stat(proc.name)
+    return found
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of a process and all its descendants, living or reaped (PostgreSQL's backends)."""
+    processes = _processes()
+    parents = {pid: int(fields[1]) for pid, fields in processes.items()}
     tree, grew = {root}, True
     while grew:
         found = {pid for pid, parent in parents.items() if parent in tree} - tree
         tree |= found
         grew = bool(found)
     ticks = 0
-    for pid in tree:
-        try:
-            fields = _stat(str(pid))
-        except OSError:
-            continue
+    for pid in tree & processes.keys():
+        fields = processes[pid]
         ticks += int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if pid == root else 0)
     return ticks / os.sysconf("SC_CLK_TCK")
 
@@ -114,16 +116,10 @@ class DatabaseClients:
             for inode in _socket_inodes(pid())
             if inode in ports
         }
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                fields = _stat(proc.name)
-            except OSError:
-                continue
+        for pid, fields in _processes().items():
             if int(fields[1]) != self._postmaster:
                 continue
-            key = (int(proc.name), fields[19])
+            key = (pid, fields[19])
             peers = (ports[inode][1] for inode in _socket_inodes(key[0]) if inode in ports)
             client = next((owners[port] for port in peers if port in owners), None)
             known = self._backends.get(key)
