@@ -120,7 +120,7 @@ class DatabaseClients:
             if int(fields[1]) != self._postmaster:
                 continue
             key = (pid, fields[19])
-            peers = (ports[inode][1] for inode in _socket_inodes(key[0]) if inode in ports)
+            peers = (ports[inode][1] for inode in _socket_inodes(pid) if inode in ports)
             client = next((owners[port] for port in peers if port in owners), None)
             known = self._backends.get(key)
             if client is None and known is not None:
