@@ -3,7 +3,7 @@
 // acknowledged one, and whatever is acknowledged or posted kept for the test to open.
 
 import { createHash } from "node:crypto";
-import { mkdtemp, mkdir, writeFile } from "node:fs/promises";
+import { mkdtemp, mkdir, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -95,10 +95,17 @@ async function gateway(): Promise<Gateway> {
 
 let gw: Gateway;
 let home: string;
+const homes: string[] = []; // every agency home the tests make, removed after them
+
+async function tempHome(): Promise<string> {
+  const made = await mkdtemp(join(tmpdir(), "deskbridge-partner-"));
+  homes.push(made);
+  return made;
+}
 
 beforeAll(async () => {
   gw = await gateway();
-  home = await mkdtemp(join(tmpdir(), "deskbridge-partner-"));
+  home = await tempHome();
   for (const agency of ["kh-cnp", "interpol-ncb-phnom-penh"] as Agency[]) {
     await mkdir(join(home, agency));
     await writeFile(join(home, agency, "credential"), `${TOKEN}\n`);
@@ -106,7 +113,10 @@ beforeAll(async () => {
     await writeFile(join(home, agency, "directory.pin.jwk.json"), JSON.stringify(gw.signer.pin));
   }
 });
-afterAll(() => gw.close());
+afterAll(async () => {
+  await gw.close();
+  await Promise.all(homes.map((made) => rm(made, { recursive: true, force: true })));
+});
 beforeEach(() => {
   gw.acks.clear();
   gw.posted.length = 0;
@@ -196,7 +206,7 @@ describe("deskbridge-partner", () => {
   });
 
   it("errors are one line with the server's or the client's code, exit 1; usage errors exit 2", async () => {
-    const wrongPin = await mkdtemp(join(tmpdir(), "deskbridge-partner-"));
+    const wrongPin = await tempHome();
     await mkdir(join(wrongPin, "kh-cnp"));
     await writeFile(join(wrongPin, "kh-cnp", "credential"), TOKEN);
     await writeFile(join(wrongPin, "kh-cnp", "directory.pin.jwk.json"), JSON.stringify((await directorySigner()).pin));
