@@ -196,9 +196,9 @@ def _service_pid(stack: Stack, name: str) -> int:
 
 def database_meter(stack: Stack, infra: Infrastructure) -> profile.CpuMeter | None:
     """PostgreSQL's CPU by the client its backends serve, and in all, when the bench started it."""
-    if infra.database is None or "PostgreSQL" not in infra.cpu_clocks:
+    postmaster = infra.database.pid if infra.database is not None else None
+    if postmaster is None or "PostgreSQL" not in infra.cpu_clocks:
         return None
-    postmaster = int((infra.database.data_dir / "postmaster.pid").read_text().split()[0])
     clients: dict[str, Callable[[], int]] = {n: partial(_service_pid, stack, n) for n in stack.services}
     clients[LOAD_GENERATOR] = os.getpid
     split = profile.DatabaseClients(postmaster, clients)

@@ -132,8 +132,8 @@ def infrastructure(
             cluster = PostgresCluster(settings=BENCH_POSTGRES)
             cluster.start()
             database_url = cluster.create_database("bench")
-            postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
-            clocks["PostgreSQL"] = partial(tree_cpu_seconds, postmaster)
+            assert cluster.pid is not None  # started
+            clocks["PostgreSQL"] = partial(tree_cpu_seconds, cluster.pid)
         nodes = broker.nodes if isinstance(broker, KafkaCluster) else [broker] if broker else []
         yield Infrastructure(bootstrap, database_url, clocks, nodes, cluster, certificates, jit)
     finally:

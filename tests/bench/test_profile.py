@@ -28,7 +28,8 @@ async def test_postgresql_s_cpu_is_told_apart_by_the_client_its_backends_serve(
     pg_cluster: PostgresCluster,
 ) -> None:
     url = pg_cluster.create_database("clients").replace("postgresql+asyncpg", "postgresql")
-    postmaster = int((pg_cluster.data_dir / "postmaster.pid").read_text().split()[0])
+    postmaster = pg_cluster.pid
+    assert postmaster is not None
     # A client with no connection at all.
     idle = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")
     try:
