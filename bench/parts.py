@@ -1,12 +1,15 @@
 """The floor's parts, fixed so the floor does not move with deskbridge's own code: raw Ed25519 verifies of
 the envelope's outer signature, the same envelope bytes through a raw aiokafka producer (acks=all) and
 consumer on the same broker, and the rows a notice needs written by COPY into tables of a fixed shape on
-the same PostgreSQL. Each part gives its rate and the CPU the whole machine spent on each item."""
+the same PostgreSQL. Each part gives its rate and the CPU the whole machine spent on each item. Beside them,
+not in the floor, the same envelope POSTed to a bare FastAPI route (bench/bare.py): what HTTP alone costs."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import timeit
 import uuid
@@ -17,12 +20,16 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.profile import machine_busy_seconds
+from bench.profile import machine_busy_seconds, tree_cpu_seconds
 from bench.stats import Figure
+from devstack.kafka import free_port
+from devstack.processes import spawn_child
+from services.platform.database import ROOT
 from services.platform.kafka import KafkaAccess, Topics, create_topics, make_producer
 
 # The design checks the outer signature three times: at the gateway, in ingest and in the audit service
@@ -43,6 +50,7 @@ class Part:
 
     rate: Figure
     cpu_ms: Figure
+    server_cpu_ms: Figure | None = None  # the serving process's alone, where the part has one
 
 
 def _signed(raw: bytes) -> tuple[bytes, bytes]:
@@ -238,3 +246,70 @@ async def _copy_all(pg: Any, batches: list[Batch]) -> int:
             await pg.copy_records_to_table("bench_floor_inbox", records=inbox, columns=INBOX_COLUMNS)
             await pg.copy_records_to_table("bench_floor_audit", records=audit, columns=AUDIT_COLUMNS)
     return len(batches) * NOTICES_PER_COPY
+
+
+async def bare_http(envelope: bytes, requests: int, connections: int, repeats: int) -> Part:
+    """The envelope POSTed `requests` times a run to a bare FastAPI route under uvicorn (bench/bare.py) by the
+    load generator's client (aiohttp, `connections` at once, as load.Senders): HTTP's cost per request to
+    the machine (server, client and kernel) and to the server alone."""
+    port = free_port()
+    server = spawn_child(
+        [sys.executable, "-m", "bench.bare", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    samples: list[tuple[float, float]] = []
+    served: list[float] = []
+    try:
+        async with aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Content-Type": "application/json"},
+            connector=aiohttp.TCPConnector(limit=connections),
+        ) as session:
+            await _until_serving(session, server, envelope)
+
+            async def post(times: int) -> None:
+                for _ in range(times):
+                    async with session.post("/v1/envelopes", data=envelope) as response:
+                        if response.status != 202:
+                            raise RuntimeError(f"the bare route answered {response.status}")
+                        await response.read()
+
+            each = max(1, requests // connections)
+
+            async def post_all() -> int:
+                await asyncio.gather(*(post(each) for _ in range(connections)))
+                return each * connections
+
+            for _ in range(repeats):
+                before = tree_cpu_seconds(server.pid)
+                samples.append(await _metered(post_all))
+                served.append(1000 * (tree_cpu_seconds(server.pid) - before) / (each * connections))
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    part = _part(samples)
+    return Part(part.rate, part.cpu_ms, Figure.of_durations(served))
+
+
+async def _until_serving(
+    session: aiohttp.ClientSession, server: subprocess.Popen[bytes], body: bytes
+) -> None:
+    """Until the bare route answers (uvicorn takes a second or two to start)."""
+    async with asyncio.timeout(60):
+        while True:
+            if server.poll() is not None:
+                errors = server.stderr.read().decode(errors="replace") if server.stderr else ""
+                raise RuntimeError(f"the bare HTTP server exited with {server.returncode}: {errors[-500:]}")
+            try:
+                async with session.post("/v1/envelopes", data=body) as response:
+                    if response.status == 202:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)

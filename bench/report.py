@@ -72,6 +72,7 @@ class Results:
     verify_us: Figure | None = None  # one raw Ed25519 verify of the outer signature, CPU µs
     kafka: dict[str, Part] = field(default_factory=dict)
     rows: Part | None = None  # notices' rows by COPY: notices/s
+    http: Part | None = None  # the envelope POSTed to a bare FastAPI route: requests/s (not in the floor)
     e2e: dict[int, Throughput] = field(default_factory=dict)
     cpu_ms_per_notice: dict[str, float] = field(default_factory=dict)
     cpu_windows: list[float] = field(default_factory=list)  # the whole machine, ms per notice, by run
@@ -273,6 +274,14 @@ def _cpu_target(results: Results) -> Target:
             f"{number(transport.cpu_ms)} ms through raw aiokafka (client and broker) against the broker's "
             f"{number(cpu.get('Kafka broker', 0.0))} ms alone, {number(rows.cpu_ms)} ms of COPY (client "
             f"and server) against PostgreSQL's {number(cpu.get('PostgreSQL', 0.0))} ms alone."
+        )
+    bare = results.http
+    if bare is not None and bare.server_cpu_ms is not None:
+        why += (
+            f" HTTP alone, the envelope POSTed to a bare FastAPI route, took "
+            f"{number(bare.server_cpu_ms.median)} ms of its server's CPU against the gateway's "
+            f"{number(cpu.get('gateway', 0.0))} ms, and {number(bare.cpu_ms.median)} ms of the machine "
+            "(client and kernel too)."
         )
     return Target(name, number(windows.median), number(windows.p99), met, why)
 
@@ -566,6 +575,8 @@ def _transport(results: Results) -> str:
                 results.rows,
             )
         )
+    if results.http is not None:
+        rows.append(_part_row("bare HTTP POST of the envelope, not in the floor (requests/s)", results.http))
     verify = ""
     if results.verify_us is not None:
         verify = (
@@ -583,8 +594,15 @@ def _transport(results: Results) -> str:
         "consumer reading them back; the gateway's own producer settings (`make_producer`) for comparison. "
         "The database line is the rows a notice needs, written with asyncpg's COPY "
         "(`copy_records_to_table`) into tables of a fixed shape on the same server, 100 notices to a "
-        "transaction. CPU is the whole machine's (every process and the kernel) per item, in the same "
-        "runs.\n\n"
+        "transaction. The HTTP line is not in the floor: the same envelope POSTed by the load generator's "
+        "client (aiohttp, as many connections as the senders) to a bare FastAPI route under uvicorn, "
+        "which reads the body and answers 202 (bench/bare.py), for what HTTP alone costs"
+        + (
+            f" (its server's CPU: {number(results.http.server_cpu_ms.median * 1000)} µs a request)"
+            if results.http is not None and results.http.server_cpu_ms is not None
+            else ""
+        )
+        + ". CPU is the whole machine's (every process and the kernel) per item, in the same runs.\n\n"
         + table(["part", "median", "p99 (slow tail)", "machine CPU µs per item (median)", "runs"], rows)
         + verify
     )

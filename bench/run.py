@@ -92,6 +92,7 @@ class Sizes:
     warmup: int = 0
     settle_round: int = 1000
     settle_rounds: int = 0
+    http_requests: int = 300  # POSTs a run to the bare HTTP route (parts.bare_http)
 
     def describe(self) -> dict[str, str]:
         return {
@@ -100,6 +101,7 @@ class Sizes:
             "crypto": f"{self.crypto_runs} runs of {self.crypto_calls} calls",
             "raw aiokafka": f"{self.raw_messages:,} messages a run",
             "PostgreSQL COPY": f"the rows of {self.floor_notices:,} notices a run",
+            "bare HTTP": f"{self.http_requests:,} POSTs a run",
             "end to end": f"{self.e2e_notices:,} notices a run",
             "senders": f"{self.senders} connections each",
             "open-loop loads": ", ".join(f"{rate:g}/s for {seconds:g} s" for rate, seconds in self.loads),
@@ -123,6 +125,7 @@ FULL = Sizes(
     crypto_runs=30,
     raw_messages=10_000,
     floor_notices=5_000,
+    http_requests=10_000,
     e2e_notices=600,
     senders=16,
     loads=((10, 10), (50, 10), (200, 5), (500, 3), (1000, 2)),
@@ -270,7 +273,7 @@ async def measure(
             say(f"warming up with {sizes.warmup:,} notices more")
             await load.closed_loop(stack, engine, keyring, 3, sizes.warmup, sizes.senders, 1)
             results.sizes["warm-up before timing"] = await settle_broker(stack, infra, engine, keyring, sizes)
-        say("the floor: raw Ed25519 verifies, raw aiokafka produce and consume, COPY")
+        say("the floor: raw Ed25519 verifies, raw aiokafka produce and consume, COPY; and a bare HTTP POST")
         results.verify_us = parts.ed25519_verify_us(
             envelope,
             signing_key(keyring.senders[sealed.sender]).ed25519(),
@@ -285,6 +288,7 @@ async def measure(
             sizes.repeats,
         )
         results.rows = await parts.copy_rows(engine, sizes.floor_notices, FLOOR_RECIPIENTS, sizes.repeats)
+        results.http = await parts.bare_http(envelope, sizes.http_requests, sizes.senders, sizes.repeats)
         meter = profile.CpuMeter(clocks)
         database = database_meter(stack, infra)  # its window holds the other's: its readings cost more
         metered = (database, meter) if database is not None else (meter,)
