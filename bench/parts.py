@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,7 +26,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.profile import machine_busy_seconds, tree_cpu_seconds
+from bench.profile import machine_busy_seconds
+from bench.stack import Service, wait_http
 from bench.stats import Figure
 from devstack.kafka import free_port
 from devstack.processes import spawn_child
@@ -248,26 +250,31 @@ async def _copy_all(pg: Any, batches: list[Batch]) -> int:
     return len(batches) * NOTICES_PER_COPY
 
 
-async def bare_http(envelope: bytes, requests: int, connections: int, repeats: int) -> Part:
-    """The envelope POSTed `requests` times a run to a bare FastAPI route under uvicorn (bench/bare.py) by the
-    load generator's client (aiohttp, `connections` at once, as load.Senders): HTTP's cost per request to
-    the machine (server, client and kernel) and to the server alone."""
+async def bare_http(envelope: bytes, requests: int, connections: int, repeats: int, log: Path) -> Part:
+    """The envelope POSTed `requests` times a run to a bare FastAPI route under uvicorn (bench/bare.py, its
+    output to `log`) by the load generator's client (aiohttp, `connections` at once, as load.Senders):
+    HTTP's cost per request to the machine (server, client and kernel) and to the server alone."""
     port = free_port()
-    server = spawn_child(
-        [sys.executable, "-m", "bench.bare", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-    )
+    with log.open("ab") as out:
+        server = Service(
+            "the bare HTTP route",
+            spawn_child(
+                [sys.executable, "-m", "bench.bare", str(port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            ),
+            log,
+        )
     samples: list[tuple[float, float]] = []
     served: list[float] = []
     try:
+        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/docs", server)
         async with aiohttp.ClientSession(
             base_url=f"http://127.0.0.1:{port}",
             headers={"Content-Type": "application/json"},
             connector=aiohttp.TCPConnector(limit=connections),
         ) as session:
-            await _until_serving(session, server, envelope)
 
             async def post(times: int) -> None:
                 for _ in range(times):
@@ -283,33 +290,15 @@ async def bare_http(envelope: bytes, requests: int, connections: int, repeats: i
                 return each * connections
 
             for _ in range(repeats):
-                before = tree_cpu_seconds(server.pid)
+                before = server.cpu_seconds()
                 samples.append(await _metered(post_all))
-                served.append(1000 * (tree_cpu_seconds(server.pid) - before) / (each * connections))
+                served.append(1000 * (server.cpu_seconds() - before) / (each * connections))
     finally:
-        server.terminate()
+        server.process.terminate()
         try:
-            server.wait(timeout=10)
+            server.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            server.process.kill()
+            server.process.wait()
     part = _part(samples)
     return Part(part.rate, part.cpu_ms, Figure.of_durations(served))
-
-
-async def _until_serving(
-    session: aiohttp.ClientSession, server: subprocess.Popen[bytes], body: bytes
-) -> None:
-    """Until the bare route answers (uvicorn takes a second or two to start)."""
-    async with asyncio.timeout(60):
-        while True:
-            if server.poll() is not None:
-                errors = server.stderr.read().decode(errors="replace") if server.stderr else ""
-                raise RuntimeError(f"the bare HTTP server exited with {server.returncode}: {errors[-500:]}")
-            try:
-                async with session.post("/v1/envelopes", data=body) as response:
-                    if response.status == 202:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)

@@ -288,7 +288,9 @@ async def measure(
             sizes.repeats,
         )
         results.rows = await parts.copy_rows(engine, sizes.floor_notices, FLOOR_RECIPIENTS, sizes.repeats)
-        results.http = await parts.bare_http(envelope, sizes.http_requests, sizes.senders, sizes.repeats)
+        results.http = await parts.bare_http(
+            envelope, sizes.http_requests, sizes.senders, sizes.repeats, work / "bare-http.log"
+        )
         meter = profile.CpuMeter(clocks)
         database = database_meter(stack, infra)  # its window holds the other's: its readings cost more
         metered = (database, meter) if database is not None else (meter,)

@@ -222,7 +222,7 @@ class Stack:
         """Until the service's HTTP API answers (ingest has none: it is ready once started)."""
         paths = {"gateway": "/healthz", "audit": "/v1/audit/events"}
         if service_of(name) in paths:
-            _wait_http(self.url(name) + paths[service_of(name)], self.services[name], timeout)
+            wait_http(self.url(name) + paths[service_of(name)], self.services[name], timeout)
 
     def kill(self, name: str) -> int:
         """SIGKILL: no shutdown hook runs. Returns the exit status (-9)."""
@@ -270,7 +270,7 @@ async def enrol_bench_agencies(settings: Settings, home: Path) -> None:
         await engine.dispose()
 
 
-def _wait_http(url: str, service: Service, timeout: float = 60) -> None:
+def wait_http(url: str, service: Service, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if service.process.poll() is not None:

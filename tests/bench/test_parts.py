@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from bench.parts import bare_http
 
 
-async def test_a_bare_http_post_is_metered_for_the_machine_and_for_its_server_alone() -> None:
+async def test_a_bare_http_post_is_metered_for_the_machine_and_for_its_server_alone(tmp_path: Path) -> None:
     before = set(os.listdir("/proc"))
-    part = await bare_http(b'{"payload": "' + b"A" * 12_000 + b'"}', requests=1000, connections=8, repeats=2)
+    part = await bare_http(
+        b'{"payload": "' + b"A" * 12_000 + b'"}',
+        requests=1000,
+        connections=8,
+        repeats=2,
+        log=tmp_path / "bare.log",
+    )
     assert part.rate.runs == 2 and part.rate.median > 0
     assert part.server_cpu_ms is not None and part.server_cpu_ms.runs == 2
     # The server did work for each request, and the machine's CPU holds the server's (and the client's).
