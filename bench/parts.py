@@ -96,8 +96,13 @@ async def _metered(work: Callable[[], Awaitable[int]]) -> tuple[float, float]:
     return items / seconds, 1000 * cpu / items
 
 
-def _part(samples: list[tuple[float, float]]) -> Part:
-    return Part(Figure.of_rates([r for r, _ in samples]), Figure.of_durations([c for _, c in samples]))
+def _part(samples: list[tuple[float, float]], served: list[float] | None = None) -> Part:
+    """From (items/s, machine CPU ms per item) runs and, where there is one, the server's CPU ms per item."""
+    return Part(
+        Figure.of_rates([r for r, _ in samples]),
+        Figure.of_durations([c for _, c in samples]),
+        Figure.of_durations(served) if served is not None else None,
+    )
 
 
 async def raw_kafka(
@@ -300,5 +305,4 @@ async def bare_http(envelope: bytes, requests: int, connections: int, repeats: i
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
-    part = _part(samples)
-    return Part(part.rate, part.cpu_ms, Figure.of_durations(served))
+    return _part(samples, served)
